@@ -1,0 +1,153 @@
+"""The policy file's schema (version 1), as strict pydantic models.
+
+Shape and types only: unknown fields, wrong types and out-of-range numbers are
+caught here; everything that needs meaning (CEL, CIDRs, role references, key
+files) is checked when the policy is compiled.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(value: Any) -> float:
+    """'30s', '10m', '1h30m', '500ms' or a number of seconds -> seconds."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 30s, 10m or 24h")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and value and re.fullmatch(f"(?:{_DURATION_PART.pattern})+", value):
+        seconds = sum(float(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION_PART.findall(value))
+    else:
+        raise ValueError(f"expected a duration such as 30s, 10m or 24h, not {value!r}")
+    if seconds < 0:
+        raise ValueError("a duration cannot be negative")
+    return seconds
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=True)
+
+
+class TokenLocation(Model):
+    header: str | None = None
+    prefix: str | None = None
+    cookie: str | None = None
+
+    @model_validator(mode="after")
+    def _one_place(self) -> TokenLocation:
+        if (self.header is None) == (self.cookie is None):
+            raise ValueError("give exactly one of 'header' or 'cookie'")
+        if self.prefix is not None and self.header is None:
+            raise ValueError("'prefix' applies to a header only")
+        return self
+
+
+class JwksSettings(Model):
+    refresh_interval: Duration = Field(default=600.0, ge=30.0)
+    min_refetch_interval: Duration = Field(default=30.0, ge=30.0)
+    max_stale: Duration = Field(default=86400.0, ge=0.0)
+    fetch_timeout: Duration = Field(default=2.0, gt=0.0, le=30.0)
+
+
+class Issuer(Model):
+    name: Name
+    issuer: str
+    audiences: list[str]
+    jwks_uri: str | None = None
+    jwks_file: str | None = None
+    algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256"])
+    leeway: Duration = Field(default=30.0, le=300.0)
+    roles_claim: str = "roles"
+    scopes_claim: str = "scope"
+    from_: list[TokenLocation] = Field(
+        default_factory=lambda: [TokenLocation(header="authorization", prefix="Bearer ")], alias="from"
+    )
+    token_types: list[str] | None = None
+    max_token_size: int = Field(default=8192, ge=256, le=65536)
+    jwks: JwksSettings = Field(default_factory=JwksSettings)
+
+
+class ApiKey(Model):
+    subject: str
+    sha256: str
+    roles: list[str] = Field(default_factory=list)
+
+
+class ApiKeys(Model):
+    header: str = "x-api-key"
+    keys: list[ApiKey] = Field(default_factory=list)
+    keys_file: str | None = None
+
+
+class ApiKeysFile(Model):
+    """The content of ``api_keys.keys_file``: a list of keys, or ``{keys: [...]}``."""
+
+    keys: list[ApiKey]
+
+
+class Permission(Model):
+    hosts: list[str] | None = None
+    methods: list[str] | None = None
+    paths: list[str] | None = None
+    source_ips: list[str] | None = None
+    principals: list[str] | None = None
+    when: str | None = None
+
+
+class Rule(Permission):
+    name: Name
+    effect: Literal["allow", "deny"]
+    anonymous: bool = False
+    dry_run: bool = False
+
+
+class IdentityToken(Model):
+    header: str = "x-identity-token"
+    issuer: str
+    audience: str
+    ttl: Duration = Field(default=60.0, ge=5.0, le=3600.0)
+    signing_key: str
+    extra_public_keys: list[str] = Field(default_factory=list)
+
+
+class Response(Model):
+    headers: dict[str, str] = Field(default_factory=dict)
+    remove: list[str] = Field(default_factory=list)
+    identity_token: IdentityToken | None = None
+
+
+class DecisionCache(Model):
+    max_entries: int = Field(default=100_000, ge=0, le=10_000_000)
+    ttl: Duration = Field(default=30.0, ge=0.0, le=3600.0)
+    deny_ttl: Duration = Field(default=2.0, ge=0.0, le=60.0)
+
+
+class TokenCache(Model):
+    max_entries: int = Field(default=100_000, ge=0, le=10_000_000)
+
+
+class Cache(Model):
+    decisions: DecisionCache = Field(default_factory=DecisionCache)
+    tokens: TokenCache = Field(default_factory=TokenCache)
+
+
+class Policy(Model):
+    version: Literal[1]
+    issuers: list[Issuer] = Field(default_factory=list)
+    api_keys: ApiKeys | None = None
+    peers: dict[str, list[str]] = Field(default_factory=dict)
+    roles: dict[str, list[Permission]] = Field(default_factory=dict)
+    rules: list[Rule] = Field(default_factory=list)
+    response: Response = Field(default_factory=Response)
+    cache: Cache = Field(default_factory=Cache)

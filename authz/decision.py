@@ -1,0 +1,60 @@
+"""The result of one decision: a value, whether it allows or denies."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from authz.errors import OUTCOMES, Reason
+from authz.identity.base import ANONYMOUS, Identity
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """An allow or a deny, with everything the wire and the logs need.
+
+    ``valid_until`` is the wall-clock time after which the same request could
+    be decided differently (the credential expires); ``cacheable`` is False
+    for outcomes that must never be reused (errors, time-dependent rules).
+    """
+
+    allowed: bool
+    reason: Reason
+    rule: str | None = None
+    identity: Identity = ANONYMOUS
+    headers: tuple[tuple[str, str], ...] = ()
+    remove: tuple[str, ...] = ()
+    challenge: str | None = None
+    detail: str | None = None
+    valid_until: float | None = None
+    cacheable: bool = True
+    dry_run_denials: tuple[str, ...] = ()
+
+    @property
+    def status(self) -> int:
+        return OUTCOMES[self.reason].http_status
+
+    @property
+    def grpc_code(self) -> int:
+        return OUTCOMES[self.reason].grpc_code
+
+    def to_json(self) -> dict[str, Any]:
+        """The shape ``authz check`` prints."""
+        identity = self.identity
+        return {
+            "allowed": self.allowed,
+            "status": self.status,
+            "reason": self.reason.value,
+            "rule": self.rule,
+            "headers": dict(self.headers),
+            "remove": list(self.remove),
+            "identity": {
+                "kind": identity.kind,
+                "subject": identity.subject,
+                "issuer": identity.issuer,
+                "roles": sorted(identity.roles),
+                "scopes": list(identity.scopes),
+            },
+            "detail": self.detail,
+            "dry_run_denials": list(self.dry_run_denials),
+        }

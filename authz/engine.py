@@ -1,0 +1,217 @@
+"""The decision pipeline: one function, read top to bottom.
+
+Phase 0, request shape: a path that cannot be matched safely is refused (403).
+Phase 1, credential: the first credential source present in the request
+    decides; a presented credential that does not verify is a 401, whatever
+    the rules say. None presented: the mTLS peer if ``peers`` lists it, else
+    anonymous.
+Phase 2, peer roles: roles ``peers`` grants to ``source.principal`` join
+    the identity's roles.
+Phase 3, deny rules: any match is a 403 (a rule whose ``when`` fails to
+    evaluate counts as matched: fail closed).
+Phase 4, permissions: a role with a matching permission, or a matching allow
+    rule, allows (a ``when`` that fails counts as not matched).
+Phase 5, default: 401 with a challenge for an anonymous caller, 403 otherwise.
+Phase 6, response: headers and identity token for the upstream.
+"""
+
+from __future__ import annotations
+
+import time as _time
+from dataclasses import dataclass
+from typing import Protocol
+
+from authz.decision import Decision
+from authz.errors import CredentialError, InvalidPath, Reason
+from authz.identity.base import ANONYMOUS, Identity
+from authz.identity.jwt import KeysPending
+from authz.paths import normalize_path, split_path
+from authz.policy import Policy, View
+from authz.request import Request
+from authz.response import www_authenticate
+
+
+class Clock(Protocol):
+    def time(self) -> float: ...
+    def monotonic(self) -> float: ...
+
+
+class SystemClock:
+    time = staticmethod(_time.time)
+    monotonic = staticmethod(_time.monotonic)
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One line of a decision trace (``authz explain``)."""
+
+    phase: str
+    subject: str
+    result: str
+    note: str | None = None
+
+    def __str__(self) -> str:
+        tail = f"  ({self.note})" if self.note else ""
+        return f"[{self.phase}] {self.subject}: {self.result}{tail}"
+
+
+Trace = list[Step]
+
+
+class Engine:
+    """Decides requests against one compiled policy."""
+
+    def __init__(self, policy: Policy, *, clock: Clock | None = None) -> None:
+        self.policy = policy
+        self.clock: Clock = clock or SystemClock()
+
+    def decide(self, request: Request, *, may_wait: bool = True, trace: Trace | None = None) -> Decision:
+        """Decide one request. Raises :class:`authz.identity.jwt.KeysPending`
+        (only when ``may_wait``) when a key set must be fetched first; any
+        other exception is a bug the caller turns into ``internal_error``."""
+        policy = self.policy
+        now = self.clock.time()
+
+        # Phase 0: request shape.
+        raw_path, query = split_path(request.path)
+        try:
+            path = normalize_path(raw_path)
+        except InvalidPath as exc:
+            _note(trace, "request", "path", "invalid", str(exc))
+            return self._deny(Reason.INVALID_PATH, ANONYMOUS, detail=str(exc), trace=trace)
+        _note(trace, "request", f"{request.method} {path}", "normalized")
+
+        # Phase 1: credential -> identity.
+        try:
+            identity = self._authenticate(request, now, may_wait, trace)
+        except CredentialError as exc:
+            _note(trace, "credential", exc.reason.value, "rejected", exc.detail)
+            # Never cached: time and key sets change these outcomes.
+            return self._deny(exc.reason, ANONYMOUS, detail=exc.detail, trace=trace, cacheable=False)
+
+        # Phase 2: roles granted to the mTLS peer.
+        principal = request.source_principal
+        if policy.peers and principal:
+            peer_roles = policy.peers.roles_for(principal)
+            if peer_roles is not None:
+                if identity.kind == "anonymous":
+                    identity = policy.peers.identity(principal, peer_roles)
+                    _note(trace, "identity", "peer", principal, f"roles {sorted(peer_roles)}")
+                else:
+                    identity = identity.with_roles(peer_roles)
+                    _note(trace, "identity", "peer roles added", principal, f"roles {sorted(peer_roles)}")
+        view = View(request, path, query, identity, now)
+
+        # Phase 3: deny rules win.
+        would_deny: list[str] = []
+        for rule in policy.deny_rules:
+            matched, note = rule.matcher.matches(view, fail_closed=True)
+            _note(trace, "deny rule", rule.name, "matched" if matched else "no match", note)
+            if matched:
+                if rule.dry_run:
+                    would_deny.append(rule.name)
+                    continue
+                return self._deny(Reason.DENIED_BY_RULE, identity, rule=rule.name, trace=trace, would_deny=would_deny)
+
+        # Phase 4: a role's permission or an allow rule.
+        granted = self._grant(view, identity, trace, would_deny)
+        if granted is None:
+            # Phase 5: nothing allows.
+            reason = Reason.NO_PERMISSION if identity.authenticated else Reason.MISSING_CREDENTIAL
+            return self._deny(reason, identity, trace=trace, would_deny=would_deny)
+
+        # Phase 6: what the upstream learns.
+        headers, remove, notes = policy.response.build(view)
+        for text in notes:
+            _note(trace, "response", "header", "omitted", text)
+        return Decision(
+            allowed=True,
+            reason=Reason.ALLOWED,
+            rule=granted,
+            identity=identity,
+            headers=headers,
+            remove=remove,
+            valid_until=identity.expires_at,
+            cacheable=not policy.reads.now,
+            dry_run_denials=tuple(would_deny),
+        )
+
+    def decide_blocking(self, request: Request, *, timeout: float, trace: Trace | None = None) -> Decision:
+        """Decide, waiting (blocking this thread) up to ``timeout`` seconds for
+        a key set being fetched. For offline use; servers wait asynchronously."""
+        try:
+            return self.decide(request, trace=trace)
+        except KeysPending as pending:
+            try:
+                pending.future.result(timeout=timeout)
+            except Exception:
+                pass  # deciding again reports the missing keys as a denial
+            if trace is not None:
+                trace.clear()
+            return self.decide(request, may_wait=False, trace=trace)
+
+    def _authenticate(self, request: Request, now: float, may_wait: bool, trace: Trace | None) -> Identity:
+        for source in self.policy.credential_sources:
+            identity = source.authenticate(request, now=now, may_wait=may_wait)
+            if identity is not None:
+                _note(trace, "credential", source.name, "verified", f"{identity.kind} {identity.subject!r}, roles {sorted(identity.roles)}")
+                return identity
+            _note(trace, "credential", source.name, "not present")
+        return ANONYMOUS
+
+    def _grant(self, view: View, identity: Identity, trace: Trace | None, would_deny: list[str]) -> str | None:
+        policy = self.policy
+        for role in sorted(identity.roles):
+            for index, permission in enumerate(policy.roles.get(role, ())):
+                matched, note = permission.matches(view, fail_closed=False)
+                _note(trace, "permission", f"{role}[{index}]", "matched" if matched else "no match", note)
+                if matched:
+                    return role
+        for rule in policy.allow_rules:
+            if not rule.anonymous and not identity.authenticated:
+                _note(trace, "allow rule", rule.name, "skipped", "needs an authenticated caller")
+                continue
+            matched, note = rule.matcher.matches(view, fail_closed=False)
+            _note(trace, "allow rule", rule.name, "matched" if matched else "no match", note)
+            if matched:
+                if rule.dry_run:
+                    continue
+                return rule.name
+        return None
+
+    def _deny(
+        self,
+        reason: Reason,
+        identity: Identity,
+        *,
+        rule: str | None = None,
+        detail: str | None = None,
+        trace: Trace | None = None,
+        would_deny: list[str] | None = None,
+        cacheable: bool = True,
+    ) -> Decision:
+        _note(trace, "decision", reason.value, "deny", rule)
+        challenge = www_authenticate(reason) if reason.value in _CHALLENGED else None
+        return Decision(
+            allowed=False,
+            reason=reason,
+            rule=rule,
+            identity=identity,
+            challenge=challenge,
+            detail=detail,
+            valid_until=identity.expires_at,
+            cacheable=cacheable and not self.policy.reads.now,
+            dry_run_denials=tuple(would_deny or ()),
+        )
+
+
+_CHALLENGED = frozenset(
+    r.value for r in (Reason.MISSING_CREDENTIAL, Reason.INVALID_TOKEN, Reason.EXPIRED_TOKEN,
+                      Reason.UNKNOWN_ISSUER, Reason.JWKS_UNAVAILABLE, Reason.INVALID_API_KEY)
+)
+
+
+def _note(trace: Trace | None, phase: str, subject: str, result: str, note: str | None = None) -> None:
+    if trace is not None:
+        trace.append(Step(phase, subject, result, note))
+

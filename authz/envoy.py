@@ -1,0 +1,111 @@
+"""Conversion between Envoy's ext_authz messages and the decision core.
+
+The only module that touches Envoy's protobuf types (from ``xds-protos``):
+``to_request`` turns a CheckRequest into a :class:`Request` once, and
+``to_response`` turns a :class:`Decision` into a CheckResponse. Neither imports
+gRPC, so ``authz check`` uses them offline.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from envoy.config.core.v3 import base_pb2
+from envoy.service.auth.v3 import external_auth_pb2
+from envoy.type.v3 import http_status_pb2
+from google.protobuf import json_format, wrappers_pb2
+from google.rpc import status_pb2
+
+from authz.decision import Decision
+from authz.errors import OUTCOMES, Reason
+from authz.request import Request
+from authz.response import denied_body
+
+CheckRequest = external_auth_pb2.CheckRequest
+CheckResponse = external_auth_pb2.CheckResponse
+
+#: Longest x-request-id echoed in a denied body; longer ones are not echoed.
+MAX_REQUEST_ID = 128
+_OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+_FALSE = wrappers_pb2.BoolValue(value=False)
+
+
+def parse_json_request(text: str) -> Any:
+    """A CheckRequest from its protobuf JSON mapping (raises ``ParseError``)."""
+    return json_format.Parse(text, CheckRequest())
+
+
+def to_request(check: Any) -> Request:
+    """The core's view of a CheckRequest. Header names are lower-cased;
+    headers Envoy sent as raw bytes (``header_map``) must be valid UTF-8."""
+    attributes = check.attributes
+    http = attributes.request.http
+    headers: dict[str, str]
+    if http.headers:
+        headers = {key.lower(): value for key, value in http.headers.items()}
+    else:
+        headers = {}
+        for entry in http.header_map.headers:
+            value = entry.value or entry.raw_value.decode("utf-8")
+            key = entry.key.lower()
+            headers[key] = f"{headers[key]},{value}" if key in headers else value
+    source = attributes.source
+    destination = attributes.destination
+    return Request(
+        method=http.method or headers.get(":method", ""),
+        path=http.path or headers.get(":path", ""),
+        host=http.host or headers.get(":authority", ""),
+        scheme=http.scheme or headers.get(":scheme", ""),
+        headers=headers,
+        source_address=source.address.socket_address.address,
+        source_port=source.address.socket_address.port_value,
+        source_principal=source.principal,
+        destination_address=destination.address.socket_address.address,
+        destination_port=destination.address.socket_address.port_value,
+        destination_principal=destination.principal,
+        context=dict(attributes.context_extensions),
+    )
+
+
+def request_id_of(request: Request) -> str | None:
+    value = request.headers.get("x-request-id")
+    if value is None or len(value) > MAX_REQUEST_ID:
+        return None
+    return value
+
+
+def _header(name: str, value: str) -> Any:
+    return base_pb2.HeaderValueOption(
+        header=base_pb2.HeaderValue(key=name, value=value),
+        append=_FALSE,
+        append_action=_OVERWRITE,
+    )
+
+
+def to_response(decision: Decision, request_id: str | None) -> Any:
+    """The CheckResponse for a decision. Never empty: an empty response
+    means allow to Envoy, so every response carries an explicit status."""
+    if decision.allowed:
+        return CheckResponse(
+            status=status_pb2.Status(code=0),
+            ok_response=external_auth_pb2.OkHttpResponse(
+                headers=[_header(name, value) for name, value in decision.headers],
+                headers_to_remove=list(decision.remove),
+            ),
+        )
+    return denied_response(decision.reason, request_id, decision.challenge)
+
+
+def denied_response(reason: Reason, request_id: str | None, challenge: str | None = None) -> Any:
+    outcome = OUTCOMES[reason]
+    headers = [_header("content-type", "application/json"), _header("cache-control", "no-store")]
+    if challenge is not None:
+        headers.append(_header("www-authenticate", challenge))
+    return CheckResponse(
+        status=status_pb2.Status(code=outcome.grpc_code, message=reason.value),
+        denied_response=external_auth_pb2.DeniedHttpResponse(
+            status=http_status_pb2.HttpStatus(code=outcome.http_status),
+            headers=headers,
+            body=denied_body(reason, request_id).decode("utf-8"),
+        ),
+    )

@@ -1,0 +1,137 @@
+"""Reason codes, the one table from reason to wire outcome, and the exception tree.
+
+Exception hierarchy::
+
+    AuthzError
+    ├── ConfigError            a policy that cannot be loaded (carries every Problem)
+    ├── CredentialError        a presented credential that does not verify (always 401)
+    │   ├── InvalidToken       malformed, bad signature, bad claims        -> invalid_token
+    │   ├── ExpiredToken       exp <= now - leeway                          -> expired_token
+    │   ├── UnknownIssuer      no configured issuer has the token's iss     -> unknown_issuer
+    │   ├── KeysUnavailable    the issuer's key set could not be obtained   -> jwks_unavailable
+    │   └── InvalidApiKey      no configured key has this value             -> invalid_api_key
+    └── InvalidPath            encoded '/' or '\\', NUL, not origin-form     -> invalid_path
+
+A denial is a value (:class:`authz.decision.Decision`), not an exception: these
+exceptions only carry a failure from the place it is found to the engine, which
+turns each into a denial.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class Reason(enum.StrEnum):
+    """Stable reason codes; also metric label values (see CONTRACT.md)."""
+
+    ALLOWED = "allowed"
+    MISSING_CREDENTIAL = "missing_credential"
+    INVALID_TOKEN = "invalid_token"
+    EXPIRED_TOKEN = "expired_token"
+    UNKNOWN_ISSUER = "unknown_issuer"
+    JWKS_UNAVAILABLE = "jwks_unavailable"
+    INVALID_API_KEY = "invalid_api_key"
+    DENIED_BY_RULE = "denied_by_rule"
+    NO_PERMISSION = "no_permission"
+    INVALID_PATH = "invalid_path"
+    INTERNAL_ERROR = "internal_error"
+
+
+# gRPC status codes used in CheckResponse.status (google.rpc.Code values).
+GRPC_OK = 0
+GRPC_PERMISSION_DENIED = 7
+GRPC_UNAUTHENTICATED = 16
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    grpc_code: int
+    http_status: int
+    error: str | None  # the "error" member of the denied JSON body
+
+
+_UNAUTHENTICATED = Outcome(GRPC_UNAUTHENTICATED, 401, "unauthenticated")
+_FORBIDDEN = Outcome(GRPC_PERMISSION_DENIED, 403, "forbidden")
+
+#: The one table from reason to wire outcome. ``no_permission`` is 403 for an
+#: authenticated caller; the engine uses ``missing_credential`` (401) for an
+#: anonymous one, as the contract's evaluation step 5 says.
+OUTCOMES: dict[Reason, Outcome] = {
+    Reason.ALLOWED: Outcome(GRPC_OK, 200, None),
+    Reason.MISSING_CREDENTIAL: _UNAUTHENTICATED,
+    Reason.INVALID_TOKEN: _UNAUTHENTICATED,
+    Reason.EXPIRED_TOKEN: _UNAUTHENTICATED,
+    Reason.UNKNOWN_ISSUER: _UNAUTHENTICATED,
+    Reason.JWKS_UNAVAILABLE: _UNAUTHENTICATED,
+    Reason.INVALID_API_KEY: _UNAUTHENTICATED,
+    Reason.DENIED_BY_RULE: _FORBIDDEN,
+    Reason.NO_PERMISSION: _FORBIDDEN,
+    Reason.INVALID_PATH: _FORBIDDEN,
+    Reason.INTERNAL_ERROR: _FORBIDDEN,
+}
+
+
+class AuthzError(Exception):
+    """Base of every error authz raises on purpose."""
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One problem in a config file, reported as ``FILE:LINE: message``."""
+
+    file: str
+    line: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.message}"
+
+
+class ConfigError(AuthzError):
+    """A policy that cannot be loaded. ``problems`` lists every problem found."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = sorted(problems, key=lambda p: (p.file, p.line, p.message))
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class CredentialError(AuthzError):
+    """A credential was presented and did not verify: always a 401.
+
+    ``detail`` is for logs and ``authz explain``; it never contains the
+    credential itself.
+    """
+
+    reason: Reason = Reason.INVALID_TOKEN
+
+    def __init__(self, detail: str) -> None:
+        self.detail = detail
+        super().__init__(detail)
+
+
+class InvalidToken(CredentialError):
+    reason = Reason.INVALID_TOKEN
+
+
+class ExpiredToken(CredentialError):
+    reason = Reason.EXPIRED_TOKEN
+
+
+class UnknownIssuer(CredentialError):
+    reason = Reason.UNKNOWN_ISSUER
+
+
+class KeysUnavailable(CredentialError):
+    reason = Reason.JWKS_UNAVAILABLE
+
+
+class InvalidApiKey(CredentialError):
+    reason = Reason.INVALID_API_KEY
+
+
+class InvalidPath(AuthzError):
+    """The request path cannot be matched safely."""
+
+    reason = Reason.INVALID_PATH

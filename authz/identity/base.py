@@ -1,0 +1,74 @@
+"""The identity value and the shape every identity source has."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from authz.request import Request
+
+Kind = Literal["jwt", "api_key", "peer", "anonymous"]
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who is calling, as far as a verified credential (or the peer) says.
+
+    ``expires_at`` is the wall-clock second after which the credential no
+    longer verifies (``exp`` + leeway for a JWT); caches never keep an
+    identity or a decision past it.
+    """
+
+    kind: Kind
+    subject: str | None = None
+    issuer: str | None = None
+    source: str | None = None  # the configured issuer's name, "api_key", or "peer"
+    roles: frozenset[str] = frozenset()
+    scopes: tuple[str, ...] = ()
+    claims: Mapping[str, Any] = field(default_factory=dict)
+    expires_at: float | None = None
+
+    @property
+    def authenticated(self) -> bool:
+        return self.kind != "anonymous"
+
+    def with_roles(self, extra: frozenset[str]) -> Identity:
+        if extra <= self.roles:
+            return self
+        return Identity(
+            self.kind, self.subject, self.issuer, self.source, self.roles | extra,
+            self.scopes, self.claims, self.expires_at,
+        )
+
+    def cel_value(self) -> dict[str, Any]:
+        """The ``identity`` variable of the CEL environment."""
+        return {
+            "kind": self.kind,
+            "subject": self.subject if self.subject is not None else "",
+            "issuer": self.issuer if self.issuer is not None else "",
+            "roles": sorted(self.roles),
+            "scopes": list(self.scopes),
+            "claims": self.claims,
+        }
+
+
+ANONYMOUS = Identity(kind="anonymous")
+
+
+class IdentitySource(Protocol):
+    """One way of presenting a credential (Starlette's ``authenticate`` shape).
+
+    ``authenticate`` returns None when the request carries no credential for
+    this source, an :class:`Identity` when it carries one that verifies, and
+    raises :class:`authz.errors.CredentialError` when it carries one that does
+    not. It may raise :class:`authz.identity.jwks.KeysPending` when the
+    answer needs a key set that is being fetched.
+    """
+
+    def present(self, request: Request) -> bool:
+        """Whether the request carries a credential for this source."""
+        ...
+
+    def authenticate(self, request: Request, *, now: float, may_wait: bool) -> Identity | None:
+        ...

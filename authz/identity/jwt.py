@@ -1,0 +1,286 @@
+"""JWT bearer tokens from OIDC issuers (SECURITY.md A-C).
+
+The order of checks is deliberate: everything that can be decided from the
+token's text (shape, header, claims, time, audience) is decided before a key
+set is consulted, so malformed or mis-addressed tokens never cost a JWKS fetch
+or a signature check. The key set is chosen by the configured issuer that the
+``iss`` claim names, never by anything else the token offers (``jku``, ``jwk``,
+``x5u`` and ``x5c`` are ignored).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from authz.errors import ExpiredToken, InvalidToken, KeysUnavailable, UnknownIssuer
+from authz.identity.base import Identity
+from authz.identity.jws import ParsedToken, check_header, parse_compact
+from authz.identity.keys import KeySet
+from authz.request import Request
+
+
+class KeyProvider(Protocol):
+    """Where an issuer's keys come from (a file, or a cached remote set)."""
+
+    def current(self) -> KeySet | None:
+        """The key set to verify with now, or None when there is none usable."""
+        ...
+
+    def wait_for_keys(self) -> Any:
+        """A future that completes when a first key set arrives, or None."""
+        ...
+
+    def refetch_unknown_kid(self) -> Any:
+        """A future for a refetch shared by all callers, or None while the
+        refetch cooldown holds."""
+        ...
+
+
+class KeysPending(Exception):
+    """The decision needs a key set that is being fetched: wait on ``future``
+    (a ``concurrent.futures.Future``) within the request's deadline and decide
+    again with ``may_wait=False``."""
+
+    def __init__(self, future: Any) -> None:
+        super().__init__("key set fetch in progress")
+        self.future = future
+
+
+@dataclass(frozen=True, slots=True)
+class TokenLocation:
+    """Where a token is found: a header (with an optional scheme prefix) or a cookie."""
+
+    header: str | None = None
+    prefix: str = ""
+    cookie: str | None = None
+
+    @property
+    def header_name(self) -> str:
+        return self.header if self.header is not None else "cookie"
+
+    def extract(self, headers: Mapping[str, str]) -> str | None:
+        """The token, or None when this location holds none. Raises
+        InvalidToken when it holds something that cannot be one token (two
+        credentials joined by Envoy, an empty value, a repeated cookie)."""
+        if self.cookie is not None:
+            return _cookie_value(headers.get("cookie"), self.cookie)
+        value = headers.get(self.header)  # type: ignore[arg-type]
+        if value is None:
+            return None
+        if self.prefix:
+            if value[: len(self.prefix)].lower() != self.prefix.lower():
+                return None
+            value = value[len(self.prefix):]
+        if not value or "," in value or " " in value or "\t" in value:
+            raise InvalidToken("empty value or more than one credential in the header")
+        return value
+
+
+def _cookie_value(header: str | None, name: str) -> str | None:
+    if not header or name not in header:
+        return None
+    found: str | None = None
+    for part in header.split(";"):
+        key, sep, value = part.strip().partition("=")
+        if sep and key == name:
+            if found is not None and value != found:
+                raise InvalidToken("the token cookie is set more than once")
+            found = value
+    if found is not None and not found:
+        raise InvalidToken("empty token cookie")
+    return found
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class JwtIssuer:
+    """One configured issuer, compiled."""
+
+    name: str
+    issuer: str
+    audiences: frozenset[str]
+    algorithms: frozenset[str]
+    leeway: float
+    roles_claim: tuple[str, ...]
+    scopes_claim: tuple[str, ...]
+    locations: tuple[TokenLocation, ...]
+    token_types: frozenset[str] | None
+    max_token_size: int
+    keys: KeyProvider
+
+
+def claim_at(claims: Mapping[str, Any], path: Sequence[str]) -> Any:
+    """The value at a dotted claim path. A key containing dots (Auth0's
+    namespaced ``https://example.com/roles``) is tried whole first."""
+    joined = ".".join(path)
+    if joined in claims:
+        return claims[joined]
+    node: Any = claims
+    index = 0
+    while index < len(path):
+        if not isinstance(node, Mapping):
+            return None
+        # Longest run of segments that is itself a key at this level.
+        for end in range(len(path), index, -1):
+            key = ".".join(path[index:end])
+            if key in node:
+                node = node[key]
+                index = end
+                break
+        else:
+            return None
+    return node
+
+
+def _string_list(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return value.split()
+    if isinstance(value, list):
+        return [item for item in value if isinstance(item, str)]
+    return []
+
+
+def _numeric_date(payload: Mapping[str, Any], name: str, *, required: bool) -> float | None:
+    value = payload.get(name)
+    if value is None:
+        if name in payload or required:
+            raise InvalidToken(f"missing or null {name}")
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidToken(f"{name} is not a number")
+    return float(value)
+
+
+def _normal_type(value: str) -> str:
+    value = value.lower()
+    return value[len("application/"):] if value.startswith("application/") else value
+
+
+def verify_claims(issuer: JwtIssuer, header: Mapping[str, Any], payload: Mapping[str, Any], now: float) -> float:
+    """Check type, time and audience; return the expiry (exp + leeway)."""
+    if issuer.token_types is not None:
+        typ = header.get("typ")
+        if not isinstance(typ, str) or _normal_type(typ) not in issuer.token_types:
+            raise InvalidToken("token type (typ) not accepted by this issuer")
+    exp = _numeric_date(payload, "exp", required=True)
+    nbf = _numeric_date(payload, "nbf", required=False)
+    iat = _numeric_date(payload, "iat", required=False)
+    assert exp is not None
+    if exp + issuer.leeway <= now:
+        raise ExpiredToken("token expired")
+    if nbf is not None and nbf - issuer.leeway > now:
+        raise InvalidToken("token not valid yet (nbf)")
+    if iat is not None and iat - issuer.leeway > now:
+        raise InvalidToken("token issued in the future (iat)")
+    aud = payload.get("aud")
+    if isinstance(aud, str):
+        audiences = [aud]
+    elif isinstance(aud, list) and aud and all(isinstance(a, str) for a in aud):
+        audiences = aud
+    else:
+        raise InvalidToken("missing, empty or malformed aud")
+    if not issuer.audiences.intersection(audiences):
+        raise InvalidToken("audience not accepted")
+    sub = payload.get("sub")
+    if sub is not None and not isinstance(sub, str):
+        raise InvalidToken("non-string sub")
+    return exp + issuer.leeway
+
+
+class TokenCache(Protocol):
+    def get(self, key: bytes, now: float) -> Identity | None: ...
+    def put(self, key: bytes, identity: Identity, now: float) -> None: ...
+
+
+class JwtSource:
+    """Tokens at one location, for the issuers that read it."""
+
+    kind = "jwt"
+
+    def __init__(self, location: TokenLocation, issuers: Sequence[JwtIssuer]) -> None:
+        self.location = location
+        self.issuers = {issuer.issuer: issuer for issuer in issuers}
+        self.max_token_size = max(issuer.max_token_size for issuer in issuers)
+        self.cache: TokenCache | None = None
+        # Cache keys are per location: the same token may be accepted by
+        # different issuers in different places.
+        self._cache_prefix = hashlib.sha256(repr(location).encode()).digest()[:4]
+
+    @property
+    def name(self) -> str:
+        where = f"cookie {self.location.cookie}" if self.location.cookie else f"header {self.location.header}"
+        return f"jwt ({where})"
+
+    def present(self, request: Request) -> bool:
+        try:
+            return self.location.extract(request.headers) is not None
+        except InvalidToken:
+            return True
+
+    def authenticate(self, request: Request, *, now: float, may_wait: bool) -> Identity | None:
+        token = self.location.extract(request.headers)
+        if token is None:
+            return None
+        if len(token) > self.max_token_size:
+            raise InvalidToken("token longer than the configured maximum")
+        digest = self._cache_prefix + hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+        cache = self.cache
+        if cache is not None:
+            hit = cache.get(digest, now)
+            if hit is not None:
+                return hit
+        identity = self.verify(token, now=now, may_wait=may_wait)
+        if cache is not None:
+            cache.put(digest, identity, now)
+        return identity
+
+    def verify(self, token: str, *, now: float, may_wait: bool) -> Identity:
+        parsed = parse_compact(token, max_size=self.max_token_size)
+        iss = parsed.payload.get("iss")
+        if not isinstance(iss, str):
+            raise InvalidToken("missing or non-string iss")
+        issuer = self.issuers.get(iss)
+        if issuer is None:
+            raise UnknownIssuer("no configured issuer has this iss")
+        if len(token) > issuer.max_token_size:
+            raise InvalidToken("token longer than the configured maximum")
+        alg = check_header(parsed.header, issuer.algorithms)
+        expires_at = verify_claims(issuer, parsed.header, parsed.payload, now)
+        self._verify_signature(issuer, parsed, alg, may_wait=may_wait)
+        return _identity(issuer, parsed.payload, expires_at)
+
+    @staticmethod
+    def _verify_signature(issuer: JwtIssuer, parsed: ParsedToken, alg: str, *, may_wait: bool) -> None:
+        keys = issuer.keys.current()
+        if keys is None:
+            future = issuer.keys.wait_for_keys()
+            if future is not None and may_wait:
+                raise KeysPending(future)
+            raise KeysUnavailable("no usable key set for the issuer")
+        kid = parsed.header.get("kid")
+        if not keys.has_kid(kid):
+            future = issuer.keys.refetch_unknown_kid()
+            if future is not None and may_wait:
+                raise KeysPending(future)
+            raise InvalidToken("unknown kid")
+        for key in keys.candidates(kid, alg):
+            if key.verify(parsed.signing_input, parsed.signature):
+                return
+        raise InvalidToken("signature does not verify")
+
+
+def _identity(issuer: JwtIssuer, payload: Mapping[str, Any], expires_at: float) -> Identity:
+    sub = payload.get("sub")
+    return Identity(
+        kind="jwt",
+        subject=sub,
+        issuer=issuer.issuer,
+        source=issuer.name,
+        roles=frozenset(_string_list(claim_at(payload, issuer.roles_claim))),
+        scopes=tuple(_string_list(claim_at(payload, issuer.scopes_claim))),
+        claims=payload,
+        expires_at=expires_at,
+    )
+

@@ -1,0 +1,152 @@
+"""Compiled request matchers: hosts, methods, paths, source IPs, principals.
+
+Each matcher is built once at config load. Patterns are validated by the
+``compile_*`` functions, which raise ``ValueError`` with a message fit for a
+``FILE:LINE: message`` report.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+_HTTP_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_HOST_PATTERN = re.compile(r"(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*\.?(:[0-9]{1,5})?")
+_IPV6_HOST = re.compile(r"\[[0-9a-f:.]+\](:[0-9]{1,5})?")
+
+
+def _segment_regex(segment: str) -> str:
+    if segment == "*":
+        return "[^/]+"
+    return "[^/]*".join(re.escape(part) for part in segment.split("*"))
+
+
+def glob_regex(pattern: str) -> str:
+    """Translate a '/'-separated glob to a regex: '*' stays within one segment,
+    a whole '**' segment spans any number of segments (zero included)."""
+    if pattern in ("**", "/**"):
+        return ".*" if pattern == "**" else "(?:/.*)?"
+    parts = pattern.split("/")
+    out = ""
+    for index, part in enumerate(parts):
+        if part == "**":
+            out += "(?:/.*)?" if index else ".*"
+            continue
+        if "**" in part:
+            raise ValueError(f"'**' must be a whole segment in {pattern!r}")
+        out += ("/" if index else "") + _segment_regex(part)
+    return out
+
+
+def compile_globs(patterns: Iterable[str]) -> re.Pattern[str]:
+    return re.compile("|".join(f"(?:{glob_regex(p)})" for p in patterns))
+
+
+def compile_paths(patterns: Iterable[str]) -> re.Pattern[str]:
+    patterns = list(patterns)
+    for pattern in patterns:
+        if not pattern.startswith("/"):
+            raise ValueError(f"path pattern {pattern!r} must start with '/'")
+        if "?" in pattern or "#" in pattern:
+            raise ValueError(f"path pattern {pattern!r} must not contain a query or fragment")
+    return compile_globs(patterns)
+
+
+def compile_methods(methods: Iterable[str]) -> frozenset[str]:
+    out = set()
+    for method in methods:
+        if not _HTTP_TOKEN.fullmatch(method):
+            raise ValueError(f"invalid HTTP method {method!r}")
+        out.add(method.upper())
+    return frozenset(out)
+
+
+def split_host(host: str) -> tuple[str, str | None]:
+    """Split an :authority into (lower-case host without trailing dot, port or None)."""
+    host = host.lower()
+    if host.startswith("["):
+        end = host.find("]")
+        name, rest = host[: end + 1], host[end + 1 :]
+        port = rest[1:] if rest.startswith(":") else None
+    else:
+        name, sep, port_text = host.rpartition(":")
+        if not sep:
+            name, port = host, None
+        else:
+            port = port_text
+    return name.rstrip("."), port
+
+
+@dataclass(frozen=True, slots=True)
+class HostMatcher:
+    """Exact names and ``*.suffix`` wildcards (one or more labels), each
+    optionally with a port; a pattern without a port ignores the request's."""
+
+    exact: frozenset[tuple[str, str | None]]
+    suffixes: tuple[tuple[str, str | None], ...]
+    any_host: bool
+
+    def matches(self, authority: str) -> bool:
+        if self.any_host:
+            return True
+        name, port = split_host(authority)
+        if (name, None) in self.exact or (port is not None and (name, port) in self.exact):
+            return True
+        for suffix, want_port in self.suffixes:
+            if name.endswith(suffix) and len(name) > len(suffix) and (want_port is None or want_port == port):
+                return True
+        return False
+
+
+def compile_hosts(patterns: Iterable[str]) -> HostMatcher:
+    exact: set[tuple[str, str | None]] = set()
+    suffixes: list[tuple[str, str | None]] = []
+    any_host = False
+    for pattern in patterns:
+        lowered = pattern.lower()
+        if lowered == "*":
+            any_host = True
+            continue
+        if not (_HOST_PATTERN.fullmatch(lowered) or _IPV6_HOST.fullmatch(lowered)):
+            raise ValueError(f"invalid host pattern {pattern!r} (exact name or '*.example.com', optional ':port')")
+        name, port = split_host(lowered)
+        if port is not None and not 0 < int(port) < 65536:
+            raise ValueError(f"invalid port in host pattern {pattern!r}")
+        if name.startswith("*."):
+            suffixes.append((name[1:], port))
+        else:
+            exact.add((name, port))
+    return HostMatcher(frozenset(exact), tuple(suffixes), any_host)
+
+
+def compile_cidrs(cidrs: Iterable[str]) -> tuple[IPNetwork, ...]:
+    out = []
+    for cidr in cidrs:
+        try:
+            out.append(ipaddress.ip_network(cidr, strict=True))
+        except ValueError as exc:
+            raise ValueError(f"invalid CIDR {cidr!r}: {exc}") from None
+    return tuple(out)
+
+
+def parse_ip(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address as an IP, IPv4-mapped IPv6 unwrapped; None when unparsable."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def ip_in(networks: tuple[IPNetwork, ...], address: str) -> bool | None:
+    """Whether the address is in any network; None when it is not an IP."""
+    ip = parse_ip(address)
+    if ip is None:
+        return None
+    return any(ip in network for network in networks)

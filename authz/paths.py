@@ -1,0 +1,75 @@
+"""Request-path normalization (RFC 3986 section 6.2.2) before matching.
+
+The path is matched as the upstream will most likely resolve it: unreserved
+characters are percent-decoded, dot segments are removed, then runs of slashes
+are merged (the order Envoy's ``normalize_path`` + ``merge_slashes`` use). Paths
+whose meaning depends on how the upstream decodes them are refused outright.
+"""
+
+from __future__ import annotations
+
+import re
+
+from authz.errors import InvalidPath
+
+_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+_PERCENT = re.compile(r"%(.{0,2})", re.DOTALL)
+_HEX2 = re.compile(r"[0-9A-Fa-f]{2}")
+_SLASHES = re.compile(r"/{2,}")
+_UNSAFE_CHARS = re.compile(r"[^\x21-\x7e]|\\")
+# Encoded '/', '\' and NUL change what an upstream sees as segments or strings.
+_FORBIDDEN_ESCAPES = frozenset({"2F", "5C", "00"})
+
+
+def _normalize_escape(match: re.Match[str]) -> str:
+    code = match.group(1)
+    if not _HEX2.fullmatch(code):
+        raise InvalidPath("malformed percent-encoding")
+    code = code.upper()
+    if code in _FORBIDDEN_ESCAPES:
+        raise InvalidPath("encoded '/', '\\' or NUL in path")
+    char = chr(int(code, 16))
+    return char if char in _UNRESERVED else "%" + code
+
+
+def _remove_dot_segments(path: str) -> str:
+    segments = path.split("/")
+    out: list[str] = []
+    for segment in segments[1:]:
+        if segment == ".":
+            continue
+        if segment == "..":
+            if out:
+                out.pop()
+            continue
+        out.append(segment)
+    if segments[-1] in (".", ".."):
+        out.append("")
+    return "/" + "/".join(out)
+
+
+def split_path(raw: str) -> tuple[str, str]:
+    """Split a request target into (path, query), dropping any fragment."""
+    raw = raw.split("#", 1)[0]
+    path, _, query = raw.partition("?")
+    return path, query
+
+
+def normalize_path(raw_path: str) -> str:
+    """Return the normalized form of a path (without query).
+
+    Raises :class:`InvalidPath` for anything that is not a plain origin-form
+    path: not starting with '/', control characters, spaces, backslashes or non-ASCII characters, malformed
+    or forbidden percent-escapes (``%2F``, ``%5C``, ``%00``).
+    """
+    if not raw_path.startswith("/"):
+        raise InvalidPath("path is not in origin form")
+    if _UNSAFE_CHARS.search(raw_path):
+        raise InvalidPath("control character, backslash or non-ASCII character in path")
+    if "%" in raw_path:
+        raw_path = _PERCENT.sub(_normalize_escape, raw_path)
+    if "." in raw_path:
+        raw_path = _remove_dot_segments(raw_path)
+    if "//" in raw_path:
+        raw_path = _SLASHES.sub("/", raw_path)
+    return raw_path

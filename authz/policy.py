@@ -1,0 +1,241 @@
+"""The compiled, immutable policy and the request view its matchers read.
+
+A :class:`Policy` is built once per load (see :mod:`authz.config`) and never
+changes; a reload builds a new one with a new generation number. It knows
+exactly which request attributes its matchers and CEL expressions read
+(:class:`Reads`), which is what the decision cache keys on.
+"""
+
+from __future__ import annotations
+
+import datetime
+import itertools
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from authz.cel import AttrPath, EvaluationError, Expression
+from authz.identity.base import Identity
+from authz.matchers import HostMatcher, IPNetwork, ip_in
+from authz.request import Request
+
+if TYPE_CHECKING:
+    from authz.identity.api_key import ApiKeySource
+    from authz.identity.jwt import JwtIssuer, JwtSource
+    from authz.identity.peer import PeerRoles
+    from authz.response import ResponsePlan
+
+_GENERATIONS = itertools.count(1)
+
+
+def next_generation() -> int:
+    return next(_GENERATIONS)
+
+
+class View:
+    """What matchers and CEL see of one request, built lazily per decision."""
+
+    __slots__ = ("_vars", "identity", "now", "path", "query", "request")
+
+    def __init__(self, request: Request, path: str, query: str, identity: Identity, now: float) -> None:
+        self.request = request
+        self.path = path
+        self.query = query
+        self.identity = identity
+        self.now = now
+        self._vars: dict[str, Any] = {}
+
+    def variables(self, roots: tuple[str, ...]) -> dict[str, Any]:
+        out = self._vars
+        for root in roots:
+            if root not in out:
+                out[root] = self._build(root)
+        return out
+
+    def _build(self, root: str) -> Any:
+        request = self.request
+        if root == "request":
+            from urllib.parse import parse_qsl
+
+            query: dict[str, str] = {}
+            for key, value in parse_qsl(self.query, keep_blank_values=True):
+                query.setdefault(key, value)
+            return {
+                "method": request.method,
+                "host": request.host,
+                "path": self.path,
+                "query": query,
+                "headers": dict(request.headers),
+                "scheme": request.scheme,
+            }
+        if root == "source":
+            return {"address": request.source_address, "port": request.source_port, "principal": request.source_principal}
+        if root == "destination":
+            return {
+                "address": request.destination_address,
+                "port": request.destination_port,
+                "principal": request.destination_principal,
+            }
+        if root == "context":
+            return dict(request.context)
+        if root == "identity":
+            return self.identity.cel_value()
+        if root == "now":
+            return datetime.datetime.fromtimestamp(self.now, datetime.UTC)
+        raise KeyError(root)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Matcher:
+    """One permission (or the matching part of a rule): every field it names
+    must match. None means the field is not constrained."""
+
+    hosts: HostMatcher | None = None
+    methods: frozenset[str] | None = None
+    paths: re.Pattern[str] | None = None
+    source_ips: tuple[IPNetwork, ...] | None = None
+    principals: re.Pattern[str] | None = None
+    when: Expression | None = None
+
+    def matches(self, view: View, *, fail_closed: bool) -> tuple[bool, str | None]:
+        """(matched, note). ``fail_closed`` (deny rules) counts an attribute
+        that cannot be evaluated as matched; otherwise as not matched."""
+        request = view.request
+        if self.methods is not None and request.method.upper() not in self.methods:
+            return False, None
+        if self.paths is not None and self.paths.fullmatch(view.path) is None:
+            return False, None
+        if self.hosts is not None and not self.hosts.matches(request.host):
+            return False, None
+        if self.principals is not None and (
+            not request.source_principal or self.principals.fullmatch(request.source_principal) is None
+        ):
+            return False, None
+        note = None
+        if self.source_ips is not None:
+            inside = ip_in(self.source_ips, request.source_address)
+            if inside is None:
+                note = "source address is not an IP"
+                if not fail_closed:
+                    return False, note
+            elif not inside:
+                return False, None
+        if self.when is not None:
+            try:
+                result = self.when.evaluate(view.variables(self.when.roots))
+            except EvaluationError as exc:
+                return fail_closed, f"when failed: {exc}"
+            if result is not True and result is not False:
+                return fail_closed, "when did not give a boolean"
+            return result, note
+        return True, note
+
+    def reads(self) -> set[AttrPath]:
+        out: set[AttrPath] = set()
+        if self.methods is not None:
+            out.add(("request", "method"))
+        if self.hosts is not None:
+            out.add(("request", "host"))
+        if self.source_ips is not None:
+            out.add(("source", "address"))
+        if self.principals is not None:
+            out.add(("source", "principal"))
+        if self.when is not None:
+            out.update(self.when.reads)
+        return out
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Rule:
+    name: str
+    effect: Literal["allow", "deny"]
+    matcher: Matcher
+    anonymous: bool = False
+    dry_run: bool = False
+
+
+_ALL = None
+
+
+@dataclass(frozen=True, slots=True)
+class Reads:
+    """The request attributes a decision depends on, besides the credential.
+
+    ``headers``/``context`` are the names read, or None for "all of them".
+    The path (without query) is always read: its validity alone decides
+    ``invalid_path``.
+    """
+
+    method: bool = False
+    host: bool = False
+    query: bool = False
+    scheme: bool = False
+    source_address: bool = False
+    source_port: bool = False
+    source_principal: bool = False
+    destination_address: bool = False
+    destination_port: bool = False
+    destination_principal: bool = False
+    headers: frozenset[str] | None = frozenset()
+    context: frozenset[str] | None = frozenset()
+    now: bool = False
+
+    @classmethod
+    def from_paths(cls, paths: set[AttrPath]) -> Reads:
+        flags: dict[str, Any] = {}
+        headers: set[str] | None = set()
+        context: set[str] | None = set()
+        every_request = ("method", "host", "query", "scheme")
+        for path in paths:
+            root, rest = path[0], path[1:]
+            if root == "request":
+                if not rest:
+                    flags.update(dict.fromkeys(every_request, True))
+                    headers = _ALL
+                elif rest[0] == "headers":
+                    if len(rest) == 1 or headers is None:
+                        headers = _ALL
+                    else:
+                        headers.add(rest[1].lower())
+                elif rest[0] in every_request:
+                    flags[rest[0]] = True
+            elif root in ("source", "destination"):
+                fields = ("address", "port", "principal") if not rest else (rest[0],)
+                for name in fields:
+                    if name in ("address", "port", "principal"):
+                        flags[f"{root}_{name}"] = True
+            elif root == "context":
+                if not rest or context is None:
+                    context = _ALL
+                else:
+                    context.add(rest[0])
+            elif root == "now":
+                flags["now"] = True
+        return cls(
+            **flags,
+            headers=None if headers is None else frozenset(headers),
+            context=None if context is None else frozenset(context),
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class Policy:
+    """A compiled policy. Immutable; reloads build a new one."""
+
+    generation: int
+    file: str
+    files: tuple[str, ...]
+    issuers: tuple[JwtIssuer, ...]
+    credential_sources: tuple[JwtSource | ApiKeySource, ...]
+    peers: PeerRoles
+    roles: Mapping[str, tuple[Matcher, ...]]
+    deny_rules: tuple[Rule, ...]
+    allow_rules: tuple[Rule, ...]
+    response: ResponsePlan
+    reads: Reads
+    decision_cache_size: int = 100_000
+    decision_ttl: float = 30.0
+    deny_ttl: float = 2.0
+    token_cache_size: int = 100_000
+    credential_headers: tuple[str, ...] = field(default=())
