@@ -27,12 +27,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import aiohttp
-
 from authz.identity.keys import KeySet, parse_jwks
+
+if TYPE_CHECKING:
+    import aiohttp
 
 log = logging.getLogger("authz.jwks")
 
@@ -134,6 +135,8 @@ class FetchLoop:
         self._ensure().call_soon_threadsafe(callback)
 
     async def session(self) -> aiohttp.ClientSession:
+        import aiohttp  # only processes that fetch remote keys pay for it
+
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=None),
@@ -340,6 +343,8 @@ class RemoteKeys:
             await asyncio.sleep(delay)
 
     async def _fetch_once(self) -> bool:
+        import aiohttp
+
         state = self._state
         state.last_attempt = self._monotonic()
         state.fetches += 1

@@ -1,0 +1,110 @@
+"""A real OIDC provider stand-in on 127.0.0.1 that misbehaves on demand.
+
+Serves ``/.well-known/openid-configuration`` and ``/jwks`` over HTTP from a
+thread, counts every request per path, and can answer 500/404, HTML, ``{}``,
+a 10 MB body, or hang until the test ends.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+HUGE = 10 * 1024 * 1024
+
+
+class FakeIdP:
+    def __init__(self) -> None:
+        self.jwks: dict[str, Any] = {"keys": []}
+        self.mode = "ok"  # for /jwks: ok | 500 | 404 | html | empty-object | huge | hang
+        self.discovery_mode = "ok"  # for discovery: ok | 500 | html | hang
+        self.discovery_issuer: str | None = None  # override the discovery "issuer"
+        self.hits: Counter[str] = Counter()
+        self._release = threading.Event()
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        idp = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                path = self.path.split("?")[0]
+                with idp._changed:
+                    idp.hits[path] += 1
+                    idp._changed.notify_all()
+                mode = idp.discovery_mode if path == "/.well-known/openid-configuration" else idp.mode
+                if mode == "hang":
+                    idp._release.wait(30)
+                    return
+                if path == "/.well-known/openid-configuration":
+                    body = {"issuer": idp.discovery_issuer or idp.issuer, "jwks_uri": idp.url + "/jwks",
+                            "authorization_endpoint": idp.url + "/authorize", "token_endpoint": idp.url + "/token",
+                            "id_token_signing_alg_values_supported": ["RS256", "ES256"]}
+                    if mode == "ok":
+                        self._send(200, json.dumps(body).encode(), "application/json")
+                    elif mode == "html":
+                        self._send(200, b"<html></html>", "text/html")
+                    else:
+                        self._send(500, b"error", "text/plain")
+                    return
+                if path != "/jwks":
+                    self._send(404, b"not found", "text/plain")
+                    return
+                if mode == "500":
+                    self._send(500, b'{"error":"boom"}', "application/json")
+                elif mode == "404":
+                    self._send(404, b"not found", "text/plain")
+                elif mode == "html":
+                    self._send(200, b"<html><body>login</body></html>", "text/html")
+                elif mode == "empty-object":
+                    self._send(200, b"{}", "application/json")
+                elif mode == "huge":
+                    self.send_response(200)
+                    self.send_header("content-type", "application/json")
+                    self.send_header("content-length", str(HUGE))
+                    self.end_headers()
+                    chunk = b" " * 65536
+                    try:
+                        for _ in range(HUGE // len(chunk)):
+                            self.wfile.write(chunk)
+                    except (BrokenPipeError, ConnectionResetError):
+                        pass
+                else:
+                    self._send(200, json.dumps(idp.jwks).encode(), "application/json")
+
+            def _send(self, status: int, body: bytes, content_type: str) -> None:
+                self.send_response(status)
+                self.send_header("content-type", content_type)
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.issuer = self.url
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> FakeIdP:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+    @property
+    def jwks_fetches(self) -> int:
+        return self.hits["/jwks"]
+
+    def wait_for_hits(self, path: str, count: int, timeout: float = 10.0) -> bool:
+        with self._changed:
+            return self._changed.wait_for(lambda: self.hits[path] >= count, timeout)
