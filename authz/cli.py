@@ -1,4 +1,4 @@
-"""The ``authz`` command: serve, check, validate, explain."""
+"""The ``authz`` command: serve, check, explain, validate, token."""
 
 from __future__ import annotations
 
@@ -87,9 +87,123 @@ def _decide(args: argparse.Namespace, *, explain: bool) -> int:
     return EXIT_ALLOWED if decision.allowed else EXIT_DENIED
 
 
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from authz.server.supervisor import ServeOptions, serve
+
+    if args.workers < 1:
+        print("authz serve: --workers must be at least 1", file=sys.stderr)
+        return EXIT_USAGE
+    return serve(ServeOptions(
+        config=args.config,
+        grpc_address=args.grpc_address,
+        http_address=args.http_address,
+        workers=args.workers,
+        worker_ports=args.worker_ports,
+        max_concurrent_streams=args.max_streams_per_connection,
+        max_connection_age=args.max_connection_age,
+        drain_timeout=args.drain_timeout,
+        log_level=args.log_level.upper(),
+    ))
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    from authz.devtoken import DevTokenError, mint
+
+    try:
+        print(mint(args.config, issuer_name=args.issuer, key_file=args.key, subject=args.sub, roles=args.role,
+                   scopes=args.scope, claims=args.claim, ttl=args.ttl, audience=args.aud))
+    except DevTokenError as exc:
+        print(f"authz token: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return 0
+
+
+def cmd_envoy_config(args: argparse.Namespace) -> int:
+    from authz.envoy_config import EnvoyOptions, render
+
+    options = EnvoyOptions(
+        shape=args.shape,
+        authz=[a for a in args.authz.split(",") if a],
+        listen=args.listen,
+        upstream=args.upstream,
+        admin=args.admin,
+        timeout=args.timeout,
+        cert_chain=args.cert_chain,
+        private_key=args.private_key,
+        ca_cert=args.ca_cert,
+        trust_domain=args.trust_domain,
+        protected_prefixes=args.protect or ["/"],
+    )
+    try:
+        text = render(options)
+    except ValueError as exc:
+        print(f"authz envoy-config: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.output and args.output != "-":
+        with open(args.output, "w", encoding="utf-8") as handle:
+            handle.write(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="authz", description="Envoy external authorization: JWT/OIDC, API keys, SPIFFE peers, RBAC and CEL.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    serve = sub.add_parser("serve", help="run the ext_authz gRPC server and its HTTP side")
+    serve.add_argument("--config", required=True, help="policy file (YAML); reloaded when it or a file it names changes")
+    serve.add_argument("--grpc-address", default="0.0.0.0:9191", help="ext_authz gRPC listen address (default %(default)s)")
+    serve.add_argument("--http-address", default="0.0.0.0:8181", help="/healthz /readyz /metrics /.well-known/jwks.json (default %(default)s)")
+    serve.add_argument("--workers", type=int, default=_cpu_count(), help="worker processes (default: CPUs available, %(default)s)")
+    serve.add_argument("--worker-ports", type=int, metavar="BASE", default=None,
+                       help="also listen on BASE+i in worker i, for Envoy clusters that list each worker as an endpoint")
+    serve.add_argument("--max-connection-age", type=float, default=30.0,
+                       help="seconds before a client connection is asked to reconnect (HTTP/2 GOAWAY), so the "
+                            "kernel re-spreads long-lived connections over the workers (default %(default)s)")
+    serve.add_argument("--max-streams-per-connection", type=int, default=None,
+                       help="HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS (default: gRPC's). Clients that open streams "
+                            "before reading SETTINGS get some refused, so leave it unset for Envoy")
+    serve.add_argument("--drain-timeout", type=float, default=10.0, help="seconds to finish in-flight checks on SIGTERM")
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.set_defaults(func=cmd_serve)
+
+    token = sub.add_parser("token", help="mint a development token for an issuer whose private key you hold")
+    token.add_argument("--config", required=True, help="policy file naming the issuer")
+    token.add_argument("--key", required=True, help="the issuer's private signing key (PEM)")
+    token.add_argument("--issuer", default=None, help="issuer name in the policy (default: the first)")
+    token.add_argument("--sub", default="dev-user", help="subject (default %(default)s)")
+    token.add_argument("--role", action="append", default=[], help="role to put in the issuer's roles_claim (repeatable)")
+    token.add_argument("--scope", action="append", default=[], help="scope to put in the scopes_claim (repeatable)")
+    token.add_argument("--claim", action="append", default=[], metavar="NAME=JSON", help="extra claim (value parsed as JSON, else string)")
+    token.add_argument("--aud", default=None, help="audience (default: the issuer's first)")
+    token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default %(default)s)")
+    token.set_defaults(func=cmd_token)
+
+    envoy = sub.add_parser("envoy-config", help="print an Envoy bootstrap (edge or sidecar shape) that calls authz")
+    envoy.add_argument("--shape", required=True, choices=["edge", "sidecar"],
+                       help="edge: Emissary-style AuthService gateway; sidecar: Istio CUSTOM-policy inbound sidecar (mTLS)")
+    envoy.add_argument("--authz", required=True, metavar="HOST:PORT[,HOST:PORT...]",
+                       help="authz gRPC address(es); list each worker port to spread load evenly")
+    envoy.add_argument("--listen", default="0.0.0.0:8080", help="listener address (default %(default)s)")
+    envoy.add_argument("--upstream", default="127.0.0.1:8000", help="the protected service (default %(default)s)")
+    envoy.add_argument("--admin", default="127.0.0.1:9901", help="Envoy admin address (default %(default)s)")
+    envoy.add_argument("--timeout", type=float, default=1.0, help="ext_authz call timeout in seconds (default %(default)s)")
+    envoy.add_argument("--cert-chain", default="/etc/certs/cert-chain.pem", help="sidecar: workload certificate chain")
+    envoy.add_argument("--private-key", default="/etc/certs/key.pem", help="sidecar: workload private key")
+    envoy.add_argument("--ca-cert", default="/etc/certs/root-cert.pem", help="sidecar: mesh root CA")
+    envoy.add_argument("--trust-domain", default="cluster.local", help="sidecar: accepted SPIFFE trust domain")
+    envoy.add_argument("--protect", action="append", metavar="PREFIX",
+                       help="sidecar: path prefix the CUSTOM policy covers (repeatable; default /)")
+    envoy.add_argument("--output", "-o", default="-", help="write to this file instead of stdout")
+    envoy.set_defaults(func=cmd_envoy_config)
 
     validate = sub.add_parser("validate", help="check a policy file; print FILE:LINE: message per problem")
     validate.add_argument("--config", required=True, help="policy file (YAML)")

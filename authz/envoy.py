@@ -8,6 +8,8 @@ gRPC, so ``authz check`` uses them offline.
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Callable, Hashable
 from typing import Any
 
 from envoy.config.core.v3 import base_pb2
@@ -18,6 +20,7 @@ from google.rpc import status_pb2
 
 from authz.decision import Decision
 from authz.errors import OUTCOMES, Reason
+from authz.policy import Reads
 from authz.request import Request
 from authz.response import denied_body
 
@@ -36,18 +39,20 @@ def parse_json_request(text: str) -> Any:
 
 
 def to_request(check: Any) -> Request:
-    """The core's view of a CheckRequest. Header names are lower-cased;
-    headers Envoy sent as raw bytes (``header_map``) must be valid UTF-8."""
+    """The core's view of a CheckRequest. Headers Envoy sent as raw bytes
+    (``header_map``) must be valid UTF-8 (UnicodeDecodeError otherwise)."""
     attributes = check.attributes
     http = attributes.request.http
+    # Header names are taken as sent: Envoy lower-cases them (HTTP/2 requires
+    # it), and the decision cache key reads them the same way.
     headers: dict[str, str]
     if http.headers:
-        headers = {key.lower(): value for key, value in http.headers.items()}
+        headers = dict(http.headers)
     else:
         headers = {}
         for entry in http.header_map.headers:
             value = entry.value or entry.raw_value.decode("utf-8")
-            key = entry.key.lower()
+            key = entry.key
             headers[key] = f"{headers[key]},{value}" if key in headers else value
     source = attributes.source
     destination = attributes.destination
@@ -109,3 +114,61 @@ def denied_response(reason: Reason, request_id: str | None, challenge: str | Non
             body=denied_body(reason, request_id).decode("utf-8"),
         ),
     )
+
+
+def _digest(text: str) -> bytes:
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=20).digest()
+
+
+def make_cache_key(reads: Reads, credential_headers: tuple[str, ...]) -> Callable[[Any], Hashable | None]:
+    """A function from CheckRequest to the decision-cache key: a digest of
+    the credential headers plus exactly the attributes the policy reads
+    (the path always; without its query unless a rule reads the query).
+
+    It reads each attribute the way :func:`to_request` does, so equal keys
+    mean equal inputs to the decision. Requests it cannot key (headers sent
+    as raw bytes, a policy reading ``now``) give None: decided uncached.
+    The function is generated once per policy, so a lookup is one call that
+    builds one tuple.
+    """
+    if reads.now:
+        return lambda _msg: None
+    lines = [
+        "def key(msg):",
+        "    a = msg.attributes",
+        "    http = a.request.http",
+        "    h = http.headers",
+        "    if not h:",
+        "        return None",
+    ]
+    parts: list[str] = []
+    if credential_headers:
+        joined = " + '\\n' + ".join(f"h.get({name!r}, '\\x01')" for name in credential_headers)
+        parts.append(f"_digest({joined})")
+    parts.append("http.path or h.get(':path', '')" if reads.query else "(http.path or h.get(':path', '')).partition('?')[0]")
+    if reads.method:
+        parts.append("http.method or h.get(':method', '')")
+    if reads.host:
+        parts.append("http.host or h.get(':authority', '')")
+    if reads.scheme:
+        parts.append("http.scheme or h.get(':scheme', '')")
+    for side in ("source", "destination"):
+        if getattr(reads, f"{side}_address"):
+            parts.append(f"a.{side}.address.socket_address.address")
+        if getattr(reads, f"{side}_port"):
+            parts.append(f"a.{side}.address.socket_address.port_value")
+        if getattr(reads, f"{side}_principal"):
+            parts.append(f"a.{side}.principal")
+    if reads.headers is None:
+        parts.append("tuple(sorted(h.items()))")
+    else:
+        parts.extend(f"h.get({name!r})" for name in sorted(reads.headers))
+    if reads.context is None:
+        parts.append("tuple(sorted(a.context_extensions.items()))")
+    else:
+        parts.extend(f"a.context_extensions.get({name!r})" for name in sorted(reads.context))
+    lines.append(f"    return ({', '.join(parts)},)")
+    namespace: dict[str, Any] = {"_digest": _digest}
+    exec(compile("\n".join(lines), "<authz cache key>", "exec"), namespace)
+    function: Callable[[Any], Hashable | None] = namespace["key"]
+    return function

@@ -36,6 +36,7 @@ class Reason(enum.StrEnum):
     DENIED_BY_RULE = "denied_by_rule"
     NO_PERMISSION = "no_permission"
     INVALID_PATH = "invalid_path"
+    INVALID_REQUEST = "invalid_request"
     INTERNAL_ERROR = "internal_error"
 
 
@@ -69,6 +70,7 @@ OUTCOMES: dict[Reason, Outcome] = {
     Reason.DENIED_BY_RULE: _FORBIDDEN,
     Reason.NO_PERMISSION: _FORBIDDEN,
     Reason.INVALID_PATH: _FORBIDDEN,
+    Reason.INVALID_REQUEST: _FORBIDDEN,
     Reason.INTERNAL_ERROR: _FORBIDDEN,
 }
 

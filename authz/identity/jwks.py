@@ -206,7 +206,9 @@ class _State:
     last_error: str | None = None
     last_attempt: float | None = None
     fetches: int = 0
-    failures: int = 0
+    successes: int = 0
+    failures: int = 0  # consecutive, for backoff
+    failures_total: int = 0
     jwks_uri: str | None = None
     listeners: list[Callable[[str, frozenset[str]], None]] = field(default_factory=list)
 
@@ -288,6 +290,8 @@ class RemoteKeys:
             "keys": len(state.keyset.keys) if state.keyset else 0,
             "age_seconds": age,
             "fetches": state.fetches,
+            "successes": state.successes,
+            "failures_total": state.failures_total,
             "last_error": state.last_error,
             "jwks_uri": state.jwks_uri or self.configured_jwks_uri,
         }
@@ -362,6 +366,7 @@ class RemoteKeys:
         state.loaded_at = self._monotonic()
         state.last_error = None
         state.failures = 0
+        state.successes += 1
         if keyset.skipped:
             log.warning("issuer %s: skipped keys: %s", self.name, "; ".join(keyset.skipped))
         if old is not None:
@@ -379,6 +384,7 @@ class RemoteKeys:
         state = self._state
         state.last_error = message
         state.failures += 1
+        state.failures_total += 1
         log.warning("issuer %s: key set fetch failed: %s", self.name, message)
         return False
 

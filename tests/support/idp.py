@@ -19,11 +19,12 @@ HUGE = 10 * 1024 * 1024
 class FakeIdP:
     def __init__(self) -> None:
         self.jwks: dict[str, Any] = {"keys": []}
-        self.mode = "ok"  # for /jwks: ok | 500 | 404 | html | empty-object | huge | hang
+        self.mode = "ok"  # for /jwks: ok | 500 | 404 | html | empty-object | huge | hang | gate
         self.discovery_mode = "ok"  # for discovery: ok | 500 | html | hang
         self.discovery_issuer: str | None = None  # override the discovery "issuer"
         self.hits: Counter[str] = Counter()
         self._release = threading.Event()
+        self.gate = threading.Event()  # mode "gate": /jwks answers normally once this is set
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         idp = self
@@ -43,6 +44,9 @@ class FakeIdP:
                 if mode == "hang":
                     idp._release.wait(30)
                     return
+                if mode == "gate":
+                    idp.gate.wait(30)
+                    mode = "ok"
                 if path == "/.well-known/openid-configuration":
                     body = {"issuer": idp.discovery_issuer or idp.issuer, "jwks_uri": idp.url + "/jwks",
                             "authorization_endpoint": idp.url + "/authorize", "token_endpoint": idp.url + "/token",
@@ -98,6 +102,7 @@ class FakeIdP:
 
     def __exit__(self, *exc: object) -> None:
         self._release.set()
+        self.gate.set()
         self.server.shutdown()
         self.server.server_close()
 

@@ -1,0 +1,118 @@
+"""Bounded in-memory caches with an injected clock.
+
+Both caches are LRU-bounded (``cachetools.LRUCache``) and keep an absolute
+expiry per entry, checked on read, so no entry outlives the credential it
+was made from. They are owned by one worker and used from one thread; the
+only cross-thread call is :meth:`invalidate`, which just raises a flag that
+the owner acts on at its next access (a key set changed on the fetch thread).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+from typing import Generic, TypeVar
+
+from cachetools import LRUCache
+
+from authz.identity.base import Identity
+
+V = TypeVar("V")
+
+
+class Stats:
+    __slots__ = ("evictions", "hits", "misses")
+
+    def __init__(self) -> None:
+        self.hits = 0
+        self.misses = 0
+        self.evictions = 0
+
+
+class _Evicting(LRUCache):  # type: ignore[type-arg]
+    def __init__(self, maxsize: int, stats: Stats) -> None:
+        super().__init__(maxsize)
+        self._stats = stats
+
+    def popitem(self) -> tuple[object, object]:
+        item = super().popitem()
+        self._stats.evictions += 1
+        return item
+
+
+class ExpiringLRU(Generic[V]):
+    """key -> value with an absolute expiry (monotonic seconds) per entry."""
+
+    def __init__(self, max_entries: int, monotonic: Callable[[], float]) -> None:
+        self.max_entries = max_entries
+        self.stats = Stats()
+        self._monotonic = monotonic
+        self._data: _Evicting | None = _Evicting(max_entries, self.stats) if max_entries > 0 else None
+        self._stale = False
+
+    def __len__(self) -> int:
+        return len(self._data) if self._data is not None else 0
+
+    def get(self, key: Hashable) -> V | None:
+        data = self._data
+        if data is None:
+            return None
+        if self._stale:
+            self._stale = False
+            data.clear()
+        entry = data.get(key)
+        if entry is None:
+            self.stats.misses += 1
+            return None
+        expires, value = entry
+        if expires <= self._monotonic():
+            del data[key]
+            self.stats.misses += 1
+            return None
+        self.stats.hits += 1
+        return value  # type: ignore[no-any-return]
+
+    def put(self, key: Hashable, value: V, ttl: float) -> None:
+        data = self._data
+        if data is None or ttl <= 0:
+            return
+        if self._stale:
+            self._stale = False
+            data.clear()
+        data[key] = (self._monotonic() + ttl, value)
+
+    def invalidate(self) -> None:
+        """Drop every entry before the next access (safe from any thread)."""
+        self._stale = True
+
+    def clear(self) -> None:
+        if self._data is not None:
+            self._data.clear()
+
+
+class TokenCache:
+    """Verified tokens: digest -> identity, never beyond the token's expiry."""
+
+    def __init__(self, max_entries: int, *, time: Callable[[], float], monotonic: Callable[[], float]) -> None:
+        self._lru: ExpiringLRU[Identity] = ExpiringLRU(max_entries, monotonic)
+        self._time = time
+
+    @property
+    def stats(self) -> Stats:
+        return self._lru.stats
+
+    def __len__(self) -> int:
+        return len(self._lru)
+
+    def get(self, key: bytes, now: float) -> Identity | None:
+        identity = self._lru.get(key)
+        if identity is not None and identity.expires_at is not None and identity.expires_at <= now:
+            return None
+        return identity
+
+    def put(self, key: bytes, identity: Identity, now: float) -> None:
+        if identity.expires_at is None:
+            return
+        self._lru.put(key, identity, identity.expires_at - now)
+
+    def invalidate(self) -> None:
+        self._lru.invalidate()

@@ -1,0 +1,268 @@
+"""``authz envoy-config``: Envoy bootstraps for the two places authz sits.
+
+Built from the typed Envoy config classes of ``envoy-data-plane``, so every
+field name and type is checked as the config is built, then written as YAML:
+
+- ``edge``: what Emissary / Edge Stack generates for an ``AuthService`` with
+  ``proto: grpc, protocol_version: v3``: the ext_authz filter with a gRPC
+  service, ``transport_api_version: V3``, ``clear_route_cache``, a timeout
+  and ``failure_mode_allow: false``; a route with ``bypass_auth`` (ext_authz
+  disabled) and one with ``auth_context_extensions`` (``context_extensions``).
+- ``sidecar``: what Istio generates for an AuthorizationPolicy with
+  ``action: CUSTOM``: an mTLS inbound listener (so ``source.principal`` is the
+  caller's SPIFFE ID), a shadow RBAC filter marking the requests the policy
+  covers, and ext_authz gated on that mark by ``filter_enabled_metadata``.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+from envoy_data_plane.envoy.config.bootstrap.v3 import Admin, Bootstrap, BootstrapStaticResources
+from envoy_data_plane.envoy.config.cluster.v3 import Cluster, ClusterDiscoveryType, ClusterLbPolicy
+from envoy_data_plane.envoy.config.core.v3 import (
+    Address,
+    ApiVersion,
+    DataSource,
+    GrpcService,
+    GrpcServiceEnvoyGrpc,
+    Http2ProtocolOptions,
+    Http1ProtocolOptions,
+    SocketAddress,
+    TransportSocket,
+)
+from envoy_data_plane.envoy.config.endpoint.v3 import ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints
+from envoy_data_plane.envoy.config.listener.v3 import Filter, FilterChain, Listener
+from envoy_data_plane.envoy.config.rbac.v3 import Permission, Policy, Principal, Rbac, RbacAction
+from envoy_data_plane.envoy.config.route.v3 import Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost
+from envoy_data_plane.envoy.extensions.filters.http.ext_authz.v3 import CheckSettings, ExtAuthz, ExtAuthzPerRoute
+from envoy_data_plane.envoy.extensions.filters.http.rbac.v3 import Rbac as RbacFilter
+from envoy_data_plane.envoy.extensions.filters.http.router.v3 import Router
+from envoy_data_plane.envoy.extensions.filters.network.http_connection_manager.v3 import (
+    HttpConnectionManager,
+    HttpConnectionManagerCodecType,
+    HttpConnectionManagerForwardClientCertDetails,
+    HttpConnectionManagerSetCurrentClientCertDetails,
+    HttpFilter,
+)
+from envoy_data_plane.envoy.extensions.transport_sockets.tls.v3 import (
+    CertificateValidationContext,
+    CommonTlsContext,
+    DownstreamTlsContext,
+    SubjectAltNameMatcher,
+    SubjectAltNameMatcherSanType,
+    TlsCertificate,
+)
+from envoy_data_plane.envoy.extensions.upstreams.http.v3 import HttpProtocolOptions, HttpProtocolOptionsExplicitHttpConfig
+from envoy_data_plane.envoy.type.matcher.v3 import (
+    MetadataMatcher,
+    MetadataMatcherPathSegment,
+    PathMatcher,
+    StringMatcher,
+    ValueMatcher,
+)
+from envoy_data_plane.google.protobuf import Any as AnyMessage
+
+EXT_AUTHZ = "envoy.filters.http.ext_authz"
+RBAC = "envoy.filters.http.rbac"
+ISTIO_SHADOW_PREFIX = "istio_ext_authz_"
+ISTIO_POLICY_PREFIX = "istio-ext-authz"
+
+
+@dataclass
+class EnvoyOptions:
+    shape: str  # "edge" | "sidecar"
+    authz: Sequence[str]  # HOST:PORT of authz; several = one endpoint each (e.g. --worker-ports)
+    listen: str = "0.0.0.0:8080"
+    upstream: str = "127.0.0.1:8000"
+    admin: str = "127.0.0.1:9901"
+    timeout: float = 1.0
+    # sidecar only: the workload's certificate and the mesh CA (PEM files).
+    cert_chain: str = "/etc/certs/cert-chain.pem"
+    private_key: str = "/etc/certs/key.pem"
+    ca_cert: str = "/etc/certs/root-cert.pem"
+    trust_domain: str = "cluster.local"
+    # The AuthorizationPolicy's rules[].to.operation.paths (prefixes).
+    protected_prefixes: Sequence[str] = ("/",)
+    context_extensions: dict[str, str] = field(default_factory=lambda: {"virtual_host": "edge"})
+    bypass_prefix: str = "/.well-known/"
+
+
+def _address(host_port: str) -> Address:
+    host, _, port = host_port.rpartition(":")
+    return Address(socket_address=SocketAddress(address=host.strip("[]"), port_value=int(port)))
+
+
+def _duration(seconds: float) -> datetime.timedelta:
+    return datetime.timedelta(seconds=seconds)
+
+
+def _cluster(name: str, endpoints: Sequence[str], *, http2: bool) -> Cluster:
+    protocol = (
+        HttpProtocolOptionsExplicitHttpConfig(http2_protocol_options=Http2ProtocolOptions())
+        if http2 else HttpProtocolOptionsExplicitHttpConfig(http_protocol_options=Http1ProtocolOptions())
+    )
+    options = HttpProtocolOptions(explicit_http_config=protocol)
+    return Cluster(
+        name=name,
+        type=ClusterDiscoveryType.STATIC,
+        connect_timeout=_duration(1.0),
+        lb_policy=ClusterLbPolicy.LEAST_REQUEST if len(endpoints) > 1 else ClusterLbPolicy.ROUND_ROBIN,
+        typed_extension_protocol_options={
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": AnyMessage.pack(options),
+        },
+        load_assignment=ClusterLoadAssignment(
+            cluster_name=name,
+            endpoints=[LocalityLbEndpoints(lb_endpoints=[
+                LbEndpoint(endpoint=Endpoint(address=_address(e))) for e in endpoints
+            ])],
+        ),
+    )
+
+
+def _ext_authz(options: EnvoyOptions, **extra: Any) -> ExtAuthz:
+    return ExtAuthz(
+        grpc_service=GrpcService(envoy_grpc=GrpcServiceEnvoyGrpc(cluster_name="authz"), timeout=_duration(options.timeout)),
+        transport_api_version=ApiVersion.V3,
+        failure_mode_allow=False,
+        clear_route_cache=True,
+        **extra,
+    )
+
+
+def _per_route(**kwargs: Any) -> dict[str, AnyMessage]:
+    return {EXT_AUTHZ: AnyMessage.pack(ExtAuthzPerRoute(**kwargs))}
+
+
+def _hcm(options: EnvoyOptions, filters: list[HttpFilter], routes: list[Route], **extra: Any) -> Filter:
+    manager = HttpConnectionManager(
+        stat_prefix="ingress_http" if options.shape == "edge" else "inbound_http",
+        codec_type=HttpConnectionManagerCodecType.AUTO,
+        normalize_path=True,
+        merge_slashes=True,
+        use_remote_address=True,
+        route_config=RouteConfiguration(
+            name="local",
+            virtual_hosts=[VirtualHost(name="all", domains=["*"], routes=routes)],
+        ),
+        http_filters=[*filters, HttpFilter(name="envoy.filters.http.router", typed_config=AnyMessage.pack(Router()))],
+        **extra,
+    )
+    return Filter(name="envoy.filters.network.http_connection_manager", typed_config=AnyMessage.pack(manager))
+
+
+def _to_upstream(prefix: str, **extra: Any) -> Route:
+    return Route(match=RouteMatch(prefix=prefix), route=RouteAction(cluster="upstream"), **extra)
+
+
+def edge(options: EnvoyOptions) -> Bootstrap:
+    ext_authz = HttpFilter(name=EXT_AUTHZ, typed_config=AnyMessage.pack(_ext_authz(options)))
+    routes = [
+        # Emissary Mapping with bypass_auth: true
+        _to_upstream(options.bypass_prefix, typed_per_filter_config=_per_route(disabled=True)),
+        # Emissary Mapping with auth_context_extensions: {...}
+        _to_upstream("/", typed_per_filter_config=_per_route(
+            check_settings=CheckSettings(context_extensions=dict(options.context_extensions)))),
+    ]
+    listener = Listener(
+        name="edge",
+        address=_address(options.listen),
+        filter_chains=[FilterChain(filters=[_hcm(options, [ext_authz], routes)])],
+    )
+    return _bootstrap(options, listener)
+
+
+def sidecar(options: EnvoyOptions) -> Bootstrap:
+    shadow = RbacFilter(
+        shadow_rules=Rbac(action=RbacAction.DENY, policies={
+            f"{ISTIO_POLICY_PREFIX}-ns[default]-policy[ext-authz]-rule[{index}]": Policy(
+                permissions=[Permission(url_path=PathMatcher(path=StringMatcher(prefix=prefix)))],
+                principals=[Principal(any=True)],
+            )
+            for index, prefix in enumerate(options.protected_prefixes)
+        }),
+        shadow_rules_stat_prefix=ISTIO_SHADOW_PREFIX,
+    )
+    ext_authz = _ext_authz(
+        options,
+        include_peer_certificate=True,
+        filter_enabled_metadata=MetadataMatcher(
+            filter=RBAC,
+            path=[MetadataMatcherPathSegment(key=f"{ISTIO_SHADOW_PREFIX}shadow_effective_policy_id")],
+            value=ValueMatcher(string_match=StringMatcher(prefix=ISTIO_POLICY_PREFIX)),
+        ),
+    )
+    filters = [
+        HttpFilter(name=RBAC, typed_config=AnyMessage.pack(shadow)),
+        HttpFilter(name=EXT_AUTHZ, typed_config=AnyMessage.pack(ext_authz)),
+    ]
+    tls = DownstreamTlsContext(
+        require_client_certificate=True,
+        common_tls_context=CommonTlsContext(
+            tls_certificates=[TlsCertificate(
+                certificate_chain=DataSource(filename=options.cert_chain),
+                private_key=DataSource(filename=options.private_key),
+            )],
+            validation_context=CertificateValidationContext(
+                trusted_ca=DataSource(filename=options.ca_cert),
+                match_typed_subject_alt_names=[SubjectAltNameMatcher(
+                    san_type=SubjectAltNameMatcherSanType.URI,
+                    matcher=StringMatcher(prefix=f"spiffe://{options.trust_domain}/"),
+                )],
+            ),
+            alpn_protocols=["h2", "http/1.1"],
+        ),
+    )
+    hcm = _hcm(
+        options, filters, [_to_upstream("/")],
+        forward_client_cert_details=HttpConnectionManagerForwardClientCertDetails.APPEND_FORWARD,
+        set_current_client_cert_details=HttpConnectionManagerSetCurrentClientCertDetails(uri=True),
+    )
+    listener = Listener(
+        name="virtualInbound",
+        address=_address(options.listen),
+        filter_chains=[FilterChain(
+            filters=[hcm],
+            transport_socket=TransportSocket(name="envoy.transport_sockets.tls", typed_config=AnyMessage.pack(tls)),
+        )],
+    )
+    return _bootstrap(options, listener)
+
+
+def _bootstrap(options: EnvoyOptions, listener: Listener) -> Bootstrap:
+    authz = _cluster("authz", options.authz, http2=True)
+    return Bootstrap(
+        admin=Admin(address=_address(options.admin)),
+        static_resources=BootstrapStaticResources(
+            listeners=[listener],
+            clusters=[authz, _cluster("upstream", [options.upstream], http2=False)],
+        ),
+    )
+
+
+def render(options: EnvoyOptions) -> str:
+    bootstrap = edge(options) if options.shape == "edge" else sidecar(options)
+    document = bootstrap.to_dict()
+    _explicit_fail_closed(document)
+    header = (
+        f"# Envoy bootstrap, shape '{options.shape}', generated by: authz envoy-config "
+        f"--shape {options.shape} --authz {','.join(options.authz)}\n"
+    )
+    return header + yaml.safe_dump(document, sort_keys=False, default_flow_style=False)
+
+
+def _explicit_fail_closed(node: Any) -> None:
+    """proto3 JSON drops false booleans; ``failureModeAllow: false`` is written
+    out anyway, so readers of the config see that authz fails closed."""
+    if isinstance(node, dict):
+        if node.get("@type", "").endswith("ext_authz.v3.ExtAuthz"):
+            node["failureModeAllow"] = False
+        for value in node.values():
+            _explicit_fail_closed(value)
+    elif isinstance(node, list):
+        for value in node:
+            _explicit_fail_closed(value)

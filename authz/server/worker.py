@@ -1,0 +1,241 @@
+"""One worker process: a grpc.aio server answering Checks with its own
+policy copy and caches, controlled by the supervisor over a pipe.
+
+Control messages (dicts) and replies:
+``{"op": "status"}`` -> readiness, policy generation, key-set states;
+``{"op": "metrics"}`` -> a telemetry snapshot;
+``{"op": "reload"}`` -> reload the policy file; ``{"ok": bool, "error": str}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import threading
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any
+
+from authz.config import KeyRegistry, load_policy
+from authz.engine import SystemClock
+from authz.errors import ConfigError
+from authz.identity.jwks import RemoteKeys
+from authz.policy import Policy
+from authz.server.service import CheckService, PolicyState
+from authz.telemetry import Telemetry
+
+log = logging.getLogger("authz.worker")
+
+AUTHORIZATION_SERVICE = "envoy.service.auth.v3.Authorization"
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    config: str
+    grpc_address: str
+    index: int = 0
+    worker_port: int | None = None  # also listen on this port (HOST:PORT of grpc_address's host)
+    max_concurrent_streams: int | None = None
+    max_concurrent_rpcs: int = 2000
+    max_connection_age: float = 30.0
+    drain_timeout: float = 10.0
+    log_level: str = "INFO"
+
+
+class Worker:
+    def __init__(self, options: WorkerOptions, control: Connection) -> None:
+        self.options = options
+        self.control = control
+        self.registry = KeyRegistry()
+        self.clock = SystemClock()
+        self.telemetry = Telemetry(sources=self._telemetry_sources)
+        self.service: CheckService | None = None
+        self.server: Any = None
+        self.health: Any = None
+        self.ready = False
+        self.last_reload_error: str | None = None
+        self._listening_to: set[int] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping: asyncio.Event | None = None
+
+    # -- policy ---------------------------------------------------------------
+
+    def _activate(self, policy: Policy) -> None:
+        state = PolicyState(policy, self.clock)
+        remote = [issuer.keys for issuer in policy.issuers if isinstance(issuer.keys, RemoteKeys)]
+        for keys in remote:
+            if id(keys) not in self._listening_to:
+                keys.add_listener(self._keys_changed)
+                self._listening_to.add(id(keys))
+            keys.start()
+        if self.service is None:
+            self.service = CheckService(state, self.telemetry)
+        else:
+            self.service.state = state  # atomic swap: in-flight checks keep the old state
+        self.registry.retain(remote)
+        self.telemetry.generation = policy.generation
+
+    def _keys_changed(self, issuer: str, removed: frozenset[str]) -> None:
+        # Runs on the key-fetch thread: only raise flags here.
+        if self.service is not None:
+            self.service.state.invalidate()
+
+    async def _reload(self) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        try:
+            policy = await loop.run_in_executor(None, lambda: load_policy(self.options.config, registry=self.registry))
+        except ConfigError as exc:
+            self.last_reload_error = str(exc)
+            return {"ok": False, "error": str(exc)}
+        self._activate(policy)
+        self.last_reload_error = None
+        return {"ok": True, "generation": policy.generation}
+
+    def _telemetry_sources(self) -> dict[str, Any]:
+        service = self.service
+        if service is None:
+            return {}
+        return {
+            "caches": service.state.cache_sources(),
+            "jwks": {issuer.name: issuer.keys.status() for issuer in service.state.policy.issuers},
+        }
+
+    def status(self) -> dict[str, Any]:
+        service = self.service
+        issuers = {}
+        generation = None
+        if service is not None:
+            generation = service.state.policy.generation
+            issuers = {issuer.name: issuer.keys.status() for issuer in service.state.policy.issuers}
+        return {
+            "index": self.options.index,
+            "pid": os.getpid(),
+            "ready": self.ready,
+            "generation": generation,
+            "decisions": sum(self.telemetry.decisions.values()),
+            "issuers": issuers,
+            "last_reload_error": self.last_reload_error,
+        }
+
+    # -- control pipe ---------------------------------------------------------
+
+    async def _handle(self, message: dict[str, Any]) -> Any:
+        op = message.get("op")
+        if op == "status":
+            return self.status()
+        if op == "metrics":
+            return self.telemetry.snapshot()
+        if op == "reload":
+            return await self._reload()
+        return {"ok": False, "error": f"unknown op {op!r}"}
+
+    def _control_thread(self) -> None:
+        loop = self._loop
+        assert loop is not None
+        while True:
+            try:
+                message = self.control.recv()
+            except (EOFError, OSError):
+                # The supervisor is gone: stop as if told to.
+                loop.call_soon_threadsafe(self._request_stop)
+                return
+            future = asyncio.run_coroutine_threadsafe(self._handle(message), loop)
+            try:
+                reply = future.result()
+            except Exception as exc:
+                reply = {"ok": False, "error": f"{exc.__class__.__name__}: {exc}"}
+            try:
+                self.control.send(reply)
+            except (OSError, ValueError):
+                return
+
+    def _request_stop(self) -> None:
+        if self._stopping is not None:
+            self._stopping.set()
+
+    # -- the gRPC server --------------------------------------------------------
+
+    async def run(self) -> int:
+        import grpc
+        from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+        from grpc_reflection.v1alpha import reflection
+
+        self._loop = asyncio.get_running_loop()
+        self._stopping = asyncio.Event()
+        try:
+            policy = await self._loop.run_in_executor(None, lambda: load_policy(self.options.config, registry=self.registry))
+        except ConfigError as exc:
+            log.error("worker %d: invalid policy:\n%s", self.options.index, exc)
+            return 2
+        self._activate(policy)
+        assert self.service is not None
+        service = self.service
+
+        options: list[tuple[str, Any]] = [
+            ("grpc.so_reuseport", 1),
+            # Connections are spread over workers by the kernel when they are
+            # opened; ageing them out makes a client that holds only a few
+            # (Envoy: one per worker thread) re-spread them regularly.
+            ("grpc.max_connection_age_ms", int(self.options.max_connection_age * 1000)),
+            ("grpc.max_connection_age_grace_ms", int(self.options.drain_timeout * 1000)),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ]
+        if self.options.max_concurrent_streams is not None:
+            options.append(("grpc.max_concurrent_streams", self.options.max_concurrent_streams))
+        server = grpc.aio.server(options=options, maximum_concurrent_rpcs=self.options.max_concurrent_rpcs)
+        handler = grpc.method_handlers_generic_handler(AUTHORIZATION_SERVICE, {
+            # Raw bytes in and out: the servicer parses (so undecodable input
+            # is a clean deny) and may answer with prepared bytes.
+            "Check": grpc.unary_unary_rpc_method_handler(service.check),
+        })
+        server.add_generic_rpc_handlers([handler])
+        self.health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection(
+            [AUTHORIZATION_SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
+            server,
+        )
+        server.add_insecure_port(self.options.grpc_address)
+        if self.options.worker_port is not None:
+            host = self.options.grpc_address.rsplit(":", 1)[0]
+            server.add_insecure_port(f"{host}:{self.options.worker_port}")
+        await server.start()
+        self.server = server
+        for name in ("", AUTHORIZATION_SERVICE):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self.ready = True
+        self._loop.add_signal_handler(signal.SIGTERM, self._request_stop)
+        threading.Thread(target=self._control_thread, name="authz-control", daemon=True).start()
+        log.info("worker %d (pid %d) serving gRPC on %s%s, policy generation %d", self.options.index, os.getpid(),
+                 self.options.grpc_address,
+                 f" and port {self.options.worker_port}" if self.options.worker_port else "", policy.generation)
+
+        await self._stopping.wait()
+        # Drain: report NOT_SERVING, stop accepting, let in-flight checks finish.
+        self.ready = False
+        for name in ("", AUTHORIZATION_SERVICE):
+            await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await server.stop(self.options.drain_timeout)
+        for issuer in self.service.state.policy.issuers:
+            issuer.keys.stop()
+        log.info("worker %d stopped", self.options.index)
+        return 0
+
+
+def worker_main(options: WorkerOptions, control: Connection) -> None:
+    """Entry point of a worker process (spawned by the supervisor)."""
+    logging.basicConfig(level=options.log_level, format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
+    # Ctrl-C reaches the whole process group; the supervisor coordinates the stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    worker = Worker(options, control)
+    try:
+        import uvloop
+    except ImportError:
+        code = asyncio.run(worker.run())
+    else:
+        code = uvloop.run(worker.run())
+    logging.shutdown()
+    os._exit(code)
