@@ -323,6 +323,7 @@ def serve(options: ServeOptions) -> int:
     """Validate, then run until SIGTERM. Exit 0 after a clean drain, 2 on a
     policy that does not load at start."""
     logging.basicConfig(level=options.log_level, format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
+    logging.getLogger("watchfiles").setLevel(logging.WARNING)
     try:
         policy = load_policy(options.config)
     except ConfigError as exc:

@@ -1,0 +1,131 @@
+"""Hot reload of the policy and the files it names, and a clean drain on SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+from pathlib import Path
+
+import grpc
+import pytest
+
+from tests.support.idp import FakeIdP
+from tests.support.paths import CONTRACT
+from tests.support.procs import Authz
+from tests.support.requests import check_request_json
+from tests.support.tokens import claims, jwks, public_jwk, rsa_key, token
+
+
+def _write(path: Path, text: str) -> None:
+    """Atomic replace, as editors and Kubernetes volume updates do."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _policy_dir(tmp_path: Path) -> Path:
+    for name in ("policy.yaml", "corp.jwks.json", "identity-es256.pem"):
+        shutil.copy(CONTRACT / name, tmp_path / name)
+    return tmp_path / "policy.yaml"
+
+
+def _post(authz: Authz, bearer: str) -> tuple[int, str]:
+    response = authz.check(check_request_json("POST", "/api/orders", headers={"authorization": f"Bearer {bearer}", "x-tenant": "t1"}))
+    return response.status.code, response.denied_response.body
+
+
+def _metric(authz: Authz, line_prefix: str) -> float:
+    _s, _h, body = authz.get("/metrics")
+    for line in body.decode().splitlines():
+        if line.startswith(line_prefix):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_reload_applies_valid_changes_and_keeps_the_last_good_policy(tmp_path: Path) -> None:
+    policy = _policy_dir(tmp_path)
+    original = policy.read_text()
+    bearer = token(claims())
+    with Authz(policy, workers=2) as authz:
+        code, body = _post(authz, bearer)
+        assert code == 7 and json.loads(body)["reason"] == "no_permission"
+
+        # A valid change: readers may now POST.
+        mark = authz.proc.mark()
+        _write(policy, original.replace("{methods: [GET, HEAD], paths", "{methods: [GET, HEAD, POST], paths"))
+        authz.proc.wait_for("policy reloaded", since=mark)
+        assert _post(authz, bearer)[0] == 0
+        _s, _h, ready = authz.get("/readyz")
+        state = json.loads(ready)
+        assert {w["generation"] for w in state["workers"]} == {state["policy_generation"]}
+        assert _metric(authz, 'authz_config_reloads_total{outcome="success"}') == 1
+
+        # An invalid change is reported and ignored.
+        mark = authz.proc.mark()
+        _write(policy, original.replace("version: 1", "version: 2"))
+        authz.proc.wait_for("policy reload failed", since=mark)
+        authz.proc.wait_for(r"policy\.yaml:\d+: version: ", since=mark)
+        status, _h, ready = authz.get("/readyz")
+        assert status == 200
+        assert "version" in json.loads(ready)["last_reload_error"]
+        assert _metric(authz, 'authz_config_reloads_total{outcome="failure"}') == 1
+        assert _post(authz, bearer)[0] == 0  # the last good policy stays in force
+
+        # A key file the policy names: rotating the issuer's key set.
+        mark = authz.proc.mark()
+        _write(tmp_path / "corp.jwks.json", json.dumps(jwks(public_jwk(rsa_key("rotated"), kid="corp-2027", alg="RS256"))))
+        authz.proc.wait_for("reload", since=mark)  # the policy is still invalid: the change is reported, not applied
+        mark = authz.proc.mark()
+        _write(policy, original)
+        authz.proc.wait_for("policy reloaded", since=mark)
+        response = authz.check(check_request_json("GET", "/api/orders", headers={"authorization": f"Bearer {bearer}", "x-tenant": "t1"}))
+        assert response.status.code == 16  # the old key left the set
+        rotated = token(claims(), key=rsa_key("rotated"), kid="corp-2027")
+        response = authz.check(check_request_json("GET", "/api/orders", headers={"authorization": f"Bearer {rotated}", "x-tenant": "t1"}))
+        assert response.status.code == 0
+
+
+def test_sigterm_answers_in_flight_checks_and_exits_0(tmp_path: Path) -> None:
+    key = rsa_key("drain")
+    with FakeIdP() as idp:
+        idp.jwks = jwks(public_jwk(key, kid="k1", alg="RS256"))
+        idp.mode = "gate"  # the key set arrives only when the test opens the gate
+        policy = tmp_path / "policy.yaml"
+        policy.write_text(f"""
+version: 1
+issuers:
+  - name: slow
+    issuer: {idp.issuer}
+    audiences: [orders-api]
+    jwks_uri: {idp.url}/jwks
+    algorithms: [RS256]
+    jwks: {{fetch_timeout: 20s}}
+roles:
+  reader: [{{methods: [GET], paths: ["/api/**"]}}]
+""")
+        bearer = token(claims(iss=idp.issuer, groups=None, roles=["reader"]), key=key, kid="k1")
+        authz = Authz(policy, workers=1)
+        with authz:
+            assert idp.wait_for_hits("/jwks", 1)
+            request = check_request_json("GET", "/api/orders", headers={"authorization": f"Bearer {bearer}"})
+            from google.protobuf import json_format
+            from envoy.service.auth.v3 import external_auth_pb2
+
+            future = authz.stub.Check.future(json_format.ParseDict(request, external_auth_pb2.CheckRequest()), timeout=20)
+            # The check is in flight once the worker counts it.
+            for _ in range(2000):
+                if _metric(authz, "authz_checks_in_flight") >= 1:
+                    break
+            else:
+                pytest.fail("the check never reached the worker")
+            mark = authz.proc.mark()
+            authz.proc.popen.send_signal(signal.SIGTERM)
+            authz.proc.wait_for("stopping: draining", since=mark)
+            idp.gate.set()
+            response = future.result(timeout=20)
+            assert response.status.code == 0  # answered, and allowed, during the drain
+            assert authz.proc.popen.wait(30) == 0
+            with pytest.raises(grpc.RpcError):  # no longer accepting
+                authz.stub.Check(json_format.ParseDict(request, external_auth_pb2.CheckRequest()), timeout=2)
