@@ -61,14 +61,39 @@ Trace = list[Step]
 class Engine:
     """Decides requests against one compiled policy."""
 
-    def __init__(self, policy: Policy, *, clock: Clock | None = None) -> None:
+    def __init__(self, policy: Policy, *, clock: Clock | None = None, dry_run: bool = False) -> None:
         self.policy = policy
         self.clock: Clock = clock or SystemClock()
+        #: Evaluate fully, but turn every denial into an allow that records
+        #: what would have been denied (``authz serve --dry-run``).
+        self.dry_run = dry_run
 
     def decide(self, request: Request, *, may_wait: bool = True, trace: Trace | None = None) -> Decision:
         """Decide one request. Raises :class:`authz.identity.jwt.KeysPending`
         (only when ``may_wait``) when a key set must be fetched first; any
         other exception is a bug the caller turns into ``internal_error``."""
+        decision = self._decide(request, may_wait, trace)
+        if self.dry_run and not decision.allowed:
+            return self._would_deny(request, decision, trace)
+        return decision
+
+    def _would_deny(self, request: Request, denial: Decision, trace: Trace | None) -> Decision:
+        raw_path, query = split_path(request.path)
+        try:
+            path = normalize_path(raw_path)
+        except InvalidPath:
+            path = raw_path
+        view = View(request, path, query, denial.identity, self.clock.time())
+        headers, remove, _notes = self.policy.response.build(view)
+        label = f"{denial.reason.value}:{denial.rule or '-'}"
+        _note(trace, "dry run", label, "would deny; allowed")
+        return Decision(
+            allowed=True, reason=Reason.ALLOWED, rule=None, identity=denial.identity, headers=headers,
+            remove=remove, detail=denial.detail, valid_until=denial.valid_until, cacheable=denial.cacheable,
+            dry_run_denials=(*denial.dry_run_denials, label),
+        )
+
+    def _decide(self, request: Request, may_wait: bool, trace: Trace | None) -> Decision:
         policy = self.policy
         now = self.clock.time()
 

@@ -17,8 +17,11 @@ from typing import Any
 
 from google.protobuf.message import DecodeError
 
+from opentelemetry.trace import StatusCode, Tracer
+
 from authz.cache import ExpiringLRU, TokenCache
 from authz.decision import Decision
+from authz.decision_log import DecisionLog
 from authz.engine import Clock, Engine
 from authz.envoy import CheckRequest, make_cache_key, request_id_of, to_request, to_response
 from authz.errors import Reason
@@ -26,6 +29,7 @@ from authz.identity.jwt import JwtSource, KeysPending
 from authz.policy import Policy
 from authz.request import Request
 from authz.telemetry import Telemetry
+from authz.tracing import start_check_span
 
 log = logging.getLogger("authz.check")
 
@@ -44,10 +48,10 @@ class Cached:
 class PolicyState:
     """One policy as a worker runs it: engine, caches, cache-key function."""
 
-    def __init__(self, policy: Policy, clock: Clock) -> None:
+    def __init__(self, policy: Policy, clock: Clock, *, dry_run: bool = False) -> None:
         self.policy = policy
         self.clock = clock
-        self.engine = Engine(policy, clock=clock)
+        self.engine = Engine(policy, clock=clock, dry_run=dry_run)
         self.tokens = TokenCache(policy.token_cache_size, time=clock.time, monotonic=clock.monotonic)
         for source in policy.credential_sources:
             if isinstance(source, JwtSource):
@@ -74,31 +78,92 @@ def _issuer_label(decision: Decision) -> str:
     return decision.identity.source or "none"
 
 
+class Outcome:
+    """What one Check produced, for the bookkeeping after it."""
+
+    __slots__ = ("cache", "decision", "message", "request", "response")
+
+    def __init__(self, response: bytes, decision: Decision | None, cache: str, message: Any = None,
+                 request: Request | None = None) -> None:
+        self.response = response
+        self.decision = decision
+        self.cache = cache
+        self.message = message
+        self.request = request
+
+
 class CheckService:
     """Answers Check calls for the policy in force (swapped on reload)."""
 
-    def __init__(self, state: PolicyState, telemetry: Telemetry) -> None:
+    def __init__(self, state: PolicyState, telemetry: Telemetry, *, decision_log: DecisionLog | None = None,
+                 tracer: Tracer | None = None) -> None:
         self.state = state
         self.telemetry = telemetry
+        self.decision_log = decision_log
+        self.tracer = tracer
         self._internal_error = to_response(Decision(allowed=False, reason=Reason.INTERNAL_ERROR), None).SerializeToString()
 
-    # -- the shared steps ---------------------------------------------------
+    async def check(self, raw: bytes, context: Any) -> bytes:
+        """The Check RPC (grpc.aio, raw bytes in and out). Always a decision:
+        an exception or a missed deadline is a denial, never an empty answer."""
+        started = time.perf_counter()
+        telemetry = self.telemetry
+        telemetry.in_flight += 1
+        outcome: Outcome | None = None
+        try:
+            outcome = await self._check(raw, context)
+            return outcome.response
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.error("check failed, denying (internal_error)", exc_info=exc)
+            outcome = Outcome(self._internal_error, _INTERNAL_ERROR_DECISION, "none")
+            return outcome.response
+        finally:
+            telemetry.in_flight -= 1
+            elapsed = time.perf_counter() - started
+            telemetry.latency.record(elapsed)
+            if outcome is not None and outcome.decision is not None:
+                decision = outcome.decision
+                telemetry.decisions[(decision.reason.value, _issuer_label(decision))] += 1
+                if decision.dry_run_denials:
+                    for rule in decision.dry_run_denials:
+                        telemetry.dry_run_denials[rule] += 1
+                if self.decision_log is not None and self.decision_log.wanted(decision):
+                    self._log(outcome, elapsed)
+                if self.tracer is not None:
+                    self._span(outcome, started, elapsed)
 
-    def _cached(self, state: PolicyState, message: Any) -> tuple[bytes | None, Hashable | None]:
+    async def _check(self, raw: bytes, context: Any) -> Outcome:
+        state = self.state
+        try:
+            message = CheckRequest.FromString(raw)
+        except DecodeError:
+            return Outcome(_INVALID_REQUEST, _INVALID_REQUEST_DECISION, "none")
         key = state.key_of(message)
-        if key is None:
-            return None, None
-        hit = state.decisions.get(key)
-        if hit is None:
-            return None, key
-        decision = hit.decision
-        self._count(decision, cached=True)
-        if hit.response is not None:
-            return hit.response, key
-        return to_response(decision, _request_id(message)).SerializeToString(), key
-
-    def _finish(self, state: PolicyState, key: Hashable | None, decision: Decision, request: Request) -> bytes:
-        self._count(decision, cached=False)
+        if key is not None:
+            hit = state.decisions.get(key)
+            if hit is not None:
+                response = hit.response
+                if response is None:  # a denial: its body names this request's id
+                    response = to_response(hit.decision, _request_id(message)).SerializeToString()
+                return Outcome(response, hit.decision, "hit", message)
+        try:
+            request = to_request(message)
+        except UnicodeDecodeError:
+            return Outcome(_INVALID_REQUEST, _INVALID_REQUEST_DECISION, "none", message)
+        try:
+            decision = state.engine.decide(request)
+        except KeysPending as pending:
+            budget = _budget(context)
+            if budget > 0:
+                try:
+                    await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(pending.future)), budget)
+                except TimeoutError:
+                    pass  # decided below without the keys: a clean denial
+                except Exception:
+                    log.debug("key fetch failed", exc_info=True)
+            decision = state.engine.decide(request, may_wait=False)
         response = to_response(decision, request_id_of(request)).SerializeToString()
         if key is not None and decision.cacheable:
             policy = state.policy
@@ -106,67 +171,47 @@ class CheckService:
             if decision.valid_until is not None:
                 ttl = min(ttl, decision.valid_until - state.clock.time())
             state.decisions.put(key, Cached(decision, response if decision.allowed else None), ttl)
-        return response
+        return Outcome(response, decision, "miss" if key is not None else "none", message, request)
 
-    def _count(self, decision: Decision, *, cached: bool) -> None:
-        telemetry = self.telemetry
-        telemetry.decisions[(decision.reason.value, _issuer_label(decision))] += 1
-        for rule in decision.dry_run_denials:
-            telemetry.dry_run_denials[rule] += 1
+    def _fields(self, outcome: Outcome) -> tuple[str | None, str, str, str]:
+        request = outcome.request
+        if request is not None:
+            return request_id_of(request), request.method, request.host, request.path
+        message = outcome.message
+        if message is None:
+            return None, "", "", ""
+        http = message.attributes.request.http
+        headers = http.headers
+        return (_request_id(message), http.method or headers.get(":method", ""),
+                http.host or headers.get(":authority", ""), http.path or headers.get(":path", ""))
 
-    def _failed(self, exc: BaseException | None, detail: str) -> bytes:
-        if exc is not None:
-            log.error("check failed, denying: %s", detail, exc_info=exc)
-        self.telemetry.decisions[(Reason.INTERNAL_ERROR.value, "none")] += 1
-        return self._internal_error
+    def _log(self, outcome: Outcome, elapsed: float) -> None:
+        assert self.decision_log is not None and outcome.decision is not None
+        request_id, method, host, path = self._fields(outcome)
+        self.decision_log.write(outcome.decision, request_id=request_id, method=method, host=host, path=path,
+                                latency=elapsed, cache=outcome.cache)
 
-    # -- grpc.aio -------------------------------------------------------------
-
-    async def check(self, raw: bytes, context: Any) -> bytes:
-        started = time.perf_counter()
-        telemetry = self.telemetry
-        telemetry.in_flight += 1
-        try:
-            return await self._check(raw, context)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # never an uncaught error, never an empty answer
-            return self._failed(exc, "unexpected error")
-        finally:
-            telemetry.in_flight -= 1
-            telemetry.latency.record(time.perf_counter() - started)
-
-    async def _check(self, raw: bytes, context: Any) -> bytes:
-        state = self.state
-        try:
-            message = CheckRequest.FromString(raw)
-        except DecodeError:
-            return self._invalid_request()
-        response, key = self._cached(state, message)
-        if response is not None:
-            return response
-        try:
-            request = to_request(message)
-        except UnicodeDecodeError:
-            return self._invalid_request()
-        try:
-            decision = state.engine.decide(request)
-        except KeysPending as pending:
-            budget = _budget(context)
-            if budget <= 0:
-                return self._failed(None, "deadline exceeded")
-            try:
-                await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(pending.future)), budget)
-            except TimeoutError:
-                pass  # decided below without keys: a clean denial
-            except Exception:
-                log.debug("key fetch failed", exc_info=True)
-            decision = state.engine.decide(request, may_wait=False)
-        return self._finish(state, key, decision, request)
-
-    def _invalid_request(self) -> bytes:
-        self.telemetry.decisions[(Reason.INVALID_REQUEST.value, "none")] += 1
-        return _INVALID_REQUEST
+    def _span(self, outcome: Outcome, started: float, elapsed: float) -> None:
+        assert self.tracer is not None and outcome.decision is not None
+        decision = outcome.decision
+        request_id, method, _host, path = self._fields(outcome)
+        headers: Any = outcome.request.headers if outcome.request is not None else (
+            outcome.message.attributes.request.http.headers if outcome.message is not None else {})
+        end_ns = time.time_ns()
+        span = start_check_span(self.tracer, headers, {
+            "authz.decision": "allow" if decision.allowed else "deny",
+            "authz.reason": decision.reason.value,
+            "authz.rule": decision.rule or "",
+            "authz.issuer": _issuer_label(decision),
+            "authz.identity.kind": decision.identity.kind,
+            "authz.cache": outcome.cache,
+            "http.request.method": method,
+            "url.path": path.split("?", 1)[0],
+            "envoy.request_id": request_id or "",
+        }, start_time=end_ns - int(elapsed * 1e9))
+        if decision.reason is Reason.INTERNAL_ERROR:
+            span.set_status(StatusCode.ERROR, "internal_error")
+        span.end(end_time=end_ns)
 
 
 def _budget(context: Any) -> float:
@@ -183,5 +228,7 @@ def _request_id(message: Any) -> str | None:
     return str(value)
 
 
-_INVALID_REQUEST = to_response(Decision(allowed=False, reason=Reason.INVALID_REQUEST), None).SerializeToString()
+_INVALID_REQUEST_DECISION = Decision(allowed=False, reason=Reason.INVALID_REQUEST, cacheable=False)
+_INVALID_REQUEST = to_response(_INVALID_REQUEST_DECISION, None).SerializeToString()
+_INTERNAL_ERROR_DECISION = Decision(allowed=False, reason=Reason.INTERNAL_ERROR, cacheable=False)
 

@@ -221,7 +221,10 @@ class Supervisor:
 
     async def reload_if_changed(self) -> None:
         digests = _digests(self.policy.files)
-        if digests == self.digests:
+        # After a failed reload, any change in the watched directories is a
+        # reason to try again: the fix may be a file the last good policy
+        # does not name (a new key file arriving after the policy naming it).
+        if digests == self.digests and self.reload_error is None:
             return
         self.digests = digests
         await self.reload()

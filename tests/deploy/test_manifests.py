@@ -1,0 +1,545 @@
+"""Every manifest under deploy/ is valid for what it targets, and they agree.
+
+- Built-in kinds: the Kubernetes OpenAPI schemas (kubernetes-validate, strict).
+- Istio and Emissary / Edge Stack resources: the ``openAPIV3Schema`` of their
+  CRD version (tests/fixtures/crds, sources in its README), plus "no field the
+  schema does not declare".
+- Istio mesh config (IstioOperator, istiod Helm values, the istio ConfigMap):
+  a hand-transcribed schema of the extension provider (README again).
+- Composition: kustomizations list existing files and render; names, labels,
+  selectors, ports and probes line up; the Istio and Edge Stack resources point
+  at the authz Service, and the RequestAuthentication trusts exactly the
+  identity token the policy issues.
+
+Each validator also has a test that feeds it a deliberately broken copy.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.deploy.manifests import (
+    DEPLOY,
+    KUBERNETES_VERSIONS,
+    KUSTOMIZATION,
+    ROOTS,
+    Doc,
+    all_docs,
+    builtin_objects,
+    crd_errors,
+    custom_resources,
+    find,
+    istio_operator_errors,
+    kubernetes_errors,
+    load_docs,
+    mesh_config_errors,
+    mesh_configs,
+    mutated,
+    objects,
+)
+
+K8S = DEPLOY / "kubernetes"
+ISTIO = DEPLOY / "istio"
+EDGE = DEPLOY / "edge-stack"
+
+KUSTOMIZATION_DIRS = sorted(p.parent for root in ROOTS for p in root.rglob("kustomization.yaml"))
+KUSTOMIZATION_FIELDS = {
+    "apiVersion",
+    "kind",
+    "namespace",
+    "resources",
+    "labels",
+    "images",
+    "commonAnnotations",
+}
+
+
+def ids(docs: list[Doc]) -> list[str]:
+    return [d.id for d in docs]
+
+
+# -- schemas ---------------------------------------------------------------------
+
+
+def test_every_document_is_checked_by_some_schema() -> None:
+    docs = all_docs()
+    assert docs, "no manifests found"
+    for doc in docs:
+        assert doc.key[0] and doc.key[1], f"{doc.id}: no apiVersion/kind"
+    kinds = {d.key for d in custom_resources()}
+    assert ("security.istio.io/v1", "AuthorizationPolicy") in kinds
+    assert ("getambassador.io/v3alpha1", "AuthService") in kinds
+    assert ("getambassador.io/v3alpha1", "Filter") in kinds
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+@pytest.mark.parametrize("doc", builtin_objects(), ids=ids(builtin_objects()))
+def test_builtin_objects_match_kubernetes_schema(doc: Doc, version: str) -> None:
+    assert kubernetes_errors(doc.body, version) == []
+
+
+@pytest.mark.parametrize("doc", custom_resources(), ids=ids(custom_resources()))
+def test_custom_resources_match_their_crd(doc: Doc) -> None:
+    if doc.key == ("install.istio.io/v1alpha1", "IstioOperator"):
+        assert istio_operator_errors(doc.body) == []
+    else:
+        assert crd_errors(doc.body) == []
+
+
+@pytest.mark.parametrize("source", [s for s, _ in mesh_configs()])
+def test_mesh_config_extension_provider_is_valid(source: str) -> None:
+    mesh = dict(mesh_configs())[source]
+    assert mesh_config_errors(mesh) == []
+
+
+def test_the_three_mesh_config_forms_agree() -> None:
+    forms = dict(mesh_configs())
+    assert len(forms) == 3, sorted(forms)
+    providers = [mesh["extensionProviders"] for mesh in forms.values()]
+    assert all(p == providers[0] for p in providers), forms
+
+
+@pytest.mark.parametrize(
+    ("kind", "name", "path", "value", "rename"),
+    [
+        (
+            "Deployment",
+            "authz",
+            "spec.template.spec.containers.0.readinessProbe",
+            None,
+            "readinesProbe",
+        ),
+        (
+            "Deployment",
+            "authz",
+            "spec.template.spec.containers.0.securityContext.runAsNonRoot",
+            "yes",
+            None,
+        ),
+        ("Service", "authz", "spec.ports.0.appProtocol", None, "app_protocol"),
+        (
+            "HorizontalPodAutoscaler",
+            "authz",
+            "spec.metrics.0.resource.target.averageUtilization",
+            None,
+            "averageUtilisation",
+        ),
+        ("PodDisruptionBudget", "authz", "spec.maxUnavailable", None, "maxUnavailabe"),
+    ],
+)
+def test_kubernetes_validation_fails_on_a_broken_copy(
+    kind: str, name: str, path: str, value: Any, rename: str | None
+) -> None:
+    broken = mutated(find(kind, name, under=K8S), path, value, rename=rename)
+    assert kubernetes_errors(broken, KUBERNETES_VERSIONS[0]) != []
+
+
+@pytest.mark.parametrize(
+    ("kind", "name", "path", "value", "rename"),
+    [
+        # A misspelt field: the CRD schema alone would accept it (and the API
+        # server would silently prune it).
+        ("AuthorizationPolicy", "ext-authz", "spec.provider", None, "providers"),
+        ("AuthorizationPolicy", "ext-authz", "spec.rules.0.to.0.operation", None, "operations"),
+        (
+            "RequestAuthentication",
+            "authz-identity-token",
+            "spec.jwtRules.0.forwardOriginalToken",
+            None,
+            "forwardToken",
+        ),
+        ("AuthService", "authz", "spec.failure_mode_allow", None, "failure_mode_allowed"),
+        ("Mapping", "public", "spec.bypass_auth", None, "bypass_authz"),
+        ("Filter", "authz", "spec.External.timeout_ms", None, "timeout"),
+        ("FilterPolicy", "authz", "spec.rules.0.filters.0.onDeny", None, "on_deny"),
+        # A wrong value.
+        ("AuthorizationPolicy", "ext-authz", "spec.action", "custom", None),
+        ("AuthService", "authz", "spec.proto", "grpc-web", None),
+        ("AuthService", "authz", "spec.timeout_ms", "500ms", None),
+        ("Mapping", "public", "spec.bypass_auth", "yes", None),
+        (
+            "RequestAuthentication",
+            "authz-identity-token",
+            "spec.jwtRules.0.fromHeaders.0.name",
+            "",
+            None,
+        ),
+        # A bad name in metadata.
+        ("AuthService", "authz", "metadata.labels", {"app": 1}, None),
+    ],
+)
+def test_crd_validation_fails_on_a_broken_copy(
+    kind: str, name: str, path: str, value: Any, rename: str | None
+) -> None:
+    broken = mutated(find(kind, name), path, value, rename=rename)
+    assert crd_errors(broken) != []
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "rename"),
+    [
+        ("extensionProviders.0.envoyExtAuthzGrpc.failOpen", None, "failopen"),
+        ("extensionProviders.0.envoyExtAuthzGrpc", None, "envoyExtAuthzGRPC"),
+        ("extensionProviders.0.envoyExtAuthzGrpc.timeout", "500ms", None),
+        ("extensionProviders.0.envoyExtAuthzGrpc.statusOnError", 503, None),
+        ("extensionProviders.0.envoyExtAuthzGrpc.port", "9191", None),
+    ],
+)
+def test_mesh_config_validation_fails_on_a_broken_copy(
+    path: str, value: Any, rename: str | None
+) -> None:
+    _, mesh = next(iter(mesh_configs()))
+    assert mesh_config_errors(mutated(mesh, path, value, rename=rename)) != []
+
+
+def test_istio_operator_validation_fails_on_a_misspelt_top_level_key() -> None:
+    operator = find("IstioOperator", "authz-extension-provider")
+    assert istio_operator_errors(mutated(operator, "spec.meshConfig", rename="meshconfig")) != []
+
+
+# -- kustomize composition ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "directory", KUSTOMIZATION_DIRS, ids=[str(d.relative_to(DEPLOY)) for d in KUSTOMIZATION_DIRS]
+)
+def test_kustomization_lists_every_manifest_in_its_directory(directory: Path) -> None:
+    (kustomization,) = [d.body for d in load_docs(directory / "kustomization.yaml")]
+    assert (kustomization["apiVersion"], kustomization["kind"]) == KUSTOMIZATION
+    assert set(kustomization) <= KUSTOMIZATION_FIELDS, set(kustomization) - KUSTOMIZATION_FIELDS
+    listed = kustomization["resources"]
+    assert len(listed) == len(set(listed))
+    for name in listed:
+        assert (directory / name).is_file(), f"{directory}/{name} is listed but missing"
+    # Examples are documentation, not applied (e.g. the Secret with keys).
+    present = {p.name for p in directory.glob("*.yaml")} - {"kustomization.yaml"}
+    present = {n for n in present if not n.endswith(".example.yaml")}
+    assert present == set(listed)
+
+
+@pytest.mark.skipif(
+    shutil.which("kubectl") is None, reason="kubectl (for `kubectl kustomize`) is not installed"
+)
+@pytest.mark.parametrize(
+    "directory", KUSTOMIZATION_DIRS, ids=[str(d.relative_to(DEPLOY)) for d in KUSTOMIZATION_DIRS]
+)
+def test_kustomization_renders(directory: Path) -> None:
+    rendered = subprocess.run(
+        ["kubectl", "kustomize", str(directory)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert rendered.returncode == 0, rendered.stderr
+    out = [d for d in yaml.safe_load_all(rendered.stdout) if d]
+    (kustomization,) = [d.body for d in load_docs(directory / "kustomization.yaml")]
+    sources = [
+        doc.body for name in kustomization["resources"] for doc in load_docs(directory / name)
+    ]
+    assert sorted((d["kind"], d["metadata"]["name"]) for d in out) == sorted(
+        (d["kind"], d["metadata"]["name"]) for d in sources
+    )
+    namespace = kustomization.get("namespace")
+    for body in out:
+        if namespace and body["kind"] != "Namespace":
+            assert body["metadata"]["namespace"] == namespace
+        if body["kind"] not in {"Namespace"} and not namespace:
+            assert body["metadata"].get("namespace"), (
+                f"{body['kind']}/{body['metadata']['name']} has no namespace"
+            )
+    for version in KUBERNETES_VERSIONS[:1]:
+        for body in out:
+            if body["apiVersion"].count(".") == 0 or body["apiVersion"].split("/")[0].endswith(
+                "k8s.io"
+            ):
+                assert kubernetes_errors(body, version) == []
+
+
+# -- the authz workload lines up ---------------------------------------------------
+
+
+def deployment() -> dict[str, Any]:
+    return find("Deployment", "authz", under=K8S)
+
+
+def container() -> dict[str, Any]:
+    (authz,) = deployment()["spec"]["template"]["spec"]["containers"]
+    return authz  # type: ignore[no-any-return]
+
+
+def pod_labels() -> dict[str, str]:
+    return deployment()["spec"]["template"]["metadata"]["labels"]  # type: ignore[no-any-return]
+
+
+def args() -> dict[str, str]:
+    """The container's ``--name=value`` arguments."""
+    result: dict[str, str] = {}
+    for arg in container()["args"][1:]:
+        name, _, value = arg.partition("=")
+        result[name] = value
+    assert container()["args"][0] == "serve"
+    return result
+
+
+def matches(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+def test_selectors_match_the_pods() -> None:
+    labels = pod_labels()
+    assert deployment()["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert matches(find("Service", "authz", under=K8S)["spec"]["selector"], labels)
+    assert matches(find("PodDisruptionBudget", "authz")["spec"]["selector"]["matchLabels"], labels)
+    assert matches(find("NetworkPolicy", "authz")["spec"]["podSelector"]["matchLabels"], labels)
+    for constraint in deployment()["spec"]["template"]["spec"]["topologySpreadConstraints"]:
+        assert matches(constraint["labelSelector"]["matchLabels"], labels)
+
+
+def test_the_autoscaler_owns_at_least_two_replicas() -> None:
+    hpa = find("HorizontalPodAutoscaler", "authz")["spec"]
+    assert hpa["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "authz"}
+    assert hpa["minReplicas"] >= 2
+    assert hpa["maxReplicas"] > hpa["minReplicas"]
+    # Re-applying a replicas field would fight the autoscaler.
+    assert "replicas" not in deployment()["spec"]
+    assert find("PodDisruptionBudget", "authz")["spec"]["maxUnavailable"] < hpa["minReplicas"]
+
+
+def test_service_ports_reach_named_container_ports() -> None:
+    ports = {p["name"]: p for p in container()["ports"]}
+    assert ports["grpc"]["containerPort"] == 9191
+    assert ports["http"]["containerPort"] == 8181
+    service = {p["name"]: p for p in find("Service", "authz", under=K8S)["spec"]["ports"]}
+    assert service["grpc"] == {
+        "name": "grpc",
+        "port": 9191,
+        "targetPort": "grpc",
+        "protocol": "TCP",
+        "appProtocol": "grpc",
+    }
+    assert service["http"]["port"] == 8181 and service["http"]["targetPort"] == "http"
+    for rule in find("NetworkPolicy", "authz")["spec"]["ingress"]:
+        for port in rule["ports"]:
+            assert port["port"] in ports
+    assert args()["--grpc-address"].endswith(":9191")
+    assert args()["--http-address"].endswith(":8181")
+
+
+def test_probes_use_the_http_port() -> None:
+    authz = container()
+    assert authz["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert authz["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert authz["startupProbe"]["httpGet"]["port"] == "http"
+
+
+def test_workers_match_the_cpu_limit() -> None:
+    cpu = str(container()["resources"]["limits"]["cpu"])
+    cores = int(cpu) if cpu.isdigit() else max(1, int(cpu.removesuffix("m")) // 1000)
+    assert int(args()["--workers"]) == cores
+
+
+def test_grace_period_covers_prestop_and_drain() -> None:
+    pre_stop = container()["lifecycle"]["preStop"]["exec"]["command"]
+    assert pre_stop[0] == "sleep"
+    drain = float(args()["--drain-timeout"])
+    # The supervisor waits drain + 5 s for its workers before giving up.
+    assert (
+        deployment()["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+        > int(pre_stop[1]) + drain + 5 - 1
+    )
+
+
+def test_pod_runs_locked_down() -> None:
+    pod = deployment()["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == 10001
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["automountServiceAccountToken"] is False
+    context = container()["securityContext"]
+    assert context["runAsNonRoot"] is True and context["runAsUser"] == 10001
+    assert context["readOnlyRootFilesystem"] is True
+    assert context["allowPrivilegeEscalation"] is False
+    assert context["capabilities"] == {"drop": ["ALL"]}
+    assert context["seccompProfile"] == {"type": "RuntimeDefault"}
+    account = find("ServiceAccount", pod["serviceAccountName"])
+    assert account["automountServiceAccountToken"] is False
+    spread = {c["topologyKey"]: c for c in pod["topologySpreadConstraints"]}
+    assert spread["kubernetes.io/hostname"]["whenUnsatisfiable"] == "DoNotSchedule"
+
+
+def test_policy_and_keys_are_mounted_as_directories() -> None:
+    pod = deployment()["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["name"]: m for m in container()["volumeMounts"]}
+    # subPath mounts never see ConfigMap/Secret updates: no hot reload.
+    assert all("subPath" not in m and "subPathExpr" not in m for m in mounts.values())
+    config_map = find("ConfigMap", volumes["policy"]["configMap"]["name"], under=K8S)
+    secret = find("Secret", volumes["keys"]["secret"]["secretName"], under=K8S)
+    assert mounts["policy"]["readOnly"] is True and mounts["keys"]["readOnly"] is True
+    assert (
+        "items" not in volumes["policy"]["configMap"] and "items" not in volumes["keys"]["secret"]
+    )
+    # --config names the mounted ConfigMap key ...
+    config = Path(args()["--config"])
+    assert config.parent == Path(mounts["policy"]["mountPath"])
+    assert config.name in config_map["data"]
+    # ... and every key file the policy names is a key of the Secret, in the
+    # keys mount.
+    policy_text = config_map["data"][config.name]
+    named = re.findall(
+        r"^\s*(?:jwks_file|keys_file|signing_key):\s*(\S+)", policy_text, re.MULTILINE
+    )
+    assert named
+    for name in named:
+        resolved = (config.parent / name).resolve() if not name.startswith("/") else Path(name)
+        assert resolved.parent == Path(mounts["keys"]["mountPath"]), name
+        assert resolved.name in secret["stringData"], name
+
+
+def test_secret_example_is_not_applied_by_the_base() -> None:
+    (kustomization,) = [d.body for d in load_docs(K8S / "kustomization.yaml")]
+    assert "secret-keys.example.yaml" not in kustomization["resources"]
+    assert not any(
+        d.body["kind"] == "Secret"
+        for name in kustomization["resources"]
+        for d in load_docs(K8S / name)
+    )
+
+
+def test_namespace_enforces_the_restricted_pod_security_standard() -> None:
+    labels = find("Namespace", "authz")["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+
+
+# -- Istio and Edge Stack point at authz ------------------------------------------
+
+
+def service_address() -> tuple[str, str, int, int]:
+    (kustomization,) = [d.body for d in load_docs(K8S / "kustomization.yaml")]
+    service = find("Service", "authz", under=K8S)
+    ports = {p["name"]: p["port"] for p in service["spec"]["ports"]}
+    return service["metadata"]["name"], kustomization["namespace"], ports["grpc"], ports["http"]
+
+
+def identity_token() -> dict[str, Any]:
+    config_map = find("ConfigMap", "authz-policy", under=K8S)
+    policy = yaml.safe_load(config_map["data"]["policy.yaml"])
+    return policy["response"]["identity_token"]  # type: ignore[no-any-return]
+
+
+def test_mesh_extension_provider_targets_the_authz_service() -> None:
+    name, namespace, grpc, _ = service_address()
+    for source, mesh in mesh_configs():
+        (provider,) = mesh["extensionProviders"]
+        grpc_provider = provider["envoyExtAuthzGrpc"]
+        assert grpc_provider["service"] == f"{name}.{namespace}.svc.cluster.local", source
+        assert grpc_provider["port"] == grpc, source
+        assert grpc_provider["failOpen"] is False, source
+        assert "includeRequestHeadersInCheck" not in grpc_provider, source
+
+
+def test_custom_policies_name_the_mesh_provider() -> None:
+    providers = {p["name"] for _, mesh in mesh_configs() for p in mesh["extensionProviders"]}
+    custom = [
+        d.body
+        for d in custom_resources()
+        if d.body["kind"] == "AuthorizationPolicy" and d.body["spec"].get("action") == "CUSTOM"
+    ]
+    assert len(custom) == 2
+    for policy in custom:
+        assert policy["spec"]["provider"]["name"] in providers
+        assert policy["spec"]["selector"]["matchLabels"]
+        assert policy["spec"]["rules"]
+    gateway = find("AuthorizationPolicy", "ext-authz-ingress")
+    assert gateway["metadata"]["namespace"] == "istio-system"
+    assert gateway["spec"]["selector"]["matchLabels"] == {"istio": "ingressgateway"}
+    workload = find("AuthorizationPolicy", "ext-authz")
+    assert workload["spec"]["rules"][0]["to"][0]["operation"]["paths"]
+
+
+def test_request_authentication_trusts_the_identity_token_authz_issues() -> None:
+    name, namespace, _, http = service_address()
+    token = identity_token()
+    (rule,) = find("RequestAuthentication", "authz-identity-token")["spec"]["jwtRules"]
+    assert rule["issuer"] == token["issuer"]
+    assert rule["audiences"] == [token["audience"]]
+    assert rule["fromHeaders"] == [{"name": token["header"]}]
+    assert (
+        rule["jwksUri"]
+        == f"http://{name}.{namespace}.svc.cluster.local:{http}/.well-known/jwks.json"
+    )
+    assert rule["forwardOriginalToken"] is True
+    allow = find("AuthorizationPolicy", "require-authz-identity")["spec"]
+    assert allow["action"] == "ALLOW"
+    assert (
+        allow["selector"]
+        == find("RequestAuthentication", "authz-identity-token")["spec"]["selector"]
+    )
+    assert allow["rules"][0]["from"][0]["source"]["requestPrincipals"] == [f"{token['issuer']}/*"]
+
+
+def test_istiod_may_fetch_the_jwks() -> None:
+    http_rules = [
+        r
+        for r in find("NetworkPolicy", "authz")["spec"]["ingress"]
+        if r["ports"][0]["port"] == "http"
+    ]
+    (rule,) = http_rules
+    names = {
+        v
+        for peer in rule["from"]
+        for e in peer["namespaceSelector"]["matchExpressions"]
+        for v in e["values"]
+    }
+    assert {"istio-system", "monitoring"} <= names
+
+
+def test_edge_stack_resources_target_the_authz_service() -> None:
+    name, namespace, grpc, _ = service_address()
+    address = f"{name}.{namespace}:{grpc}"
+    auth_service = find("AuthService", "authz", under=EDGE)["spec"]
+    external = find("Filter", "authz", under=EDGE)["spec"]["External"]
+    for spec in (auth_service, external):
+        assert spec["auth_service"] == address
+        assert spec["proto"] == "grpc" and spec["protocol_version"] == "v3"
+        assert spec["failure_mode_allow"] is False
+        assert spec["status_on_error"] == {"code": 503}
+        assert "include_body" not in spec
+    policy = find("FilterPolicy", "authz", under=EDGE)["spec"]
+    assert {(f["name"], f["namespace"]) for r in policy["rules"] for f in r["filters"]} == {
+        ("authz", "authz")
+    }
+
+
+def test_mappings_show_bypass_and_context_extensions() -> None:
+    mappings = [d.body for d in objects() if d.body["kind"] == "Mapping"]
+    assert any(m["spec"].get("bypass_auth") is True for m in mappings)
+    contexts = [
+        m["spec"]["auth_context_extensions"]
+        for m in mappings
+        if "auth_context_extensions" in m["spec"]
+    ]
+    assert {"route": "orders-admin"} in contexts
+    # The policy rule reading that context exists.
+    policy = yaml.safe_load(find("ConfigMap", "authz-policy", under=K8S)["data"]["policy.yaml"])
+    assert any("context.route" in (r.get("when") or "") for r in policy["rules"])
+
+
+def test_timeouts_agree() -> None:
+    seconds = {
+        float(m["extensionProviders"][0]["envoyExtAuthzGrpc"]["timeout"].removesuffix("s"))
+        for _, m in mesh_configs()
+    }
+    milliseconds = {
+        find("AuthService", "authz")["spec"]["timeout_ms"],
+        find("Filter", "authz")["spec"]["External"]["timeout_ms"],
+    }
+    assert {s * 1000 for s in seconds} == milliseconds
