@@ -110,6 +110,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_connection_age=args.max_connection_age,
         drain_timeout=args.drain_timeout,
         log_level=args.log_level.upper(),
+        dry_run=args.dry_run,
+        decision_log=args.decision_log,
+        decision_log_sample=args.decision_log_sample,
     ))
 
 
@@ -173,6 +176,12 @@ def build_parser() -> argparse.ArgumentParser:
                             "before reading SETTINGS get some refused, so leave it unset for Envoy")
     serve.add_argument("--drain-timeout", type=float, default=10.0, help="seconds to finish in-flight checks on SIGTERM")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.add_argument("--dry-run", action="store_true",
+                       help="evaluate fully, log and count every denial as 'would deny', but allow (like istio.io/dry-run)")
+    serve.add_argument("--decision-log", default="denials", choices=["none", "denials", "all"],
+                       help="which decisions to log as JSON lines on stdout (default %(default)s)")
+    serve.add_argument("--decision-log-sample", type=float, default=1.0, metavar="FRACTION",
+                       help="fraction of allowed decisions logged with --decision-log all (default %(default)s)")
     serve.set_defaults(func=cmd_serve)
 
     token = sub.add_parser("token", help="mint a development token for an issuer whose private key you hold")

@@ -26,7 +26,7 @@ from authz.errors import CredentialError, InvalidPath, Reason
 from authz.identity.base import ANONYMOUS, Identity
 from authz.identity.jwt import KeysPending
 from authz.paths import normalize_path, split_path
-from authz.policy import Policy, View
+from authz.policy import Matcher, Policy, View
 from authz.request import Request
 from authz.response import www_authenticate
 
@@ -131,7 +131,8 @@ class Engine:
         would_deny: list[str] = []
         for rule in policy.deny_rules:
             matched, note = rule.matcher.matches(view, fail_closed=True)
-            _note(trace, "deny rule", rule.name, "matched" if matched else "no match", note)
+            if trace is not None:
+                _note(trace, "deny rule", rule.name, "matched" if matched else "no match", note or _when(rule.matcher))
             if matched:
                 if rule.dry_run:
                     would_deny.append(rule.name)
@@ -197,7 +198,8 @@ class Engine:
                 _note(trace, "allow rule", rule.name, "skipped", "needs an authenticated caller")
                 continue
             matched, note = rule.matcher.matches(view, fail_closed=False)
-            _note(trace, "allow rule", rule.name, "matched" if matched else "no match", note)
+            if trace is not None:
+                _note(trace, "allow rule", rule.name, "matched" if matched else "no match", note or _when(rule.matcher))
             if matched:
                 if rule.dry_run:
                     continue
@@ -234,6 +236,10 @@ _CHALLENGED = frozenset(
     r.value for r in (Reason.MISSING_CREDENTIAL, Reason.INVALID_TOKEN, Reason.EXPIRED_TOKEN,
                       Reason.UNKNOWN_ISSUER, Reason.JWKS_UNAVAILABLE, Reason.INVALID_API_KEY)
 )
+
+
+def _when(matcher: Matcher) -> str | None:
+    return f"when {matcher.when.source}" if matcher.when is not None else None
 
 
 def _note(trace: Trace | None, phase: str, subject: str, result: str, note: str | None = None) -> None:

@@ -53,6 +53,9 @@ class ServeOptions:
     max_connection_age: float = 30.0
     drain_timeout: float = 10.0
     log_level: str = "INFO"
+    dry_run: bool = False
+    decision_log: str = "denials"
+    decision_log_sample: float = 1.0
 
 
 class WorkerHandle:
@@ -133,6 +136,9 @@ class Supervisor:
                 max_connection_age=options.max_connection_age,
                 drain_timeout=options.drain_timeout,
                 log_level=options.log_level,
+                dry_run=options.dry_run,
+                decision_log=options.decision_log,
+                decision_log_sample=options.decision_log_sample,
             ))
             for i in range(options.workers)
         ]
@@ -149,6 +155,8 @@ class Supervisor:
         monitor = asyncio.create_task(self._monitor())
         watcher = asyncio.create_task(self._watch())
         ready = await self._wait_ready(STARTUP_TIMEOUT)
+        if self.options.dry_run:
+            log.warning("DRY RUN: every denial is logged and counted as 'would deny', and allowed")
         if ready:
             log.info("authz ready: %d worker(s) on %s, HTTP on %s", len(self.workers),
                      self.options.grpc_address, self.options.http_address)

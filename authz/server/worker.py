@@ -19,12 +19,14 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from authz.config import KeyRegistry, load_policy
+from authz.decision_log import DecisionLog, configure_stream
 from authz.engine import SystemClock
 from authz.errors import ConfigError
 from authz.identity.jwks import RemoteKeys
 from authz.policy import Policy
 from authz.server.service import CheckService, PolicyState
 from authz.telemetry import Telemetry
+from authz.tracing import tracer_from_environment
 
 log = logging.getLogger("authz.worker")
 
@@ -42,6 +44,9 @@ class WorkerOptions:
     max_connection_age: float = 30.0
     drain_timeout: float = 10.0
     log_level: str = "INFO"
+    dry_run: bool = False
+    decision_log: str = "denials"
+    decision_log_sample: float = 1.0
 
 
 class Worker:
@@ -63,7 +68,7 @@ class Worker:
     # -- policy ---------------------------------------------------------------
 
     def _activate(self, policy: Policy) -> None:
-        state = PolicyState(policy, self.clock)
+        state = PolicyState(policy, self.clock, dry_run=self.options.dry_run)
         remote = [issuer.keys for issuer in policy.issuers if isinstance(issuer.keys, RemoteKeys)]
         for keys in remote:
             if id(keys) not in self._listening_to:
@@ -71,7 +76,12 @@ class Worker:
                 self._listening_to.add(id(keys))
             keys.start()
         if self.service is None:
-            self.service = CheckService(state, self.telemetry)
+            decision_log = None
+            if self.options.decision_log != "none":
+                configure_stream()
+                decision_log = DecisionLog(self.options.decision_log, self.options.decision_log_sample)
+            self.service = CheckService(state, self.telemetry, decision_log=decision_log,
+                                        tracer=tracer_from_environment())
         else:
             self.service.state = state  # atomic swap: in-flight checks keep the old state
         self.registry.retain(remote)

@@ -1,0 +1,84 @@
+"""A Check span joins the trace Envoy forwards (W3C traceparent or B3)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from authz.config import load_policy
+from authz.engine import SystemClock
+from authz.envoy import CheckRequest
+from authz.server.service import CheckService, PolicyState
+from authz.telemetry import Telemetry
+from authz.tracing import SPAN_NAME, tracer_from_environment, wanted
+from tests.support.paths import CONTRACT
+from tests.support.tokens import claims, token
+
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+PARENT_ID = "00f067aa0ba902b7"
+
+
+def _service() -> tuple[CheckService, InMemorySpanExporter]:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    policy = load_policy(str(CONTRACT / "policy.yaml"))
+    service = CheckService(PolicyState(policy, SystemClock()), Telemetry(), tracer=provider.get_tracer("test"))
+    return service, exporter
+
+
+def _raw(headers: dict[str, str]) -> bytes:
+    message = CheckRequest()
+    http = message.attributes.request.http
+    message.attributes.source.address.socket_address.address = "198.51.100.7"
+    http.method, http.path, http.host = "GET", "/api/orders/1?secret=x", "api.example.com"
+    http.headers.update({":path": http.path, "x-request-id": "rid-7", "x-tenant": "t1", **headers})
+    return message.SerializeToString()
+
+
+def test_span_joins_the_traceparent_of_the_request() -> None:
+    service, exporter = _service()
+    raw = _raw({"traceparent": f"00-{TRACE_ID}-{PARENT_ID}-01", "authorization": f"Bearer {token(claims())}"})
+    asyncio.run(service.check(raw, None))
+    asyncio.run(service.check(raw, None))  # a cache hit gets its span too
+    spans = exporter.get_finished_spans()
+    assert [s.name for s in spans] == [SPAN_NAME, SPAN_NAME]
+    first, second = spans
+    assert format(first.context.trace_id, "032x") == TRACE_ID
+    assert format(first.parent.span_id, "016x") == PARENT_ID
+    assert first.attributes["authz.decision"] == "allow"
+    assert first.attributes["authz.reason"] == "allowed"
+    assert first.attributes["authz.rule"] == "orders-reader"
+    assert first.attributes["authz.issuer"] == "corp"
+    assert first.attributes["authz.cache"] == "miss"
+    assert second.attributes["authz.cache"] == "hit"
+    assert first.attributes["url.path"] == "/api/orders/1"  # never the query
+    assert first.end_time > first.start_time
+
+
+def test_span_joins_a_b3_trace() -> None:
+    service, exporter = _service()
+    raw = _raw({"x-b3-traceid": TRACE_ID, "x-b3-spanid": PARENT_ID, "x-b3-sampled": "1"})
+    asyncio.run(service.check(raw, None))
+    (span,) = exporter.get_finished_spans()
+    assert format(span.context.trace_id, "032x") == TRACE_ID
+    assert span.attributes["authz.reason"] == "missing_credential"
+
+
+def test_without_a_parent_a_new_trace_starts() -> None:
+    service, exporter = _service()
+    asyncio.run(service.check(_raw({}), None))
+    (span,) = exporter.get_finished_spans()
+    assert span.parent is None
+
+
+def test_tracing_is_off_unless_the_environment_asks() -> None:
+    assert wanted({}) is None
+    assert tracer_from_environment({}) is None
+    assert wanted({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4317"}) == "otlp"
+    assert wanted({"OTEL_TRACES_EXPORTER": "console"}) == "console"
+    assert wanted({"OTEL_TRACES_EXPORTER": "none", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4317"}) is None
+    assert wanted({"OTEL_SDK_DISABLED": "true", "OTEL_TRACES_EXPORTER": "otlp"}) is None
