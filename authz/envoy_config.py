@@ -38,7 +38,14 @@ from envoy_data_plane.envoy.config.core.v3 import (
 from envoy_data_plane.envoy.config.endpoint.v3 import ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints
 from envoy_data_plane.envoy.config.listener.v3 import Filter, FilterChain, Listener
 from envoy_data_plane.envoy.config.rbac.v3 import Permission, Policy, Principal, Rbac, RbacAction
-from envoy_data_plane.envoy.config.route.v3 import Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost
+from envoy_data_plane.envoy.config.route.v3 import (
+    DirectResponseAction,
+    Route,
+    RouteAction,
+    RouteConfiguration,
+    RouteMatch,
+    VirtualHost,
+)
 from envoy_data_plane.envoy.extensions.filters.http.ext_authz.v3 import CheckSettings, ExtAuthz, ExtAuthzPerRoute
 from envoy_data_plane.envoy.extensions.filters.http.rbac.v3 import Rbac as RbacFilter
 from envoy_data_plane.envoy.extensions.filters.http.router.v3 import Router
@@ -90,6 +97,9 @@ class EnvoyOptions:
     protected_prefixes: Sequence[str] = ("/",)
     context_extensions: dict[str, str] = field(default_factory=lambda: {"virtual_host": "edge"})
     bypass_prefix: str = "/.well-known/"
+    # Answer 200 from Envoy itself instead of routing to the upstream (for
+    # measuring what the authorization step costs, nothing else).
+    direct_response: bool = False
 
 
 def _address(host_port: str) -> Address:
@@ -155,7 +165,10 @@ def _hcm(options: EnvoyOptions, filters: list[HttpFilter], routes: list[Route], 
     return Filter(name="envoy.filters.network.http_connection_manager", typed_config=AnyMessage.pack(manager))
 
 
-def _to_upstream(prefix: str, **extra: Any) -> Route:
+def _to_upstream(options: EnvoyOptions, prefix: str, **extra: Any) -> Route:
+    if options.direct_response:
+        action = DirectResponseAction(status=200, body=DataSource(inline_string="ok\n"))
+        return Route(match=RouteMatch(prefix=prefix), direct_response=action, **extra)
     return Route(match=RouteMatch(prefix=prefix), route=RouteAction(cluster="upstream"), **extra)
 
 
@@ -163,9 +176,9 @@ def edge(options: EnvoyOptions) -> Bootstrap:
     ext_authz = HttpFilter(name=EXT_AUTHZ, typed_config=AnyMessage.pack(_ext_authz(options)))
     routes = [
         # Emissary Mapping with bypass_auth: true
-        _to_upstream(options.bypass_prefix, typed_per_filter_config=_per_route(disabled=True)),
+        _to_upstream(options, options.bypass_prefix, typed_per_filter_config=_per_route(disabled=True)),
         # Emissary Mapping with auth_context_extensions: {...}
-        _to_upstream("/", typed_per_filter_config=_per_route(
+        _to_upstream(options, "/", typed_per_filter_config=_per_route(
             check_settings=CheckSettings(context_extensions=dict(options.context_extensions)))),
     ]
     listener = Listener(
@@ -218,7 +231,7 @@ def sidecar(options: EnvoyOptions) -> Bootstrap:
         ),
     )
     hcm = _hcm(
-        options, filters, [_to_upstream("/")],
+        options, filters, [_to_upstream(options, "/")],
         forward_client_cert_details=HttpConnectionManagerForwardClientCertDetails.APPEND_FORWARD,
         set_current_client_cert_details=HttpConnectionManagerSetCurrentClientCertDetails(uri=True),
     )

