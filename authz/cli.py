@@ -108,6 +108,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         worker_ports=args.worker_ports,
         max_concurrent_streams=args.max_streams_per_connection,
         max_connection_age=args.max_connection_age,
+        max_concurrent_checks=args.max_concurrent_checks,
         drain_timeout=args.drain_timeout,
         log_level=args.log_level.upper(),
         dry_run=args.dry_run,
@@ -174,6 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-streams-per-connection", type=int, default=None,
                        help="HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS (default: gRPC's). Clients that open streams "
                             "before reading SETTINGS get some refused, so leave it unset for Envoy")
+    serve.add_argument("--max-concurrent-checks", type=int, default=2000,
+                       help="checks a worker decides at once; more are refused at once with RESOURCE_EXHAUSTED, "
+                            "which Envoy (failure_mode_allow: false) turns into a denial (default %(default)s)")
     serve.add_argument("--drain-timeout", type=float, default=10.0, help="seconds to finish in-flight checks on SIGTERM")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.add_argument("--dry-run", action="store_true",

@@ -51,6 +51,7 @@ class ServeOptions:
     worker_ports: int | None = None
     max_concurrent_streams: int | None = None
     max_connection_age: float = 30.0
+    max_concurrent_checks: int = 2000
     drain_timeout: float = 10.0
     log_level: str = "INFO"
     dry_run: bool = False
@@ -134,6 +135,7 @@ class Supervisor:
                 worker_port=None if options.worker_ports is None else options.worker_ports + i,
                 max_concurrent_streams=options.max_concurrent_streams,
                 max_connection_age=options.max_connection_age,
+                max_concurrent_rpcs=options.max_concurrent_checks,
                 drain_timeout=options.drain_timeout,
                 log_level=options.log_level,
                 dry_run=options.dry_run,
