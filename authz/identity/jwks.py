@@ -164,6 +164,8 @@ class FetchLoop:
         loop.call_soon_threadsafe(loop.stop)
         if self._thread is not None:
             self._thread.join(timeout=2)
+            if not self._thread.is_alive():
+                loop.close()
 
 
 _DEFAULT_LOOP: FetchLoop | None = None

@@ -1,0 +1,111 @@
+"""The remote key-set cache with an injected clock: staleness, the refetch
+cooldown, shared in-flight fetches, key-removal notifications."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from authz.identity.jwks import FetchLoop, JwksSettings, RemoteKeys
+from tests.support.idp import FakeIdP
+from tests.support.tokens import jwks, public_jwk, rsa_key
+
+A = rsa_key("jwks-cache-a")
+B = rsa_key("jwks-cache-b")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def loop() -> Iterator[FetchLoop]:
+    fetch_loop = FetchLoop()
+    yield fetch_loop
+    fetch_loop.close()
+
+
+def _keys(idp: FakeIdP, loop: FetchLoop, clock: Clock, **settings: float) -> RemoteKeys:
+    return RemoteKeys("remote", idp.issuer, idp.url + "/jwks", frozenset({"RS256"}),
+                      JwksSettings(**{"fetch_timeout": 2.0, **settings}), loop=loop, monotonic=clock)
+
+
+def test_last_good_keys_serve_until_max_stale_then_none(loop: FetchLoop) -> None:
+    clock = Clock()
+    with FakeIdP() as idp:
+        idp.jwks = jwks(public_jwk(A, kid="a"))
+        keys = _keys(idp, loop, clock, max_stale=3600)
+        assert keys.fetch_now().result(timeout=10) is True
+        assert keys.current() is not None
+        idp.mode = "500"
+        clock.now += 1800
+        assert keys.fetch_now().result(timeout=10) is False
+        assert keys.current() is not None and keys.status()["state"] == "stale"
+        clock.now += 1801
+        assert keys.current() is None and keys.status()["state"] == "expired"
+
+
+def test_unknown_kid_refetch_has_a_cooldown(loop: FetchLoop) -> None:
+    clock = Clock()
+    with FakeIdP() as idp:
+        idp.jwks = jwks(public_jwk(A, kid="a"))
+        keys = _keys(idp, loop, clock, min_refetch_interval=30)
+        first = keys.refetch_unknown_kid()
+        assert first is not None and first.result(timeout=10) is True
+        clock.now += 29
+        assert keys.refetch_unknown_kid() is None
+        clock.now += 2
+        again = keys.refetch_unknown_kid()
+        assert again is not None and again.result(timeout=10) is True
+        assert idp.jwks_fetches == 2
+
+
+def test_concurrent_callers_share_the_fetch_in_flight(loop: FetchLoop) -> None:
+    clock = Clock()
+    with FakeIdP() as idp:
+        idp.jwks = jwks(public_jwk(A, kid="a"))
+        idp.mode = "gate"
+        keys = _keys(idp, loop, clock)
+        first = keys.wait_for_keys()
+        assert first is not None
+        assert keys.wait_for_keys() is first
+        assert keys.refetch_unknown_kid() is first
+        idp.gate.set()
+        assert first.result(timeout=10) is True
+        assert idp.jwks_fetches == 1
+
+
+def test_listeners_hear_about_keys_that_left(loop: FetchLoop) -> None:
+    clock = Clock()
+    heard: list[tuple[str, frozenset[str]]] = []
+    with FakeIdP() as idp:
+        idp.jwks = jwks(public_jwk(A, kid="a"), public_jwk(B, kid="b"))
+        keys = _keys(idp, loop, clock)
+        keys.add_listener(lambda name, removed: heard.append((name, removed)))
+        assert keys.fetch_now().result(timeout=10)
+        before = keys.current()
+        assert before is not None
+        idp.jwks = jwks(public_jwk(A, kid="a"), public_jwk(B, kid="b"))
+        assert keys.fetch_now().result(timeout=10)
+        assert heard == []  # same keys: nothing left
+        idp.jwks = jwks(public_jwk(B, kid="b"))
+        assert keys.fetch_now().result(timeout=10)
+        assert len(heard) == 1
+        name, removed = heard[0]
+        assert name == "remote" and len(removed) == 1
+        current = keys.current()
+        assert current is not None and not current.has_kid("a")
+
+
+def test_oversized_documents_are_cut_off(loop: FetchLoop) -> None:
+    clock = Clock()
+    with FakeIdP() as idp:
+        idp.mode = "huge"
+        keys = _keys(idp, loop, clock)
+        assert keys.fetch_now().result(timeout=10) is False
+        assert "larger than 1048576 bytes" in keys.status()["last_error"]
