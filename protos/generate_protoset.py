@@ -1,0 +1,90 @@
+#!/usr/bin/env python3
+"""Write ``protos/envoy_ext_authz.protoset``: the ext_authz v3 API for ghz.
+
+The file is a serialized ``google.protobuf.FileDescriptorSet`` holding
+``envoy/service/auth/v3/external_auth.proto`` and every file it imports,
+transitively, each file after all of its imports (what ``protoc
+--include_imports --descriptor_set_out`` produces). It is built from the
+descriptors compiled into the installed Python packages, the same ones authz
+itself serves with: ``xds-protos`` (Envoy, udpa, xds, validate),
+``googleapis-common-protos`` (google/rpc/status.proto) and ``protobuf`` (the
+well-known types). No .proto sources or protoc are involved, so the output is
+a pure function of those installed versions.
+
+Usage, from the repository root::
+
+    .venv/bin/python protos/generate_protoset.py           # (re)write the file
+    .venv/bin/python protos/generate_protoset.py --check   # exit 1 if it is stale
+
+``tests/test_ghz_configs.py`` regenerates the bytes and compares them with the
+committed file, so the protoset cannot drift from the installed packages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from envoy.service.auth.v3 import external_auth_pb2
+from google.protobuf import descriptor_pb2
+
+HERE = Path(__file__).resolve().parent
+PROTOSET = HERE / "envoy_ext_authz.protoset"
+#: The service ghz calls (``call`` in the configs: package.Service.Method).
+SERVICE = "envoy.service.auth.v3.Authorization"
+
+
+def ordered_files(root: Any = external_auth_pb2.DESCRIPTOR) -> list[Any]:
+    """``root`` and its transitive imports as FileDescriptors, each after all
+    of its own imports (depth-first post-order, imports in declaration order,
+    so the order is deterministic)."""
+    ordered: list[Any] = []
+    seen: set[str] = set()
+
+    def visit(file: Any) -> None:
+        if file.name in seen:
+            return
+        seen.add(file.name)
+        for dependency in file.dependencies:
+            visit(dependency)
+        ordered.append(file)
+
+    visit(root)
+    return ordered
+
+
+def file_descriptor_set() -> descriptor_pb2.FileDescriptorSet:
+    files = []
+    for file in ordered_files():
+        proto = descriptor_pb2.FileDescriptorProto()
+        file.CopyToProto(proto)
+        files.append(proto)
+    return descriptor_pb2.FileDescriptorSet(file=files)
+
+
+def protoset_bytes() -> bytes:
+    return bytes(file_descriptor_set().SerializeToString(deterministic=True))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=PROTOSET, help="where to write (default: %(default)s)")
+    parser.add_argument("--check", action="store_true", help="write nothing; exit 1 when --out differs from a fresh build")
+    args = parser.parse_args(argv)
+    data = protoset_bytes()
+    if args.check:
+        current = args.out.read_bytes() if args.out.exists() else b""
+        if current != data:
+            print(f"{args.out} is stale: run {Path(__file__).name} to regenerate it", file=sys.stderr)
+            return 1
+        print(f"{args.out} is up to date ({len(data)} bytes)")
+        return 0
+    args.out.write_bytes(data)
+    print(f"wrote {args.out} ({len(data)} bytes, {len(ordered_files())} files)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
