@@ -25,6 +25,10 @@ from authz.errors import InvalidToken
 
 DEFAULT_MAX_TOKEN_SIZE = 8192
 MAX_JSON_DEPTH = 16
+#: RSA moduli accepted for verification (smaller keys are skipped when a key
+#: set is read; larger ones make verification needlessly slow).
+MIN_RSA_BITS = 2048
+MAX_RSA_BITS = 8192
 
 _B64_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 _B64_INDEX = {char: index for index, char in enumerate(_B64_ALPHABET)}
@@ -39,12 +43,25 @@ ALGORITHMS: dict[str, Algorithm] = {
                 "ES256", "ES384", "ES512", "EdDSA", "HS256", "HS384", "HS512"}
 }
 
+_HMAC_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
+
 # Group orders of the NIST curves (SEC 2), for the r/s range checks of ECDSA.
 _CURVE_ORDERS = {
     "ES256": (32, 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551),
     "ES384": (48, 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFC7634D81F4372DDF581A0DB248B0A77AECEC196ACCC52973),
     "ES512": (66, 0x01FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFA51868783BF2F966B7FCC0148F709A5D03BB5C9B8899C47AEBB6FB71E91386409),
 }
+
+
+@dataclass(frozen=True, slots=True)
+class CompactJws:
+    """A compact JWS whose header is checked JSON but whose payload is still
+    bytes: the signature layer, for payloads that are not JWT claims."""
+
+    header: dict[str, Any]
+    payload: bytes
+    signing_input: bytes
+    signature: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,19 +106,22 @@ def _reject_constant(name: str) -> Any:
 
 
 def _check_values(value: Any, depth: int) -> None:
-    if depth > MAX_JSON_DEPTH:
-        raise ValueError("nested too deeply")
+    """``depth`` counts containers: the header or payload object is 1, and
+    at most MAX_JSON_DEPTH objects or arrays may nest."""
     if isinstance(value, str):
         if _SURROGATE.search(value):
             raise ValueError("lone surrogate in string")
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            if _SURROGATE.search(key):
-                raise ValueError("lone surrogate in member name")
-            _check_values(item, depth + 1)
-    elif isinstance(value, list):
-        for item in value:
-            _check_values(item, depth + 1)
+    elif isinstance(value, dict | list):
+        if depth > MAX_JSON_DEPTH:
+            raise ValueError("nested too deeply")
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if _SURROGATE.search(key):
+                    raise ValueError("lone surrogate in member name")
+                _check_values(item, depth + 1)
+        else:
+            for item in value:
+                _check_values(item, depth + 1)
 
 
 def strict_json_object(data: bytes, what: str) -> dict[str, Any]:
@@ -122,20 +142,34 @@ def strict_json_object(data: bytes, what: str) -> dict[str, Any]:
     return obj
 
 
-def parse_compact(token: str, *, max_size: int = DEFAULT_MAX_TOKEN_SIZE) -> ParsedToken:
-    """Split and decode a compact JWS; raises InvalidToken for any malformation."""
+def decode_compact(token: str, *, max_size: int = DEFAULT_MAX_TOKEN_SIZE) -> CompactJws:
+    """Split a compact JWS and decode its segments, leaving the payload as
+    bytes. Raises InvalidToken for any malformation: a token over
+    ``max_size`` (checked before anything is decoded), a segment count other
+    than 3 (a JWE has 5), an empty header or signature, non-canonical
+    base64url, or a header that is not a strict JSON object."""
     if len(token) > max_size:
         raise InvalidToken("token longer than the configured maximum")
     parts = token.split(".")
     if len(parts) != 3:
         raise InvalidToken(f"token has {len(parts)} segments, not 3")
     header_b64, payload_b64, signature_b64 = parts
-    if not header_b64 or not payload_b64 or not signature_b64:
+    if not header_b64 or not signature_b64:
         raise InvalidToken("empty token segment")
     header = strict_json_object(b64url_decode(header_b64), "header")
-    payload = strict_json_object(b64url_decode(payload_b64), "payload")
+    # An empty payload is a valid JWS (RFC 7515); it is never a JWT, which
+    # parse_compact finds when it reads the payload as JSON.
+    payload = b64url_decode(payload_b64) if payload_b64 else b""
     signature = b64url_decode(signature_b64)
-    return ParsedToken(header, payload, f"{header_b64}.{payload_b64}".encode("ascii"), signature)
+    return CompactJws(header, payload, f"{header_b64}.{payload_b64}".encode("ascii"), signature)
+
+
+def parse_compact(token: str, *, max_size: int = DEFAULT_MAX_TOKEN_SIZE) -> ParsedToken:
+    """Split and decode a compact JWS whose payload is a JSON object (a JWT);
+    raises InvalidToken for any malformation (see :func:`decode_compact`)."""
+    jws = decode_compact(token, max_size=max_size)
+    payload = strict_json_object(jws.payload, "payload")
+    return ParsedToken(jws.header, payload, jws.signing_input, jws.signature)
 
 
 def check_header(header: dict[str, Any], allowed: frozenset[str]) -> str:
@@ -160,6 +194,26 @@ def check_header(header: dict[str, Any], allowed: frozenset[str]) -> str:
     if "typ" in header and not isinstance(header["typ"], str):
         raise InvalidToken("non-string typ")
     return alg
+
+
+def check_signature_shape(alg: str, signature: bytes) -> None:
+    """Refuse a signature whose shape is wrong for ``alg`` whatever the key,
+    before any key is looked up: ECDSA r and s in [1, n-1] at the curve's
+    fixed width, an HMAC of the hash's length, an RSA signature at least as
+    long as the smallest modulus accepted, an EdDSA signature of Ed25519's
+    or Ed448's length. Raises InvalidToken."""
+    if alg in _CURVE_ORDERS:
+        ok = signature_shape_ok(alg, signature, None)
+    elif alg in _HMAC_BYTES:
+        ok = len(signature) == _HMAC_BYTES[alg]
+    elif alg.startswith(("RS", "PS")):
+        ok = MIN_RSA_BITS // 8 <= len(signature) <= MAX_RSA_BITS // 8
+    elif alg == "EdDSA":
+        ok = len(signature) in (64, 114)
+    else:
+        ok = False
+    if not ok:
+        raise InvalidToken(f"signature has the wrong shape for {alg}")
 
 
 def signature_shape_ok(alg: str, signature: bytes, key_bytes: int | None) -> bool:

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from authz.errors import ExpiredToken, InvalidToken, KeysUnavailable, UnknownIssuer
 from authz.identity.base import Identity
-from authz.identity.jws import ParsedToken, check_header, parse_compact
+from authz.identity.jws import ParsedToken, check_header, check_signature_shape, parse_compact
 from authz.identity.keys import KeySet
 from authz.request import Request
 
@@ -36,6 +36,18 @@ class KeyProvider(Protocol):
     def refetch_unknown_kid(self) -> Any:
         """A future for a refetch shared by all callers, or None while the
         refetch cooldown holds."""
+        ...
+
+    def status(self) -> dict[str, Any]:
+        """What ``/readyz`` and metrics report about the key set."""
+        ...
+
+    def start(self) -> None:
+        """Begin background refreshes (a server calls this; nothing else needs to)."""
+        ...
+
+    def stop(self) -> None:
+        """End background refreshes."""
         ...
 
 
@@ -150,7 +162,11 @@ def _numeric_date(payload: Mapping[str, Any], name: str, *, required: bool) -> f
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidToken(f"{name} is not a number")
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:
+        # An integer beyond any float (JSON allows 1 followed by 400 zeros).
+        raise InvalidToken(f"{name} is out of range") from None
 
 
 def _normal_type(value: str) -> str:
@@ -247,6 +263,7 @@ class JwtSource:
         if len(token) > issuer.max_token_size:
             raise InvalidToken("token longer than the configured maximum")
         alg = check_header(parsed.header, issuer.algorithms)
+        check_signature_shape(alg, parsed.signature)
         expires_at = verify_claims(issuer, parsed.header, parsed.payload, now)
         self._verify_signature(issuer, parsed, alg, may_wait=may_wait)
         return _identity(issuer, parsed.payload, expires_at)
@@ -265,10 +282,8 @@ class JwtSource:
             if future is not None and may_wait:
                 raise KeysPending(future)
             raise InvalidToken("unknown kid")
-        for key in keys.candidates(kid, alg):
-            if key.verify(parsed.signing_input, parsed.signature):
-                return
-        raise InvalidToken("signature does not verify")
+        if not keys.verify(kid, alg, parsed.signing_input, parsed.signature):
+            raise InvalidToken("signature does not verify")
 
 
 def _identity(issuer: JwtIssuer, payload: Mapping[str, Any], expires_at: float) -> Identity:
