@@ -7,6 +7,7 @@ Each matcher is built once at config load. Patterns are validated by the
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import re
 from collections.abc import Iterable
@@ -17,6 +18,7 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 _HTTP_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _HOST_PATTERN = re.compile(r"(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*\.?(:[0-9]{1,5})?")
 _IPV6_HOST = re.compile(r"\[[0-9a-f:.]+\](:[0-9]{1,5})?")
+_PATH_UNSAFE = re.compile(r"[^\x21-\x7e]|\\")
 
 
 def _segment_regex(segment: str) -> str:
@@ -47,12 +49,22 @@ def compile_globs(patterns: Iterable[str]) -> re.Pattern[str]:
 
 
 def compile_paths(patterns: Iterable[str]) -> re.Pattern[str]:
+    """Path globs, matched against the normalized path. A pattern that no
+    normalized path can match (dot segments, '//', characters that are
+    refused or percent-encoded in a path) is an error, not a silent miss."""
     patterns = list(patterns)
     for pattern in patterns:
         if not pattern.startswith("/"):
             raise ValueError(f"path pattern {pattern!r} must start with '/'")
         if "?" in pattern or "#" in pattern:
             raise ValueError(f"path pattern {pattern!r} must not contain a query or fragment")
+        if _PATH_UNSAFE.search(pattern):
+            raise ValueError(f"path pattern {pattern!r} has a space, control, non-ASCII or '\\' character, which a path never has")
+        segments = pattern.split("/")
+        if any(segment in (".", "..") for segment in segments):
+            raise ValueError(f"path pattern {pattern!r} has a '.' or '..' segment; paths are matched after removing those")
+        if "" in segments[1:-1]:
+            raise ValueError(f"path pattern {pattern!r} has an empty segment ('//'); paths are matched after merging slashes")
     return compile_globs(patterns)
 
 
@@ -66,18 +78,27 @@ def compile_methods(methods: Iterable[str]) -> frozenset[str]:
 
 
 def split_host(host: str) -> tuple[str, str | None]:
-    """Split an :authority into (lower-case host without trailing dot, port or None)."""
+    """Split an :authority into (lower-case host without trailing dot, port or None).
+
+    An IPv6 literal keeps its brackets and takes its compressed form, so
+    ``[0:0::1]`` and ``[::1]`` are the same host.
+    """
     host = host.lower()
     if host.startswith("["):
         end = host.find("]")
+        if end < 0:
+            return host, None
         name, rest = host[: end + 1], host[end + 1 :]
         port = rest[1:] if rest.startswith(":") else None
+        # Not an address: compared as written, so it matches no valid pattern.
+        with contextlib.suppress(ValueError):
+            name = f"[{ipaddress.IPv6Address(name[1:-1]).compressed}]"
+        return name, port
+    name, sep, port_text = host.rpartition(":")
+    if not sep:
+        name, port = host, None
     else:
-        name, sep, port_text = host.rpartition(":")
-        if not sep:
-            name, port = host, None
-        else:
-            port = port_text
+        port = port_text
     return name.rstrip("."), port
 
 
@@ -113,9 +134,16 @@ def compile_hosts(patterns: Iterable[str]) -> HostMatcher:
             continue
         if not (_HOST_PATTERN.fullmatch(lowered) or _IPV6_HOST.fullmatch(lowered)):
             raise ValueError(f"invalid host pattern {pattern!r} (exact name or '*.example.com', optional ':port')")
+        if lowered.startswith("["):
+            try:
+                ipaddress.IPv6Address(lowered[1 : lowered.index("]")])
+            except ValueError:
+                raise ValueError(f"invalid IPv6 address in host pattern {pattern!r}") from None
         name, port = split_host(lowered)
-        if port is not None and not 0 < int(port) < 65536:
-            raise ValueError(f"invalid port in host pattern {pattern!r}")
+        if port is not None:
+            if not 0 < int(port) < 65536:
+                raise ValueError(f"invalid port in host pattern {pattern!r}")
+            port = str(int(port))
         if name.startswith("*."):
             suffixes.append((name[1:], port))
         else:
@@ -124,12 +152,23 @@ def compile_hosts(patterns: Iterable[str]) -> HostMatcher:
 
 
 def compile_cidrs(cidrs: Iterable[str]) -> tuple[IPNetwork, ...]:
-    out = []
+    """CIDRs (a bare address is a /32 or /128). IPv4-mapped IPv6 ranges
+    (``::ffff:203.0.113.0/120``) become the IPv4 range, since source
+    addresses are matched with IPv4-mapped addresses unwrapped."""
+    out: list[IPNetwork] = []
     for cidr in cidrs:
         try:
-            out.append(ipaddress.ip_network(cidr, strict=True))
+            network = ipaddress.ip_network(cidr, strict=True)
         except ValueError as exc:
-            raise ValueError(f"invalid CIDR {cidr!r}: {exc}") from None
+            hint = ""
+            with contextlib.suppress(ValueError):
+                hint = f" (did you mean {ipaddress.ip_network(cidr, strict=False)}?)"
+            raise ValueError(f"invalid CIDR {cidr!r}: {exc}{hint}") from None
+        if isinstance(network, ipaddress.IPv6Network) and network.prefixlen >= 96:
+            mapped = network.network_address.ipv4_mapped
+            if mapped is not None:
+                network = ipaddress.IPv4Network((mapped, network.prefixlen - 96))
+        out.append(network)
     return tuple(out)
 
 

@@ -3,7 +3,9 @@
 The path is matched as the upstream will most likely resolve it: unreserved
 characters are percent-decoded, dot segments are removed, then runs of slashes
 are merged (the order Envoy's ``normalize_path`` + ``merge_slashes`` use). Paths
-whose meaning depends on how the upstream decodes them are refused outright.
+whose meaning depends on how the upstream decodes them are refused outright:
+encoded '/', '\\' and NUL, and dot segments carrying parameters (``/..;/``,
+which Tomcat and Jetty resolve as ``..`` while a matcher would see a name).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ _SLASHES = re.compile(r"/{2,}")
 _UNSAFE_CHARS = re.compile(r"[^\x21-\x7e]|\\")
 # Encoded '/', '\' and NUL change what an upstream sees as segments or strings.
 _FORBIDDEN_ESCAPES = frozenset({"2F", "5C", "00"})
+_DOT_WITH_PARAMS = re.compile(r"/\.\.?;")
 
 
 def _normalize_escape(match: re.Match[str]) -> str:
@@ -59,8 +62,9 @@ def normalize_path(raw_path: str) -> str:
     """Return the normalized form of a path (without query).
 
     Raises :class:`InvalidPath` for anything that is not a plain origin-form
-    path: not starting with '/', control characters, spaces, backslashes or non-ASCII characters, malformed
-    or forbidden percent-escapes (``%2F``, ``%5C``, ``%00``).
+    path: not starting with '/', control characters, spaces, backslashes or
+    non-ASCII characters, malformed or forbidden percent-escapes (``%2F``,
+    ``%5C``, ``%00``), and ``.``/``..`` segments with parameters (``..;``).
     """
     if not raw_path.startswith("/"):
         raise InvalidPath("path is not in origin form")
@@ -68,6 +72,8 @@ def normalize_path(raw_path: str) -> str:
         raise InvalidPath("control character, backslash or non-ASCII character in path")
     if "%" in raw_path:
         raw_path = _PERCENT.sub(_normalize_escape, raw_path)
+    if ";" in raw_path and _DOT_WITH_PARAMS.search(raw_path):
+        raise InvalidPath("dot segment with parameters ('..;') in path")
     if "." in raw_path:
         raw_path = _remove_dot_segments(raw_path)
     if "//" in raw_path:

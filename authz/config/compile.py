@@ -8,16 +8,20 @@ problem with its file and line before giving up, and builds an immutable
 
 from __future__ import annotations
 
+import datetime
 import difflib
+import functools
 import json
 import os
 import re
+import types
+import typing
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from authz.cel import CelError, compile_expression
+from authz.cel import CelError, Expression, compile_expression
 from authz.config import schema
 from authz.config.source import Located, Path, load_yaml
 from authz.errors import ConfigError, Problem
@@ -27,7 +31,14 @@ from authz.identity.jws import ALGORITHMS
 from authz.identity.jwt import JwtIssuer, JwtSource, TokenLocation
 from authz.identity.keys import parse_jwks
 from authz.identity.peer import PeerRoles
-from authz.matchers import compile_cidrs, compile_globs, compile_hosts, compile_methods, compile_paths, glob_regex
+from authz.matchers import (
+    compile_cidrs,
+    compile_globs,
+    compile_hosts,
+    compile_methods,
+    compile_paths,
+    glob_regex,
+)
 from authz.policy import Matcher, Policy, Reads, Rule, next_generation
 from authz.response import IdentityTokenSigner, ResponsePlan, load_ec_key, public_jwk
 
@@ -39,17 +50,16 @@ _RESERVED_HEADERS = frozenset({
     "host", "content-length", "transfer-encoding", "connection", "upgrade", "te",
     "keep-alive", "proxy-connection", "expect",
 })
-_ALL_FIELDS = frozenset(
-    (field.alias or name)
-    for model in (schema.Policy, schema.Issuer, schema.TokenLocation, schema.JwksSettings, schema.ApiKeys,
-                  schema.ApiKey, schema.Permission, schema.Rule, schema.Response, schema.IdentityToken,
-                  schema.Cache, schema.DecisionCache, schema.TokenCache)
-    for name, field in model.model_fields.items()
-)
 _DURATION_FIELDS = frozenset({"refresh_interval", "min_refetch_interval", "max_stale", "fetch_timeout", "leeway", "ttl", "deny_ttl"})
 _TYPE_NAMES = {
     "string_type": "a string", "int_type": "an integer", "float_type": "a number", "bool_type": "true or false",
     "list_type": "a list", "dict_type": "a mapping", "model_type": "a mapping", "model_attributes_type": "a mapping",
+}
+# What a required field is for, said when it is missing.
+_MISSING_HINTS = {
+    "version": "missing required field (write 'version: 1')",
+    "audiences": "missing required field (an issuer needs at least one audience: the token's aud must contain one)",
+    "effect": "missing required field ('allow' or 'deny')",
 }
 
 
@@ -123,24 +133,96 @@ def _validate(located: Located, model: type[M]) -> M | None:
         return model.model_validate(located.data)
     except ValidationError as exc:
         for error in exc.errors():
-            located.problem(tuple(error["loc"]), _message(error))
+            loc = tuple(error["loc"])
+            if not loc and not isinstance(located.data, dict):
+                located.problem((), f"expected a mapping at the top of the file, not {_yaml_type(located.data)}")
+                continue
+            key = error["type"] == "extra_forbidden"
+            located.problem(loc, _message(error, model), key=key)
         return None
 
 
-def _message(error: Any) -> str:
+def _yaml_type(value: Any) -> str:
+    """How a loaded YAML value is named in a message."""
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, bytes):
+        return "binary data"
+    if isinstance(value, datetime.date):
+        return "a date"
+    return f"a {type(value).__name__}"
+
+
+def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """The field names (aliases where set) of the model found at ``loc``."""
+    annotation: Any = model
+    for part in loc:
+        annotation = _unwrap(annotation)
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            for name, info in annotation.model_fields.items():
+                if part in (name, info.alias):
+                    annotation = info.annotation
+                    break
+            else:
+                return []
+            continue
+        origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+        if origin is list and isinstance(part, int) and args:
+            annotation = args[0]
+        elif origin is dict and isinstance(part, str) and len(args) == 2:
+            annotation = args[1]
+        else:
+            return []
+    annotation = _unwrap(annotation)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [info.alias or name for name, info in annotation.model_fields.items()]
+    return []
+
+
+def _unwrap(annotation: Any) -> Any:
+    """``Annotated[X, ...]`` and ``X | None`` -> ``X``."""
+    while True:
+        origin = typing.get_origin(annotation)
+        if origin is typing.Annotated:
+            annotation = typing.get_args(annotation)[0]
+        elif origin in (typing.Union, types.UnionType):
+            members = [a for a in typing.get_args(annotation) if a is not type(None)]
+            if len(members) != 1:
+                return annotation
+            annotation = members[0]
+        else:
+            return annotation
+
+
+def _message(error: Any, model: type[BaseModel] = schema.Policy) -> str:
     kind = error["type"]
     loc = error["loc"]
     ctx = error.get("ctx") or {}
     last = loc[-1] if loc else None
     if kind == "extra_forbidden":
-        close = difflib.get_close_matches(str(last), _ALL_FIELDS, n=1)
+        close = difflib.get_close_matches(str(last), _fields_at(model, tuple(loc[:-1])), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         return f"unknown field{hint}"
     if kind == "missing":
-        return "missing required field"
+        return _MISSING_HINTS.get(str(last), "missing required field")
     if kind in _TYPE_NAMES:
-        return f"expected {_TYPE_NAMES[kind]}"
+        return f"expected {_TYPE_NAMES[kind]}, not {_yaml_type(error.get('input'))}"
     if kind == "literal_error":
+        if loc == ("version",):
+            found = error.get("input")
+            if isinstance(found, int) and not isinstance(found, bool):
+                return f"unsupported policy version {found}: this authz reads version 1"
+            return f"expected the number 1, not {_yaml_type(found)}"
         return f"expected {ctx.get('expected')}"
     if kind == "value_error":
         return str(ctx.get("error", error["msg"]))
@@ -174,8 +256,23 @@ class _Compiler:
         """Run ``build``; a ValueError becomes a problem at ``path``."""
         try:
             return build()
-        except (ValueError, CelError) as exc:
+        except ValueError as exc:
             self.problem(path, str(exc))
+            return None
+
+    def cel(self, path: Path, source: str, result: str) -> Expression | None:
+        """Compile a CEL expression; a problem points at the line of the
+        error inside a literal block (``when: |``), else at the value."""
+        try:
+            return compile_expression(source, result=result)
+        except CelError as exc:
+            line = None
+            start = self.located.blocks.get(path)
+            if start is not None and exc.line is not None:
+                # An error at the end of the text points at its last line.
+                last = source.rstrip("\n").count("\n") + 1
+                line = start + min(exc.line, last) - 1
+            self.located.problem(path, str(exc), line=line)
             return None
 
     # -- the whole policy -------------------------------------------------
@@ -353,8 +450,8 @@ class _Compiler:
         except OSError as exc:
             self.problem(path, f"cannot read key file {name!r}: {_os_reason(exc)}")
             return None
-        except ValueError:
-            self.problem(path, f"key file {name!r} is not JSON")
+        except (ValueError, RecursionError):
+            self.problem(path, f"key file {name!r} is not JSON (a JWKS document: {{\"keys\": [...]}})")
             return None
         try:
             keyset = parse_jwks(document, algorithms, allow_symmetric=True)
@@ -381,14 +478,22 @@ class _Compiler:
         self.key_entries(config.keys, ("api_keys", "keys"), self.located, role_names, entries, seen)
         if config.keys_file is not None:
             file = self.resolve(config.keys_file)
-            located = _read_yaml(file, config.keys_file)
+            # Problems in the keys file are reported under its own name, as
+            # reachable from where the policy file was named.
+            shown = config.keys_file
+            if not os.path.isabs(shown):
+                shown = os.path.join(os.path.dirname(self.located.file), shown)
+            located = _read_yaml(file, shown)
             if not located.problems:
                 if isinstance(located.data, list):
                     located.data = {"keys": located.data}
-                    located.lines = {("keys", *k): v for k, v in located.lines.items()}
-                model = _validate(located, schema.ApiKeysFile)
-                if model is not None:
-                    self.key_entries(model.keys, ("keys",), located, role_names, entries, seen)
+                    located.remap(("keys",))
+                if isinstance(located.data, dict):
+                    model = _validate(located, schema.ApiKeysFile)
+                    if model is not None:
+                        self.key_entries(model.keys, ("keys",), located, role_names, entries, seen)
+                else:
+                    located.problem((), f"expected a list of keys (or a mapping with 'keys'), not {_yaml_type(located.data)}")
             self.problems.extend(located.problems)
         return ApiKeySource(header, tuple(entries))
 
@@ -417,7 +522,7 @@ class _Compiler:
             if not glob:
                 self.problem(("peers",), "empty peer pattern")
                 continue
-            if self.attempt(("peers", glob), lambda glob=glob: glob_regex(glob)) is None:
+            if self.attempt(("peers", glob), functools.partial(glob_regex, glob)) is None:
                 continue
             for i, role in enumerate(roles):
                 if role not in role_names:
@@ -439,7 +544,7 @@ class _Compiler:
                 ok = False
                 return None
             for i, item in enumerate(items):
-                if self.attempt((*path, field, i), lambda item=item: build([item])) is None:
+                if self.attempt((*path, field, i), functools.partial(build, [item])) is None:
                     ok = False
             return build(items) if ok else None
 
@@ -450,7 +555,7 @@ class _Compiler:
         principals = each("principals", config.principals, compile_globs)
         when = None
         if config.when is not None:
-            when = self.attempt((*path, "when"), lambda: compile_expression(config.when or "", result="bool"))
+            when = self.cel((*path, "when"), config.when, "bool")
             ok = ok and when is not None
         if not ok:
             return None
@@ -485,7 +590,7 @@ class _Compiler:
             path: Path = ("response", "headers", name)
             if not self.header_name(name, path):
                 continue
-            expression = self.attempt(path, lambda source=source: compile_expression(source, result="string"))
+            expression = self.cel(path, source, "string")
             if expression is not None:
                 headers.append((name, expression))
         remove = []
@@ -526,7 +631,7 @@ class _Compiler:
                 self.problem((*path, "extra_public_keys", i), f"key file {name!r}: {exc}")
                 continue
             public = extra.public_key() if hasattr(extra, "public_key") else extra
-            jwks.append(public_jwk(public))  # type: ignore[arg-type]
+            jwks.append(public_jwk(public))
         if private is None or not ok:
             return None
         own = public_jwk(private.public_key())  # type: ignore[union-attr]

@@ -1,0 +1,131 @@
+"""Request-path normalization (authz.paths) with plain strings."""
+
+from __future__ import annotations
+
+import pytest
+
+from authz.errors import InvalidPath
+from authz.paths import normalize_path, split_path
+
+
+@pytest.mark.parametrize(
+    ("raw", "normalized"),
+    [
+        ("/", "/"),
+        ("/api/orders", "/api/orders"),
+        ("/api/orders/", "/api/orders/"),
+        # Dot segments (RFC 3986 section 5.2.4).
+        ("/api/./orders", "/api/orders"),
+        ("/api/admin/../orders", "/api/orders"),
+        ("/api/orders/.", "/api/orders/"),
+        ("/api/orders/..", "/api/"),
+        ("/api/orders/1/../..", "/api/"),
+        ("/..", "/"),
+        ("/../../etc/passwd", "/etc/passwd"),
+        ("/.", "/"),
+        ("/a/..b/c", "/a/..b/c"),
+        ("/a/b../c", "/a/b../c"),
+        ("/a/.../c", "/a/.../c"),
+        # Encoded dots are unreserved: decoded, then removed as dot segments.
+        ("/api/admin/%2e%2e/orders", "/api/orders"),
+        ("/api/admin/%2E%2E/orders", "/api/orders"),
+        ("/api/admin/.%2e/orders", "/api/orders"),
+        ("/api/%2e/orders", "/api/orders"),
+        # Duplicate slashes are merged after dot segments are removed, so a
+        # '..' after '//' removes the empty segment (Envoy's order).
+        ("//api///orders", "/api/orders"),
+        ("/a//../b", "/a/b"),
+        ("/a/b//", "/a/b/"),
+        # Unreserved characters are decoded; others keep (upper-case) escapes.
+        ("/%7Euser/%41%62c", "/~user/Abc"),
+        ("/a%3fb", "/a%3Fb"),
+        ("/a%20b", "/a%20b"),
+        ("/caf%c3%a9", "/caf%C3%A9"),
+        ("/a%252Fb", "/a%252Fb"),
+        # Path parameters are kept as part of the segment.
+        ("/a/b;v=1/c", "/a/b;v=1/c"),
+    ],
+)
+def test_normalize(raw: str, normalized: str) -> None:
+    assert normalize_path(raw) == normalized
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        # Encoded '/', '\' and NUL, in either case.
+        "/api/orders%2F..%2Fadmin",
+        "/api/orders%2f..%2fadmin",
+        "/api%5Cadmin",
+        "/api%5cadmin",
+        "/api/orders%00.json",
+        # Raw backslash and NUL.
+        "/api\\admin",
+        "/api/orders\x00.json",
+        # Malformed percent-encoding.
+        "/api/%",
+        "/api/%4",
+        "/api/%zz",
+        "/api/%4g",
+        "/api/%u002e%u002e/admin",
+        # Non-ASCII, control characters, spaces.
+        "/café",
+        "/api/\u2215admin",
+        "/api/orders\r\nx-injected: 1",
+        "/api/\torders",
+        "/api/\x7forders",
+        "/api/orders 1",
+        # Dot segments with parameters: Tomcat and Jetty read '..;' as '..'.
+        "/api/public/..;/admin",
+        "/api/public/.;/admin",
+        "/api/public/%2e%2e;x=1/admin",
+        # Not origin-form.
+        "api/orders",
+        "",
+        "*",
+        "http://example.com/api",
+    ],
+)
+def test_refused(raw: str) -> None:
+    with pytest.raises(InvalidPath):
+        normalize_path(raw)
+
+
+def test_refusal_says_why() -> None:
+    with pytest.raises(InvalidPath, match="encoded '/'"):
+        normalize_path("/a%2Fb")
+    with pytest.raises(InvalidPath, match="malformed percent-encoding"):
+        normalize_path("/a%2")
+    with pytest.raises(InvalidPath, match="non-ASCII"):
+        normalize_path("/é")
+
+
+def test_normalized_path_is_stable() -> None:
+    # Normalizing twice changes nothing: what is matched is a fixed point.
+    for raw in ("/a/%2e%2e/b//c/./d/..", "/%7e/x%3f", "/a//../b"):
+        once = normalize_path(raw)
+        assert normalize_path(once) == once
+
+
+@pytest.mark.parametrize(
+    ("target", "path", "query"),
+    [
+        ("/api/orders", "/api/orders", ""),
+        ("/api/orders?id=1&x=2", "/api/orders", "id=1&x=2"),
+        ("/api/orders?", "/api/orders", ""),
+        ("/api/orders#frag", "/api/orders", ""),
+        ("/api/orders?id=1#frag", "/api/orders", "id=1"),
+        ("/api/orders#frag?id=1", "/api/orders", ""),
+        ("/api/orders?next=/a?b", "/api/orders", "next=/a?b"),
+        ("/api/%3F?q", "/api/%3F", "q"),
+    ],
+)
+def test_split_path(target: str, path: str, query: str) -> None:
+    assert split_path(target) == (path, query)
+
+
+def test_query_is_not_normalized_into_the_path() -> None:
+    # '/..' in the query never reaches the path.
+    path, query = split_path("/api/orders?x=/../admin")
+    assert normalize_path(path) == "/api/orders"
+    assert query == "x=/../admin"
