@@ -2,13 +2,15 @@
 
 Both caches are LRU-bounded (``cachetools.LRUCache``) and keep an absolute
 expiry per entry, checked on read, so no entry outlives the credential it
-was made from. They are owned by one worker and used from one thread; the
-only cross-thread call is :meth:`invalidate`, which just raises a flag that
-the owner acts on at its next access (a key set changed on the fetch thread).
+was made from. Each is owned by one worker; reads and writes take a lock, because the
+worker's gRPC server may run Checks on a thread pool (uncontended, the lock
+costs ~0.1 µs). :meth:`invalidate` only raises a flag that the next access
+acts on, so it is safe from any thread (a key set changed on the fetch thread).
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
@@ -48,6 +50,7 @@ class ExpiringLRU(Generic[V]):
         self._monotonic = monotonic
         self._data: _Evicting | None = _Evicting(max_entries, self.stats) if max_entries > 0 else None
         self._stale = False
+        self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._data) if self._data is not None else 0
@@ -56,29 +59,31 @@ class ExpiringLRU(Generic[V]):
         data = self._data
         if data is None:
             return None
-        if self._stale:
-            self._stale = False
-            data.clear()
-        entry = data.get(key)
-        if entry is None:
-            self.stats.misses += 1
-            return None
-        expires, value = entry
-        if expires <= self._monotonic():
-            del data[key]
-            self.stats.misses += 1
-            return None
-        self.stats.hits += 1
-        return value  # type: ignore[no-any-return]
+        with self._lock:
+            if self._stale:
+                self._stale = False
+                data.clear()
+            entry = data.get(key)
+            if entry is None:
+                self.stats.misses += 1
+                return None
+            expires, value = entry
+            if expires <= self._monotonic():
+                del data[key]
+                self.stats.misses += 1
+                return None
+            self.stats.hits += 1
+            return value  # type: ignore[no-any-return]
 
     def put(self, key: Hashable, value: V, ttl: float) -> None:
         data = self._data
         if data is None or ttl <= 0:
             return
-        if self._stale:
-            self._stale = False
-            data.clear()
-        data[key] = (self._monotonic() + ttl, value)
+        with self._lock:
+            if self._stale:
+                self._stale = False
+                data.clear()
+            data[key] = (self._monotonic() + ttl, value)
 
     def invalidate(self) -> None:
         """Drop every entry before the next access (safe from any thread)."""
@@ -86,7 +91,8 @@ class ExpiringLRU(Generic[V]):
 
     def clear(self) -> None:
         if self._data is not None:
-            self._data.clear()
+            with self._lock:
+                self._data.clear()
 
 
 class TokenCache:

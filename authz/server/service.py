@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
@@ -93,49 +94,113 @@ class Outcome:
         self.request = request
 
 
+@dataclass(frozen=True, slots=True)
+class _Waiting:
+    """A Check that needs a key set being fetched before it can be decided."""
+
+    state: PolicyState
+    message: Any
+    request: Request
+    key: Hashable | None
+    future: Any
+
+
 class CheckService:
     """Answers Check calls for the policy in force (swapped on reload)."""
 
     def __init__(self, state: PolicyState, telemetry: Telemetry, *, decision_log: DecisionLog | None = None,
-                 tracer: Tracer | None = None) -> None:
+                 tracer: Tracer | None = None, max_waiting: int = 1) -> None:
         self.state = state
         self.telemetry = telemetry
         self.decision_log = decision_log
         self.tracer = tracer
         self._internal_error = to_response(Decision(allowed=False, reason=Reason.INTERNAL_ERROR), None).SerializeToString()
+        self._lock = threading.Lock()
+        #: check_sync: how many pool threads may block waiting for a key set.
+        self._waiters = threading.BoundedSemaphore(max(1, max_waiting))
+
+    # The two server flavours share every step but the wait for a key set.
 
     async def check(self, raw: bytes, context: Any) -> bytes:
-        """The Check RPC (grpc.aio, raw bytes in and out). Always a decision:
-        an exception or a missed deadline is a denial, never an empty answer."""
-        started = time.perf_counter()
-        telemetry = self.telemetry
-        telemetry.in_flight += 1
+        """The Check RPC for grpc.aio (raw bytes in and out). Always a
+        decision: an exception or a missed deadline is a denial, never an
+        empty answer."""
+        started = self._enter()
         outcome: Outcome | None = None
         try:
-            outcome = await self._check(raw, context)
-            return outcome.response
+            step = self._begin(raw)
+            if isinstance(step, _Waiting):
+                budget = _budget(context)
+                if budget > 0:
+                    try:
+                        await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(step.future)), budget)
+                    except TimeoutError:
+                        pass  # decided below without the keys: a clean denial
+                    except Exception:
+                        log.debug("key fetch failed", exc_info=True)
+                step = self._complete(step)
+            outcome = step
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             log.error("check failed, denying (internal_error)", exc_info=exc)
             outcome = Outcome(self._internal_error, _INTERNAL_ERROR_DECISION, "none")
-            return outcome.response
         finally:
-            telemetry.in_flight -= 1
-            elapsed = time.perf_counter() - started
-            telemetry.latency.record(elapsed)
-            if outcome is not None and outcome.decision is not None:
-                decision = outcome.decision
-                telemetry.decisions[(decision.reason.value, _issuer_label(decision))] += 1
-                if decision.dry_run_denials:
-                    for rule in decision.dry_run_denials:
-                        telemetry.dry_run_denials[rule] += 1
-                if self.decision_log is not None and self.decision_log.wanted(decision):
-                    self._log(outcome, elapsed)
-                if self.tracer is not None:
-                    self._span(outcome, started, elapsed)
+            self._account(outcome, started)
+        return outcome.response
 
-    async def _check(self, raw: bytes, context: Any) -> Outcome:
+    def check_sync(self, raw: bytes, context: Any) -> bytes:
+        """The Check RPC for the thread-pool gRPC server: the same steps,
+        waiting for a key set by blocking this pool thread (within the
+        call's deadline)."""
+        started = self._enter()
+        outcome: Outcome | None = None
+        try:
+            step = self._begin(raw)
+            if isinstance(step, _Waiting):
+                budget = _budget(context)
+                # Only some pool threads may block on a key fetch, so a slow
+                # issuer can never take every thread from the other issuers.
+                if budget > 0 and self._waiters.acquire(blocking=False):
+                    try:
+                        step.future.result(timeout=budget)
+                    except Exception:
+                        log.debug("key fetch not done", exc_info=True)
+                    finally:
+                        self._waiters.release()
+                step = self._complete(step)
+            outcome = step
+        except Exception as exc:
+            log.error("check failed, denying (internal_error)", exc_info=exc)
+            outcome = Outcome(self._internal_error, _INTERNAL_ERROR_DECISION, "none")
+        finally:
+            self._account(outcome, started)
+        return outcome.response
+
+    def _enter(self) -> float:
+        with self._lock:
+            self.telemetry.in_flight += 1
+        return time.perf_counter()
+
+    def _account(self, outcome: Outcome | None, started: float) -> None:
+        elapsed = time.perf_counter() - started
+        telemetry = self.telemetry
+        decision = outcome.decision if outcome is not None else None
+        with self._lock:
+            telemetry.in_flight -= 1
+            telemetry.latency.record(elapsed)
+            if decision is not None:
+                telemetry.decisions[(decision.reason.value, _issuer_label(decision))] += 1
+                for rule in decision.dry_run_denials:
+                    telemetry.dry_run_denials[rule] += 1
+        if outcome is None or decision is None:
+            return
+        if self.decision_log is not None and self.decision_log.wanted(decision):
+            self._log(outcome, elapsed)
+        if self.tracer is not None:
+            self._span(outcome, started, elapsed)
+
+    def _begin(self, raw: bytes) -> Outcome | _Waiting:
         state = self.state
         try:
             message = CheckRequest.FromString(raw)
@@ -156,15 +221,15 @@ class CheckService:
         try:
             decision = state.engine.decide(request)
         except KeysPending as pending:
-            budget = _budget(context)
-            if budget > 0:
-                try:
-                    await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(pending.future)), budget)
-                except TimeoutError:
-                    pass  # decided below without the keys: a clean denial
-                except Exception:
-                    log.debug("key fetch failed", exc_info=True)
-            decision = state.engine.decide(request, may_wait=False)
+            return _Waiting(state, message, request, key, pending.future)
+        return self._store(state, message, request, key, decision)
+
+    def _complete(self, waiting: _Waiting) -> Outcome:
+        decision = waiting.state.engine.decide(waiting.request, may_wait=False)
+        return self._store(waiting.state, waiting.message, waiting.request, waiting.key, decision)
+
+    @staticmethod
+    def _store(state: PolicyState, message: Any, request: Request, key: Hashable | None, decision: Decision) -> Outcome:
         response = to_response(decision, request_id_of(request)).SerializeToString()
         if key is not None and decision.cacheable:
             policy = state.policy

@@ -54,6 +54,8 @@ class ServeOptions:
     max_concurrent_checks: int = 2000
     drain_timeout: float = 10.0
     log_level: str = "INFO"
+    server: str = "sync"
+    threads: int = 4
     dry_run: bool = False
     decision_log: str = "denials"
     decision_log_sample: float = 1.0
@@ -138,6 +140,8 @@ class Supervisor:
                 max_concurrent_rpcs=options.max_concurrent_checks,
                 drain_timeout=options.drain_timeout,
                 log_level=options.log_level,
+                server=options.server,
+                threads=options.threads,
                 dry_run=options.dry_run,
                 decision_log=options.decision_log,
                 decision_log_sample=options.decision_log_sample,

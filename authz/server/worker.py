@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import threading
+from concurrent import futures
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
@@ -44,6 +45,8 @@ class WorkerOptions:
     max_connection_age: float = 30.0
     drain_timeout: float = 10.0
     log_level: str = "INFO"
+    server: str = "sync"  # "sync" (thread pool) or "aio"
+    threads: int = 4
     dry_run: bool = False
     decision_log: str = "denials"
     decision_log_sample: float = 1.0
@@ -81,7 +84,7 @@ class Worker:
                 configure_stream()
                 decision_log = DecisionLog(self.options.decision_log, self.options.decision_log_sample)
             self.service = CheckService(state, self.telemetry, decision_log=decision_log,
-                                        tracer=tracer_from_environment())
+                                        tracer=tracer_from_environment(), max_waiting=self.options.threads // 2)
         else:
             self.service.state = state  # atomic swap: in-flight checks keep the old state
         self.registry.retain(remote)
@@ -167,6 +170,12 @@ class Worker:
 
     # -- the gRPC server --------------------------------------------------------
 
+    async def _set_health(self, status: Any) -> None:
+        for name in ("", AUTHORIZATION_SERVICE):
+            result = self.health.set(name, status)
+            if asyncio.iscoroutine(result):
+                await result
+
     async def run(self) -> int:
         import grpc
         from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -195,14 +204,26 @@ class Worker:
         ]
         if self.options.max_concurrent_streams is not None:
             options.append(("grpc.max_concurrent_streams", self.options.max_concurrent_streams))
-        server = grpc.aio.server(options=options, maximum_concurrent_rpcs=self.options.max_concurrent_rpcs)
+        sync = self.options.server == "sync"
+        if sync:
+            # Checks run on a small thread pool; the gRPC core does the I/O in
+            # its own threads. Measured faster than grpc.aio for this workload
+            # (benchmarks/RESULTS.md), through Envoy and directly.
+            server = grpc.server(
+                futures.ThreadPoolExecutor(self.options.threads, thread_name_prefix="authz-check"),
+                options=options, maximum_concurrent_rpcs=self.options.max_concurrent_rpcs)
+            self.health = health.HealthServicer()
+            check = service.check_sync
+        else:
+            server = grpc.aio.server(options=options, maximum_concurrent_rpcs=self.options.max_concurrent_rpcs)
+            self.health = health.aio.HealthServicer()
+            check = service.check  # type: ignore[assignment]
         handler = grpc.method_handlers_generic_handler(AUTHORIZATION_SERVICE, {
             # Raw bytes in and out: the servicer parses (so undecodable input
             # is a clean deny) and may answer with prepared bytes.
-            "Check": grpc.unary_unary_rpc_method_handler(service.check),
+            "Check": grpc.unary_unary_rpc_method_handler(check),
         })
         server.add_generic_rpc_handlers([handler])
-        self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             [AUTHORIZATION_SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
@@ -212,23 +233,28 @@ class Worker:
         if self.options.worker_port is not None:
             host = self.options.grpc_address.rsplit(":", 1)[0]
             server.add_insecure_port(f"{host}:{self.options.worker_port}")
-        await server.start()
+        if sync:
+            server.start()
+        else:
+            await server.start()
         self.server = server
-        for name in ("", AUTHORIZATION_SERVICE):
-            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         self.ready = True
         self._loop.add_signal_handler(signal.SIGTERM, self._request_stop)
         threading.Thread(target=self._control_thread, name="authz-control", daemon=True).start()
-        log.info("worker %d (pid %d) serving gRPC on %s%s, policy generation %d", self.options.index, os.getpid(),
-                 self.options.grpc_address,
+        log.info("worker %d (pid %d) serving gRPC (%s) on %s%s, policy generation %d", self.options.index, os.getpid(),
+                 self.options.server, self.options.grpc_address,
                  f" and port {self.options.worker_port}" if self.options.worker_port else "", policy.generation)
 
         await self._stopping.wait()
         # Drain: report NOT_SERVING, stop accepting, let in-flight checks finish.
         self.ready = False
-        for name in ("", AUTHORIZATION_SERVICE):
-            await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-        await server.stop(self.options.drain_timeout)
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        if sync:
+            stopped = server.stop(self.options.drain_timeout)
+            await self._loop.run_in_executor(None, stopped.wait)
+        else:
+            await server.stop(self.options.drain_timeout)
         for issuer in self.service.state.policy.issuers:
             issuer.keys.stop()
         log.info("worker %d stopped", self.options.index)

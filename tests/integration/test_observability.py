@@ -11,6 +11,7 @@ import signal
 from pathlib import Path
 
 import grpc
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.support.paths import CONTRACT
@@ -35,10 +36,11 @@ def _headers(**extra: str) -> dict[str, str]:
     return {"x-tenant": "t1", **extra}
 
 
-def test_metrics_count_exactly_what_was_sent() -> None:
+@pytest.mark.parametrize("server", ["sync", "aio"])
+def test_metrics_count_exactly_what_was_sent(server: str) -> None:
     valid = token(claims())
     expired = token(claims(exp=1_000_000_000, iat=999_999_000))
-    with Authz(CONTRACT / "policy.yaml", workers=2) as authz:
+    with Authz(CONTRACT / "policy.yaml", workers=2, extra=["--server", server]) as authz:
         sent = {
             ("allowed", "corp"): 0, ("missing_credential", "none"): 0, ("invalid_token", "none"): 0,
             ("expired_token", "none"): 0, ("no_permission", "corp"): 0, ("allowed", "api_key"): 0,

@@ -252,19 +252,37 @@ def test_sec_34_overload_is_refused_fast_and_late_checks_deny(tmp_path: Path, id
     idp.jwks = jwks(public_jwk(KEY, kid="k1"))
     idp.mode = "hang"
     policy = _policy(tmp_path, idp, jwks_settings="{fetch_timeout: 20s}")
-    with Authz(policy, workers=1, extra=["--max-concurrent-checks", "4"]) as authz:
+    with Authz(policy, workers=1, extra=["--max-concurrent-checks", "2"]) as authz:
         assert idp.wait_for_hits("/jwks", 1)
         busy = [authz.stub.Check.future(json_format.ParseDict(check_request_json("GET", "/api/orders", headers={
             "authorization": f"Bearer {_bearer(idp, KEY, 'k1', jti=str(i))}"}), external_auth_pb2.CheckRequest()), timeout=3)
-            for i in range(4)]
-        for _ in range(3000):  # until the four are in flight
-            if "authz_checks_in_flight 4.0" in authz.get("/metrics")[2].decode():
+            for i in range(2)]
+        for _ in range(3000):  # until both are in flight
+            if "authz_checks_in_flight 2.0" in authz.get("/metrics")[2].decode():
                 break
+        else:
+            pytest.fail("the checks never got in flight")
         with pytest.raises(grpc.RpcError) as refused:
             _check(authz, None, timeout=3)
         assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         # The waiting checks deny when their deadline nears, without waiting for the keys.
-        assert [f.result(timeout=10).status.code for f in busy] == [UNAUTHENTICATED] * 4
+        assert [f.result(timeout=10).status.code for f in busy] == [UNAUTHENTICATED] * 2
+
+
+def test_sec_34_only_some_threads_may_wait_for_a_slow_key_set(tmp_path: Path, idp: FakeIdP) -> None:
+    idp.jwks = jwks(public_jwk(KEY, kid="k1"))
+    idp.mode = "hang"
+    policy = _policy(tmp_path, idp, jwks_settings="{fetch_timeout: 20s}")
+    with Authz(policy, workers=1, extra=["--threads", "4"]) as authz:
+        assert idp.wait_for_hits("/jwks", 1)
+        waiting = [authz.stub.Check.future(json_format.ParseDict(check_request_json("GET", "/api/orders", headers={
+            "authorization": f"Bearer {_bearer(idp, KEY, 'k1', jti=str(i))}"}), external_auth_pb2.CheckRequest()), timeout=20)
+            for i in range(6)]
+        # Half the pool may block on the fetch; the rest are answered at once (jwks_unavailable),
+        # and a request needing no keys still gets a thread.
+        assert _check(authz, None, timeout=2).status.code == UNAUTHENTICATED
+        reasons = [json.loads(f.result(timeout=30).denied_response.body)["reason"] for f in waiting]
+        assert reasons == ["jwks_unavailable"] * 6
 
 
 def test_sec_35_invalid_utf8_and_huge_headers_get_a_clean_deny(tmp_path: Path) -> None:
