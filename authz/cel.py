@@ -72,6 +72,10 @@ class Expression:
     reads: frozenset[AttrPath]
     roots: tuple[str, ...]
     _program: Any
+    #: Set when the whole expression is one attribute path (``identity.subject``,
+    #: ``request.headers["x-tenant"]``): then it is read directly, which gives
+    #: the same result as the runtime at a fraction of the cost.
+    _path: AttrPath | None = None
     _read_paths: tuple[AttrPath, ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -86,6 +90,8 @@ class Expression:
         :func:`select_reads`): converting whole header and claim maps
         would cost more than evaluating.
         """
+        if self._path is not None:
+            return _read_path(variables, self._path)
         data = select_reads(variables, self._read_paths)
         try:
             value = self._program.eval(data=data)
@@ -121,7 +127,27 @@ def compile_expression(source: str, *, result: str) -> Expression:
         raise CelError(f"expression gives {got.name().lower()}, expected {result}")
     reads = analyse_reads(source)
     roots = tuple(sorted({path[0] for path in reads}))
-    return Expression(source, reads, roots, program)
+    path = next(iter(reads)) if len(reads) == 1 and _PLAIN_PATH.fullmatch(source) else None
+    return Expression(source, reads, roots, program, path)
+
+
+_PLAIN_PATH = re.compile(
+    r"\s*(?:request|source|destination|context|identity)"
+    r"(?:\s*\.\s*[A-Za-z_][A-Za-z0-9_]*|\s*\[\s*(?:\"[^\"\\\n]*\"|'[^'\\\n]*')\s*\])+\s*"
+)
+
+
+def _read_path(variables: Mapping[str, Any], path: AttrPath) -> Any:
+    """Select ``path`` as CEL would: a missing key or a non-map on the way
+    is an error, and so is a NUL in the value (see :func:`select_reads`)."""
+    value: Any = variables
+    for key in path:
+        if not _is_mapping(value) or key not in value:
+            raise EvaluationError(f"no such key: {key}")
+        value = value[key]
+    if _holds_nul(value):
+        raise EvaluationError(_NUL_MESSAGE)
+    return value
 
 
 def minimal_paths(reads: frozenset[AttrPath]) -> tuple[AttrPath, ...]:
@@ -332,6 +358,18 @@ def _walk(node: Any, reads: set[AttrPath]) -> None:
         for sub in pending:
             _walk(sub, reads)
         return
+    # `"x-tenant" in request.headers` reads one key's presence, not the map:
+    # a cache keyed on every header would never hit.
+    if node.data == "relation" and len(node.children) == 2:
+        test, container = node.children
+        if isinstance(test, Tree) and test.data == "relation_in" and len(test.children) == 1:
+            key = _literal_string(test.children[0])
+            while isinstance(container, Tree) and len(container.children) == 1 and container.data not in ("member", "primary"):
+                container = container.children[0]
+            inner = _chain(container)
+            if key is not None and inner is not None and not inner[1]:
+                reads.add((*inner[0], key))
+                return
     for child in node.children:
         if isinstance(child, Token):
             # Any other construct naming a variable reads all of it: the

@@ -84,12 +84,13 @@ class Engine:
         except InvalidPath:
             path = raw_path
         view = View(request, path, query, denial.identity, self.clock.time())
-        headers, remove, _notes = self.policy.response.build(view)
+        headers, remove, _notes, fresh_until = self.policy.response.build(view)
         label = f"{denial.reason.value}:{denial.rule or '-'}"
         _note(trace, "dry run", label, "would deny; allowed")
         return Decision(
             allowed=True, reason=Reason.ALLOWED, rule=None, identity=denial.identity, headers=headers,
-            remove=remove, detail=denial.detail, valid_until=denial.valid_until, cacheable=denial.cacheable,
+            remove=remove, detail=denial.detail, valid_until=_earliest(denial.valid_until, fresh_until),
+            cacheable=denial.cacheable,
             dry_run_denials=(*denial.dry_run_denials, label),
         )
 
@@ -147,7 +148,7 @@ class Engine:
             return self._deny(reason, identity, trace=trace, would_deny=would_deny)
 
         # Phase 6: what the upstream learns.
-        headers, remove, notes = policy.response.build(view)
+        headers, remove, notes, fresh_until = policy.response.build(view)
         for text in notes:
             _note(trace, "response", "header", "omitted", text)
         return Decision(
@@ -157,7 +158,7 @@ class Engine:
             identity=identity,
             headers=headers,
             remove=remove,
-            valid_until=identity.expires_at,
+            valid_until=_earliest(identity.expires_at, fresh_until),
             cacheable=not policy.reads.now,
             dry_run_denials=tuple(would_deny),
         )
@@ -236,6 +237,12 @@ _CHALLENGED = frozenset(
     r.value for r in (Reason.MISSING_CREDENTIAL, Reason.INVALID_TOKEN, Reason.EXPIRED_TOKEN,
                       Reason.UNKNOWN_ISSUER, Reason.JWKS_UNAVAILABLE, Reason.INVALID_API_KEY)
 )
+
+
+def _earliest(a: float | None, b: float | None) -> float | None:
+    if a is None:
+        return b
+    return a if b is None else min(a, b)
 
 
 def _when(matcher: Matcher) -> str | None:

@@ -11,13 +11,14 @@ from __future__ import annotations
 import datetime
 import itertools
 import re
+from urllib.parse import parse_qsl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from authz.cel import AttrPath, EvaluationError, Expression
 from authz.identity.base import Identity
-from authz.matchers import HostMatcher, IPNetwork, ip_in
+from authz.matchers import HostMatcher, IPNetwork, parse_ip
 from authz.request import Request
 
 if TYPE_CHECKING:
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from authz.response import ResponsePlan
 
 _GENERATIONS = itertools.count(1)
+_UNPARSED = object()
 
 
 def next_generation() -> int:
@@ -36,7 +38,7 @@ def next_generation() -> int:
 class View:
     """What matchers and CEL see of one request, built lazily per decision."""
 
-    __slots__ = ("_vars", "identity", "now", "path", "query", "request")
+    __slots__ = ("_ip", "_vars", "identity", "now", "path", "query", "request")
 
     def __init__(self, request: Request, path: str, query: str, identity: Identity, now: float) -> None:
         self.request = request
@@ -45,6 +47,14 @@ class View:
         self.identity = identity
         self.now = now
         self._vars: dict[str, Any] = {}
+        self._ip: Any = _UNPARSED
+
+    @property
+    def source_ip(self) -> Any:
+        """The source address as an IP (parsed once per request), or None."""
+        if self._ip is _UNPARSED:
+            self._ip = parse_ip(self.request.source_address)
+        return self._ip
 
     def variables(self, roots: tuple[str, ...]) -> dict[str, Any]:
         out = self._vars
@@ -56,8 +66,6 @@ class View:
     def _build(self, root: str) -> Any:
         request = self.request
         if root == "request":
-            from urllib.parse import parse_qsl
-
             query: dict[str, str] = {}
             for key, value in parse_qsl(self.query, keep_blank_values=True):
                 query.setdefault(key, value)
@@ -114,7 +122,8 @@ class Matcher:
             return False, None
         note = None
         if self.source_ips is not None:
-            inside = ip_in(self.source_ips, request.source_address)
+            ip = view.source_ip
+            inside = None if ip is None else any(ip in network for network in self.source_ips)
             if inside is None:
                 note = "source address is not an IP"
                 if not fail_closed:

@@ -12,12 +12,14 @@ from __future__ import annotations
 import base64
 import json
 import re
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from typing import Any
 
-import jwt
-from cryptography.hazmat.primitives import serialization
+from cachetools import LRUCache
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from authz.cel import EvaluationError, Expression
 from authz.errors import OUTCOMES, Reason
@@ -81,6 +83,19 @@ def load_ec_key(path: str) -> ec.EllipticCurvePrivateKey | ec.EllipticCurvePubli
 
 @dataclass(frozen=True, eq=False)
 class IdentityTokenSigner:
+    """Signs the short-lived ES256 identity token upstreams receive.
+
+    The same caller (kind, subject, issuer, roles, scopes, peer) gets the
+    same token for half its lifetime, so a user moving across paths (each a
+    decision-cache miss) costs one signature, not one per request; decisions
+    carrying a token are cached no longer than that half, so an upstream
+    always receives a token with at least half its lifetime left.
+
+    The JWS is assembled here rather than by ``jwt.encode``, whose JSON and
+    header handling cost more than the ECDSA signature itself
+    (``benchmarks/core_bench.py``); ``cryptography`` does the signing.
+    """
+
     header: str
     issuer: str
     audience: str
@@ -88,9 +103,36 @@ class IdentityTokenSigner:
     key: ec.EllipticCurvePrivateKey
     kid: str
     jwks: tuple[dict[str, str], ...]
+    reuse_entries: int = 10_000
+    _header_b64: str = field(init=False, repr=False)
+    _reuse: LRUCache = field(init=False, repr=False)  # type: ignore[type-arg]
+    _lock: threading.Lock = field(init=False, repr=False)
 
-    def sign(self, identity: Identity, principal: str, now: float) -> str:
+    def __post_init__(self) -> None:
+        header = json.dumps({"alg": "ES256", "kid": self.kid, "typ": "JWT"}, separators=(",", ":"))
+        object.__setattr__(self, "_header_b64", _b64(header.encode()))
+        object.__setattr__(self, "_reuse", LRUCache(self.reuse_entries))
+        object.__setattr__(self, "_lock", threading.Lock())
+
+    @property
+    def reuse_window(self) -> float:
+        return self.ttl / 2
+
+    def token(self, identity: Identity, principal: str, now: float) -> tuple[str, int]:
+        """(token, iat): a fresh one, or the caller's own from less than
+        ``reuse_window`` ago."""
+        key = (identity.kind, identity.subject, identity.issuer, identity.roles, identity.scopes, principal)
+        with self._lock:
+            found = self._reuse.get(key)
+        if found is not None and 0 <= now - found[1] < self.reuse_window:
+            return found  # type: ignore[no-any-return]
         issued = int(now)
+        made = (self.sign(identity, principal, issued), issued)
+        with self._lock:
+            self._reuse[key] = made
+        return made
+
+    def sign(self, identity: Identity, principal: str, issued: int) -> str:
         claims: dict[str, Any] = {
             "iss": self.issuer,
             "aud": self.audience,
@@ -106,7 +148,10 @@ class IdentityTokenSigner:
             claims["idp"] = identity.issuer
         if principal:
             claims["peer"] = principal
-        return jwt.encode(claims, self.key, algorithm="ES256", headers={"kid": self.kid, "typ": "JWT"})
+        payload = _b64(json.dumps(claims, separators=(",", ":"), ensure_ascii=True).encode("ascii"))
+        signing_input = f"{self._header_b64}.{payload}"
+        r, s = decode_dss_signature(self.key.sign(signing_input.encode("ascii"), ec.ECDSA(hashes.SHA256())))
+        return f"{signing_input}.{_b64(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
 
 
 @dataclass(frozen=True, eq=False)
@@ -125,8 +170,10 @@ class ResponsePlan:
     def jwks(self) -> dict[str, Any]:
         return {"keys": list(self.identity_token.jwks) if self.identity_token else []}
 
-    def build(self, view: View) -> tuple[tuple[tuple[str, str], ...], tuple[str, ...], list[str]]:
-        """(headers to set, headers to remove, notes) for an allowed request."""
+    def build(self, view: View) -> tuple[tuple[tuple[str, str], ...], tuple[str, ...], list[str], float | None]:
+        """(headers to set, headers to remove, notes, fresh until) for an
+        allowed request; "fresh until" bounds how long the answer may be
+        reused (the identity token's reuse window), None when unbounded."""
         set_headers: list[tuple[str, str]] = []
         remove = list(self.remove)
         notes: list[str] = []
@@ -150,12 +197,15 @@ class ResponsePlan:
                 continue
             set_headers.append((name, value))
         signer = self.identity_token
+        fresh_until = None
         if signer is not None:
             if view.identity.authenticated:
-                set_headers.append((signer.header, signer.sign(view.identity, view.request.source_principal, view.now)))
+                token, issued = signer.token(view.identity, view.request.source_principal, view.now)
+                set_headers.append((signer.header, token))
+                fresh_until = issued + signer.reuse_window
             else:
                 remove.append(signer.header)
-        return tuple(set_headers), tuple(dict.fromkeys(remove)), notes
+        return tuple(set_headers), tuple(dict.fromkeys(remove)), notes, fresh_until
 
 
 def www_authenticate(reason: Reason) -> str:

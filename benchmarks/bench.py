@@ -101,11 +101,13 @@ def grpc_frame_file(path: Path, body: bytes) -> Path:
 
 
 def unique_tokens(count: int, alg: str, ec_key: Any) -> list[str]:
+    """Tokens of distinct callers (subject and jti), so neither the token
+    cache nor the identity-token reuse can help: the worst case."""
     now = int(time.time())
     if alg == "RS256":
-        return [token(claims(jti=f"rs-{i}", iat=now, exp=now + 3600)) for i in range(count)]
-    return [token(claims(iss="https://edge.example.com", jti=f"es-{i}", iat=now, exp=now + 3600), key=ec_key,
-                  alg="ES256", kid="edge-1") for i in range(count)]
+        return [token(claims(sub=f"user-{i}", jti=f"rs-{i}", iat=now, exp=now + 3600)) for i in range(count)]
+    return [token(claims(iss="https://edge.example.com", sub=f"user-{i}", jti=f"es-{i}", iat=now, exp=now + 3600),
+                  key=ec_key, alg="ES256", kid="edge-1") for i in range(count)]
 
 
 # -- measurement helpers ------------------------------------------------------------
@@ -303,9 +305,10 @@ class Bench:
             self.add(Row("direct", f"authz cache hit, {workers} worker{'s' if workers > 1 else ''} (h2load)", median_of(runs, "rps")))
         for alg in ("RS256", "ES256"):
             runs = []
-            for run in range(a.runs):
-                tokens = unique_tokens(a.miss_tokens, alg, self.ec_key)
-                bodies = write_bodies(self.tmp / f"miss-{alg}-{run}.bin", [check_body(t, i) for i, t in enumerate(tokens)])
+            # One set per algorithm: every run starts a new authz, with empty caches.
+            tokens = unique_tokens(a.miss_tokens, alg, self.ec_key)
+            bodies = write_bodies(self.tmp / f"miss-{alg}.bin", [check_body(t, i) for i, t in enumerate(tokens)])
+            for _run in range(a.runs):
                 with Authz(self.policy, workers=a.workers) as authz:
                     before = metrics(authz.http)
                     result = node_load("grpc", "--target", authz.grpc_address, "--bodies", str(bodies),

@@ -124,19 +124,26 @@ def _check_values(value: Any, depth: int) -> None:
                 _check_values(item, depth + 1)
 
 
+_DECODER = json.JSONDecoder(
+    object_pairs_hook=_object_without_duplicates,
+    parse_constant=_reject_constant,
+    parse_float=_finite_float,
+)
+
+
 def strict_json_object(data: bytes, what: str) -> dict[str, Any]:
     """Parse a JWS header or payload: UTF-8 JSON object, strictly."""
     try:
         text = data.decode("utf-8")
-        obj = json.loads(
-            text,
-            object_pairs_hook=_object_without_duplicates,
-            parse_constant=_reject_constant,
-            parse_float=_finite_float,
-        )
+        obj = _DECODER.decode(text)
         if not isinstance(obj, dict):
             raise ValueError("not an object")
-        _check_values(obj, 1)
+        # Walk the values only when the text could hold what the walk
+        # refuses: a lone surrogate can only arrive as a \u escape (the
+        # UTF-8 decode refuses raw ones), and nesting deeper than
+        # MAX_JSON_DEPTH needs more brackets than that.
+        if "\\u" in text or text.count("{") + text.count("[") > MAX_JSON_DEPTH:
+            _check_values(obj, 1)
     except (ValueError, RecursionError) as exc:
         raise InvalidToken(f"{what} is not a valid JSON object ({exc.__class__.__name__})") from None
     return obj
