@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from authz.errors import OUTCOMES, Reason
@@ -29,6 +29,12 @@ class Decision:
     valid_until: float | None = None
     cacheable: bool = True
     dry_run_denials: tuple[str, ...] = ()
+
+    def slim(self) -> Decision:
+        """The decision as a cache entry keeps it: what logs, metrics and
+        traces need, without the claims, headers or detail (the prepared
+        response holds what the wire needs)."""
+        return replace(self, identity=self.identity.slim(), headers=(), remove=(), detail=None)
 
     @property
     def status(self) -> int:

@@ -13,9 +13,9 @@ import time
 from typing import Any
 
 import jwt
-from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from authz.config import load_policy
 from authz.errors import AuthzError, ConfigError
@@ -61,9 +61,12 @@ def mint(
             key = serialization.load_pem_private_key(handle.read(), password=None)
     except (OSError, ValueError, TypeError) as exc:
         raise DevTokenError(f"cannot load private key {key_file}: {exc}") from None
+    signer: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
     if isinstance(key, rsa.RSAPrivateKey):
+        signer = key
         alg = next((a for a in sorted(issuer.algorithms) if a.startswith("RS")), None)
     elif isinstance(key, ec.EllipticCurvePrivateKey):
+        signer = key
         alg = "ES256" if "ES256" in issuer.algorithms else None
     else:
         alg = None
@@ -94,4 +97,4 @@ def mint(
     headers = {"typ": "JWT"}
     if kid is not None:
         headers["kid"] = kid
-    return jwt.encode(body, key, algorithm=alg, headers=headers)
+    return jwt.encode(body, signer, algorithm=alg, headers=headers)

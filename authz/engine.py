@@ -17,6 +17,7 @@ Phase 6, response: headers and identity token for the upstream.
 
 from __future__ import annotations
 
+import contextlib
 import time as _time
 from dataclasses import dataclass
 from typing import Protocol
@@ -169,10 +170,9 @@ class Engine:
         try:
             return self.decide(request, trace=trace)
         except KeysPending as pending:
-            try:
+            # Deciding again reports keys still missing as a denial.
+            with contextlib.suppress(Exception):
                 pending.future.result(timeout=timeout)
-            except Exception:
-                pass  # deciding again reports the missing keys as a denial
             if trace is not None:
                 trace.clear()
             return self.decide(request, may_wait=False, trace=trace)

@@ -121,15 +121,17 @@ def _digest(text: str) -> bytes:
 
 
 def make_cache_key(reads: Reads, credential_headers: tuple[str, ...]) -> Callable[[Any], Hashable | None]:
-    """A function from CheckRequest to the decision-cache key: a digest of
-    the credential headers plus exactly the attributes the policy reads
-    (the path always; without its query unless a rule reads the query).
+    """A function from CheckRequest to the decision-cache key: a 160-bit
+    BLAKE2b digest over the credential headers and exactly the attributes
+    the policy reads (the path always; without its query unless a rule reads
+    the query). The attributes are gathered in a tuple and digested through
+    its ``repr``, which tells every string, absence (None) and number apart.
 
     It reads each attribute the way :func:`to_request` does, so equal keys
     mean equal inputs to the decision. Requests it cannot key (headers sent
-    as raw bytes, a policy reading ``now``) give None: decided uncached.
-    The function is generated once per policy, so a lookup is one call that
-    builds one tuple.
+    as raw bytes, a policy reading ``now``) give None: decided uncached. A
+    digest, not the values, is kept: a token alone is ~1 KB, and 100,000
+    entries must fit a worker. The function is generated once per policy.
     """
     if reads.now:
         return lambda _msg: None
@@ -141,10 +143,7 @@ def make_cache_key(reads: Reads, credential_headers: tuple[str, ...]) -> Callabl
         "    if not h:",
         "        return None",
     ]
-    parts: list[str] = []
-    if credential_headers:
-        joined = " + '\\n' + ".join(f"h.get({name!r}, '\\x01')" for name in credential_headers)
-        parts.append(f"_digest({joined})")
+    parts: list[str] = [f"h.get({name!r})" for name in credential_headers]
     parts.append("http.path or h.get(':path', '')" if reads.query else "(http.path or h.get(':path', '')).partition('?')[0]")
     if reads.method:
         parts.append("http.method or h.get(':method', '')")
@@ -167,7 +166,7 @@ def make_cache_key(reads: Reads, credential_headers: tuple[str, ...]) -> Callabl
         parts.append("tuple(sorted(a.context_extensions.items()))")
     else:
         parts.extend(f"a.context_extensions.get({name!r})" for name in sorted(reads.context))
-    lines.append(f"    return ({', '.join(parts)},)")
+    lines.append(f"    return _digest(repr(({', '.join(parts)},)))")
     namespace: dict[str, Any] = {"_digest": _digest}
     exec(compile("\n".join(lines), "<authz cache key>", "exec"), namespace)
     function: Callable[[Any], Hashable | None] = namespace["key"]

@@ -30,12 +30,17 @@ from envoy_data_plane.envoy.config.core.v3 import (
     DataSource,
     GrpcService,
     GrpcServiceEnvoyGrpc,
-    Http2ProtocolOptions,
     Http1ProtocolOptions,
+    Http2ProtocolOptions,
     SocketAddress,
     TransportSocket,
 )
-from envoy_data_plane.envoy.config.endpoint.v3 import ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints
+from envoy_data_plane.envoy.config.endpoint.v3 import (
+    ClusterLoadAssignment,
+    Endpoint,
+    LbEndpoint,
+    LocalityLbEndpoints,
+)
 from envoy_data_plane.envoy.config.listener.v3 import Filter, FilterChain, Listener
 from envoy_data_plane.envoy.config.rbac.v3 import Permission, Policy, Principal, Rbac, RbacAction
 from envoy_data_plane.envoy.config.route.v3 import (
@@ -46,7 +51,11 @@ from envoy_data_plane.envoy.config.route.v3 import (
     RouteMatch,
     VirtualHost,
 )
-from envoy_data_plane.envoy.extensions.filters.http.ext_authz.v3 import CheckSettings, ExtAuthz, ExtAuthzPerRoute
+from envoy_data_plane.envoy.extensions.filters.http.ext_authz.v3 import (
+    CheckSettings,
+    ExtAuthz,
+    ExtAuthzPerRoute,
+)
 from envoy_data_plane.envoy.extensions.filters.http.rbac.v3 import Rbac as RbacFilter
 from envoy_data_plane.envoy.extensions.filters.http.router.v3 import Router
 from envoy_data_plane.envoy.extensions.filters.network.http_connection_manager.v3 import (
@@ -64,7 +73,10 @@ from envoy_data_plane.envoy.extensions.transport_sockets.tls.v3 import (
     SubjectAltNameMatcherSanType,
     TlsCertificate,
 )
-from envoy_data_plane.envoy.extensions.upstreams.http.v3 import HttpProtocolOptions, HttpProtocolOptionsExplicitHttpConfig
+from envoy_data_plane.envoy.extensions.upstreams.http.v3 import (
+    HttpProtocolOptions,
+    HttpProtocolOptionsExplicitHttpConfig,
+)
 from envoy_data_plane.envoy.type.matcher.v3 import (
     MetadataMatcher,
     MetadataMatcherPathSegment,

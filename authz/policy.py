@@ -11,10 +11,10 @@ from __future__ import annotations
 import datetime
 import itertools
 import re
-from urllib.parse import parse_qsl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import parse_qsl
 
 from authz.cel import AttrPath, EvaluationError, Expression
 from authz.identity.base import Identity

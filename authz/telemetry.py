@@ -24,12 +24,7 @@ from typing import Any
 
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import (
-    Gauge,
-    Histogram,
-    InMemoryMetricReader,
-    Sum,
-)
+from opentelemetry.sdk.metrics.export import Gauge, InMemoryMetricReader, Sum
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,17 +160,12 @@ class Telemetry:
         for resource_metrics in data.resource_metrics:
             for scope_metrics in resource_metrics.scope_metrics:
                 for metric in scope_metrics.metrics:
-                    points = []
                     body = metric.data
-                    for point in body.data_points:
-                        labels = dict(point.attributes or {})
-                        if isinstance(body, Histogram):
-                            points.append({"labels": labels, "bounds": list(point.explicit_bounds),
-                                           "counts": list(point.bucket_counts), "sum": point.sum, "count": point.count})
-                        else:
-                            points.append({"labels": labels, "value": point.value})
-                    kind = "histogram" if isinstance(body, Histogram) else ("counter" if isinstance(body, Sum) and body.is_monotonic else "gauge")
-                    assert isinstance(body, Histogram | Sum | Gauge)
+                    # Every SDK instrument here is observable: sums and gauges only.
+                    if not isinstance(body, Sum | Gauge):
+                        continue
+                    points = [{"labels": dict(point.attributes or {}), "value": point.value} for point in body.data_points]
+                    kind = "counter" if isinstance(body, Sum) and body.is_monotonic else "gauge"
                     out.append({"name": metric.name, "kind": kind, "points": points})
         return out
 

@@ -47,14 +47,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import yaml  # noqa: E402
-from cryptography.hazmat.primitives import serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 
 from authz.envoy_config import EnvoyOptions, render  # noqa: E402
 from benchmarks import envoy_native  # noqa: E402
 from tests.support.procs import Authz, Proc, free_port, http_get  # noqa: E402
 from tests.support.requests import check_request_json  # noqa: E402
-from tests.support.tokens import claims, contract_key, public_jwk, token  # noqa: E402
+from tests.support.tokens import claims, public_jwk, token  # noqa: E402
 
 CONTRACT = ROOT.parent / "shared" / "contract"
 OUT = ROOT / "benchmarks" / "out"
@@ -188,7 +187,7 @@ def median_of(runs: list[dict[str, Any]], key: str) -> float | None:
 class Bare:
     """benchmarks/bare_server.py as a process; ``stop()`` returns its count."""
 
-    def __init__(self, workers: int, mode: str = "uvloop", worker_ports: bool = False, pin: bool = False) -> None:
+    def __init__(self, workers: int, mode: str = "sync", worker_ports: bool = False, pin: bool = False) -> None:
         self.port = free_port()
         self.worker_base = _free_base(workers) if worker_ports else None
         args = [sys.executable, str(ROOT / "benchmarks" / "bare_server.py"), "--workers", str(workers),
@@ -280,7 +279,7 @@ class Bench:
     def direct(self) -> None:
         a = self.args
         self.say("== 1. direct gRPC Check")
-        bare_runs, hit_runs = [], []
+        bare_runs = []
         for _ in range(a.runs):
             bare = Bare(a.workers)
             result = h2load(bare.endpoints[0], self.hit_body, a.duration)
@@ -405,22 +404,33 @@ class Bench:
     # 3. fixed rate
     def fixed_rate(self) -> None:
         a = self.args
-        self.say(f"== 3. latency through Envoy at a fixed {a.rate} requests/s")
-        runs = []
-        for _ in range(a.runs):
-            with Authz(self.policy, workers=a.workers, worker_ports=True) as server:
-                envoy, listen = envoy_for_authz(server.worker_addresses, self.tmp, "fixed")
-                try:
-                    result = node_load("http", "--url", f"http://127.0.0.1:{listen}/api/orders/1", "--rate", str(a.rate),
-                                       "--duration", str(a.duration), "--connections", "64",
-                                       "--header", f"authorization: Bearer {self.bearer}", "--header", "x-tenant: t1",
-                                       timeout=a.duration + 120)
-                finally:
-                    envoy.stop()
-            assert result["failed"] == 0, result
-            runs.append(result)
-        self.add(Row("fixed", f"Envoy + authz at {a.rate} req/s, {a.workers} workers", median_of(runs, "rps"),
-                     median_of(runs, "p50_ms"), median_of(runs, "p99_ms")))
+        rates = [a.rate]
+        bare = next((r for r in self.rows if r.section == "envoy" and r.scenario.startswith("Envoy + bare")), None)
+        if bare is not None and bare.rps:
+            # 3,000 req/s was a quarter of capacity where the target was set;
+            # on a slower machine it is not, so also measure at that share.
+            share = round(bare.rps * a.rate / a.reference_capacity)
+            if share < a.rate:
+                rates.append(share)
+        for rate in rates:
+            self.say(f"== 3. latency through Envoy at a fixed {rate} requests/s")
+            runs = []
+            for _ in range(a.runs):
+                with Authz(self.policy, workers=a.workers, worker_ports=True) as server:
+                    envoy, listen = envoy_for_authz(server.worker_addresses, self.tmp, "fixed")
+                    try:
+                        result = node_load("http", "--url", f"http://127.0.0.1:{listen}/api/orders/1", "--rate", str(rate),
+                                           "--duration", str(a.duration), "--connections", "64",
+                                           "--header", f"authorization: Bearer {self.bearer}", "--header", "x-tenant: t1",
+                                           timeout=a.duration + 120)
+                    finally:
+                        envoy.stop()
+                assert result["failed"] == 0, result
+                runs.append(result)
+            note = "" if rate == a.rate else (f"{rate / bare.rps:.0%} of Envoy + bare ext_authz capacity here, as "  # type: ignore[union-attr]
+                                              f"{a.rate:,} req/s is of {a.reference_capacity:,.0f} where the target was set")
+            self.add(Row("fixed", f"Envoy + authz at {rate} req/s, {a.workers} workers", median_of(runs, "rps"),
+                         median_of(runs, "p50_ms"), median_of(runs, "p99_ms"), note=note))
 
     # 4. memory
     def memory(self) -> None:
@@ -488,9 +498,11 @@ class Bench:
         if env_bare and env_authz and env_bare.rps and env_authz.rps:
             ratio = env_authz.rps / env_bare.rps
             out.append(f"Through Envoy, cache hit: authz {ratio:.2f}x Envoy + bare ext_authz (target >= 0.85): {'met' if ratio >= 0.85 else 'NOT met'}")
-        fixed = find("fixed", "Envoy + authz")
-        if fixed and fixed.p99 is not None:
-            out.append(f"p99 through Envoy at {self.args.rate} req/s: {fixed.p99:.2f} ms (target < 5 ms): {'met' if fixed.p99 < 5 else 'NOT met'}")
+        for fixed in (r for r in self.rows if r.section == "fixed"):
+            if fixed.p99 is not None:
+                rate = fixed.scenario.split(" at ")[1].split(",")[0]
+                scaled = f" ({fixed.note})" if fixed.note else ""
+                out.append(f"p99 through Envoy at {rate}{scaled}: {fixed.p99:.2f} ms (target < 5 ms): {'met' if fixed.p99 < 5 else 'NOT met'}")
         miss = find("direct", "authz cache miss, unique RS256")
         if miss and miss.rps:
             per = 1e6 * w / miss.rps
@@ -518,6 +530,10 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--rate", type=int, default=3000)
+    parser.add_argument("--reference-capacity", type=float, default=11500.0,
+                        help="Envoy + bare Python ext_authz req/s on the machine the 3,000 req/s target was set on "
+                             "(the issue's measurement); the fixed-rate section also runs at the same share of this "
+                             "machine's capacity")
     parser.add_argument("--tokens", type=int, default=1_000_000, help="unique tokens for the memory section")
     parser.add_argument("--miss-tokens", type=int, default=60_000, help="unique tokens per cache-miss run")
     parser.add_argument("--sections", default="direct,envoy,fixed,memory,telemetry")

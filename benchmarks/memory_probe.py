@@ -68,18 +68,22 @@ def main() -> int:
     start = rss_mb()
     header = b64(json.dumps({"alg": "HS256", "kid": "probe", "typ": "JWT"}).encode())
     now = int(time.time())
-    message = CheckRequest()
-    http = message.attributes.request.http
+    template = CheckRequest()
+    http = template.attributes.request.http
     http.method, http.path, http.host = "GET", "/api/orders/1", "api.example.com"
-    message.attributes.source.address.socket_address.address = "198.51.100.7"
+    template.attributes.source.address.socket_address.address = "198.51.100.7"
+    base = template.SerializeToString()
     for i in range(args.tokens):
         claims = {"iss": "https://probe.example.com", "aud": "orders-api", "sub": f"user-{i}", "iat": now,
                   "exp": now + 3600, "groups": ["orders-reader"], "tenant": "t1", "jti": f"probe-{i}"}
         payload = b64(json.dumps(claims, separators=(",", ":")).encode())
         signing_input = f"{header}.{payload}"
         signature = b64(hmac.new(SECRET, signing_input.encode(), hashlib.sha256).digest())
-        http.headers.clear()
-        http.headers.update({"authorization": f"Bearer {signing_input}.{signature}", "x-tenant": "t1", "x-request-id": f"r{i}"})
+        # A new message per request, as the server parses one per Check (a
+        # upb message edited in place keeps every old value in its arena).
+        message = CheckRequest.FromString(base)
+        message.attributes.request.http.headers.update(
+            {"authorization": f"Bearer {signing_input}.{signature}", "x-tenant": "t1", "x-request-id": f"r{i}"})
         loop.run_until_complete(service.check(message.SerializeToString(), None))
     end = rss_mb()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

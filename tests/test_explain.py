@@ -33,7 +33,7 @@ def test_explain(case: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> No
     assert code == (0 if case["allowed"] else 1)
     assert lines[0].startswith("[request]")
     if case["reason"] == "denied_by_rule":
-        assert any(line.startswith("[deny rule]") and line.endswith(": matched") or ": matched  (" in line
+        assert any((line.startswith("[deny rule]") and line.endswith(": matched")) or ": matched  (" in line
                    for line in lines if line.startswith("[deny rule]"))
     elif case["reason"] in WHY:
         assert any(line.startswith(WHY[case["reason"]]) for line in lines), out

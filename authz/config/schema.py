@@ -134,7 +134,8 @@ class DecisionCache(Model):
 
 
 class TokenCache(Model):
-    max_entries: int = Field(default=100_000, ge=0, le=10_000_000)
+    # ~2.5 KB per verified token (its claims); decisions are cached apart.
+    max_entries: int = Field(default=10_000, ge=0, le=10_000_000)
 
 
 class Cache(Model):

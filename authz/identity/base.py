@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Literal, Protocol
 
 from authz.request import Request
@@ -41,6 +42,10 @@ class Identity:
             self.scopes, self.claims, self.expires_at,
         )
 
+    def slim(self) -> Identity:
+        """Who, without the claims: what a cached decision keeps for logs."""
+        return Identity(self.kind, self.subject, self.issuer, self.source, expires_at=self.expires_at, claims=_NO_CLAIMS)
+
     def cel_value(self) -> dict[str, Any]:
         """The ``identity`` variable of the CEL environment."""
         return {
@@ -53,6 +58,7 @@ class Identity:
         }
 
 
+_NO_CLAIMS: Mapping[str, Any] = MappingProxyType({})
 ANONYMOUS = Identity(kind="anonymous")
 
 

@@ -17,6 +17,7 @@ import json
 import math
 import re
 from dataclasses import dataclass
+from sys import intern
 from typing import Any
 
 from jwt.algorithms import Algorithm, get_default_algorithms
@@ -88,7 +89,9 @@ def b64url_decode(segment: str) -> bytes:
 
 
 def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj = dict(pairs)
+    # Member names are interned: verified claims stay in the token cache,
+    # and "iss", "aud", "exp", ... would otherwise be stored once per token.
+    obj = {intern(name) if len(name) <= 64 else name: value for name, value in pairs}
     if len(obj) != len(pairs):
         raise ValueError("duplicate member")
     return obj

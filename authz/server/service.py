@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from google.protobuf.message import DecodeError
-
 from opentelemetry.trace import StatusCode, Tracer
 
 from authz.cache import ExpiringLRU, TokenCache
@@ -236,7 +235,8 @@ class CheckService:
             ttl = policy.decision_ttl if decision.allowed else policy.deny_ttl
             if decision.valid_until is not None:
                 ttl = min(ttl, decision.valid_until - state.clock.time())
-            state.decisions.put(key, Cached(decision, response if decision.allowed else None), ttl)
+            # The entry keeps a slim decision: 100,000 entries must fit a worker.
+            state.decisions.put(key, Cached(decision.slim(), response if decision.allowed else None), ttl)
         return Outcome(response, decision, "miss" if key is not None else "none", message, request)
 
     def _fields(self, outcome: Outcome) -> tuple[str | None, str, str, str]:
@@ -284,7 +284,7 @@ def _budget(context: Any) -> float:
     remaining = context.time_remaining() if context is not None else None
     if remaining is None:
         return DEFAULT_WAIT
-    return min(DEFAULT_WAIT, remaining - max(DEADLINE_MARGIN, remaining / 10))
+    return min(DEFAULT_WAIT, float(remaining) - max(DEADLINE_MARGIN, float(remaining) / 10))
 
 
 def _request_id(message: Any) -> str | None:

@@ -110,8 +110,8 @@ roles:
         with authz:
             assert idp.wait_for_hits("/jwks", 1)
             request = check_request_json("GET", "/api/orders", headers={"authorization": f"Bearer {bearer}"})
-            from google.protobuf import json_format
             from envoy.service.auth.v3 import external_auth_pb2
+            from google.protobuf import json_format
 
             future = authz.stub.Check.future(json_format.ParseDict(request, external_auth_pb2.CheckRequest()), timeout=20)
             # The check is in flight once the worker counts it.

@@ -13,6 +13,7 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from tests.support.paths import CONTRACT
 from tests.support.procs import Authz
@@ -145,6 +146,10 @@ def test_readiness_and_grpc_health_follow_the_workers() -> None:
         assert health.Check(health_pb2.HealthCheckRequest(), timeout=5).status == health_pb2.HealthCheckResponse.SERVING
         service = "envoy.service.auth.v3.Authorization"
         assert health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status == health_pb2.HealthCheckResponse.SERVING
+        reflection = reflection_pb2_grpc.ServerReflectionStub(authz.channel)
+        answers = reflection.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5)
+        services = {s.name for answer in answers for s in answer.list_services_response.service}
+        assert {service, "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"} <= services
         status, _h, body = authz.get("/readyz")
         state = json.loads(body)
         assert status == 200 and state["ready"] is True

@@ -1,0 +1,80 @@
+"""The Envoy configs in deploy/envoy/ are `authz envoy-config` output, and
+every Envoy config the project ships or generates passes `envoy --mode validate`."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from authz.envoy_config import EnvoyOptions, render
+from benchmarks import envoy_native
+from tests.support.paths import REPO
+from tests.support.pki import MeshCA
+
+DEPLOY = REPO / "deploy" / "envoy"
+SHIPPED = {
+    "edge.yaml": ["--shape", "edge", "--authz", "127.0.0.1:9191", "--listen", "0.0.0.0:8080", "--upstream", "127.0.0.1:8000"],
+    "sidecar.yaml": ["--shape", "sidecar", "--authz", "127.0.0.1:9191", "--listen", "0.0.0.0:15006",
+                     "--upstream", "127.0.0.1:8000", "--protect", "/api/"],
+}
+
+
+def _validate(config: Path) -> None:
+    run = subprocess.run(["envoy", "--mode", "validate", "-c", str(config), "-l", "warning"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    assert "OK" in run.stdout + run.stderr
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_shipped_configs_are_the_generator_output(name: str) -> None:
+    run = subprocess.run([sys.executable, "-m", "authz", "envoy-config", *SHIPPED[name]], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert (DEPLOY / name).read_text() == run.stdout, f"deploy/envoy/{name} is stale: regenerate it with authz envoy-config"
+
+
+def test_edge_config_validates() -> None:
+    _validate(DEPLOY / "edge.yaml")
+
+
+def test_sidecar_config_validates_with_real_certificates(tmp_path: Path) -> None:
+    ca = MeshCA(tmp_path)
+    chain, key = ca.workload("spiffe://cluster.local/ns/shop/sa/orders", "orders")
+    text = (DEPLOY / "sidecar.yaml").read_text()
+    text = (text.replace("/etc/certs/cert-chain.pem", str(chain)).replace("/etc/certs/key.pem", str(key))
+            .replace("/etc/certs/root-cert.pem", str(ca.cert_path)))
+    config = tmp_path / "sidecar.yaml"
+    config.write_text(text)
+    _validate(config)
+
+
+@pytest.mark.parametrize("shape", ["edge", "sidecar"])
+def test_generated_variants_validate(tmp_path: Path, shape: str) -> None:
+    ca = MeshCA(tmp_path)
+    chain, key = ca.workload("spiffe://cluster.local/ns/a/sa/b", "w")
+    options = EnvoyOptions(shape=shape, authz=["127.0.0.1:9201", "127.0.0.1:9202"], direct_response=True,
+                           cert_chain=str(chain), private_key=str(key), ca_cert=str(ca.cert_path),
+                           protected_prefixes=["/api/", "/admin/"], timeout=0.25)
+    config = tmp_path / f"{shape}.yaml"
+    config.write_text(render(options))
+    _validate(config)
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_benchmark_baseline_configs_validate(tmp_path: Path, native: bool) -> None:
+    config = tmp_path / "native.yaml"
+    jwks = (REPO.parent / "shared" / "contract" / "corp.jwks.json").read_text()
+    config.write_text(yaml.safe_dump(envoy_native.config(18080, 19901, native=native, jwks=jwks)))
+    _validate(config)
+
+
+def test_a_typo_in_a_typed_config_fails_at_generation() -> None:
+    # envoy-data-plane's classes check field names and types as the config is built.
+    from envoy_data_plane.envoy.extensions.filters.http.ext_authz.v3 import ExtAuthz
+
+    with pytest.raises(TypeError):
+        ExtAuthz(failure_mode_alow=False)  # type: ignore[call-arg]
