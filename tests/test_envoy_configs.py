@@ -75,6 +75,11 @@ def test_benchmark_baseline_configs_validate(tmp_path: Path, native: bool) -> No
 def test_a_typo_in_a_typed_config_fails_at_generation() -> None:
     # envoy-data-plane's classes check field names and types as the config is built.
     from envoy_data_plane.envoy.extensions.filters.http.ext_authz.v3 import ExtAuthz
+    from pydantic import ValidationError
 
-    with pytest.raises(TypeError):
+    with pytest.raises(ValidationError, match="failure_mode_alow"):
         ExtAuthz(failure_mode_alow=False)  # type: ignore[call-arg]
+    with pytest.raises(ValidationError, match="timeout"):
+        from envoy_data_plane.envoy.config.core.v3 import GrpcService
+
+        GrpcService(timeout="1s")  # type: ignore[arg-type]
