@@ -412,25 +412,35 @@ class Bench:
             share = round(bare.rps * a.rate / a.reference_capacity)
             if share < a.rate:
                 rates.append(share)
+        def at_rate(rate: int, endpoints: list[str]) -> dict[str, Any]:
+            envoy, listen = envoy_for_authz(endpoints, self.tmp, "fixed")
+            try:
+                result = node_load("http", "--url", f"http://127.0.0.1:{listen}/api/orders/1", "--rate", str(rate),
+                                   "--duration", str(a.duration), "--connections", "64",
+                                   "--header", f"authorization: Bearer {self.bearer}", "--header", "x-tenant: t1",
+                                   timeout=a.duration + 120)
+            finally:
+                envoy.stop()
+            assert result["failed"] == 0, result
+            return result
+
         for rate in rates:
             self.say(f"== 3. latency through Envoy at a fixed {rate} requests/s")
-            runs = []
+            runs, bare_runs = [], []
             for _ in range(a.runs):
                 with Authz(self.policy, workers=a.workers, worker_ports=True) as server:
-                    envoy, listen = envoy_for_authz(server.worker_addresses, self.tmp, "fixed")
-                    try:
-                        result = node_load("http", "--url", f"http://127.0.0.1:{listen}/api/orders/1", "--rate", str(rate),
-                                           "--duration", str(a.duration), "--connections", "64",
-                                           "--header", f"authorization: Bearer {self.bearer}", "--header", "x-tenant: t1",
-                                           timeout=a.duration + 120)
-                    finally:
-                        envoy.stop()
-                assert result["failed"] == 0, result
-                runs.append(result)
+                    runs.append(at_rate(rate, server.worker_addresses))
+                baseline = Bare(a.workers, worker_ports=True)
+                try:
+                    bare_runs.append(at_rate(rate, baseline.endpoints))
+                finally:
+                    baseline.stop()
             note = "" if rate == a.rate else (f"{rate / bare.rps:.0%} of Envoy + bare ext_authz capacity here, as "  # type: ignore[union-attr]
                                               f"{a.rate:,} req/s is of {a.reference_capacity:,.0f} where the target was set")
             self.add(Row("fixed", f"Envoy + authz at {rate} req/s, {a.workers} workers", median_of(runs, "rps"),
                          median_of(runs, "p50_ms"), median_of(runs, "p99_ms"), note=note))
+            self.add(Row("fixed", f"(Envoy + bare Python ext_authz at {rate} req/s, for reference)", median_of(bare_runs, "rps"),
+                         median_of(bare_runs, "p50_ms"), median_of(bare_runs, "p99_ms")))
 
     # 4. memory
     def memory(self) -> None:
@@ -458,7 +468,7 @@ class Bench:
         result = json.loads(run.stdout.strip().splitlines()[-1])
         row = Row("telemetry", "cached Check, µs in-process", note=(
             f"{result['with_telemetry_us']:.2f} µs with metrics, {result['without_telemetry_us']:.2f} µs without "
-            f"({result['telemetry_us']:.2f} µs of telemetry); {result['allocations_per_hit']:.0f} allocations per hit"))
+            f"({result['telemetry_us']:.2f} µs of telemetry); {result['retained_allocations_per_hit']:.2f} blocks retained per hit"))
         row.extra = result
         self.add(row)
 
@@ -498,7 +508,7 @@ class Bench:
         if env_bare and env_authz and env_bare.rps and env_authz.rps:
             ratio = env_authz.rps / env_bare.rps
             out.append(f"Through Envoy, cache hit: authz {ratio:.2f}x Envoy + bare ext_authz (target >= 0.85): {'met' if ratio >= 0.85 else 'NOT met'}")
-        for fixed in (r for r in self.rows if r.section == "fixed"):
+        for fixed in (r for r in self.rows if r.section == "fixed" and r.scenario.startswith("Envoy + authz")):
             if fixed.p99 is not None:
                 rate = fixed.scenario.split(" at ")[1].split(",")[0]
                 scaled = f" ({fixed.note})" if fixed.note else ""

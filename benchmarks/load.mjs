@@ -109,12 +109,15 @@ async function httpLoad() {
     const scheduled = start + i * interval;
     const wait = scheduled - performance.now();
     if (wait > 1) await new Promise((r) => setTimeout(r, wait));
+    // Latency runs from the scheduled start (so a stalled generator still
+    // counts the wait), never from before the request could be sent.
+    const from = Math.max(scheduled, performance.now());
     pending.push(new Promise((resolve) => {
       const req = http.request({ host: url.hostname, port: url.port, path: url.pathname + url.search, agent, headers }, (res) => {
         res.on("data", () => {});
         res.on("end", () => {
           requests++;
-          if (res.statusCode === Number(opts.expect || 200)) { ok++; latencies.push(performance.now() - scheduled); } else failed++;
+          if (res.statusCode === Number(opts.expect || 200)) { ok++; latencies.push(performance.now() - from); } else failed++;
           resolve();
         });
       });

@@ -20,7 +20,7 @@ POLICY = CONTRACT / EXPECTED["policy"]
 
 
 def _ids(case: dict[str, Any]) -> str:
-    return case["request"].rsplit("/", 1)[-1].removesuffix(".json")
+    return str(case["request"]).rsplit("/", 1)[-1].removesuffix(".json")
 
 
 def _assert_matches(result: dict[str, Any], case: dict[str, Any]) -> None:

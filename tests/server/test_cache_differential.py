@@ -137,7 +137,7 @@ def _message(spec: dict[str, Any], index: int) -> bytes:
     attributes.source.principal = spec["principal"]
     if spec["mode"] is not None:
         attributes.context_extensions["mode"] = spec["mode"]
-    return message.SerializeToString()
+    return bytes(message.SerializeToString())
 
 
 def _comparable(raw: bytes) -> dict[str, Any]:

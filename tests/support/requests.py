@@ -55,4 +55,4 @@ def check_request_json(
 
 
 def contract_case(name: str) -> dict[str, Any]:
-    return json.loads((CONTRACT / name).read_text())
+    return dict(json.loads((CONTRACT / name).read_text()))

@@ -48,27 +48,26 @@ def ec_key(name: str = "a", curve: str = "P-256") -> ec.EllipticCurvePrivateKey:
     return ec.generate_private_key(curves[curve])
 
 
-_HASHES = {"256": hashes.SHA256, "384": hashes.SHA384, "512": hashes.SHA512}
+_HASHES: dict[str, Any] = {"256": hashes.SHA256(), "384": hashes.SHA384(), "512": hashes.SHA512()}
 _EC_WIDTH = {"ES256": 32, "ES384": 48, "ES512": 66}
 
 
 def raw_sign(signing_input: bytes, key: Any, alg: str) -> bytes:
-    hash_cls = _HASHES[alg[-3:]] if alg != "EdDSA" else None
+    if alg == "EdDSA":
+        return bytes(key.sign(signing_input))
+    digest = _HASHES[alg[-3:]]
     if alg.startswith("RS"):
-        return key.sign(signing_input, padding.PKCS1v15(), hash_cls())
+        return bytes(key.sign(signing_input, padding.PKCS1v15(), digest))
     if alg.startswith("PS"):
-        return key.sign(signing_input, padding.PSS(mgf=padding.MGF1(hash_cls()), salt_length=hash_cls.digest_size), hash_cls())
+        return bytes(key.sign(signing_input, padding.PSS(mgf=padding.MGF1(digest), salt_length=digest.digest_size), digest))
     if alg.startswith("ES"):
-        der = key.sign(signing_input, ec.ECDSA(hash_cls()))
-        r, s = utils.decode_dss_signature(der)
+        r, s = utils.decode_dss_signature(key.sign(signing_input, ec.ECDSA(digest)))
         width = _EC_WIDTH[alg]
         return r.to_bytes(width, "big") + s.to_bytes(width, "big")
     if alg.startswith("HS"):
         import hmac
 
-        return hmac.new(key, signing_input, hash_cls.name).digest()
-    if alg == "EdDSA":
-        return key.sign(signing_input)
+        return hmac.new(key, signing_input, digest.name).digest()
     raise ValueError(alg)
 
 
@@ -122,8 +121,8 @@ def public_jwk(key: Any, *, kid: str | None, alg: str | None = None, **extra: An
     if alg is not None:
         jwk["alg"] = alg
     jwk.update(extra)
-    return jwk
+    return dict(jwk)
 
 
-def jwks(*keys: dict[str, Any]) -> dict[str, Any]:
+def jwks(*keys: Any) -> dict[str, Any]:
     return {"keys": list(keys)}

@@ -13,6 +13,7 @@ from typing import Any
 import jwt as pyjwt
 import pytest
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from authz.config import load_policy
 from authz.decision import Decision
@@ -484,7 +485,9 @@ def test_identity_token_for_the_upstream() -> None:
     decision = decide(engine, "GET", "/api/orders", bearer=token, headers={"x-tenant": "t1"}, principal=BILLING)
     assert decision.allowed
     issued = dict(decision.headers)["x-identity-token"]
-    public = serialization.load_pem_private_key((CONTRACT / "identity-es256.pem").read_bytes(), None).public_key()
+    private = serialization.load_pem_private_key((CONTRACT / "identity-es256.pem").read_bytes(), None)
+    assert isinstance(private, ec.EllipticCurvePrivateKey)
+    public = private.public_key()
     verified = pyjwt.decode(issued, public, algorithms=["ES256"], audience="internal", options={"verify_exp": False, "verify_iat": False})
     assert verified["iss"] == "https://authz.example.internal"
     assert (verified["sub"], verified["kind"], verified["peer"]) == ("alice", "jwt", BILLING)

@@ -30,9 +30,10 @@ def loop() -> Iterator[FetchLoop]:
     fetch_loop.close()
 
 
-def _keys(idp: FakeIdP, loop: FetchLoop, clock: Clock, **settings: float) -> RemoteKeys:
-    return RemoteKeys("remote", idp.issuer, idp.url + "/jwks", frozenset({"RS256"}),
-                      JwksSettings(**{"fetch_timeout": 2.0, **settings}), loop=loop, monotonic=clock)
+def _keys(idp: FakeIdP, loop: FetchLoop, clock: Clock, *, max_stale: float = 86400.0,
+          min_refetch_interval: float = 30.0) -> RemoteKeys:
+    settings = JwksSettings(fetch_timeout=2.0, max_stale=max_stale, min_refetch_interval=min_refetch_interval)
+    return RemoteKeys("remote", idp.issuer, idp.url + "/jwks", frozenset({"RS256"}), settings, loop=loop, monotonic=clock)
 
 
 def test_last_good_keys_serve_until_max_stale_then_none(loop: FetchLoop) -> None:
