@@ -9,7 +9,8 @@ descriptors compiled into the installed Python packages, the same ones authz
 itself serves with: ``xds-protos`` (Envoy, udpa, xds, validate),
 ``googleapis-common-protos`` (google/rpc/status.proto) and ``protobuf`` (the
 well-known types). No .proto sources or protoc are involved, so the output is
-a pure function of those installed versions.
+a pure function of those installed versions (file-level options aside, see
+:func:`normalize`).
 
 Usage, from the repository root::
 
@@ -60,8 +61,18 @@ def file_descriptor_set() -> descriptor_pb2.FileDescriptorSet:
     for file in ordered_files():
         proto = descriptor_pb2.FileDescriptorProto()
         file.CopyToProto(proto)
+        normalize(proto)
         files.append(proto)
     return descriptor_pb2.FileDescriptorSet(file=files)
+
+
+def normalize(proto: descriptor_pb2.FileDescriptorProto) -> None:
+    """Drop the file-level options (java_package, go_package,
+    cc_enable_arenas, ...): they only steer code generators, ghz never reads
+    them, and they differ between packages that ship the same file (both
+    xds-protos and googleapis-common-protos install google/rpc/status_pb2.py,
+    with different options, and the one installed last wins)."""
+    proto.ClearField("options")
 
 
 def protoset_bytes() -> bytes:
