@@ -465,7 +465,8 @@ class _Compiler:
         for issuer in issuers:
             for location in issuer.locations:
                 by_location.setdefault(location, []).append(issuer)
-        return [JwtSource(location, group) for location, group in by_location.items()]
+        known = frozenset(issuer.issuer for issuer in issuers)
+        return [JwtSource(location, group, known_issuers=known) for location, group in by_location.items()]
 
     # -- API keys and peers -------------------------------------------------
 

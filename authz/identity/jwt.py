@@ -215,9 +215,13 @@ class JwtSource:
 
     kind = "jwt"
 
-    def __init__(self, location: TokenLocation, issuers: Sequence[JwtIssuer]) -> None:
+    def __init__(self, location: TokenLocation, issuers: Sequence[JwtIssuer], *,
+                 known_issuers: frozenset[str] = frozenset()) -> None:
         self.location = location
         self.issuers = {issuer.issuer: issuer for issuer in issuers}
+        # Every configured issuer: ``unknown_issuer`` is only for an iss that
+        # none has, not for one that reads its tokens elsewhere.
+        self.known_issuers = known_issuers | frozenset(self.issuers)
         self.max_token_size = max(issuer.max_token_size for issuer in issuers)
         self.cache: TokenCache | None = None
         # Cache keys are per location: the same token may be accepted by
@@ -259,6 +263,8 @@ class JwtSource:
             raise InvalidToken("missing or non-string iss")
         issuer = self.issuers.get(iss)
         if issuer is None:
+            if iss in self.known_issuers:
+                raise InvalidToken("this issuer's tokens are not accepted from this location")
             raise UnknownIssuer("no configured issuer has this iss")
         if len(token) > issuer.max_token_size:
             raise InvalidToken("token longer than the configured maximum")

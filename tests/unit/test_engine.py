@@ -597,3 +597,28 @@ def test_auth0_example(tmp_path: Path) -> None:
     # The issuer is compared exactly: without its trailing slash it is unknown.
     no_slash = provider_token(**{**base, "iss": "https://example-shop.auth0.com"}, permissions=["read:orders"])
     assert_decision(decide(engine, "GET", "/api/orders", bearer=no_slash), 401, Reason.UNKNOWN_ISSUER)
+
+
+def test_a_known_issuer_read_elsewhere_is_invalid_not_unknown(tmp_path: Path) -> None:
+    """SECURITY.md 23 keeps unknown_issuer for an iss no issuer has."""
+    (tmp_path / "corp.jwks.json").write_text((CONTRACT / "corp.jwks.json").read_text())
+    (tmp_path / "policy.yaml").write_text("""
+version: 1
+issuers:
+  - {name: a, issuer: "https://a.test", audiences: [orders-api], jwks_file: corp.jwks.json, algorithms: [RS256]}
+  - {name: b, issuer: "https://b.test", audiences: [orders-api], jwks_file: corp.jwks.json, algorithms: [RS256],
+     from: [{cookie: b_token}]}
+roles:
+  reader: [{paths: ["/**"]}]
+""")
+    engine = Engine(load_policy(str(tmp_path / "policy.yaml")), clock=FixedClock())
+    b_token = mint(iss="https://b.test")
+    in_header = engine.decide(request(bearer=b_token))
+    assert (in_header.status, in_header.reason.value) == (401, "invalid_token")
+    stranger = engine.decide(request(bearer=mint(iss="https://c.test")))
+    assert stranger.reason.value == "unknown_issuer"
+    # From its own location the same token verifies (the policy grants it
+    # nothing, so it is a 403 for a known caller, not a 401).
+    in_cookie = engine.decide(request(headers={"cookie": f"b_token={b_token}"}))
+    assert (in_cookie.status, in_cookie.reason.value) == (403, "no_permission")
+    assert in_cookie.identity is not None and in_cookie.identity.source == "b"
