@@ -255,6 +255,14 @@ def envoy_for_authz(endpoints: list[str], directory: Path, name: str) -> tuple[E
     return envoy, listen
 
 
+def envoy_alone(directory: Path, name: str) -> tuple[EnvoyProc, int]:
+    """Envoy answering the route itself, with no authorization at all."""
+    listen, admin = free_port(), free_port()
+    envoy = EnvoyProc(envoy_native.config(listen, admin, native=False), directory, name)
+    envoy.wait(admin)
+    return envoy, listen
+
+
 # -- the sections ------------------------------------------------------------------
 
 class Bench:
@@ -348,9 +356,7 @@ class Bench:
             return row
 
         def alone() -> tuple[EnvoyProc, int, Callable[[], dict[str, Any]]]:
-            listen, admin = free_port(), free_port()
-            envoy = EnvoyProc(envoy_native.config(listen, admin, native=False), self.tmp, "alone")
-            envoy.wait(admin)
+            envoy, listen = envoy_alone(self.tmp, "alone")
             return envoy, listen, dict
 
         def native() -> tuple[EnvoyProc, int, Callable[[], dict[str, Any]]]:
@@ -413,12 +419,9 @@ class Bench:
             if share < a.rate:
                 rates.append(share)
         def at_rate(rate: int, endpoints: list[str] | None) -> dict[str, Any]:
-            if endpoints is None:  # Envoy alone: the floor of this load generator and Envoy here
-                listen, admin = free_port(), free_port()
-                envoy = EnvoyProc(envoy_native.config(listen, admin, native=False), self.tmp, "fixed-alone")
-                envoy.wait(admin)
-            else:
-                envoy, listen = envoy_for_authz(endpoints, self.tmp, "fixed")
+            # endpoints None: Envoy alone, the floor of this load generator and Envoy here
+            envoy, listen = envoy_alone(self.tmp, "fixed-alone") if endpoints is None else \
+                envoy_for_authz(endpoints, self.tmp, "fixed")
             try:
                 result = node_load("http", "--url", f"http://127.0.0.1:{listen}/api/orders/1", "--rate", str(rate),
                                    "--duration", str(a.duration), "--connections", "64",

@@ -37,6 +37,16 @@ from tests.support.procs import Authz  # noqa: E402
 from tests.support.tokens import claims, token  # noqa: E402
 
 
+def allowed_since(authz: Authz, before: dict[str, float]) -> float:
+    """Checks authz decided since ``before``; all of them must be allows
+    (a throughput of denials or errors would measure the wrong path)."""
+    after = metrics(authz.http)
+    every, allowed = decided(after) - decided(before), decided(after, "allowed") - decided(before, "allowed")
+    if every != allowed or not allowed:
+        raise SystemExit(f"authz decided {every:.0f} Checks but allowed {allowed:.0f}: not the cached-allow path")
+    return allowed
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=5)
@@ -63,7 +73,7 @@ def main() -> int:
         with Authz(policy, workers=w, extra=["--server", server]) as authz:
             before = metrics(authz.http)
             h2load(authz.grpc_address, body, d)
-            row("direct", f"authz {server}, shared port", (decided(metrics(authz.http)) - decided(before)) / d)
+            row("direct", f"authz {server}, shared port", allowed_since(authz, before) / d)
     for mode in ("sync", "uvloop"):
         for ports in (False, True):
             bare = Bare(w, mode=mode, worker_ports=ports)
@@ -80,7 +90,7 @@ def main() -> int:
                 wrk(f"http://127.0.0.1:{listen}/api/orders/1", d, headers)
                 envoy.stop()
                 row("envoy", f"authz {server}, {'per-worker ports' if ports else 'shared port'}",
-                    (decided(metrics(authz.http)) - decided(before)) / d)
+                    allowed_since(authz, before) / d)
     print("\n| path | layout | checks/s |\n|---|---|---:|")
     for kind, name, value in rows:
         print(f"| {kind} | {name} | {value:,.0f} |")

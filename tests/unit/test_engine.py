@@ -608,8 +608,6 @@ issuers:
   - {name: a, issuer: "https://a.test", audiences: [orders-api], jwks_file: corp.jwks.json, algorithms: [RS256]}
   - {name: b, issuer: "https://b.test", audiences: [orders-api], jwks_file: corp.jwks.json, algorithms: [RS256],
      from: [{cookie: b_token}]}
-roles:
-  reader: [{paths: ["/**"]}]
 """)
     engine = Engine(load_policy(str(tmp_path / "policy.yaml")), clock=FixedClock())
     b_token = mint(iss="https://b.test")
@@ -617,8 +615,8 @@ roles:
     assert (in_header.status, in_header.reason.value) == (401, "invalid_token")
     stranger = engine.decide(request(bearer=mint(iss="https://c.test")))
     assert stranger.reason.value == "unknown_issuer"
-    # From its own location the same token verifies (the policy grants it
-    # nothing, so it is a 403 for a known caller, not a 401).
+    # From its own location the same token verifies: the policy grants
+    # nothing, so a known caller gets 403, not 401.
     in_cookie = engine.decide(request(headers={"cookie": f"b_token={b_token}"}))
     assert (in_cookie.status, in_cookie.reason.value) == (403, "no_permission")
     assert in_cookie.identity is not None and in_cookie.identity.source == "b"
