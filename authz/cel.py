@@ -95,11 +95,16 @@ class Expression:
         data = select_reads(variables, self._read_paths)
         try:
             value = self._program.eval(data=data)
+            plain = value.plain_value()
         except Exception as exc:  # the runtime raises for unconvertible inputs
             raise EvaluationError(str(exc)) from None
+        if plain is True or plain is False:
+            # An error's plain value is its message (a str), never a bool:
+            # a boolean answer needs no type check.
+            return plain
         if value.type() == _cel.Type.ERROR:
             raise EvaluationError(str(value.value()))
-        return value.plain_value()
+        return plain
 
     def is_true(self, variables: Mapping[str, Any]) -> bool:
         """True only when the expression evaluates to the boolean true."""

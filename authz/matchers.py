@@ -12,6 +12,7 @@ import ipaddress
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -172,8 +173,11 @@ def compile_cidrs(cidrs: Iterable[str]) -> tuple[IPNetwork, ...]:
     return tuple(out)
 
 
+@lru_cache(maxsize=4096)
 def parse_ip(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    """The address as an IP, IPv4-mapped IPv6 unwrapped; None when unparsable."""
+    """The address as an IP, IPv4-mapped IPv6 unwrapped; None when unparsable.
+    Kept for the addresses seen most recently: ``ipaddress`` parses in Python,
+    and the same callers (a sidecar's pods, a gateway's clients) come back."""
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:

@@ -67,14 +67,17 @@ class View:
         request = self.request
         if root == "request":
             query: dict[str, str] = {}
-            for key, value in parse_qsl(self.query, keep_blank_values=True):
-                query.setdefault(key, value)
+            if self.query:
+                for key, value in parse_qsl(self.query, keep_blank_values=True):
+                    query.setdefault(key, value)
+            headers = request.headers
             return {
                 "method": request.method,
                 "host": request.host,
                 "path": self.path,
                 "query": query,
-                "headers": dict(request.headers),
+                # Read, never written: a plain dict is handed over as it is.
+                "headers": headers if type(headers) is dict else dict(headers),
                 "scheme": request.scheme,
             }
         if root == "source":

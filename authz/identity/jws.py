@@ -11,14 +11,15 @@ algorithm objects (over ``cryptography``) do the cryptography; PyJWT's own
 
 from __future__ import annotations
 
-import base64
 import binascii
 import json
 import math
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from functools import lru_cache
 from sys import intern
-from typing import Any
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 from jwt.algorithms import Algorithm, get_default_algorithms
 
@@ -35,6 +36,7 @@ _B64_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-
 _B64_INDEX = {char: index for index, char in enumerate(_B64_ALPHABET)}
 _B64URL = re.compile(r"[A-Za-z0-9_-]+")
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
+_TO_STANDARD_B64 = bytes.maketrans(b"-_", b"+/")
 
 #: Algorithms authz implements; configs may allow any subset.
 ALGORITHMS: dict[str, Algorithm] = {
@@ -54,20 +56,19 @@ _CURVE_ORDERS = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class CompactJws:
+class CompactJws(NamedTuple):
     """A compact JWS whose header is checked JSON but whose payload is still
-    bytes: the signature layer, for payloads that are not JWT claims."""
+    bytes: the signature layer, for payloads that are not JWT claims. The
+    header is read-only: one issuer's tokens share it (see :func:`_header`)."""
 
-    header: dict[str, Any]
+    header: Mapping[str, Any]
     payload: bytes
     signing_input: bytes
     signature: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class ParsedToken:
-    header: dict[str, Any]
+class ParsedToken(NamedTuple):
+    header: Mapping[str, Any]
     payload: dict[str, Any]
     signing_input: bytes
     signature: bytes
@@ -83,7 +84,7 @@ def b64url_decode(segment: str) -> bytes:
     if tail and _B64_INDEX[segment[-1]] & (0x0F if tail == 2 else 0x03):
         raise InvalidToken("segment is not canonical base64url")
     try:
-        return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+        return binascii.a2b_base64(segment.encode("ascii").translate(_TO_STANDARD_B64) + b"=="[: -len(segment) % 4])
     except (binascii.Error, ValueError):
         raise InvalidToken("segment is not canonical base64url") from None
 
@@ -166,12 +167,23 @@ def decode_compact(token: str, *, max_size: int = DEFAULT_MAX_TOKEN_SIZE) -> Com
     header_b64, payload_b64, signature_b64 = parts
     if not header_b64 or not signature_b64:
         raise InvalidToken("empty token segment")
-    header = strict_json_object(b64url_decode(header_b64), "header")
+    header = _header(header_b64) if len(header_b64) <= _SHARED_HEADER_CHARS else _parse_header(header_b64)
     # An empty payload is a valid JWS (RFC 7515); it is never a JWT, which
     # parse_compact finds when it reads the payload as JSON.
     payload = b64url_decode(payload_b64) if payload_b64 else b""
     signature = b64url_decode(signature_b64)
     return CompactJws(header, payload, f"{header_b64}.{payload_b64}".encode("ascii"), signature)
+
+
+def _parse_header(segment: str) -> Mapping[str, Any]:
+    return MappingProxyType(strict_json_object(b64url_decode(segment), "header"))
+
+
+#: One issuer signs every token with the same few headers (alg, kid, typ), so
+#: a parsed header is kept for the next token that carries the same text. A
+#: refused header raises again each time (exceptions are not cached).
+_SHARED_HEADER_CHARS = 512
+_header = lru_cache(maxsize=256)(_parse_header)
 
 
 def parse_compact(token: str, *, max_size: int = DEFAULT_MAX_TOKEN_SIZE) -> ParsedToken:
@@ -182,7 +194,7 @@ def parse_compact(token: str, *, max_size: int = DEFAULT_MAX_TOKEN_SIZE) -> Pars
     return ParsedToken(jws.header, payload, jws.signing_input, jws.signature)
 
 
-def check_header(header: dict[str, Any], allowed: frozenset[str]) -> str:
+def check_header(header: Mapping[str, Any], allowed: frozenset[str]) -> str:
     """Validate the protected header; return the algorithm.
 
     ``allowed`` is the issuer's allow-list from config. Nested JWTs, JWE

@@ -30,6 +30,7 @@ Outcomes:
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -126,7 +127,7 @@ class Outcome:
     detail: str = ""
 
 
-def _allow_list(jwks: dict[str, Any], header: dict[str, Any]) -> frozenset[str]:
+def _allow_list(jwks: dict[str, Any], header: Mapping[str, Any]) -> frozenset[str]:
     declared = {key.get("alg") for key in jwks["keys"] if isinstance(key, dict)}
     declared.add(header.get("alg"))
     return frozenset(alg for alg in declared if isinstance(alg, str) and alg in ALGORITHMS)
