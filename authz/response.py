@@ -52,6 +52,12 @@ def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
+# Built once: ``json.dumps`` with options builds a new encoder per call, and
+# the signature scheme object is immutable.
+_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True)
+_ES256 = ec.ECDSA(hashes.SHA256())
+
+
 def public_jwk(key: ec.EllipticCurvePublicKey) -> dict[str, str]:
     numbers = key.public_numbers()
     jwk = {
@@ -148,9 +154,9 @@ class IdentityTokenSigner:
             claims["idp"] = identity.issuer
         if principal:
             claims["peer"] = principal
-        payload = _b64(json.dumps(claims, separators=(",", ":"), ensure_ascii=True).encode("ascii"))
+        payload = _b64(_COMPACT_JSON.encode(claims).encode("ascii"))
         signing_input = f"{self._header_b64}.{payload}"
-        r, s = decode_dss_signature(self.key.sign(signing_input.encode("ascii"), ec.ECDSA(hashes.SHA256())))
+        r, s = decode_dss_signature(self.key.sign(signing_input.encode("ascii"), _ES256))
         return f"{signing_input}.{_b64(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
 
 
