@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from authz.errors import OUTCOMES, Reason
@@ -34,7 +34,8 @@ class Decision:
         """The decision as a cache entry keeps it: what logs, metrics and
         traces need, without the claims, headers or detail (the prepared
         response holds what the wire needs)."""
-        return replace(self, identity=self.identity.slim(), headers=(), remove=(), detail=None)
+        return Decision(self.allowed, self.reason, self.rule, self.identity.slim(), (), (), self.challenge, None,
+                        self.valid_until, self.cacheable, self.dry_run_denials)
 
     @property
     def status(self) -> int:

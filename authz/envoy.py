@@ -14,9 +14,7 @@ from typing import Any
 
 from envoy.config.core.v3 import base_pb2
 from envoy.service.auth.v3 import external_auth_pb2
-from envoy.type.v3 import http_status_pb2
-from google.protobuf import json_format, wrappers_pb2
-from google.rpc import status_pb2
+from google.protobuf import json_format
 
 from authz.decision import Decision
 from authz.errors import OUTCOMES, Reason
@@ -30,7 +28,6 @@ CheckResponse = external_auth_pb2.CheckResponse
 #: Longest x-request-id echoed in a denied body; longer ones are not echoed.
 MAX_REQUEST_ID = 128
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
-_FALSE = wrappers_pb2.BoolValue(value=False)
 
 
 def parse_json_request(text: str) -> Any:
@@ -79,41 +76,47 @@ def request_id_of(request: Request) -> str | None:
     return value
 
 
-def _header(name: str, value: str) -> Any:
-    return base_pb2.HeaderValueOption(
-        header=base_pb2.HeaderValue(key=name, value=value),
-        append=_FALSE,
-        append_action=_OVERWRITE,
-    )
+def _add_headers(options: Any, headers: Any) -> None:
+    """Append (name, value) pairs to a repeated HeaderValueOption field, each
+    overwriting what the request carries. Filling fields in place costs half
+    of constructing the same messages from keyword arguments."""
+    for name, value in headers:
+        option = options.add()
+        header = option.header
+        header.key = name
+        header.value = value
+        option.append.value = False
+        option.append_action = _OVERWRITE
 
 
 def to_response(decision: Decision, request_id: str | None) -> Any:
     """The CheckResponse for a decision. Never empty: an empty response
     means allow to Envoy, so every response carries an explicit status."""
     if decision.allowed:
-        return CheckResponse(
-            status=status_pb2.Status(code=0),
-            ok_response=external_auth_pb2.OkHttpResponse(
-                headers=[_header(name, value) for name, value in decision.headers],
-                headers_to_remove=list(decision.remove),
-            ),
-        )
+        response = CheckResponse()
+        response.status.code = 0  # present, though zero
+        ok = response.ok_response
+        _add_headers(ok.headers, decision.headers)
+        ok.headers_to_remove.extend(decision.remove)
+        return response
     return denied_response(decision.reason, request_id, decision.challenge)
+
+
+_DENIED_HEADERS = (("content-type", "application/json"), ("cache-control", "no-store"))
 
 
 def denied_response(reason: Reason, request_id: str | None, challenge: str | None = None) -> Any:
     outcome = OUTCOMES[reason]
-    headers = [_header("content-type", "application/json"), _header("cache-control", "no-store")]
+    response = CheckResponse()
+    response.status.code = outcome.grpc_code
+    response.status.message = reason.value
+    denied = response.denied_response
+    denied.status.code = outcome.http_status
+    _add_headers(denied.headers, _DENIED_HEADERS)
     if challenge is not None:
-        headers.append(_header("www-authenticate", challenge))
-    return CheckResponse(
-        status=status_pb2.Status(code=outcome.grpc_code, message=reason.value),
-        denied_response=external_auth_pb2.DeniedHttpResponse(
-            status=http_status_pb2.HttpStatus(code=outcome.http_status),
-            headers=headers,
-            body=denied_body(reason, request_id).decode("utf-8"),
-        ),
-    )
+        _add_headers(denied.headers, (("www-authenticate", challenge),))
+    denied.body = denied_body(reason, request_id).decode("utf-8")
+    return response
 
 
 def _digest(text: str) -> bytes:

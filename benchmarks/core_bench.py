@@ -1,17 +1,28 @@
-"""Decisions per second of the decision core, with no cache to help.
+"""The cache miss in-process: decisions per second with no cache to help.
 
 Loads the contract policy (``../shared/contract/policy.yaml`` beside the
-checkout, or ``--policy``), mints distinct RS256 tokens with the contract's
-signing key up front (each with its own ``jti``, so no token or decision
-cache could answer twice), and times ``Engine.decide`` on an allowed
-``GET /api/orders`` for each. Every decision runs the whole pipeline: path
-normalization, the RS256 signature check, the deny rules (one CEL
-condition), the role permissions, the ``x-user-id`` header (CEL) and the
-ES256 identity token.
+checkout, or ``--policy``) and mints distinct RS256 tokens with the
+contract's signing key up front (each with its own ``jti``, so no token or
+decision cache could answer twice). For an allowed ``GET /api/orders`` with
+each token it times:
+
+- the worker's whole Check as the gRPC server runs it (``check_sync``:
+  serialized CheckRequest in, serialized CheckResponse out), with the token
+  and decision caches on and emptied before each round, so every call misses
+  both, verifies, decides and stores;
+- ``Engine.decide`` alone, without the token cache.
+
+Every decision runs the whole pipeline: path normalization, the RS256
+signature check, the deny rules (one CEL condition, one CIDR), the role
+permissions, the ``x-user-id`` header and the ES256 identity token. A new
+caller costs one ES256 signature more than one whose identity token (signed
+for the same subject, roles and peer less than half its lifetime ago) is
+reused; both are shown.
 
 Also timed alone, to show where the time goes: verifying one token, the
-tenant-isolation CEL condition (with its variables built, and prebuilt),
-and signing one identity token.
+tenant-isolation CEL condition, and signing one identity token; and, as
+reference points for comparing machines, the RSA-2048 verification itself
+and PyJWT's own RS256 decode of the same tokens.
 
 Run: ``python benchmarks/core_bench.py [--quick]``. Prints a table; asserts
 nothing about time (it does check that every decision is an allow).
@@ -28,15 +39,19 @@ from pathlib import Path
 from typing import Any
 
 import jwt
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from authz.config import load_policy
-from authz.engine import Engine
+from authz.engine import Engine, SystemClock
+from authz.envoy import CheckRequest, CheckResponse
 from authz.identity.jwt import JwtSource
 from authz.policy import View
 from authz.request import Request
+from authz.server.service import CheckService, PolicyState
+from authz.telemetry import Telemetry
 
 REPO = Path(__file__).resolve().parents[1]
 CONTRACT = REPO.parent / "shared" / "contract"
@@ -70,6 +85,27 @@ def build_request(token: str, index: int) -> Request:
     )
 
 
+def build_check(request: Request) -> bytes:
+    """The same request as the serialized CheckRequest Envoy sends."""
+    message = CheckRequest()
+    attributes = message.attributes
+    attributes.source.address.socket_address.address = request.source_address
+    attributes.source.address.socket_address.port_value = request.source_port
+    attributes.destination.address.socket_address.address = request.destination_address
+    attributes.destination.address.socket_address.port_value = request.destination_port
+    http = attributes.request.http
+    http.method, http.path, http.host, http.scheme, http.protocol = (
+        request.method, request.path, request.host, request.scheme, "HTTP/1.1")
+    http.headers.update(request.headers)
+    return message.SerializeToString()
+
+
+#: Where the issue's targets were set: PyJWT's RS256 decode took 57 µs and
+#: the RSA-2048 verification inside it 15.7 µs.
+REFERENCE_PYJWT_US = 57.0
+REFERENCE_RSA_US = 15.7
+TARGET_US = 150.0
+
 Timing = tuple[float, float]  # (best, median) µs per call
 
 
@@ -97,17 +133,45 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     count = args.tokens or (300 if args.quick else 3000)
 
-    policy = load_policy(str(args.policy))
-    engine = Engine(policy)
-    for source in policy.credential_sources:
-        if isinstance(source, JwtSource):
-            source.cache = None  # no token cache: every token is verified
     now = time.time()
     started = time.perf_counter()
     tokens = mint_tokens(args.key, count, now)
     print(f"policy: {args.policy}")
     print(f"minted {count} distinct RS256 tokens in {time.perf_counter() - started:.1f}s; Python {sys.version.split()[0]}\n")
     requests = [build_request(token, i) for i, token in enumerate(tokens)]
+    rounds = 3 if args.quick else 5
+
+    # The server's Check, caches on: emptied before each round, so that
+    # every call misses both and stores what it decided.
+    state = PolicyState(load_policy(str(args.policy)), SystemClock())
+    service = CheckService(state, Telemetry())
+    checks = [build_check(r) for r in requests]
+    answer = CheckResponse.FromString(service.check_sync(checks[0], None))
+    if answer.status.code != 0:
+        print(f"error: the benchmark CheckRequest was denied: {answer.denied_response.body}")
+        return 1
+    server_signer = state.policy.response.identity_token
+
+    def empty_caches(identity_tokens: bool) -> Callable[[], None]:
+        def run() -> None:
+            state.invalidate()
+            if identity_tokens and server_signer is not None:
+                server_signer._reuse.clear()
+        return run
+
+    check_new = timed(lambda raw: service.check_sync(raw, None), checks, rounds, empty_caches(True))
+    check_reused = timed(lambda raw: service.check_sync(raw, None), checks, rounds, empty_caches(False))
+    stats = state.cache_sources()
+    misses = {name: stat.misses for name, (stat, _size) in stats.items()}
+    if min(misses.values()) < count * rounds * 2:
+        print(f"error: the server-path rounds did not miss every cache: {misses}")
+        return 1
+
+    policy = load_policy(str(args.policy))
+    engine = Engine(policy)
+    for source in policy.credential_sources:
+        if isinstance(source, JwtSource):
+            source.cache = None  # no token cache: every token is verified
 
     # Every token is used once per pass; later passes see the same tokens,
     # which changes nothing since nothing is cached.
@@ -116,7 +180,6 @@ def main(argv: list[str] | None = None) -> int:
     if refused:
         print(f"error: the benchmark request was denied: {refused[0].reason.value} {refused[0].detail or ''}")
         return 1
-    rounds = 3 if args.quick else 5
     signer = policy.response.identity_token
 
     def forget_identity_tokens() -> None:
@@ -146,7 +209,17 @@ def main(argv: list[str] | None = None) -> int:
     condition = timed(when.evaluate, prebuilt, rounds)
     sign = timed(lambda i: signer.sign(i, "", int(now)), identities, rounds) if signer is not None else None
 
+    # Reference points: the same tokens through PyJWT, and the RSA alone.
+    private = serialization.load_pem_private_key(args.key.read_bytes(), password=None)
+    assert isinstance(private, rsa.RSAPrivateKey)
+    public = private.public_key()
+    pyjwt = timed(lambda t: jwt.decode(t, public, algorithms=["RS256"], audience="orders-api"), tokens, rounds)
+    signed = [(t.rsplit(".", 1)[0].encode(), jwt.utils.base64url_decode(t.rsplit(".", 1)[1])) for t in tokens]
+    rsa_only = timed(lambda pair: public.verify(pair[1], pair[0], padding.PKCS1v15(), hashes.SHA256()), signed, rounds)
+
     rows: list[tuple[str, Timing, bool]] = [
+        ("Check, server path, token and decision caches missed (new caller)", check_new, True),
+        ("Check, server path, caches missed, identity token reused", check_reused, True),
         ("Engine.decide, allow, no cache (new caller each time)", per_decision, True),
         ("Engine.decide, allow, no cache, identity token reused", reused, True),
         ("  RS256 token verification alone", verify, False),
@@ -155,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     ]
     if sign is not None:
         rows.append(("  ES256 identity token signing alone", sign, False))
+    rows.append(("reference: PyJWT jwt.decode, RS256", pyjwt, False))
+    rows.append(("reference: RSA-2048 verify alone (cryptography)", rsa_only, False))
     width = max(len(r[0]) for r in rows)
     print(f"{'what':<{width}}  {'µs best':>8}  {'median':>8}  {'decisions/s':>11}")
     print(f"{'-' * width}  {'-' * 8}  {'-' * 8}  {'-' * 11}")
@@ -162,6 +237,15 @@ def main(argv: list[str] | None = None) -> int:
         rate = f"{1e6 / best:,.0f}" if is_decision else ""
         print(f"{name:<{width}}  {best:>8.1f}  {median:>8.1f}  {rate:>11}")
     print(f"\n(one thread; {count} tokens x {rounds} rounds; decisions/s from the best round)")
+    # The targets were set on a faster machine: scale the server-path miss
+    # by how much slower the same reference operations run here.
+    print(f"\nThe {TARGET_US:.0f} µs target was set where PyJWT's decode took {REFERENCE_PYJWT_US:.0f} µs and the RSA "
+          f"verification {REFERENCE_RSA_US} µs; here they take {pyjwt[0]:.1f} and {rsa_only[0]:.1f} µs.")
+    for name, (best, _median) in (("new caller", check_new), ("identity token reused", check_reused)):
+        by_pyjwt = best * REFERENCE_PYJWT_US / pyjwt[0]
+        by_rsa = best * REFERENCE_RSA_US / rsa_only[0]
+        print(f"Server-path miss, {name}, scaled to that machine: {by_pyjwt:.0f} µs by PyJWT's ratio, "
+              f"{by_rsa:.0f} µs by the RSA ratio (target <= {TARGET_US:.0f} µs)")
     return 0
 
 

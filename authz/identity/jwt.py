@@ -245,15 +245,15 @@ class JwtSource:
             return None
         if len(token) > self.max_token_size:
             raise InvalidToken("token longer than the configured maximum")
-        digest = self._cache_prefix + hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
         cache = self.cache
-        if cache is not None:
-            hit = cache.get(digest, now)
-            if hit is not None:
-                return hit
+        if cache is None:
+            return self.verify(token, now=now, may_wait=may_wait)
+        digest = self._cache_prefix + hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+        hit = cache.get(digest, now)
+        if hit is not None:
+            return hit
         identity = self.verify(token, now=now, may_wait=may_wait)
-        if cache is not None:
-            cache.put(digest, identity, now)
+        cache.put(digest, identity, now)
         return identity
 
     def verify(self, token: str, *, now: float, may_wait: bool) -> Identity:
