@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from authz.errors import OUTCOMES, Reason
 from authz.identity.base import ANONYMOUS, Identity
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(NamedTuple):
     """An allow or a deny, with everything the wire and the logs need.
 
     ``valid_until`` is the wall-clock time after which the same request could
     be decided differently (the credential expires); ``cacheable`` is False
     for outcomes that must never be reused (errors, time-dependent rules).
+    An immutable record (see :class:`authz.request.Request`).
     """
 
     allowed: bool

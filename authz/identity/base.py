@@ -3,22 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 from authz.request import Request
 
 Kind = Literal["jwt", "api_key", "peer", "anonymous"]
 
+_NO_CLAIMS: Mapping[str, Any] = MappingProxyType({})
 
-@dataclass(frozen=True, slots=True)
-class Identity:
+
+class Identity(NamedTuple):
     """Who is calling, as far as a verified credential (or the peer) says.
 
     ``expires_at`` is the wall-clock second after which the credential no
     longer verifies (``exp`` + leeway for a JWT); caches never keep an
-    identity or a decision past it.
+    identity or a decision past it. An immutable record (see
+    :class:`authz.request.Request`).
     """
 
     kind: Kind
@@ -27,7 +28,7 @@ class Identity:
     source: str | None = None  # the configured issuer's name, "api_key", or "peer"
     roles: frozenset[str] = frozenset()
     scopes: tuple[str, ...] = ()
-    claims: Mapping[str, Any] = field(default_factory=dict)
+    claims: Mapping[str, Any] = _NO_CLAIMS
     expires_at: float | None = None
 
     @property
@@ -54,11 +55,11 @@ class Identity:
             "issuer": self.issuer if self.issuer is not None else "",
             "roles": sorted(self.roles),
             "scopes": list(self.scopes),
-            "claims": self.claims,
+            # The CEL runtime converts plain dicts only.
+            "claims": claims if type(claims := self.claims) is dict else dict(claims),
         }
 
 
-_NO_CLAIMS: Mapping[str, Any] = MappingProxyType({})
 ANONYMOUS = Identity(kind="anonymous")
 
 
