@@ -31,6 +31,7 @@ nothing about time (it does check that every decision is an allow).
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -130,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--key", type=Path, default=CONTRACT / "corp-signing-key.pem",
                         help="PEM private key the policy's issuer trusts (kid corp-2026)")
     parser.add_argument("--tokens", type=int, help="distinct tokens (default 3000, 300 with --quick)")
+    parser.add_argument("--json", action="store_true", help="also print the figures as one JSON line, last")
     args = parser.parse_args(argv)
     count = args.tokens or (300 if args.quick else 3000)
 
@@ -246,6 +248,13 @@ def main(argv: list[str] | None = None) -> int:
         by_rsa = best * REFERENCE_RSA_US / rsa_only[0]
         print(f"Server-path miss, {name}, scaled to that machine: {by_pyjwt:.0f} µs by PyJWT's ratio, "
               f"{by_rsa:.0f} µs by the RSA ratio (target <= {TARGET_US:.0f} µs)")
+    if args.json:
+        print(json.dumps({
+            "check_new_us": check_new[0], "check_reused_us": check_reused[0],
+            "decide_new_us": per_decision[0], "decide_reused_us": reused[0],
+            "pyjwt_decode_us": pyjwt[0], "rsa_verify_us": rsa_only[0],
+            "reference_pyjwt_us": REFERENCE_PYJWT_US, "reference_rsa_us": REFERENCE_RSA_US,
+        }))
     return 0
 
 
