@@ -440,6 +440,28 @@ def test_sec_06_duplicate_members(setup: Setup) -> None:
     setup.allowed(mint(hdr=raw('{"alg":"RS256","kid":"rsa-1"}')))
 
 
+def test_sec_06_a_shared_header_is_parsed_once_and_refused_every_time() -> None:
+    """Parsed headers are kept for the next token with the same header text:
+    the kept one is read-only, and one that fails to parse is refused again
+    each time, never remembered as good."""
+    good = encode_part({"alg": "RS256", "kid": "rsa-1"})
+    first = parse_compact(f"{good}.{encode_part({'sub': 'a'})}.c2ln")
+    second = parse_compact(f"{good}.{encode_part({'sub': 'b'})}.c2ln")
+    assert first.header is second.header and dict(first.header) == {"alg": "RS256", "kid": "rsa-1"}
+    with pytest.raises(TypeError):
+        first.header["alg"] = "none"  # type: ignore[index]
+    bad = encode_part('{"alg":"RS256","alg":"none"}')
+    for _ in range(3):
+        with pytest.raises(InvalidToken, match="header is not a valid JSON object"):
+            parse_compact(f"{bad}.{encode_part({'sub': 'a'})}.c2ln")
+    # A header too long to keep is parsed, and checked, just the same.
+    long = encode_part({"alg": "RS256", "kid": "k" * 600})
+    assert parse_compact(f"{long}.{encode_part({'sub': 'a'})}.c2ln").header["kid"] == "k" * 600
+    long_bad = encode_part('{"alg":"RS256","kid":"' + "k" * 600 + '","kid":"x"}')
+    with pytest.raises(InvalidToken, match="header is not a valid JSON object"):
+        parse_compact(f"{long_bad}.{encode_part({'sub': 'a'})}.c2ln")
+
+
 @pytest.mark.parametrize("member", [
     '"x":NaN', '"x":Infinity', '"x":-Infinity', '"x":1e400', '"x":-1e400', '"x":[1,{"y":NaN}]',
 ])
