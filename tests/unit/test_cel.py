@@ -360,3 +360,12 @@ def test_pruned_evaluation_gives_the_same_answers() -> None:
         else:
             assert full.plain_value() is expected, source
             assert expression.evaluate(variables) is expected, source
+
+
+def test_an_identity_without_claims_shows_an_empty_claims_map() -> None:
+    """API-key, peer and anonymous identities carry a read-only empty claims
+    map; CEL must still see a map it can read whole, not an error."""
+    for identity in (Identity(kind="api_key", subject="partner"), Identity(kind="peer", subject="spiffe://x"), ANONYMOUS):
+        view = View(request("GET", "/"), "/", "", identity, 0.0)
+        expression = compile_expression("size(identity.claims) == 0 && !has(identity.claims.tenant)", result="bool")
+        assert expression.evaluate(view.variables(expression.roots)) is True, identity.kind

@@ -61,3 +61,8 @@ def test_a_cached_decision_keeps_who_and_why_but_no_claims_headers_or_detail() -
     who = slim.identity
     assert (who.kind, who.subject, who.issuer, who.source, who.expires_at) == ("jwt", "alice", "https://idp", "corp", 99.0)
     assert dict(who.claims) == {}
+    # A cached denial keeps its challenge, which the wire answer repeats.
+    denial = Decision(allowed=False, reason=Reason.EXPIRED_TOKEN, challenge="Bearer x", detail="token expired",
+                      valid_until=50.0).slim()
+    assert (denial.allowed, denial.reason, denial.challenge, denial.detail, denial.valid_until) == (
+        False, Reason.EXPIRED_TOKEN, "Bearer x", None, 50.0)
