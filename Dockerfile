@@ -24,10 +24,12 @@ RUN python -m venv /opt/authz
 ENV PATH=/opt/authz/bin:$PATH
 
 WORKDIR /src
-# Every dependency ships binary wheels for CPython 3.11 on linux/amd64 and
-# linux/arm64, so no compiler is installed; add build-essential here if yours
-# has to build one from source.
-COPY pyproject.toml README.md ./
+# Every dependency, and grpcio-tools (the build requirement that compiles the
+# vendored Envoy .proto files into authz._proto, see protos/README.md), ships
+# binary wheels for CPython 3.11 on linux/amd64 and linux/arm64, so no compiler
+# is installed; add build-essential here if yours has to build one from source.
+COPY pyproject.toml setup.py README.md ./
+COPY protos/vendor ./protos/vendor
 COPY authz ./authz
 # pip byte-compiles while installing, so nothing is written at run time.
 RUN pip install --no-cache-dir .

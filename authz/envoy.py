@@ -1,9 +1,10 @@
 """Conversion between Envoy's ext_authz messages and the decision core.
 
-The only module that touches Envoy's protobuf types (from ``xds-protos``):
-``to_request`` turns a CheckRequest into a :class:`Request` once, and
-``to_response`` turns a :class:`Decision` into a CheckResponse. Neither imports
-gRPC, so ``authz check`` uses them offline.
+The only module that touches Envoy's protobuf types (``authz._proto``,
+generated at build time from the .proto files in ``protos/vendor/``, see
+protos/README.md): ``to_request`` turns a CheckRequest into a
+:class:`Request` once, and ``to_response`` turns a :class:`Decision` into a
+CheckResponse. Neither imports gRPC, so ``authz check`` uses them offline.
 """
 
 from __future__ import annotations
@@ -12,10 +13,10 @@ import hashlib
 from collections.abc import Callable, Hashable
 from typing import Any
 
-from envoy.config.core.v3 import base_pb2
-from envoy.service.auth.v3 import external_auth_pb2
 from google.protobuf import json_format
 
+from authz._proto.envoy.config.core.v3 import base_pb2
+from authz._proto.envoy.service.auth.v3 import external_auth_pb2
 from authz.decision import Decision
 from authz.errors import OUTCOMES, Reason
 from authz.policy import Reads
@@ -24,6 +25,9 @@ from authz.response import denied_body
 
 CheckRequest = external_auth_pb2.CheckRequest
 CheckResponse = external_auth_pb2.CheckResponse
+#: The gRPC service authz implements, as registered in the default descriptor
+#: pool (by importing external_auth_pb2), where server reflection finds it.
+AUTHORIZATION_SERVICE: str = external_auth_pb2.DESCRIPTOR.services_by_name["Authorization"].full_name
 
 #: Longest x-request-id echoed in a denied body; longer ones are not echoed.
 MAX_REQUEST_ID = 128
@@ -111,7 +115,8 @@ def denied_response(reason: Reason, request_id: str | None, challenge: str | Non
     response.status.code = outcome.grpc_code
     response.status.message = reason.value
     denied = response.denied_response
-    denied.status.code = outcome.http_status
+    # envoy.type.v3.StatusCode's numbers are the HTTP status codes themselves.
+    denied.status.code = outcome.http_status  # type: ignore[assignment]
     _add_headers(denied.headers, _DENIED_HEADERS)
     if challenge is not None:
         _add_headers(denied.headers, (("www-authenticate", challenge),))

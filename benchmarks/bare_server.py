@@ -22,8 +22,9 @@ import sys
 from concurrent import futures
 
 import grpc
-from envoy.service.auth.v3 import external_auth_pb2
 from google.rpc import status_pb2
+
+from authz._proto.envoy.service.auth.v3 import external_auth_pb2
 
 SERVICE = "envoy.service.auth.v3.Authorization"
 OK = external_auth_pb2.CheckResponse(

@@ -91,7 +91,7 @@ def runners() -> list[tuple[str, str, Runner | str]]:
         import cel  # type: ignore[import-not-found]
 
         if not hasattr(cel, "compile"):
-            # xds-protos ships a 'cel' package (cel.expr protos) of its own.
+            # Other distributions ship a 'cel' package too (e.g. cel.expr protos).
             raise ImportError("'cel' here is not common-expression-language")
         rust = cel.compile(CONDITION)
         version = importlib.metadata.version("common-expression-language")

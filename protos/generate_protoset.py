@@ -2,14 +2,15 @@
 """Write ``protos/envoy_ext_authz.protoset``: the ext_authz v3 API for ghz.
 
 The file is a serialized ``google.protobuf.FileDescriptorSet`` holding
-``envoy/service/auth/v3/external_auth.proto`` and every file it imports,
-transitively, each file after all of its imports (what ``protoc
+``authz/_proto/envoy/service/auth/v3/external_auth.proto`` and every file it
+imports, transitively, each file after all of its imports (what ``protoc
 --include_imports --descriptor_set_out`` produces). It is built from the
-descriptors compiled into the installed Python packages, the same ones authz
-itself serves with: ``xds-protos`` (Envoy, udpa, xds, validate),
+descriptors compiled into the installed Python modules, the same ones authz
+itself serves with: ``authz._proto`` (generated from the .proto files vendored
+in protos/vendor/ when the package is built or installed),
 ``googleapis-common-protos`` (google/rpc/status.proto) and ``protobuf`` (the
-well-known types). No .proto sources or protoc are involved, so the output is
-a pure function of those installed versions (file-level options aside, see
+well-known types). No protoc runs here, so the output is a pure function of
+the vendored files and those installed versions (file-level options aside, see
 :func:`normalize`).
 
 Usage, from the repository root::
@@ -18,7 +19,9 @@ Usage, from the repository root::
     .venv/bin/python protos/generate_protoset.py --check   # exit 1 if it is stale
 
 ``tests/test_ghz_configs.py`` regenerates the bytes and compares them with the
-committed file, so the protoset cannot drift from the installed packages.
+committed file, so the protoset cannot drift from the vendored .proto files.
+After editing one, reinstall (``pip install -e '.[dev]'``, which recompiles
+them) and rerun this script.
 """
 
 from __future__ import annotations
@@ -28,8 +31,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from envoy.service.auth.v3 import external_auth_pb2
 from google.protobuf import descriptor_pb2
+
+from authz._proto.envoy.service.auth.v3 import external_auth_pb2
 
 HERE = Path(__file__).resolve().parent
 PROTOSET = HERE / "envoy_ext_authz.protoset"
@@ -67,11 +71,10 @@ def file_descriptor_set() -> descriptor_pb2.FileDescriptorSet:
 
 
 def normalize(proto: descriptor_pb2.FileDescriptorProto) -> None:
-    """Drop the file-level options (java_package, go_package,
-    cc_enable_arenas, ...): they only steer code generators, ghz never reads
-    them, and they differ between packages that ship the same file (both
-    xds-protos and googleapis-common-protos install google/rpc/status_pb2.py,
-    with different options, and the one installed last wins)."""
+    """Drop the file-level options (java_package, go_package, ...): they
+    only steer code generators, ghz never reads them, and those of
+    google/rpc/status.proto change between releases of
+    googleapis-common-protos, which would make the bytes depend on it."""
     proto.ClearField("options")
 
 

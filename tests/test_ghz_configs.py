@@ -8,7 +8,7 @@ example policy:
    with ``configor``, which silently ignores unknown keys: a typo would only
    lose the setting, so it is caught here);
 2. load the ``protoset`` into a fresh DescriptorPool (never the default pool,
-   which already holds Envoy's types from xds-protos) and find the ``call``;
+   which already holds Envoy's types from authz._proto) and find the ``call``;
 3. build the call data as ghz does: ``json.Marshal`` of ``data``; an array is
    split into its elements and request *i* uses element ``i mod len``; the
    element (or object) is run through the Go template with that call's data
@@ -39,15 +39,18 @@ from typing import Any
 import grpc
 import jwt
 import pytest
-from envoy.service.auth.v3 import external_auth_pb2
 from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory
 
+from authz._proto.envoy.service.auth.v3 import external_auth_pb2
 from tests.support.paths import EXAMPLES, REPO
 from tests.support.procs import Authz
 
 GHZ_DIR = REPO / "benchmarks" / "ghz"
 PROTOS = REPO / "protos"
 PROTOSET = PROTOS / "envoy_ext_authz.protoset"
+#: The file of the Authorization service: its import path among the vendored
+#: .proto files (protos/vendor/), which is also the generated module's path.
+SERVICE_FILE = "authz/_proto/envoy/service/auth/v3/external_auth.proto"
 POLICY = EXAMPLES / "policy.yaml"
 
 # What each committed config must decide: per element of ``data`` (one entry
@@ -332,7 +335,7 @@ def test_protoset_is_complete_and_in_dependency_order() -> None:
     file_set = descriptor_pb2.FileDescriptorSet.FromString(PROTOSET.read_bytes())
     names = [file.name for file in file_set.file]
     assert len(names) == len(set(names))
-    assert names[-1] == "envoy/service/auth/v3/external_auth.proto"
+    assert names[-1] == SERVICE_FILE
     for index, file in enumerate(file_set.file):
         missing = [dep for dep in file.dependency if dep not in names[:index]]
         assert not missing, f"{file.name} comes before its imports {missing}"
@@ -359,7 +362,7 @@ def test_protoc_links_the_protoset(tmp_path: Path) -> None:
     out = tmp_path / "roundtrip.protoset"
     run = subprocess.run(
         [sys.executable, "-m", "grpc_tools.protoc", f"--descriptor_set_in={PROTOSET}", "--include_imports",
-         f"--descriptor_set_out={out}", "envoy/service/auth/v3/external_auth.proto"],
+         f"--descriptor_set_out={out}", SERVICE_FILE],
         capture_output=True, text=True, timeout=60,
     )
     assert run.returncode == 0, f"grpcio-tools (a dev dependency) must be installed: {run.stderr}"
@@ -374,7 +377,7 @@ def test_the_call_resolves_in_a_fresh_pool(pool: descriptor_pool.DescriptorPool)
     assert Call(pool, "envoy.service.auth.v3.Authorization/Check").path == call.path
     assert call.request_class.DESCRIPTOR.full_name == "envoy.service.auth.v3.CheckRequest"
     assert call.response_class.DESCRIPTOR.full_name == "envoy.service.auth.v3.CheckResponse"
-    # Classes of the protoset's own pool, not xds-protos' generated ones.
+    # Classes of the protoset's own pool, not authz._proto's generated ones.
     assert call.request_class is not external_auth_pb2.CheckRequest
     assert call.request_class.DESCRIPTOR.file.pool is pool
 

@@ -22,6 +22,7 @@ from typing import Any
 from authz.config import KeyRegistry, load_policy
 from authz.decision_log import DecisionLog, configure_stream
 from authz.engine import SystemClock
+from authz.envoy import AUTHORIZATION_SERVICE
 from authz.errors import ConfigError
 from authz.identity.jwks import RemoteKeys
 from authz.policy import Policy
@@ -30,8 +31,6 @@ from authz.telemetry import Telemetry
 from authz.tracing import tracer_from_environment
 
 log = logging.getLogger("authz.worker")
-
-AUTHORIZATION_SERVICE = "envoy.service.auth.v3.Authorization"
 
 
 @dataclass(frozen=True)
@@ -268,6 +267,7 @@ def worker_main(options: WorkerOptions, control: Connection) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     worker = Worker(options, control)
     try:
+        # A requirement everywhere but Windows, where uvloop does not exist.
         import uvloop
     except ImportError:
         code = asyncio.run(worker.run())

@@ -8,41 +8,21 @@ exactly that context.
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import shlex
-import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.deploy.docker_context import copy_build_sources, ignored, instructions
 from tests.deploy.manifests import find
 from tests.support.paths import REPO
 
 K8S = REPO / "deploy" / "kubernetes"
-
-
-def instructions() -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) of the Dockerfile, continuation lines joined."""
-    logical: list[str] = []
-    pending = ""
-    for raw in (REPO / "Dockerfile").read_text(encoding="utf-8").splitlines():
-        line = raw.strip()
-        if not pending and (not line or line.startswith("#")):
-            continue
-        if line.endswith("\\"):
-            pending += line[:-1] + " "
-            continue
-        logical.append(pending + line)
-        pending = ""
-    result = []
-    for line in logical:
-        keyword, _, rest = line.partition(" ")
-        result.append((keyword.upper(), rest.strip()))
-    return result
 
 
 def final_stage() -> list[tuple[str, str]]:
@@ -54,25 +34,6 @@ def final_stage() -> list[tuple[str, str]]:
 def exec_form(arguments: str) -> list[str]:
     parsed: list[str] = json.loads(arguments)
     return parsed
-
-
-def ignored(path: str) -> bool:
-    """Whether .dockerignore excludes ``path`` (no `!` exceptions are used)."""
-    patterns = [
-        p.strip() for p in (REPO / ".dockerignore").read_text(encoding="utf-8").splitlines()
-    ]
-    patterns = [p for p in patterns if p and not p.startswith("#")]
-    assert not any(p.startswith("!") for p in patterns)
-    parts = Path(path).parts
-    prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
-    for pattern in patterns:
-        bare = pattern.removeprefix("**/")
-        for prefix in prefixes:
-            if fnmatch.fnmatch(prefix, pattern) or (
-                pattern.startswith("**/") and fnmatch.fnmatch(Path(prefix).name, bare)
-            ):
-                return True
-    return False
 
 
 def container() -> dict[str, Any]:
@@ -144,14 +105,14 @@ def test_dockerignore_keeps_local_state_and_keys_out(path: str) -> None:
 
 
 def test_package_builds_from_the_docker_context_alone(tmp_path: Path) -> None:
+    """The build stage's files alone make a wheel with the generated Envoy
+    modules: setup.py compiles protos/vendor/ into authz._proto."""
     context = tmp_path / "context"
-    context.mkdir()
-    for name in ("pyproject.toml", "README.md"):
-        assert (REPO / name).is_file(), f"{name} is missing; the Docker build copies it"
-        shutil.copy2(REPO / name, context / name)
-    shutil.copytree(
-        REPO / "authz", context / "authz", ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
-    )
+    copied = copy_build_sources(context)
+    for needed in ("pyproject.toml", "setup.py", "README.md", "authz/__init__.py"):
+        assert needed in copied, f"the Docker build does not copy {needed}"
+    assert any(p.startswith("protos/vendor/") and p.endswith(".proto") for p in copied)
+    assert not any(p.startswith("authz/_proto/") for p in copied), "generated files belong to the build"
     built = subprocess.run(
         [
             sys.executable,
@@ -172,4 +133,9 @@ def test_package_builds_from_the_docker_context_alone(tmp_path: Path) -> None:
     )
     assert built.returncode == 0, built.stdout + built.stderr
     (wheel,) = (tmp_path / "wheels").glob("authz-*.whl")
-    assert wheel.stat().st_size > 0
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for module in ("envoy/service/auth/v3/external_auth_pb2", "envoy/config/core/v3/base_pb2"):
+        assert f"authz/_proto/{module}.py" in names and f"authz/_proto/{module}.pyi" in names
+    assert "authz/_proto/envoy/service/auth/v3/external_auth_pb2_grpc.py" in names
+    # Only authz/ and its metadata: no top-level envoy/, google/ or .proto sources.
+    assert {name.split("/")[0] for name in names} == {"authz", wheel.name.split("-py3")[0] + ".dist-info"}

@@ -14,14 +14,15 @@ import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Mapping, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import grpc
-from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from google.protobuf import json_format
 
+from authz._proto.envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from authz.envoy_config import EnvoyOptions, render
 
 
@@ -55,13 +56,16 @@ def _free_run(count: int) -> int:
 class Proc:
     """A subprocess whose output (stdout and stderr merged) is read by a thread."""
 
-    def __init__(self, args: list[str], *, name: str, env: dict[str, str] | None = None, cwd: str | None = None) -> None:
+    def __init__(self, args: list[str], *, name: str, env: Mapping[str, str | None] | None = None,
+                 cwd: str | Path | None = None) -> None:
+        """``env`` is added to this process's environment; a None value unsets the variable."""
         self.name = name
         self.lines: list[str] = []
         self._cond = threading.Condition()
+        merged: dict[str, str | None] = {**os.environ, **(env or {})}
         self.popen = subprocess.Popen(
             args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
-            env={**os.environ, **(env or {})}, cwd=cwd,
+            env={key: value for key, value in merged.items() if value is not None}, cwd=cwd,
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -116,10 +120,12 @@ class Proc:
 
 
 class Authz:
-    """``authz serve`` on free local ports."""
+    """``authz serve`` on free local ports. ``command`` runs authz (default:
+    this interpreter's ``-m authz``; e.g. another venv's ``bin/authz``)."""
 
     def __init__(self, config: Path | str, *, workers: int = 2, extra: list[str] | None = None,
-                 env: dict[str, str] | None = None, worker_ports: bool = False) -> None:
+                 env: Mapping[str, str | None] | None = None, worker_ports: bool = False,
+                 command: Sequence[str] = (sys.executable, "-m", "authz"), cwd: str | Path | None = None) -> None:
         self.grpc_port = free_port()
         self.http_port = free_port()
         self.grpc_address = f"127.0.0.1:{self.grpc_port}"
@@ -131,9 +137,9 @@ class Authz:
             self.worker_addresses = [f"127.0.0.1:{base + i}" for i in range(workers)]
         self.http = f"http://127.0.0.1:{self.http_port}"
         self.proc = Proc(
-            [sys.executable, "-m", "authz", "serve", "--config", str(config), "--grpc-address", self.grpc_address,
+            [*command, "serve", "--config", str(config), "--grpc-address", self.grpc_address,
              "--http-address", f"127.0.0.1:{self.http_port}", "--workers", str(workers), *(extra or [])],
-            name="authz", env=env,
+            name="authz", env=env, cwd=cwd,
         )
 
     def __enter__(self) -> Authz:

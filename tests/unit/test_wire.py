@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import json
 
-from envoy.config.core.v3 import base_pb2
-
+from authz._proto.envoy.config.core.v3 import base_pb2
 from authz.decision import Decision
 from authz.envoy import CheckResponse, to_response
 from authz.errors import Reason
