@@ -13,7 +13,7 @@ header and claim maps would cost more than evaluating.
 The C++ runtime does not expose the parsed expression, so the analysis walks
 the parse tree of ``cel-python``'s parser (lark), once per expression at load.
 
-Variables (see CONTRACT.md, "CEL environment"): ``request``, ``source``,
+Variables (documented in docs/policy.md, "CEL"): ``request``, ``source``,
 ``destination``, ``context``, ``identity`` (all dynamic maps) and ``now``
 (timestamp).
 """

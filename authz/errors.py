@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 
 class Reason(enum.StrEnum):
-    """Stable reason codes; also metric label values (see CONTRACT.md)."""
+    """Stable reason codes; also metric label values (docs/policy.md, "Reason codes")."""
 
     ALLOWED = "allowed"
     MISSING_CREDENTIAL = "missing_credential"

@@ -54,11 +54,11 @@ from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 
 from authz.envoy_config import EnvoyOptions, render  # noqa: E402
 from benchmarks import envoy_native  # noqa: E402
+from tests.support.paths import ACCEPTANCE  # noqa: E402
 from tests.support.procs import Authz, Proc, free_port, http_get  # noqa: E402
 from tests.support.requests import check_request_json  # noqa: E402
 from tests.support.tokens import claims, public_jwk, token  # noqa: E402
 
-CONTRACT = ROOT.parent / "shared" / "contract"
 OUT = ROOT / "benchmarks" / "out"
 LOAD = ROOT / "benchmarks" / "load.mjs"
 
@@ -68,10 +68,10 @@ LOAD = ROOT / "benchmarks" / "load.mjs"
 def write_policy(directory: Path) -> tuple[Path, Any]:
     """The contract policy plus an ES256 issuer; returns (file, ES256 key)."""
     for name in ("corp.jwks.json", "identity-es256.pem"):
-        shutil.copy(CONTRACT / name, directory / name)
+        shutil.copy(ACCEPTANCE / name, directory / name)
     ec_key = ec.generate_private_key(ec.SECP256R1())
     (directory / "edge.jwks.json").write_text(json.dumps({"keys": [public_jwk(ec_key, kid="edge-1", alg="ES256")]}))
-    text = (CONTRACT / "policy.yaml").read_text().replace(
+    text = (ACCEPTANCE / "policy.yaml").read_text().replace(
         "api_keys:",
         "  - name: edge\n    issuer: https://edge.example.com\n    audiences: [orders-api]\n"
         "    jwks_file: edge.jwks.json\n    algorithms: [ES256]\n    roles_claim: groups\n\napi_keys:", 1)
@@ -364,7 +364,7 @@ class Bench:
 
         def native() -> tuple[EnvoyProc, int, Callable[[], dict[str, Any]]]:
             listen, admin = free_port(), free_port()
-            envoy = EnvoyProc(envoy_native.config(listen, admin, native=True, jwks=(CONTRACT / "corp.jwks.json").read_text()), self.tmp, "native")
+            envoy = EnvoyProc(envoy_native.config(listen, admin, native=True, jwks=(ACCEPTANCE / "corp.jwks.json").read_text()), self.tmp, "native")
             envoy.wait(admin)
             return envoy, listen, dict
 
@@ -490,7 +490,7 @@ class Bench:
     def miss(self) -> None:
         self.say("== 6. a cache miss in-process (core_bench.py: the server's Check, every cache missed)")
         run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "core_bench.py"), "--json", "--policy", str(self.policy),
-                              "--key", str(CONTRACT / "corp-signing-key.pem"), "--tokens", str(300 if self.args.quick else 2000)],
+                              "--key", str(ACCEPTANCE / "corp-signing-key.pem"), "--tokens", str(300 if self.args.quick else 2000)],
                              capture_output=True, text=True, timeout=1200)
         if run.returncode != 0:
             raise RuntimeError(run.stdout + run.stderr)

@@ -1,8 +1,8 @@
 """The cache miss in-process: decisions per second with no cache to help.
 
-Loads the contract policy (``../shared/contract/policy.yaml`` beside the
-checkout, or ``--policy``) and mints distinct RS256 tokens with the
-contract's signing key up front (each with its own ``jti``, so no token or
+Loads the acceptance policy (``tests/fixtures/acceptance/policy.yaml``, or
+``--policy``) and mints distinct RS256 tokens with the acceptance issuer's
+signing key up front (each with its own ``jti``, so no token or
 decision cache could answer twice). For an allowed ``GET /api/orders`` with
 each token it times:
 
@@ -55,7 +55,7 @@ from authz.server.service import CheckService, PolicyState
 from authz.telemetry import Telemetry
 
 REPO = Path(__file__).resolve().parents[1]
-CONTRACT = REPO.parent / "shared" / "contract"
+ACCEPTANCE = REPO / "tests" / "fixtures" / "acceptance"
 ISSUER = "https://idp.example.com"
 KID = "corp-2026"
 
@@ -127,8 +127,8 @@ def timed(run: Callable[[Any], Any], items: list[Any], rounds: int,
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a short smoke run")
-    parser.add_argument("--policy", type=Path, default=CONTRACT / "policy.yaml")
-    parser.add_argument("--key", type=Path, default=CONTRACT / "corp-signing-key.pem",
+    parser.add_argument("--policy", type=Path, default=ACCEPTANCE / "policy.yaml")
+    parser.add_argument("--key", type=Path, default=ACCEPTANCE / "corp-signing-key.pem",
                         help="PEM private key the policy's issuer trusts (kid corp-2026)")
     parser.add_argument("--tokens", type=int, help="distinct tokens (default 3000, 300 with --quick)")
     parser.add_argument("--json", action="store_true", help="also print the figures as one JSON line, last")

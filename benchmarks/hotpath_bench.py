@@ -21,6 +21,7 @@ from authz.engine import SystemClock  # noqa: E402
 from authz.envoy import CheckRequest  # noqa: E402
 from authz.server.service import CheckService, PolicyState  # noqa: E402
 from authz.telemetry import Telemetry  # noqa: E402
+from tests.support.paths import ACCEPTANCE  # noqa: E402
 from tests.support.requests import check_request_json  # noqa: E402
 from tests.support.tokens import claims, token  # noqa: E402
 
@@ -53,7 +54,7 @@ def measure(services: list[CheckService], raw: bytes, iterations: int, rounds: i
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--policy", default=str(ROOT.parent / "shared" / "contract" / "policy.yaml"))
+    parser.add_argument("--policy", default=str(ACCEPTANCE / "policy.yaml"))
     parser.add_argument("--iterations", type=int, default=200_000)
     args = parser.parse_args()
     policy = load_policy(args.policy)

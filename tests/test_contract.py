@@ -1,4 +1,5 @@
-"""The shared acceptance fixtures, as they are: through `authz check` and the Python API."""
+"""The acceptance fixtures (tests/fixtures/acceptance), as they are: through
+`authz check` and the Python API."""
 
 from __future__ import annotations
 
@@ -12,11 +13,11 @@ import pytest
 from authz.config import load_policy
 from authz.engine import Engine
 from authz.envoy import parse_json_request, to_request, to_response
-from tests.support.paths import CONTRACT
+from tests.support.paths import ACCEPTANCE
 
-EXPECTED = json.loads((CONTRACT / "expected.json").read_text())
+EXPECTED = json.loads((ACCEPTANCE / "expected.json").read_text())
 CASES = EXPECTED["cases"]
-POLICY = CONTRACT / EXPECTED["policy"]
+POLICY = ACCEPTANCE / EXPECTED["policy"]
 
 
 def _ids(case: dict[str, Any]) -> str:
@@ -38,7 +39,7 @@ def test_there_are_23_cases() -> None:
 @pytest.mark.parametrize("case", CASES, ids=_ids)
 def test_cli_check(case: dict[str, Any]) -> None:
     run = subprocess.run(
-        [sys.executable, "-m", "authz", "check", "--config", str(POLICY), "--request", str(CONTRACT / case["request"])],
+        [sys.executable, "-m", "authz", "check", "--config", str(POLICY), "--request", str(ACCEPTANCE / case["request"])],
         capture_output=True, text=True, timeout=60,
     )
     assert run.returncode == (0 if case["allowed"] else 1), run.stderr
@@ -52,7 +53,7 @@ def engine() -> Engine:
 
 @pytest.mark.parametrize("case", CASES, ids=_ids)
 def test_python_api(case: dict[str, Any], engine: Engine) -> None:
-    check = parse_json_request((CONTRACT / case["request"]).read_text())
+    check = parse_json_request((ACCEPTANCE / case["request"]).read_text())
     request = to_request(check)
     decision = engine.decide(request)
     _assert_matches(decision.to_json(), case)
@@ -76,7 +77,7 @@ def test_python_api(case: dict[str, Any], engine: Engine) -> None:
 
 
 def test_cli_stdin_and_bad_input(tmp_path: Any) -> None:
-    request = (CONTRACT / "requests/health-anonymous.json").read_text()
+    request = (ACCEPTANCE / "requests/health-anonymous.json").read_text()
     run = subprocess.run([sys.executable, "-m", "authz", "check", "--config", str(POLICY), "--request", "-"],
                          input=request, capture_output=True, text=True, timeout=60)
     assert run.returncode == 0 and json.loads(run.stdout)["reason"] == "allowed"

@@ -12,7 +12,7 @@ import yaml
 
 from authz.envoy_config import EnvoyOptions, render
 from benchmarks import envoy_native
-from tests.support.paths import REPO
+from tests.support.paths import ACCEPTANCE, REPO
 from tests.support.pki import MeshCA
 
 DEPLOY = REPO / "deploy" / "envoy"
@@ -67,7 +67,7 @@ def test_generated_variants_validate(tmp_path: Path, shape: str) -> None:
 @pytest.mark.parametrize("native", [False, True])
 def test_benchmark_baseline_configs_validate(tmp_path: Path, native: bool) -> None:
     config = tmp_path / "native.yaml"
-    jwks = (REPO.parent / "shared" / "contract" / "corp.jwks.json").read_text()
+    jwks = (ACCEPTANCE / "corp.jwks.json").read_text()
     config.write_text(yaml.safe_dump(envoy_native.config(18080, 19901, native=native, jwks=jwks)))
     _validate(config)
 

@@ -1,4 +1,4 @@
-"""`authz explain` on the contract fixtures: the verdict, and the step that decided."""
+"""`authz explain` on the acceptance fixtures: the verdict, and the step that decided."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 
 from authz.cli import main
-from tests.support.paths import CONTRACT
+from tests.support.paths import ACCEPTANCE
 
-EXPECTED = json.loads((CONTRACT / "expected.json").read_text())
+EXPECTED = json.loads((ACCEPTANCE / "expected.json").read_text())
 # The line of the trace that must explain each denial.
 WHY = {
     "missing_credential": r"[credential] jwt (header authorization): not present",
@@ -25,7 +25,7 @@ WHY = {
 
 @pytest.mark.parametrize("case", EXPECTED["cases"], ids=lambda c: c["request"].rsplit("/", 1)[-1][:-5])
 def test_explain(case: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["explain", "--config", str(CONTRACT / "policy.yaml"), "--request", str(CONTRACT / case["request"])])
+    code = main(["explain", "--config", str(ACCEPTANCE / "policy.yaml"), "--request", str(ACCEPTANCE / case["request"])])
     out = capsys.readouterr().out
     lines = out.splitlines()
     verdict = "ALLOW" if case["allowed"] else "DENY"

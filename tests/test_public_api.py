@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import authz
-from tests.support.paths import CONTRACT
+from tests.support.paths import ACCEPTANCE
 
 
 def test_public_names() -> None:
@@ -16,7 +16,7 @@ def test_public_names() -> None:
 
 
 def test_the_core_without_a_server() -> None:
-    engine = authz.Engine(authz.load_policy(str(CONTRACT / "policy.yaml")))
+    engine = authz.Engine(authz.load_policy(str(ACCEPTANCE / "policy.yaml")))
     decision = engine.decide(authz.Request(method="GET", path="/healthz", headers={}, source_address="198.51.100.7"))
     assert (decision.allowed, decision.status, decision.reason, decision.rule) == (True, 200, authz.Reason.ALLOWED, "public-health")
     assert issubclass(authz.ConfigError, authz.AuthzError)

@@ -4,7 +4,7 @@ A remote set (``jwks_uri`` or OIDC discovery) is fetched on a background
 event loop thread, so a slow or dead issuer never holds up a decision for
 another issuer, nor the thread that serves checks. The decision side only
 ever reads the current set, or is handed a ``concurrent.futures.Future`` to
-wait on within its own deadline (SECURITY.md D and E):
+wait on within its own deadline (docs/security.md D and E):
 
 - background refresh every ``refresh_interval``, with backoff on failure;
 - an unknown ``kid`` starts at most one refetch per ``min_refetch_interval``,

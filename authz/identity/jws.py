@@ -1,6 +1,6 @@
 """The signature layer: strict parsing of a compact JWS and signature checks.
 
-Everything a token says is distrusted until checked here (SECURITY.md A and B):
+Everything a token says is distrusted until checked here (docs/security.md A and B):
 the size is capped before any decoding, base64url must be canonical, header
 and payload must be JSON objects without duplicate members, non-finite numbers,
 lone surrogates or deep nesting, and the signature is checked with a key the

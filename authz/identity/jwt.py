@@ -1,4 +1,4 @@
-"""JWT bearer tokens from OIDC issuers (SECURITY.md A-C).
+"""JWT bearer tokens from OIDC issuers (docs/security.md A-C).
 
 The order of checks is deliberate: everything that can be decided from the
 token's text (shape, header, claims, time, audience) is decided before a key

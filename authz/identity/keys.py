@@ -2,7 +2,7 @@
 
 A key set is never trusted as a whole: every key is checked on its own and an
 unusable key is skipped with a reason, so one bad key never poisons the rest
-(SECURITY.md D). A key without ``alg`` is bound only to the algorithms the
+(docs/security.md D). A key without ``alg`` is bound only to the algorithms the
 issuer's config allows for its type, never to a library default.
 
 Beyond what the JWK/JWA RFCs require, a key is skipped when it is an RSA key

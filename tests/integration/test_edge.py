@@ -10,7 +10,7 @@ import jwt
 import pytest
 
 from authz.envoy_config import EnvoyOptions
-from tests.support.paths import CONTRACT
+from tests.support.paths import ACCEPTANCE
 from tests.support.procs import Authz, Echo, Envoy, http_get
 from tests.support.tokens import claims, token
 
@@ -21,7 +21,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Authz, Env
     # Envoy lists each worker's own port as an endpoint and balances requests
     # over them; a shared SO_REUSEPORT port spreads connections, of which
     # Envoy opens only one per worker thread.
-    with Echo() as echo, Authz(CONTRACT / "policy.yaml", workers=2, worker_ports=True) as authz, \
+    with Echo() as echo, Authz(ACCEPTANCE / "policy.yaml", workers=2, worker_ports=True) as authz, \
             Envoy(tmp, EnvoyOptions(shape="edge", authz=authz.worker_addresses, upstream=echo.address)) as envoy:
         yield authz, envoy
 

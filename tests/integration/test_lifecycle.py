@@ -12,7 +12,7 @@ import grpc
 import pytest
 
 from tests.support.idp import FakeIdP
-from tests.support.paths import CONTRACT
+from tests.support.paths import ACCEPTANCE
 from tests.support.procs import Authz
 from tests.support.requests import check_request_json
 from tests.support.tokens import claims, jwks, public_jwk, rsa_key, token
@@ -27,7 +27,7 @@ def _write(path: Path, text: str) -> None:
 
 def _policy_dir(tmp_path: Path) -> Path:
     for name in ("policy.yaml", "corp.jwks.json", "identity-es256.pem"):
-        shutil.copy(CONTRACT / name, tmp_path / name)
+        shutil.copy(ACCEPTANCE / name, tmp_path / name)
     return tmp_path / "policy.yaml"
 
 
@@ -110,8 +110,9 @@ roles:
         with authz:
             assert idp.wait_for_hits("/jwks", 1)
             request = check_request_json("GET", "/api/orders", headers={"authorization": f"Bearer {bearer}"})
-            from envoy.service.auth.v3 import external_auth_pb2
             from google.protobuf import json_format
+
+            from authz._proto.envoy.service.auth.v3 import external_auth_pb2
 
             future = authz.stub.Check.future(json_format.ParseDict(request, external_auth_pb2.CheckRequest()), timeout=20)
             # The check is in flight once the worker counts it.

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import grpc
 import pytest
+from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from tests.support.paths import CONTRACT
+from tests.support.paths import ACCEPTANCE
 from tests.support.procs import Authz
 from tests.support.requests import check_request_json
 from tests.support.tokens import claims, token
@@ -41,7 +42,7 @@ def _headers(**extra: str) -> dict[str, str]:
 def test_metrics_count_exactly_what_was_sent(server: str) -> None:
     valid = token(claims())
     expired = token(claims(exp=1_000_000_000, iat=999_999_000))
-    with Authz(CONTRACT / "policy.yaml", workers=2, extra=["--server", server]) as authz:
+    with Authz(ACCEPTANCE / "policy.yaml", workers=2, extra=["--server", server]) as authz:
         sent = {
             ("allowed", "corp"): 0, ("missing_credential", "none"): 0, ("invalid_token", "none"): 0,
             ("expired_token", "none"): 0, ("no_permission", "corp"): 0, ("allowed", "api_key"): 0,
@@ -88,7 +89,7 @@ def test_no_credential_ever_reaches_a_log_line(tmp_path: Path) -> None:
         "forged": forged, "other": other_tenant, "api key": API_KEY, "bad api key": "sk_wrong_0123456789",
         "cookie": "session-cookie-s3cr3t", "basic": "dXNlcjpodW50ZXIy",
     }
-    with Authz(CONTRACT / "policy.yaml", workers=1, extra=["--decision-log", "all", "--log-level", "debug"]) as authz:
+    with Authz(ACCEPTANCE / "policy.yaml", workers=1, extra=["--decision-log", "all", "--log-level", "debug"]) as authz:
         requests = [
             _headers(authorization=f"Bearer {valid}"),
             _headers(authorization=f"Bearer {forged}"),
@@ -117,8 +118,8 @@ def test_no_credential_ever_reaches_a_log_line(tmp_path: Path) -> None:
 
 def test_dry_run_rule_and_global_dry_run(tmp_path: Path) -> None:
     for name in ("corp.jwks.json", "identity-es256.pem"):
-        shutil.copy(CONTRACT / name, tmp_path / name)
-    policy = (CONTRACT / "policy.yaml").read_text().replace(
+        shutil.copy(ACCEPTANCE / name, tmp_path / name)
+    policy = (ACCEPTANCE / "policy.yaml").read_text().replace(
         "  - name: blocked-networks\n    effect: deny\n",
         "  - name: blocked-networks\n    effect: deny\n    dry_run: true\n")
     (tmp_path / "policy.yaml").write_text(policy)
@@ -131,7 +132,7 @@ def test_dry_run_rule_and_global_dry_run(tmp_path: Path) -> None:
         authz.proc.wait_for(r'"dry_run_would_deny":\["blocked-networks"\]')
 
     anonymous = check_request_json("GET", "/api/orders", headers=_headers())
-    with Authz(CONTRACT / "policy.yaml", workers=1, extra=["--dry-run"]) as authz:
+    with Authz(ACCEPTANCE / "policy.yaml", workers=1, extra=["--dry-run"]) as authz:
         response = authz.check(anonymous)
         assert response.status.code == 0
         assert {h.header.key for h in response.ok_response.headers} == set()  # no identity to pass on
@@ -141,7 +142,7 @@ def test_dry_run_rule_and_global_dry_run(tmp_path: Path) -> None:
 
 
 def test_readiness_and_grpc_health_follow_the_workers() -> None:
-    with Authz(CONTRACT / "policy.yaml", workers=2) as authz:
+    with Authz(ACCEPTANCE / "policy.yaml", workers=2) as authz:
         health = health_pb2_grpc.HealthStub(authz.channel)
         assert health.Check(health_pb2.HealthCheckRequest(), timeout=5).status == health_pb2.HealthCheckResponse.SERVING
         service = "envoy.service.auth.v3.Authorization"
@@ -150,6 +151,14 @@ def test_readiness_and_grpc_health_follow_the_workers() -> None:
         answers = reflection.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5)
         services = {s.name for answer in answers for s in answer.list_services_response.service}
         assert {service, "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"} <= services
+        # The service's descriptors (authz._proto, in the default pool) are served too, as grpcurl asks for them.
+        answers = reflection.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(
+            file_containing_symbol=service)]), timeout=5)
+        files = [descriptor_pb2.FileDescriptorProto.FromString(raw)
+                 for answer in answers for raw in answer.file_descriptor_response.file_descriptor_proto]
+        assert [s.name for f in files for s in f.service if f.package == "envoy.service.auth.v3"] == ["Authorization"]
+        assert {f"{f.package}.{m.name}" for f in files for m in f.message_type} >= {
+            "envoy.service.auth.v3.CheckRequest", "envoy.service.auth.v3.CheckResponse", "google.rpc.Status"}
         status, _h, body = authz.get("/readyz")
         state = json.loads(body)
         assert status == 200 and state["ready"] is True

@@ -1,4 +1,4 @@
-"""SECURITY.md D (JWKS) and E (faults), against the running server, with key
+"""docs/security.md D (JWKS) and E (faults), against the running server, with key
 sets and discovery served by real HTTP servers on 127.0.0.1 that misbehave on
 demand. One test (or parametrized set) per numbered line."""
 
@@ -16,11 +16,11 @@ from typing import Any
 
 import grpc
 import pytest
-from envoy.service.auth.v3 import external_auth_pb2
 from google.protobuf import json_format
 
+from authz._proto.envoy.service.auth.v3 import external_auth_pb2
 from tests.support.idp import FakeIdP
-from tests.support.paths import CONTRACT
+from tests.support.paths import ACCEPTANCE
 from tests.support.procs import Authz
 from tests.support.requests import check_request_json
 from tests.support.tokens import b64, claims, ec_key, jwks, public_jwk, rsa_key, token
@@ -204,7 +204,7 @@ def test_sec_31_the_last_good_keys_keep_serving_while_fetches_fail(tmp_path: Pat
 
 def test_sec_32_a_slow_issuer_never_delays_another_and_no_check_outlives_its_deadline(tmp_path: Path) -> None:
     for name in ("corp.jwks.json",):
-        shutil.copy(CONTRACT / name, tmp_path / name)
+        shutil.copy(ACCEPTANCE / name, tmp_path / name)
     with FakeIdP() as slow:
         slow.jwks = jwks(public_jwk(KEY, kid="k1"))
         slow.mode = "hang"
@@ -227,7 +227,7 @@ def test_sec_32_a_slow_issuer_never_delays_another_and_no_check_outlives_its_dea
 
 def test_sec_33_a_bad_config_on_reload_keeps_the_last_good_one(tmp_path: Path) -> None:
     for name in ("policy.yaml", "corp.jwks.json", "identity-es256.pem"):
-        shutil.copy(CONTRACT / name, tmp_path / name)
+        shutil.copy(ACCEPTANCE / name, tmp_path / name)
     policy = tmp_path / "policy.yaml"
     good = policy.read_text()
     with Authz(policy, workers=2) as authz:
@@ -286,7 +286,7 @@ def test_sec_34_only_some_threads_may_wait_for_a_slow_key_set(tmp_path: Path, id
 
 
 def test_sec_35_invalid_utf8_and_huge_headers_get_a_clean_deny(tmp_path: Path) -> None:
-    with Authz(CONTRACT / "policy.yaml", workers=1) as authz:
+    with Authz(ACCEPTANCE / "policy.yaml", workers=1) as authz:
         call = authz.channel.unary_unary("/envoy.service.auth.v3.Authorization/Check",
                                          request_serializer=None, response_deserializer=external_auth_pb2.CheckResponse.FromString)
         message = json_format.ParseDict(check_request_json("GET", "/api/orders"), external_auth_pb2.CheckRequest())

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from authz.envoy_config import EnvoyOptions
-from tests.support.paths import CONTRACT
+from tests.support.paths import ACCEPTANCE
 from tests.support.pki import MeshCA
 from tests.support.procs import Authz, Echo, Envoy, http_get
 
@@ -36,7 +36,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Envoy, Mes
     tmp = tmp_path_factory.mktemp("sidecar")
     mesh = Mesh(tmp)
     chain, key = mesh.server
-    with Echo() as echo, Authz(CONTRACT / "policy.yaml", workers=2) as authz:
+    with Echo() as echo, Authz(ACCEPTANCE / "policy.yaml", workers=2) as authz:
         options = EnvoyOptions(shape="sidecar", authz=[authz.grpc_address], upstream=echo.address,
                                cert_chain=str(chain), private_key=str(key), ca_cert=str(mesh.ca.cert_path),
                                protected_prefixes=["/api/"])

@@ -1,4 +1,4 @@
-"""Decisions never depend on the cache (CONTRACT.md): random request streams
+"""Decisions never depend on the cache (docs/security.md G): random request streams
 give identical answers with the decision and token caches off and on."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from authz.config import load_policy
 from authz.envoy import CheckRequest, CheckResponse
 from authz.server.service import CheckService, PolicyState
 from authz.telemetry import Telemetry
-from tests.support.paths import CONTRACT
+from tests.support.paths import ACCEPTANCE
 from tests.support.tokens import contract_key, token
 
 START = 1_900_000_000.0
@@ -80,7 +80,7 @@ def _service(tmp: Path, max_entries: int, clock: FakeClock) -> CheckService:
     directory = tmp / f"cache-{max_entries}"
     directory.mkdir(exist_ok=True)
     for name in ("corp.jwks.json", "identity-es256.pem"):
-        shutil.copy(CONTRACT / name, directory / name)
+        shutil.copy(ACCEPTANCE / name, directory / name)
     (directory / "policy.yaml").write_text(POLICY.replace("MAX", str(max_entries)))
     policy = load_policy(str(directory / "policy.yaml"))
     return CheckService(PolicyState(policy, clock), Telemetry())
@@ -144,7 +144,7 @@ def _comparable(raw: bytes) -> dict[str, Any]:
     response = CheckResponse.FromString(raw)
     out: dict[str, Any] = {"code": response.status.code}
     if response.HasField("ok_response"):
-        headers = {h.header.key: h.header.value for h in response.ok_response.headers}
+        headers: dict[str, Any] = {h.header.key: h.header.value for h in response.ok_response.headers}
         identity = headers.pop("x-identity-token", None)
         if identity is not None:  # signed at different times; its meaning must agree
             claims = jwt.decode(identity, options={"verify_signature": False})

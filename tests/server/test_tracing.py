@@ -14,7 +14,7 @@ from authz.envoy import CheckRequest
 from authz.server.service import CheckService, PolicyState
 from authz.telemetry import Telemetry
 from authz.tracing import SPAN_NAME, tracer_from_environment, wanted
-from tests.support.paths import CONTRACT
+from tests.support.paths import ACCEPTANCE
 from tests.support.tokens import claims, token
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -25,7 +25,7 @@ def _service() -> tuple[CheckService, InMemorySpanExporter]:
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    policy = load_policy(str(CONTRACT / "policy.yaml"))
+    policy = load_policy(str(ACCEPTANCE / "policy.yaml"))
     service = CheckService(PolicyState(policy, SystemClock()), Telemetry(), tracer=provider.get_tracer("test"))
     return service, exporter
 

@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from authz.request import Request
-from tests.support.paths import CONTRACT
+from tests.support.paths import ACCEPTANCE
 
 
 def request(
@@ -55,4 +55,4 @@ def check_request_json(
 
 
 def contract_case(name: str) -> dict[str, Any]:
-    return dict(json.loads((CONTRACT / name).read_text()))
+    return dict(json.loads((ACCEPTANCE / name).read_text()))

@@ -12,10 +12,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
-from tests.support.paths import CONTRACT
+from tests.support.paths import ACCEPTANCE
 
-CONTRACT_ISSUER = "https://idp.example.com"
-CONTRACT_KID = "corp-2026"
+ACCEPTANCE_ISSUER = "https://idp.example.com"
+ACCEPTANCE_KID = "corp-2026"
 
 
 def b64(data: bytes) -> str:
@@ -32,7 +32,7 @@ def encode_part(part: dict[str, Any] | bytes | str) -> str:
 
 @functools.cache
 def contract_key() -> rsa.RSAPrivateKey:
-    key = serialization.load_pem_private_key((CONTRACT / "corp-signing-key.pem").read_bytes(), None)
+    key = serialization.load_pem_private_key((ACCEPTANCE / "corp-signing-key.pem").read_bytes(), None)
     assert isinstance(key, rsa.RSAPrivateKey)
     return key
 
@@ -77,7 +77,7 @@ def token(
     key: Any = None,
     alg: str = "RS256",
     header: dict[str, Any] | bytes | str | None = None,
-    kid: str | None = CONTRACT_KID,
+    kid: str | None = ACCEPTANCE_KID,
 ) -> str:
     """A compact JWS; ``header``/``payload`` may be raw bytes to craft malformed JSON."""
     if header is None:
@@ -93,7 +93,7 @@ def claims(**overrides: Any) -> dict[str, Any]:
     """Valid claims for the contract's issuer, overridable (None deletes)."""
     now = int(time.time())
     base: dict[str, Any] = {
-        "iss": CONTRACT_ISSUER,
+        "iss": ACCEPTANCE_ISSUER,
         "aud": "orders-api",
         "sub": "alice",
         "iat": now - 10,

@@ -20,7 +20,7 @@ from authz.decision import Decision
 from authz.engine import Engine
 from authz.errors import Reason
 from tests.support import tokens
-from tests.support.paths import CONTRACT, EXAMPLES
+from tests.support.paths import ACCEPTANCE, EXAMPLES
 from tests.support.requests import request
 
 NOW = 1_800_000_000.0
@@ -94,7 +94,7 @@ response:
 
 def write_policy(directory: Path, text: str) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
-    keys = tokens.jwks(tokens.public_jwk(tokens.contract_key(), kid=tokens.CONTRACT_KID))
+    keys = tokens.jwks(tokens.public_jwk(tokens.contract_key(), kid=tokens.ACCEPTANCE_KID))
     (directory / "corp.jwks.json").write_text(json.dumps(keys))
     policy = directory / "policy.yaml"
     policy.write_text(text)
@@ -480,12 +480,12 @@ def test_header_whose_expression_fails_is_removed(tmp_path: Path) -> None:
 
 
 def test_identity_token_for_the_upstream() -> None:
-    engine = Engine(load_policy(str(CONTRACT / "policy.yaml")), clock=FixedClock())
+    engine = Engine(load_policy(str(ACCEPTANCE / "policy.yaml")), clock=FixedClock())
     token = tokens.token(claims(groups=["orders-reader"], scope="orders:read"))
     decision = decide(engine, "GET", "/api/orders", bearer=token, headers={"x-tenant": "t1"}, principal=BILLING)
     assert decision.allowed
     issued = dict(decision.headers)["x-identity-token"]
-    private = serialization.load_pem_private_key((CONTRACT / "identity-es256.pem").read_bytes(), None)
+    private = serialization.load_pem_private_key((ACCEPTANCE / "identity-es256.pem").read_bytes(), None)
     assert isinstance(private, ec.EllipticCurvePrivateKey)
     public = private.public_key()
     verified = pyjwt.decode(issued, public, algorithms=["ES256"], audience="internal", options={"verify_exp": False, "verify_iat": False})
@@ -600,8 +600,8 @@ def test_auth0_example(tmp_path: Path) -> None:
 
 
 def test_a_known_issuer_read_elsewhere_is_invalid_not_unknown(tmp_path: Path) -> None:
-    """SECURITY.md 23 keeps unknown_issuer for an iss no issuer has."""
-    (tmp_path / "corp.jwks.json").write_text((CONTRACT / "corp.jwks.json").read_text())
+    """docs/security.md 23 keeps unknown_issuer for an iss no issuer has."""
+    (tmp_path / "corp.jwks.json").write_text((ACCEPTANCE / "corp.jwks.json").read_text())
     (tmp_path / "policy.yaml").write_text("""
 version: 1
 issuers:

@@ -1,4 +1,4 @@
-"""SECURITY.md A-C (lines 1-24), one test per line, through the engine.
+"""docs/security.md A-C (entries 1-24), one test per entry, through the engine.
 
 Each test loads a real policy from ``tmp_path`` with :func:`load_policy`,
 decides with :meth:`Engine.decide` at a fixed clock, and asserts the

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.paths import CONTRACT, EXAMPLES, REPO
+from tests.support.paths import ACCEPTANCE, EXAMPLES, REPO
 
 INVALID = REPO / "tests" / "fixtures" / "invalid"
 FIXTURES = sorted(INVALID.glob("*.yaml"))
@@ -105,7 +105,7 @@ def test_alias_expansion_is_bounded(tmp_path: Path) -> None:
 def _policies() -> list[Path]:
     """The contract policy and every policy file (one with a top-level
     ``version:``) under examples/."""
-    found = [CONTRACT / "policy.yaml"]
+    found = [ACCEPTANCE / "policy.yaml"]
     for path in sorted(EXAMPLES.rglob("*.y*ml")):
         if re.search(r"^version:", path.read_text(encoding="utf-8"), re.MULTILINE):
             found.append(path)

@@ -45,9 +45,8 @@ from authz.identity.jws import (
     parse_compact,
 )
 from authz.identity.keys import parse_jwks
-from tests.support.paths import VECTORS
+from tests.support.paths import WYCHEPROOF
 
-WYCHEPROOF = VECTORS / "wycheproof"
 FILES = {"jws": "json_web_signature_test.json", "jwk": "json_web_key_test.json"}
 
 #: Valid vectors authz refuses on purpose, by (file, tcId), with the reason.
@@ -62,7 +61,7 @@ DELIBERATE_REFUSALS: dict[tuple[str, int], str] = {
     ("jws", 347): "key declares the unregistered alg ES521",
     ("jws", 351): "key declares the unregistered alg ES521",
     # The MAC covers the segments without the inserted '?'. authz accepts
-    # only canonical base64url (SECURITY.md 2): a decoder that skips bad
+    # only canonical base64url (docs/security.md 2): a decoder that skips bad
     # characters makes tokens malleable.
     ("jws", 372): "'?' inside the header segment is not base64url",
     ("jws", 373): "'?' inside the payload segment is not base64url",
@@ -191,7 +190,7 @@ def test_vector(vector: Vector) -> None:
 ], ids=lambda v: v.id)
 def test_hmac_vector_from_a_remote_key_set(vector: Vector) -> None:
     """HMAC secrets are accepted from a local file only: the same valid
-    vectors are refused when the key set is remote (SECURITY.md 25)."""
+    vectors are refused when the key set is remote (docs/security.md 25)."""
     assert signature_layer(vector.test["jws"], vector.jwks()).accepted
     outcome = signature_layer(vector.test["jws"], vector.jwks(), local=False)
     assert (outcome.accepted, outcome.stage) == (False, "keys")
