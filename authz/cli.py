@@ -22,12 +22,6 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_USAGE)
 
 
-def _load(path: str) -> object:
-    from authz.config import load_policy
-
-    return load_policy(path)
-
-
 def _read_request(name: str) -> str:
     if name == "-":
         return sys.stdin.read()
@@ -55,7 +49,7 @@ def _decide(args: argparse.Namespace, *, explain: bool) -> int:
 
     from authz.config import load_policy
     from authz.engine import Engine, Trace
-    from authz.envoy import parse_json_request, to_request
+    from authz.wire.grpc import parse_json_request, to_request
 
     try:
         policy = load_policy(args.config)
@@ -120,7 +114,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_token(args: argparse.Namespace) -> int:
-    from authz.devtoken import DevTokenError, mint
+    from authz.tools.devtoken import DevTokenError, mint
 
     try:
         print(mint(args.config, issuer_name=args.issuer, key_file=args.key, subject=args.sub, roles=args.role,
@@ -132,7 +126,7 @@ def cmd_token(args: argparse.Namespace) -> int:
 
 
 def cmd_envoy_config(args: argparse.Namespace) -> int:
-    from authz.envoy_config import EnvoyOptions, render
+    from authz.tools.envoy_config import EnvoyOptions, render
 
     options = EnvoyOptions(
         shape=args.shape,

@@ -23,7 +23,6 @@ class Decision(NamedTuple):
     identity: Identity = ANONYMOUS
     headers: tuple[tuple[str, str], ...] = ()
     remove: tuple[str, ...] = ()
-    challenge: str | None = None
     detail: str | None = None
     valid_until: float | None = None
     cacheable: bool = True
@@ -33,8 +32,13 @@ class Decision(NamedTuple):
         """The decision as a cache entry keeps it: what logs, metrics and
         traces need, without the claims, headers or detail (the prepared
         response holds what the wire needs)."""
-        return Decision(self.allowed, self.reason, self.rule, self.identity.slim(), (), (), self.challenge, None,
+        return Decision(self.allowed, self.reason, self.rule, self.identity.slim(), (), (), None,
                         self.valid_until, self.cacheable, self.dry_run_denials)
+
+    @property
+    def challenge(self) -> str | None:
+        """The www-authenticate challenge a denial carries (every 401 has one)."""
+        return None if self.allowed else OUTCOMES[self.reason].challenge
 
     @property
     def status(self) -> int:

@@ -27,9 +27,8 @@ from authz.errors import CredentialError, InvalidPath, Reason
 from authz.identity.base import ANONYMOUS, Identity
 from authz.identity.jwt import KeysPending
 from authz.paths import normalize_path, split_path
-from authz.policy import Matcher, Policy, View
-from authz.request import Request
-from authz.response import www_authenticate
+from authz.policy import Matcher, Policy
+from authz.request import Request, View
 
 
 class Clock(Protocol):
@@ -219,24 +218,16 @@ class Engine:
         cacheable: bool = True,
     ) -> Decision:
         _note(trace, "decision", reason.value, "deny", rule)
-        challenge = www_authenticate(reason) if reason.value in _CHALLENGED else None
         return Decision(
             allowed=False,
             reason=reason,
             rule=rule,
             identity=identity,
-            challenge=challenge,
             detail=detail,
             valid_until=identity.expires_at,
             cacheable=cacheable and not self.policy.reads.now,
             dry_run_denials=tuple(would_deny or ()),
         )
-
-
-_CHALLENGED = frozenset(
-    r.value for r in (Reason.MISSING_CREDENTIAL, Reason.INVALID_TOKEN, Reason.EXPIRED_TOKEN,
-                      Reason.UNKNOWN_ISSUER, Reason.JWKS_UNAVAILABLE, Reason.INVALID_API_KEY)
-)
 
 
 def _earliest(a: float | None, b: float | None) -> float | None:

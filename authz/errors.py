@@ -48,25 +48,36 @@ GRPC_UNAUTHENTICATED = 16
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
+    """What the wire says for one reason, through either door."""
+
     grpc_code: int
     http_status: int
     error: str | None  # the "error" member of the denied JSON body
+    challenge: str | None = None  # the www-authenticate header (RFC 6750) of a 401
 
 
-_UNAUTHENTICATED = Outcome(GRPC_UNAUTHENTICATED, 401, "unauthenticated")
+def _unauthenticated(reason: Reason) -> Outcome:
+    """A 401 with its challenge: a bare one when no credential was presented,
+    ``error="invalid_token"`` naming the reason when one was and failed."""
+    challenge = 'Bearer realm="authz"'
+    if reason is not Reason.MISSING_CREDENTIAL:
+        challenge += f', error="invalid_token", error_description="{reason.value}"'
+    return Outcome(GRPC_UNAUTHENTICATED, 401, "unauthenticated", challenge)
+
+
 _FORBIDDEN = Outcome(GRPC_PERMISSION_DENIED, 403, "forbidden")
 
 #: The one table from reason to wire outcome. ``no_permission`` is 403 for an
 #: authenticated caller; the engine uses ``missing_credential`` (401) for an
-#: anonymous one, as the contract's evaluation step 5 says.
+#: anonymous one (docs/policy.md, "Evaluation").
 OUTCOMES: dict[Reason, Outcome] = {
     Reason.ALLOWED: Outcome(GRPC_OK, 200, None),
-    Reason.MISSING_CREDENTIAL: _UNAUTHENTICATED,
-    Reason.INVALID_TOKEN: _UNAUTHENTICATED,
-    Reason.EXPIRED_TOKEN: _UNAUTHENTICATED,
-    Reason.UNKNOWN_ISSUER: _UNAUTHENTICATED,
-    Reason.JWKS_UNAVAILABLE: _UNAUTHENTICATED,
-    Reason.INVALID_API_KEY: _UNAUTHENTICATED,
+    Reason.MISSING_CREDENTIAL: _unauthenticated(Reason.MISSING_CREDENTIAL),
+    Reason.INVALID_TOKEN: _unauthenticated(Reason.INVALID_TOKEN),
+    Reason.EXPIRED_TOKEN: _unauthenticated(Reason.EXPIRED_TOKEN),
+    Reason.UNKNOWN_ISSUER: _unauthenticated(Reason.UNKNOWN_ISSUER),
+    Reason.JWKS_UNAVAILABLE: _unauthenticated(Reason.JWKS_UNAVAILABLE),
+    Reason.INVALID_API_KEY: _unauthenticated(Reason.INVALID_API_KEY),
     Reason.DENIED_BY_RULE: _FORBIDDEN,
     Reason.NO_PERMISSION: _FORBIDDEN,
     Reason.INVALID_PATH: _FORBIDDEN,

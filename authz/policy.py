@@ -1,4 +1,4 @@
-"""The compiled, immutable policy and the request view its matchers read.
+"""The compiled, immutable policy: matchers, rules, and what they read.
 
 A :class:`Policy` is built once per load (see :mod:`authz.config`) and never
 changes; a reload builds a new one with a new generation number. It knows
@@ -8,93 +8,27 @@ exactly which request attributes its matchers and CEL expressions read
 
 from __future__ import annotations
 
-import datetime
 import itertools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import parse_qsl
 
 from authz.cel import AttrPath, EvaluationError, Expression
-from authz.identity.base import Identity
-from authz.matchers import HostMatcher, IPNetwork, parse_ip
-from authz.request import Request
+from authz.matchers import HostMatcher, IPNetwork
+from authz.request import View
 
 if TYPE_CHECKING:
     from authz.identity.api_key import ApiKeySource
     from authz.identity.jwt import JwtIssuer, JwtSource
     from authz.identity.peer import PeerRoles
-    from authz.response import ResponsePlan
+    from authz.upstream import ResponsePlan
 
 _GENERATIONS = itertools.count(1)
-_UNPARSED = object()
 
 
 def next_generation() -> int:
     return next(_GENERATIONS)
-
-
-class View:
-    """What matchers and CEL see of one request, built lazily per decision."""
-
-    __slots__ = ("_ip", "_vars", "identity", "now", "path", "query", "request")
-
-    def __init__(self, request: Request, path: str, query: str, identity: Identity, now: float) -> None:
-        self.request = request
-        self.path = path
-        self.query = query
-        self.identity = identity
-        self.now = now
-        self._vars: dict[str, Any] = {}
-        self._ip: Any = _UNPARSED
-
-    @property
-    def source_ip(self) -> Any:
-        """The source address as an IP (parsed once per request), or None."""
-        if self._ip is _UNPARSED:
-            self._ip = parse_ip(self.request.source_address)
-        return self._ip
-
-    def variables(self, roots: tuple[str, ...]) -> dict[str, Any]:
-        out = self._vars
-        for root in roots:
-            if root not in out:
-                out[root] = self._build(root)
-        return out
-
-    def _build(self, root: str) -> Any:
-        request = self.request
-        if root == "request":
-            query: dict[str, str] = {}
-            if self.query:
-                for key, value in parse_qsl(self.query, keep_blank_values=True):
-                    query.setdefault(key, value)
-            headers = request.headers
-            return {
-                "method": request.method,
-                "host": request.host,
-                "path": self.path,
-                "query": query,
-                # Read, never written: a plain dict is handed over as it is.
-                "headers": headers if type(headers) is dict else dict(headers),
-                "scheme": request.scheme,
-            }
-        if root == "source":
-            return {"address": request.source_address, "port": request.source_port, "principal": request.source_principal}
-        if root == "destination":
-            return {
-                "address": request.destination_address,
-                "port": request.destination_port,
-                "principal": request.destination_principal,
-            }
-        if root == "context":
-            return dict(request.context)
-        if root == "identity":
-            return self.identity.cel_value()
-        if root == "now":
-            return datetime.datetime.fromtimestamp(self.now, datetime.UTC)
-        raise KeyError(root)
 
 
 @dataclass(frozen=True, slots=True, eq=False)

@@ -1,12 +1,24 @@
-"""The transport-free view of one authorization request."""
+"""One authorization request, free of any transport, and what a decision sees of it.
+
+A door (:mod:`authz.wire`) builds a :class:`Request` from what Envoy sent;
+the engine wraps it in a :class:`View` for matchers, CEL and the response.
+"""
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
+from urllib.parse import parse_qsl
+
+from authz.matchers import parse_ip
+
+if TYPE_CHECKING:
+    from authz.identity.base import Identity
 
 _EMPTY: Mapping[str, str] = MappingProxyType({})
+_UNPARSED = object()
 
 
 class Request(NamedTuple):
@@ -32,6 +44,64 @@ class Request(NamedTuple):
     destination_principal: str = ""
     context: Mapping[str, str] = _EMPTY
 
+
+class View:
+    """What matchers and CEL see of one request, built lazily per decision."""
+
+    __slots__ = ("_ip", "_vars", "identity", "now", "path", "query", "request")
+
+    def __init__(self, request: Request, path: str, query: str, identity: Identity, now: float) -> None:
+        self.request = request
+        self.path = path
+        self.query = query
+        self.identity = identity
+        self.now = now
+        self._vars: dict[str, Any] = {}
+        self._ip: Any = _UNPARSED
+
     @property
-    def request_id(self) -> str | None:
-        return self.headers.get("x-request-id")
+    def source_ip(self) -> Any:
+        """The source address as an IP (parsed once per request), or None."""
+        if self._ip is _UNPARSED:
+            self._ip = parse_ip(self.request.source_address)
+        return self._ip
+
+    def variables(self, roots: tuple[str, ...]) -> dict[str, Any]:
+        out = self._vars
+        for root in roots:
+            if root not in out:
+                out[root] = self._build(root)
+        return out
+
+    def _build(self, root: str) -> Any:
+        request = self.request
+        if root == "request":
+            query: dict[str, str] = {}
+            if self.query:
+                for key, value in parse_qsl(self.query, keep_blank_values=True):
+                    query.setdefault(key, value)
+            headers = request.headers
+            return {
+                "method": request.method,
+                "host": request.host,
+                "path": self.path,
+                "query": query,
+                # Read, never written: a plain dict is handed over as it is.
+                "headers": headers if type(headers) is dict else dict(headers),
+                "scheme": request.scheme,
+            }
+        if root == "source":
+            return {"address": request.source_address, "port": request.source_port, "principal": request.source_principal}
+        if root == "destination":
+            return {
+                "address": request.destination_address,
+                "port": request.destination_port,
+                "principal": request.destination_principal,
+            }
+        if root == "context":
+            return dict(request.context)
+        if root == "identity":
+            return self.identity.cel_value()
+        if root == "now":
+            return datetime.datetime.fromtimestamp(self.now, datetime.UTC)
+        raise KeyError(root)

@@ -52,7 +52,7 @@ sys.path.insert(0, str(ROOT))
 import yaml  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 
-from authz.envoy_config import EnvoyOptions, render  # noqa: E402
+from authz.tools.envoy_config import EnvoyOptions, render  # noqa: E402
 from benchmarks import envoy_native  # noqa: E402
 from tests.support.paths import ACCEPTANCE  # noqa: E402
 from tests.support.procs import Authz, Proc, free_port, http_get  # noqa: E402
@@ -83,7 +83,7 @@ def write_policy(directory: Path) -> tuple[Path, Any]:
 def check_body(bearer: str, index: int = 0) -> bytes:
     from google.protobuf import json_format
 
-    from authz.envoy import CheckRequest
+    from authz.wire.grpc import CheckRequest
 
     message = json_format.ParseDict(check_request_json(
         "GET", f"/api/orders/{index % 1000}", headers={"authorization": f"Bearer {bearer}", "x-tenant": "t1"}), CheckRequest())

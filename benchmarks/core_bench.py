@@ -47,12 +47,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from authz.config import load_policy
 from authz.engine import Engine, SystemClock
-from authz.envoy import CheckRequest, CheckResponse
 from authz.identity.jwt import JwtSource
-from authz.policy import View
-from authz.request import Request
+from authz.request import Request, View
 from authz.server.service import CheckService, PolicyState
-from authz.telemetry import Telemetry
+from authz.server.telemetry import Telemetry
+from authz.wire.grpc import CheckRequest, CheckResponse
 
 REPO = Path(__file__).resolve().parents[1]
 ACCEPTANCE = REPO / "tests" / "fixtures" / "acceptance"

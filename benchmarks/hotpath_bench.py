@@ -18,9 +18,9 @@ from google.protobuf import json_format  # noqa: E402
 
 from authz.config import load_policy  # noqa: E402
 from authz.engine import SystemClock  # noqa: E402
-from authz.envoy import CheckRequest  # noqa: E402
 from authz.server.service import CheckService, PolicyState  # noqa: E402
-from authz.telemetry import Telemetry  # noqa: E402
+from authz.server.telemetry import Telemetry  # noqa: E402
+from authz.wire.grpc import CheckRequest  # noqa: E402
 from tests.support.paths import ACCEPTANCE  # noqa: E402
 from tests.support.requests import check_request_json  # noqa: E402
 from tests.support.tokens import claims, token  # noqa: E402

@@ -30,9 +30,9 @@ sys.path.insert(0, str(ROOT))
 
 from authz.config import load_policy  # noqa: E402
 from authz.engine import SystemClock  # noqa: E402
-from authz.envoy import CheckRequest  # noqa: E402
 from authz.server.service import CheckService, PolicyState  # noqa: E402
-from authz.telemetry import Telemetry  # noqa: E402
+from authz.server.telemetry import Telemetry  # noqa: E402
+from authz.wire.grpc import CheckRequest  # noqa: E402
 
 SECRET = b"memory-probe-secret-0123456789abcdef"
 

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from authz.config import load_policy
 from authz.engine import Engine
-from authz.envoy import parse_json_request, to_request
+from authz.wire.grpc import parse_json_request, to_request
 from tests.support.paths import ACCEPTANCE
 
 GENERATOR = ACCEPTANCE / "generate.py"

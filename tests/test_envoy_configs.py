@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from authz.envoy_config import EnvoyOptions, render
+from authz.tools.envoy_config import EnvoyOptions, render
 from benchmarks import envoy_native
 from tests.support.paths import ACCEPTANCE, REPO
 from tests.support.pki import MeshCA

@@ -29,8 +29,9 @@ from authz.identity.api_key import ApiKeyEntry, ApiKeySource
 from authz.identity.jwks import FetchLoop, FileKeys, JwksSettings, RemoteKeys, check_url
 from authz.identity.jws import ALGORITHMS
 from authz.identity.jwt import JwtIssuer, JwtSource, TokenLocation
-from authz.identity.keys import parse_jwks
+from authz.identity.keys import load_ec_key, parse_jwks, public_jwk
 from authz.identity.peer import PeerRoles
+from authz.identity.token import IdentityTokenSigner
 from authz.matchers import (
     compile_cidrs,
     compile_globs,
@@ -40,7 +41,7 @@ from authz.matchers import (
     glob_regex,
 )
 from authz.policy import Matcher, Policy, Reads, Rule, next_generation
-from authz.response import IdentityTokenSigner, ResponsePlan, load_ec_key, public_jwk
+from authz.upstream import ResponsePlan
 
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9a-z-]+")
 _COOKIE_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")

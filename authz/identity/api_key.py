@@ -28,9 +28,6 @@ class ApiKeySource:
         self.entries = entries
         self.name = f"api_key (header {header})"
 
-    def present(self, request: Request) -> bool:
-        return self.header in request.headers
-
     def authenticate(self, request: Request, *, now: float, may_wait: bool) -> Identity | None:
         value = request.headers.get(self.header)
         if value is None:

@@ -1,12 +1,10 @@
-"""The identity value and the shape every identity source has."""
+"""The identity value: who is calling, as every credential source reports it."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any, Literal, NamedTuple, Protocol
-
-from authz.request import Request
+from typing import Any, Literal, NamedTuple
 
 Kind = Literal["jwt", "api_key", "peer", "anonymous"]
 
@@ -61,21 +59,3 @@ class Identity(NamedTuple):
 
 
 ANONYMOUS = Identity(kind="anonymous")
-
-
-class IdentitySource(Protocol):
-    """One way of presenting a credential (Starlette's ``authenticate`` shape).
-
-    ``authenticate`` returns None when the request carries no credential for
-    this source, an :class:`Identity` when it carries one that verifies, and
-    raises :class:`authz.errors.CredentialError` when it carries one that does
-    not. It may raise :class:`authz.identity.jwks.KeysPending` when the
-    answer needs a key set that is being fetched.
-    """
-
-    def present(self, request: Request) -> bool:
-        """Whether the request carries a credential for this source."""
-        ...
-
-    def authenticate(self, request: Request, *, now: float, may_wait: bool) -> Identity | None:
-        ...

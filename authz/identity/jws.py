@@ -11,6 +11,7 @@ algorithm objects (over ``cryptography``) do the cryptography; PyJWT's own
 
 from __future__ import annotations
 
+import base64
 import binascii
 import json
 import math
@@ -72,6 +73,11 @@ class ParsedToken(NamedTuple):
     payload: dict[str, Any]
     signing_input: bytes
     signature: bytes
+
+
+def b64url_encode(data: bytes) -> str:
+    """Unpadded base64url, as JOSE writes every segment and key member."""
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
 def b64url_decode(segment: str) -> bytes:

@@ -233,12 +233,6 @@ class JwtSource:
         where = f"cookie {self.location.cookie}" if self.location.cookie else f"header {self.location.header}"
         return f"jwt ({where})"
 
-    def present(self, request: Request) -> bool:
-        try:
-            return self.location.extract(request.headers) is not None
-        except InvalidToken:
-            return True
-
     def authenticate(self, request: Request, *, now: float, may_wait: bool) -> Identity | None:
         token = self.location.extract(request.headers)
         if token is None:

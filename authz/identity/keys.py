@@ -15,13 +15,13 @@ Wycheproof JWK vectors ask for each of these).
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from jwt.algorithms import Algorithm
 
@@ -31,6 +31,7 @@ from authz.identity.jws import (
     MAX_RSA_BITS,
     MIN_RSA_BITS,
     b64url_decode,
+    b64url_encode,
     signature_shape_ok,
 )
 
@@ -95,7 +96,7 @@ def thumbprint(jwk: dict[str, Any]) -> str:
     members = _THUMBPRINT_MEMBERS[jwk["kty"]]
     canonical = json.dumps({m: jwk[m] for m in members}, separators=(",", ":"), sort_keys=True)
     digest = hashlib.sha256(canonical.encode("utf-8")).digest()
-    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+    return b64url_encode(digest)
 
 
 def _compatible_algs(jwk: dict[str, Any], allowed: Iterable[str]) -> list[str]:
@@ -294,3 +295,32 @@ def parse_jwks(document: Any, allowed: Iterable[str], *, allow_symmetric: bool) 
         # holding both lets the token's alg choose between them.
         raise ValueError("the key set mixes shared secrets (kty oct) with public keys")
     return KeySet.build(keys, skipped)
+
+
+def public_jwk(key: ec.EllipticCurvePublicKey) -> dict[str, str]:
+    numbers = key.public_numbers()
+    jwk = {
+        "kty": "EC",
+        "crv": "P-256",
+        "x": b64url_encode(numbers.x.to_bytes(32, "big")),
+        "y": b64url_encode(numbers.y.to_bytes(32, "big")),
+    }
+    return {**jwk, "kid": thumbprint(jwk), "alg": "ES256", "use": "sig"}
+
+
+def load_ec_key(path: str) -> ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey:
+    """A P-256 key from a PEM file (private, or public for extra JWKS keys).
+    Raises ValueError with a readable message."""
+    with open(path, "rb") as handle:
+        data = handle.read()
+    key: Any
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError):
+        try:
+            key = serialization.load_pem_public_key(data)
+        except ValueError:
+            raise ValueError("not a PEM EC key") from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
+        raise ValueError("identity tokens are ES256: the key must be an EC P-256 key")
+    return key

@@ -1,7 +1,7 @@
 """Merging the workers' telemetry snapshots into one Prometheus exposition.
 
 Counters and histograms add up across workers; gauges merge as their
-definition in :mod:`authz.telemetry` says (sum, max or min). The text format
+definition in :mod:`authz.server.telemetry` says (sum, max or min). The text format
 itself is written by ``prometheus_client``.
 """
 
@@ -19,7 +19,7 @@ from prometheus_client.core import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from authz.telemetry import METRICS
+from authz.server.telemetry import METRICS
 
 Labels = tuple[tuple[str, str], ...]
 CONTENT_TYPE = CONTENT_TYPE_LATEST

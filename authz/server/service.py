@@ -19,17 +19,17 @@ from typing import Any
 from google.protobuf.message import DecodeError
 from opentelemetry.trace import StatusCode, Tracer
 
-from authz.cache import ExpiringLRU, TokenCache
 from authz.decision import Decision
-from authz.decision_log import DecisionLog
 from authz.engine import Clock, Engine
-from authz.envoy import CheckRequest, make_cache_key, request_id_of, to_request, to_response
 from authz.errors import Reason
 from authz.identity.jwt import JwtSource, KeysPending
 from authz.policy import Policy
 from authz.request import Request
-from authz.telemetry import Telemetry
-from authz.tracing import start_check_span
+from authz.server.cache import ExpiringLRU, TokenCache
+from authz.server.decision_log import DecisionLog
+from authz.server.telemetry import Telemetry
+from authz.server.tracing import start_check_span
+from authz.wire.grpc import CheckRequest, make_cache_key, request_id_of, to_request, to_response
 
 log = logging.getLogger("authz.check")
 
@@ -270,7 +270,7 @@ class CheckService:
             "authz.rule": decision.rule or "",
             "authz.issuer": _issuer_label(decision),
             "authz.identity.kind": decision.identity.kind,
-            "authz.cache": outcome.cache,
+            "authz.server.cache": outcome.cache,
             "http.request.method": method,
             "url.path": path.split("?", 1)[0],
             "envoy.request_id": request_id or "",

@@ -20,15 +20,15 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from authz.config import KeyRegistry, load_policy
-from authz.decision_log import DecisionLog, configure_stream
 from authz.engine import SystemClock
-from authz.envoy import AUTHORIZATION_SERVICE
 from authz.errors import ConfigError
 from authz.identity.jwks import RemoteKeys
 from authz.policy import Policy
+from authz.server.decision_log import DecisionLog, configure_stream
 from authz.server.service import CheckService, PolicyState
-from authz.telemetry import Telemetry
-from authz.tracing import tracer_from_environment
+from authz.server.telemetry import Telemetry
+from authz.server.tracing import tracer_from_environment
+from authz.wire.grpc import AUTHORIZATION_SERVICE
 
 log = logging.getLogger("authz.worker")
 

@@ -11,7 +11,7 @@ signature check.
 The request shape is taken from ``cache-miss.json`` (same headers, same
 per-request ``:path`` that defeats the decision cache); only the bearer token
 differs per element. The tokens are development tokens for the bundled
-example policy only: the first comes from ``authz.devtoken.mint`` (what
+example policy only: the first comes from ``authz.tools.devtoken.mint`` (what
 ``authz token`` runs: issuer, audience, roles claim and key id from the
 policy), the others carry the same claims with their own ``sub`` and ``jti``,
 signed by PyJWT with the same key and header (minting each through the policy
@@ -48,7 +48,7 @@ NAME = "authz cache miss: a different token on every request (round-robin over d
 def mint_tokens(count: int, *, policy: Path = DEFAULT_POLICY, key_file: Path = DEFAULT_KEY,
                 roles: list[str] | None = None, ttl: int = TEN_YEARS) -> list[str]:
     """``count`` distinct valid tokens for the policy's first issuer."""
-    from authz.devtoken import mint
+    from authz.tools.devtoken import mint
 
     if count < 1:
         raise ValueError("count must be at least 1")

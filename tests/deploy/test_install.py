@@ -121,12 +121,12 @@ def test_no_foreign_envoy_protos_and_the_generated_ones_are_authz_own(venv: Venv
     assert {p.name for p in generated.iterdir()} >= {
         "external_auth_pb2.py", "external_auth_pb2.pyi", "external_auth_pb2_grpc.py"}
     out = venv.run(
-        "import authz, authz.envoy\n"
+        "import authz, authz.wire.grpc\n"
         "from google.protobuf.internal import api_implementation\n"
         "from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope\n"
         "print(authz.__file__)\n"
         "print(api_implementation.Type())\n"
-        "print(authz.envoy.CheckRequest.DESCRIPTOR.full_name, authz.envoy.CheckRequest.__module__)\n"
+        "print(authz.wire.grpc.CheckRequest.DESCRIPTOR.full_name, authz.wire.grpc.CheckRequest.__module__)\n"
         "print(InstrumentationScope.DESCRIPTOR.full_name)\n",
         cwd=tmp_path,
     ).splitlines()

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import jwt
 import pytest
 
-from authz.envoy_config import EnvoyOptions
+from authz.tools.envoy_config import EnvoyOptions
 from tests.support.paths import ACCEPTANCE
 from tests.support.procs import Authz, Echo, Envoy, http_get
 from tests.support.tokens import claims, token

@@ -26,7 +26,7 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from authz.envoy_config import EnvoyOptions
+from authz.tools.envoy_config import EnvoyOptions
 from tests.support.idp import FakeIdP
 from tests.support.paths import REPO
 from tests.support.procs import Authz, Echo, Envoy, Proc, http_get

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from authz.envoy_config import EnvoyOptions
+from authz.tools.envoy_config import EnvoyOptions
 from tests.support.paths import ACCEPTANCE
 from tests.support.pki import MeshCA
 from tests.support.procs import Authz, Echo, Envoy, http_get

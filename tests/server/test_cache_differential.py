@@ -14,9 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from authz.config import load_policy
-from authz.envoy import CheckRequest, CheckResponse
 from authz.server.service import CheckService, PolicyState
-from authz.telemetry import Telemetry
+from authz.server.telemetry import Telemetry
+from authz.wire.grpc import CheckRequest, CheckResponse
 from tests.support.paths import ACCEPTANCE
 from tests.support.tokens import contract_key, token
 

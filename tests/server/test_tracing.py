@@ -10,10 +10,10 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from authz.config import load_policy
 from authz.engine import SystemClock
-from authz.envoy import CheckRequest
 from authz.server.service import CheckService, PolicyState
-from authz.telemetry import Telemetry
-from authz.tracing import SPAN_NAME, tracer_from_environment, wanted
+from authz.server.telemetry import Telemetry
+from authz.server.tracing import SPAN_NAME, tracer_from_environment, wanted
+from authz.wire.grpc import CheckRequest
 from tests.support.paths import ACCEPTANCE
 from tests.support.tokens import claims, token
 
@@ -55,8 +55,8 @@ def test_span_joins_the_traceparent_of_the_request() -> None:
     assert attributes["authz.reason"] == "allowed"
     assert attributes["authz.rule"] == "orders-reader"
     assert attributes["authz.issuer"] == "corp"
-    assert attributes["authz.cache"] == "miss"
-    assert dict(second.attributes or {})["authz.cache"] == "hit"
+    assert attributes["authz.server.cache"] == "miss"
+    assert dict(second.attributes or {})["authz.server.cache"] == "hit"
     assert attributes["url.path"] == "/api/orders/1"  # never the query
     assert first.start_time is not None and first.end_time is not None and first.end_time > first.start_time
 

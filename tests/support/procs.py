@@ -23,7 +23,7 @@ import grpc
 from google.protobuf import json_format
 
 from authz._proto.envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
-from authz.envoy_config import EnvoyOptions, render
+from authz.tools.envoy_config import EnvoyOptions, render
 
 
 def free_port() -> int:

@@ -18,7 +18,8 @@ from authz.cel import (
     select_reads,
 )
 from authz.identity.base import ANONYMOUS, Identity
-from authz.policy import Matcher, Reads, View
+from authz.policy import Matcher, Reads
+from authz.request import View
 from tests.support.requests import request
 
 TENANT_ISOLATION = 'identity.kind == "jwt" && request.headers["x-tenant"] != identity.claims.tenant'

@@ -6,9 +6,9 @@ import json
 
 from authz._proto.envoy.config.core.v3 import base_pb2
 from authz.decision import Decision
-from authz.envoy import CheckResponse, to_response
 from authz.errors import Reason
 from authz.identity.base import Identity
+from authz.wire.grpc import CheckResponse, to_response
 
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 
@@ -36,14 +36,14 @@ def test_an_allow_with_nothing_to_add_still_says_ok_explicitly() -> None:
 
 
 def test_a_denial_carries_status_challenge_and_a_body_without_the_credential() -> None:
-    decision = Decision(allowed=False, reason=Reason.INVALID_TOKEN, challenge='Bearer realm="authz"', detail="secret")
+    decision = Decision(allowed=False, reason=Reason.INVALID_TOKEN, detail="secret")
     response = _wire(decision, "req-7")
     assert response.status.code == 16 and response.status.message == "invalid_token"
     denied = response.denied_response
     assert denied.status.code == 401
     headers = {h.header.key: h.header.value for h in denied.headers}
     assert headers == {"content-type": "application/json", "cache-control": "no-store",
-                       "www-authenticate": 'Bearer realm="authz"'}
+                       "www-authenticate": 'Bearer realm="authz", error="invalid_token", error_description="invalid_token"'}
     assert json.loads(denied.body) == {"error": "unauthenticated", "reason": "invalid_token", "request_id": "req-7"}
 
 
@@ -51,7 +51,7 @@ def test_a_cached_decision_keeps_who_and_why_but_no_claims_headers_or_detail() -
     identity = Identity(kind="jwt", subject="alice", issuer="https://idp", source="corp", roles=frozenset({"r"}),
                         scopes=("s",), claims={"tenant": "t1"}, expires_at=99.0)
     decision = Decision(allowed=True, reason=Reason.ALLOWED, rule="r", identity=identity, headers=(("x", "y"),),
-                        remove=("authorization",), challenge=None, detail="d", valid_until=50.0, cacheable=True,
+                        remove=("authorization",), detail="d", valid_until=50.0, cacheable=True,
                         dry_run_denials=("no_permission:-",))
     slim = decision.slim()
     assert (slim.allowed, slim.reason, slim.rule, slim.valid_until, slim.cacheable, slim.dry_run_denials) == (
@@ -61,7 +61,8 @@ def test_a_cached_decision_keeps_who_and_why_but_no_claims_headers_or_detail() -
     assert (who.kind, who.subject, who.issuer, who.source, who.expires_at) == ("jwt", "alice", "https://idp", "corp", 99.0)
     assert dict(who.claims) == {}
     # A cached denial keeps its challenge, which the wire answer repeats.
-    denial = Decision(allowed=False, reason=Reason.EXPIRED_TOKEN, challenge="Bearer x", detail="token expired",
+    denial = Decision(allowed=False, reason=Reason.EXPIRED_TOKEN, detail="token expired",
                       valid_until=50.0).slim()
     assert (denial.allowed, denial.reason, denial.challenge, denial.detail, denial.valid_until) == (
-        False, Reason.EXPIRED_TOKEN, "Bearer x", None, 50.0)
+        False, Reason.EXPIRED_TOKEN, 'Bearer realm="authz", error="invalid_token", error_description="expired_token"',
+        None, 50.0)

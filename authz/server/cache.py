@@ -89,11 +89,6 @@ class ExpiringLRU(Generic[V]):
         """Drop every entry before the next access (safe from any thread)."""
         self._stale = True
 
-    def clear(self) -> None:
-        if self._data is not None:
-            with self._lock:
-                self._data.clear()
-
 
 class TokenCache:
     """Verified tokens: digest -> identity, never beyond the token's expiry."""

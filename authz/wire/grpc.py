@@ -21,7 +21,7 @@ from authz.decision import Decision
 from authz.errors import OUTCOMES, Reason
 from authz.policy import Reads
 from authz.request import Request
-from authz.response import denied_body
+from authz.wire.denial import denied_body
 
 CheckRequest = external_auth_pb2.CheckRequest
 CheckResponse = external_auth_pb2.CheckResponse
@@ -103,13 +103,13 @@ def to_response(decision: Decision, request_id: str | None) -> Any:
         _add_headers(ok.headers, decision.headers)
         ok.headers_to_remove.extend(decision.remove)
         return response
-    return denied_response(decision.reason, request_id, decision.challenge)
+    return denied_response(decision.reason, request_id)
 
 
 _DENIED_HEADERS = (("content-type", "application/json"), ("cache-control", "no-store"))
 
 
-def denied_response(reason: Reason, request_id: str | None, challenge: str | None = None) -> Any:
+def denied_response(reason: Reason, request_id: str | None) -> Any:
     outcome = OUTCOMES[reason]
     response = CheckResponse()
     response.status.code = outcome.grpc_code
@@ -118,8 +118,8 @@ def denied_response(reason: Reason, request_id: str | None, challenge: str | Non
     # envoy.type.v3.StatusCode's numbers are the HTTP status codes themselves.
     denied.status.code = outcome.http_status  # type: ignore[assignment]
     _add_headers(denied.headers, _DENIED_HEADERS)
-    if challenge is not None:
-        _add_headers(denied.headers, (("www-authenticate", challenge),))
+    if outcome.challenge is not None:
+        _add_headers(denied.headers, (("www-authenticate", outcome.challenge),))
     denied.body = denied_body(reason, request_id).decode("utf-8")
     return response
 

@@ -1,0 +1,1 @@
+"""Tools beside the decision core: development tokens and Envoy configuration."""

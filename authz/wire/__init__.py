@@ -1,0 +1,1 @@
+"""Where each door reads the wire and writes its answer."""
