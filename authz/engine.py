@@ -20,12 +20,11 @@ from __future__ import annotations
 import contextlib
 import time as _time
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from authz.decision import Decision
 from authz.errors import CredentialError, InvalidPath, Reason
-from authz.identity.base import ANONYMOUS, Identity
-from authz.identity.jwt import KeysPending
+from authz.identity.base import ANONYMOUS, Identity, TokenCache
 from authz.paths import normalize_path, split_path
 from authz.policy import Matcher, Policy
 from authz.request import Request, View
@@ -58,19 +57,35 @@ class Step:
 Trace = list[Step]
 
 
-class Engine:
-    """Decides requests against one compiled policy."""
+class KeysPending(Exception):
+    """The decision needs a key set that is being fetched: wait on ``future``
+    (a ``concurrent.futures.Future``) within the request's deadline, then
+    decide again with ``may_wait=False``."""
 
-    def __init__(self, policy: Policy, *, clock: Clock | None = None, dry_run: bool = False) -> None:
+    def __init__(self, future: Any) -> None:
+        super().__init__("key set fetch in progress")
+        self.future = future
+
+
+class Engine:
+    """Decides requests against one compiled policy.
+
+    ``token_cache`` remembers verified tokens across decisions (a server
+    hands each engine its own); without one every token is verified.
+    """
+
+    def __init__(self, policy: Policy, *, clock: Clock | None = None, token_cache: TokenCache | None = None,
+                 dry_run: bool = False) -> None:
         self.policy = policy
         self.clock: Clock = clock or SystemClock()
+        self.token_cache = token_cache
         #: Evaluate fully, but turn every denial into an allow that records
         #: what would have been denied (``authz serve --dry-run``).
         self.dry_run = dry_run
 
     def decide(self, request: Request, *, may_wait: bool = True, trace: Trace | None = None) -> Decision:
-        """Decide one request. Raises :class:`authz.identity.jwt.KeysPending`
-        (only when ``may_wait``) when a key set must be fetched first; any
+        """Decide one request. Raises :class:`KeysPending` (only when
+        ``may_wait``) when a key set must be fetched first; any
         other exception is a bug the caller turns into ``internal_error``."""
         decision = self._decide(request, may_wait, trace)
         if self.dry_run and not decision.allowed:
@@ -177,8 +192,15 @@ class Engine:
             return self.decide(request, may_wait=False, trace=trace)
 
     def _authenticate(self, request: Request, now: float, may_wait: bool, trace: Trace | None) -> Identity:
+        """The identity of the first credential presented. The one place
+        that decides whether a key-set fetch under way is waited for."""
         for source in self.policy.credential_sources:
-            identity = source.authenticate(request, now=now, may_wait=may_wait)
+            try:
+                identity = source.authenticate(request, now=now, cache=self.token_cache)
+            except CredentialError as exc:
+                if may_wait and exc.retry is not None:
+                    raise KeysPending(exc.retry) from None
+                raise
             if identity is not None:
                 _note(trace, "credential", source.name, "verified", f"{identity.kind} {identity.subject!r}, roles {sorted(identity.roles)}")
                 return identity

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import Any
 
 
 class Reason(enum.StrEnum):
@@ -119,8 +120,11 @@ class CredentialError(AuthzError):
 
     reason: Reason = Reason.INVALID_TOKEN
 
-    def __init__(self, detail: str) -> None:
+    def __init__(self, detail: str, *, retry: Any = None) -> None:
         self.detail = detail
+        #: A ``concurrent.futures.Future`` of a key-set fetch under way whose
+        #: result could change the answer (the engine may wait on it), or None.
+        self.retry = retry
         super().__init__(detail)
 
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from authz.cel import AttrPath, EvaluationError, Expression
 from authz.matchers import HostMatcher, IPNetwork
-from authz.request import View
+from authz.request import ATTRIBUTES, View
 
 if TYPE_CHECKING:
     from authz.identity.api_key import ApiKeySource
@@ -127,6 +127,11 @@ class Reads:
     context: frozenset[str] | None = frozenset()
     now: bool = False
 
+    def attributes(self) -> tuple[str, ...]:
+        """The :data:`authz.request.ATTRIBUTES` a decision reads: the path
+        always, the others as flagged."""
+        return tuple(name for name in ATTRIBUTES if name == "path" or getattr(self, name))
+
     @classmethod
     def from_paths(cls, paths: set[AttrPath]) -> Reads:
         flags: dict[str, Any] = {}
@@ -180,8 +185,10 @@ class Policy:
     allow_rules: tuple[Rule, ...]
     response: ResponsePlan
     reads: Reads
-    decision_cache_size: int = 100_000
-    decision_ttl: float = 30.0
-    deny_ttl: float = 2.0
-    token_cache_size: int = 100_000
+    # Cache settings: their defaults are the policy format's, in
+    # authz.config.schema (CacheSpec).
+    decision_cache_size: int
+    decision_ttl: float
+    deny_ttl: float
+    token_cache_size: int
     credential_headers: tuple[str, ...] = field(default=())

@@ -20,6 +20,15 @@ if TYPE_CHECKING:
 _EMPTY: Mapping[str, str] = MappingProxyType({})
 _UNPARSED = object()
 
+#: The attributes of a request besides its headers and context, as
+#: :class:`Request` fields: each door reads every one of them from its wire
+#: (for gRPC, :data:`authz.wire.grpc.FIELDS`).
+ATTRIBUTES = (
+    "method", "path", "host", "scheme",
+    "source_address", "source_port", "source_principal",
+    "destination_address", "destination_port", "destination_principal",
+)
+
 
 class Request(NamedTuple):
     """What the decision core sees of an Envoy CheckRequest.

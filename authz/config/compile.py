@@ -8,38 +8,29 @@ problem with its file and line before giving up, and builds an immutable
 
 from __future__ import annotations
 
-import datetime
-import difflib
 import functools
-import json
+import itertools
 import os
 import re
-import types
-import typing
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from cryptography.hazmat.primitives.asymmetric import ec
 
+from authz import matchers
 from authz.cel import CelError, Expression, compile_expression
 from authz.config import schema
-from authz.config.source import Located, Path, load_yaml
-from authz.errors import ConfigError, Problem
+from authz.config.keyfiles import parse_jwks_file, read_key_file
+from authz.config.messages import read_yaml, validate, yaml_type
+from authz.config.source import Located, Path
+from authz.errors import ConfigError
 from authz.identity.api_key import ApiKeyEntry, ApiKeySource
-from authz.identity.jwks import FetchLoop, FileKeys, JwksSettings, RemoteKeys, check_url
+from authz.identity.jwks import FileKeys, KeyRegistry, check_url
 from authz.identity.jws import ALGORITHMS
 from authz.identity.jwt import JwtIssuer, JwtSource, TokenLocation
-from authz.identity.keys import load_ec_key, parse_jwks, public_jwk
+from authz.identity.keys import parse_ec_key, public_jwk
 from authz.identity.peer import PeerRoles
 from authz.identity.token import IdentityTokenSigner
-from authz.matchers import (
-    compile_cidrs,
-    compile_globs,
-    compile_hosts,
-    compile_methods,
-    compile_paths,
-    glob_regex,
-)
 from authz.policy import Matcher, Policy, Reads, Rule, next_generation
 from authz.upstream import ResponsePlan
 
@@ -51,42 +42,11 @@ _RESERVED_HEADERS = frozenset({
     "host", "content-length", "transfer-encoding", "connection", "upgrade", "te",
     "keep-alive", "proxy-connection", "expect",
 })
-_DURATION_FIELDS = frozenset({"refresh_interval", "min_refetch_interval", "max_stale", "fetch_timeout", "leeway", "ttl", "deny_ttl"})
-_TYPE_NAMES = {
-    "string_type": "a string", "int_type": "an integer", "float_type": "a number", "bool_type": "true or false",
-    "list_type": "a list", "dict_type": "a mapping", "model_type": "a mapping", "model_attributes_type": "a mapping",
-}
-# What a required field is for, said when it is missing.
-_MISSING_HINTS = {
-    "version": "missing required field (write 'version: 1')",
-    "audiences": "missing required field (an issuer needs at least one audience: the token's aud must contain one)",
-    "effect": "missing required field ('allow' or 'deny')",
-}
+# What is said of a header name that fails header_name(), with the name as written.
+_INVALID_HEADER = "invalid header name {!r}"
+_UNSETTABLE_HEADER = "{!r} is not a header authz may set or remove (lower-case names; not pseudo or hop-by-hop headers)"
 
-
-class KeyRegistry:
-    """Remote key sets that outlive a policy: a reload that keeps an issuer
-    keeps its cached keys instead of fetching them again."""
-
-    def __init__(self, loop: FetchLoop | None = None) -> None:
-        self.loop = loop
-        self._sets: dict[tuple[Any, ...], RemoteKeys] = {}
-
-    def get(self, name: str, issuer: str, jwks_uri: str | None, algorithms: frozenset[str], settings: JwksSettings) -> RemoteKeys:
-        key = (name, issuer, jwks_uri, algorithms, settings)
-        found = self._sets.get(key)
-        if found is None:
-            found = RemoteKeys(name, issuer, jwks_uri, algorithms, settings, loop=self.loop)
-            self._sets[key] = found
-        return found
-
-    def retain(self, keep: Iterable[RemoteKeys]) -> None:
-        """Stop and forget the sets no longer in use."""
-        keep_ids = {id(k) for k in keep}
-        for key, keys in list(self._sets.items()):
-            if id(keys) not in keep_ids:
-                keys.stop()
-                del self._sets[key]
+T = TypeVar("T")
 
 
 def load_policy(path: str, *, registry: KeyRegistry | None = None) -> Policy:
@@ -94,10 +54,10 @@ def load_policy(path: str, *, registry: KeyRegistry | None = None) -> Policy:
 
     Raises :class:`ConfigError` listing every problem found.
     """
-    located = _read_yaml(path, path)
+    located = read_yaml(path, path)
     if located.problems:
         raise ConfigError(located.problems)
-    model = _validate(located, schema.Policy)
+    model = validate(located, schema.PolicySpec)
     if located.problems or model is None:
         raise ConfigError(located.problems)
     compiler = _Compiler(located, os.path.dirname(os.path.abspath(path)), registry or KeyRegistry())
@@ -107,153 +67,30 @@ def load_policy(path: str, *, registry: KeyRegistry | None = None) -> Policy:
     return policy
 
 
-def _read_yaml(path: str, shown: str) -> Located:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read()
-    except (OSError, UnicodeDecodeError) as exc:
-        located = Located(shown, None)
-        located.problems.append(Problem(shown, 1, f"cannot read the file: {_os_reason(exc)}"))
-        return located
-    return load_yaml(text, shown)
-
-
-def _os_reason(exc: Exception) -> str:
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror.lower()
-    if isinstance(exc, UnicodeDecodeError):
-        return "not UTF-8 text"
-    return str(exc)
-
-
-M = TypeVar("M", bound=BaseModel)
-
-
-def _validate(located: Located, model: type[M]) -> M | None:
-    try:
-        return model.model_validate(located.data)
-    except ValidationError as exc:
-        for error in exc.errors():
-            loc = tuple(error["loc"])
-            if not loc and not isinstance(located.data, dict):
-                located.problem((), f"expected a mapping at the top of the file, not {_yaml_type(located.data)}")
-                continue
-            key = error["type"] == "extra_forbidden"
-            located.problem(loc, _message(error, model), key=key)
-        return None
-
-
-def _yaml_type(value: Any) -> str:
-    """How a loaded YAML value is named in a message."""
-    if value is None:
-        return "nothing (null)"
-    if isinstance(value, bool):
-        return "true/false"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "a mapping"
-    if isinstance(value, bytes):
-        return "binary data"
-    if isinstance(value, datetime.date):
-        return "a date"
-    return f"a {type(value).__name__}"
-
-
-def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
-    """The field names (aliases where set) of the model found at ``loc``."""
-    annotation: Any = model
-    for part in loc:
-        annotation = _unwrap(annotation)
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            for name, info in annotation.model_fields.items():
-                if part in (name, info.alias):
-                    annotation = info.annotation
-                    break
-            else:
-                return []
-            continue
-        origin, args = typing.get_origin(annotation), typing.get_args(annotation)
-        if origin is list and isinstance(part, int) and args:
-            annotation = args[0]
-        elif origin is dict and isinstance(part, str) and len(args) == 2:
-            annotation = args[1]
-        else:
-            return []
-    annotation = _unwrap(annotation)
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return [info.alias or name for name, info in annotation.model_fields.items()]
-    return []
-
-
-def _unwrap(annotation: Any) -> Any:
-    """``Annotated[X, ...]`` and ``X | None`` -> ``X``."""
-    while True:
-        origin = typing.get_origin(annotation)
-        if origin is typing.Annotated:
-            annotation = typing.get_args(annotation)[0]
-        elif origin in (typing.Union, types.UnionType):
-            members = [a for a in typing.get_args(annotation) if a is not type(None)]
-            if len(members) != 1:
-                return annotation
-            annotation = members[0]
-        else:
-            return annotation
-
-
-def _message(error: Any, model: type[BaseModel] = schema.Policy) -> str:
-    kind = error["type"]
-    loc = error["loc"]
-    ctx = error.get("ctx") or {}
-    last = loc[-1] if loc else None
-    if kind == "extra_forbidden":
-        close = difflib.get_close_matches(str(last), _fields_at(model, tuple(loc[:-1])), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        return f"unknown field{hint}"
-    if kind == "missing":
-        return _MISSING_HINTS.get(str(last), "missing required field")
-    if kind in _TYPE_NAMES:
-        return f"expected {_TYPE_NAMES[kind]}, not {_yaml_type(error.get('input'))}"
-    if kind == "literal_error":
-        if loc == ("version",):
-            found = error.get("input")
-            if isinstance(found, int) and not isinstance(found, bool):
-                return f"unsupported policy version {found}: this authz reads version 1"
-            return f"expected the number 1, not {_yaml_type(found)}"
-        return f"expected {ctx.get('expected')}"
-    if kind == "value_error":
-        return str(ctx.get("error", error["msg"]))
-    if kind == "string_pattern_mismatch":
-        return "invalid name (use letters, digits, '_', '.' and '-', at most 63 characters)"
-    unit = "s" if last in _DURATION_FIELDS else ""
-    bounds = {"greater_than_equal": "at least", "greater_than": "more than", "less_than_equal": "at most", "less_than": "less than"}
-    if kind in bounds:
-        limit = next(iter(ctx.values()))
-        return f"must be {bounds[kind]} {limit:g}{unit}"
-    return str(error["msg"])
-
-
 class _Compiler:
     def __init__(self, located: Located, base: str, registry: KeyRegistry) -> None:
         self.located = located
         self.base = base
         self.registry = registry
         self.problems = located.problems
-        self.files: list[str] = [os.path.abspath(located.file)]
+        # Every file the policy reads, in order: a reload watches them.
+        self.files: dict[str, None] = {os.path.abspath(located.file): None}
 
     def problem(self, path: Path, message: str) -> None:
         self.located.problem(path, message)
 
     def resolve(self, name: str) -> str:
         path = name if os.path.isabs(name) else os.path.join(self.base, name)
-        self.files.append(os.path.abspath(path))
+        self.files[os.path.abspath(path)] = None
         return path
 
-    def attempt(self, path: Path, build: Callable[[], Any]) -> Any:
+    def once(self, seen: set[str], value: str, path: Path, message: str) -> None:
+        """Note ``value`` as seen; a problem at ``path`` if it was already."""
+        if value in seen:
+            self.problem(path, message)
+        seen.add(value)
+
+    def attempt(self, path: Path, build: Callable[[], T]) -> T | None:
         """Run ``build``; a ValueError becomes a problem at ``path``."""
         try:
             return build()
@@ -278,7 +115,7 @@ class _Compiler:
 
     # -- the whole policy -------------------------------------------------
 
-    def compile(self, model: schema.Policy) -> Policy:
+    def compile(self, model: schema.PolicySpec) -> Policy:
         role_names = set(model.roles)
         issuers = self.issuers(model.issuers)
         sources: list[JwtSource | ApiKeySource] = self.jwt_sources(issuers)
@@ -296,11 +133,8 @@ class _Compiler:
         response = self.response(model.response)
 
         reads: set[tuple[str, ...]] = set()
-        for matchers in roles.values():
-            for matcher in matchers:
-                reads |= matcher.reads()
-        for rule in rules:
-            reads |= rule.matcher.reads()
+        for matcher in itertools.chain(*roles.values(), (rule.matcher for rule in rules)):
+            reads |= matcher.reads()
         for _name, expression in response.headers:
             reads |= expression.reads
         if peers or response.identity_token is not None:
@@ -315,7 +149,7 @@ class _Compiler:
         return Policy(
             generation=next_generation(),
             file=os.path.abspath(self.located.file),
-            files=tuple(dict.fromkeys(self.files)),
+            files=tuple(self.files),
             issuers=tuple(issuers),
             credential_sources=tuple(sources),
             peers=peers,
@@ -335,24 +169,20 @@ class _Compiler:
 
     # -- issuers ------------------------------------------------------------
 
-    def issuers(self, issuers: list[schema.Issuer]) -> list[JwtIssuer]:
+    def issuers(self, issuers: list[schema.IssuerSpec]) -> list[JwtIssuer]:
         out = []
         names: set[str] = set()
         values: set[str] = set()
         for index, config in enumerate(issuers):
             path: Path = ("issuers", index)
-            if config.name in names:
-                self.problem((*path, "name"), f"duplicate issuer name {config.name!r}")
-            names.add(config.name)
-            if config.issuer in values:
-                self.problem((*path, "issuer"), f"issuer {config.issuer!r} is configured twice")
-            values.add(config.issuer)
+            self.once(names, config.name, (*path, "name"), f"duplicate issuer name {config.name!r}")
+            self.once(values, config.issuer, (*path, "issuer"), f"issuer {config.issuer!r} is configured twice")
             issuer = self.issuer(config, path)
             if issuer is not None:
                 out.append(issuer)
         return out
 
-    def issuer(self, config: schema.Issuer, path: Path) -> JwtIssuer | None:
+    def issuer(self, config: schema.IssuerSpec, path: Path) -> JwtIssuer | None:
         ok = True
         problem = check_url(config.issuer)
         if problem:
@@ -403,19 +233,14 @@ class _Compiler:
                 ok = False
         if not ok:
             return None
-        settings = JwksSettings(
-            refresh_interval=config.jwks.refresh_interval,
-            min_refetch_interval=config.jwks.min_refetch_interval,
-            max_stale=config.jwks.max_stale,
-            fetch_timeout=config.jwks.fetch_timeout,
-        )
         keys: Any
         if config.jwks_file is not None:
-            keys = self.key_file(config.jwks_file, algorithms, (*path, "jwks_file"))
-            if keys is None:
+            keyset = self.key_file(config.jwks_file, (*path, "jwks_file"), functools.partial(parse_jwks_file, algorithms))
+            if keyset is None:
                 return None
+            keys = FileKeys(keyset, self.resolve(config.jwks_file))
         else:
-            keys = self.registry.get(config.name, config.issuer, config.jwks_uri, algorithms, settings)
+            keys = self.registry.get(config.name, config.issuer, config.jwks_uri, algorithms, config.jwks.settings())
         return JwtIssuer(
             name=config.name,
             issuer=config.issuer,
@@ -430,36 +255,20 @@ class _Compiler:
             keys=keys,
         )
 
-    def location(self, where: schema.TokenLocation, path: Path) -> TokenLocation | None:
+    def location(self, where: schema.TokenLocationSpec, path: Path) -> TokenLocation | None:
         if where.header is not None:
-            name = where.header.lower()
-            if not _HEADER_NAME.fullmatch(name) or name in _RESERVED_HEADERS:
-                self.problem((*path, "header"), f"invalid header name {where.header!r}")
-                return None
-            return TokenLocation(header=name, prefix=where.prefix or "")
+            name = self.header_name(where.header, (*path, "header"), _INVALID_HEADER, fold=True)
+            return None if name is None else TokenLocation(header=name, prefix=where.prefix or "")
         assert where.cookie is not None
         if not _COOKIE_NAME.fullmatch(where.cookie):
             self.problem((*path, "cookie"), f"invalid cookie name {where.cookie!r}")
             return None
         return TokenLocation(cookie=where.cookie)
 
-    def key_file(self, name: str, algorithms: frozenset[str], path: Path) -> FileKeys | None:
-        file = self.resolve(name)
-        try:
-            with open(file, "rb") as handle:
-                document = json.loads(handle.read())
-        except OSError as exc:
-            self.problem(path, f"cannot read key file {name!r}: {_os_reason(exc)}")
-            return None
-        except (ValueError, RecursionError):
-            self.problem(path, f"key file {name!r} is not JSON (a JWKS document: {{\"keys\": [...]}})")
-            return None
-        try:
-            keyset = parse_jwks(document, algorithms, allow_symmetric=True)
-        except ValueError as exc:
-            self.problem(path, f"key file {name!r}: {exc}")
-            return None
-        return FileKeys(keyset, file)
+    def key_file(self, name: str, path: Path, parse: Callable[[bytes], T]) -> T | None:
+        """The key file ``name`` (beside the policy), parsed; None, with a
+        problem at ``path``, when it cannot be."""
+        return self.attempt(path, functools.partial(read_key_file, name, self.resolve(name), parse))
 
     def jwt_sources(self, issuers: list[JwtIssuer]) -> list[JwtSource | ApiKeySource]:
         by_location: dict[TokenLocation, list[JwtIssuer]] = {}
@@ -471,10 +280,8 @@ class _Compiler:
 
     # -- API keys and peers -------------------------------------------------
 
-    def api_keys(self, config: schema.ApiKeys, role_names: set[str]) -> ApiKeySource | None:
-        header = config.header.lower()
-        if not _HEADER_NAME.fullmatch(header) or header in _RESERVED_HEADERS:
-            self.problem(("api_keys", "header"), f"invalid header name {config.header!r}")
+    def api_keys(self, config: schema.ApiKeysSpec, role_names: set[str]) -> ApiKeySource | None:
+        header = self.header_name(config.header, ("api_keys", "header"), _INVALID_HEADER, fold=True)
         entries: list[ApiKeyEntry] = []
         seen: set[str] = set()
         self.key_entries(config.keys, ("api_keys", "keys"), self.located, role_names, entries, seen)
@@ -485,22 +292,22 @@ class _Compiler:
             shown = config.keys_file
             if not os.path.isabs(shown):
                 shown = os.path.join(os.path.dirname(self.located.file), shown)
-            located = _read_yaml(file, shown)
+            located = read_yaml(file, shown)
             if not located.problems:
                 if isinstance(located.data, list):
                     located.data = {"keys": located.data}
                     located.remap(("keys",))
                 if isinstance(located.data, dict):
-                    model = _validate(located, schema.ApiKeysFile)
+                    model = validate(located, schema.ApiKeysFileSpec)
                     if model is not None:
                         self.key_entries(model.keys, ("keys",), located, role_names, entries, seen)
                 else:
-                    located.problem((), f"expected a list of keys (or a mapping with 'keys'), not {_yaml_type(located.data)}")
+                    located.problem((), f"expected a list of keys (or a mapping with 'keys'), not {yaml_type(located.data)}")
             self.problems.extend(located.problems)
-        return ApiKeySource(header, tuple(entries))
+        return None if header is None else ApiKeySource(header, tuple(entries))
 
     def key_entries(
-        self, keys: list[schema.ApiKey], path: Path, located: Located, role_names: set[str],
+        self, keys: list[schema.ApiKeySpec], path: Path, located: Located, role_names: set[str],
         entries: list[ApiKeyEntry], seen: set[str],
     ) -> None:
         for index, key in enumerate(keys):
@@ -524,7 +331,7 @@ class _Compiler:
             if not glob:
                 self.problem(("peers",), "empty peer pattern")
                 continue
-            if self.attempt(("peers", glob), functools.partial(glob_regex, glob)) is None:
+            if self.attempt(("peers", glob), functools.partial(matchers.glob_regex, glob)) is None:
                 continue
             for i, role in enumerate(roles):
                 if role not in role_names:
@@ -534,7 +341,7 @@ class _Compiler:
 
     # -- permissions and rules ---------------------------------------------
 
-    def matcher(self, config: schema.Permission, path: Path) -> Matcher | None:
+    def matcher(self, config: schema.PermissionSpec, path: Path) -> Matcher | None:
         ok = True
 
         def each(field: str, items: list[str] | None, build: Callable[[list[str]], Any]) -> Any:
@@ -550,11 +357,11 @@ class _Compiler:
                     ok = False
             return build(items) if ok else None
 
-        hosts = each("hosts", config.hosts, compile_hosts)
-        methods = each("methods", config.methods, compile_methods)
-        paths = each("paths", config.paths, compile_paths)
-        source_ips = each("source_ips", config.source_ips, compile_cidrs)
-        principals = each("principals", config.principals, compile_globs)
+        hosts = each("hosts", config.hosts, matchers.compile_hosts)
+        methods = each("methods", config.methods, matchers.compile_methods)
+        paths = each("paths", config.paths, matchers.compile_paths)
+        source_ips = each("source_ips", config.source_ips, matchers.compile_cidrs)
+        principals = each("principals", config.principals, matchers.compile_globs)
         when = None
         if config.when is not None:
             when = self.cel((*path, "when"), config.when, "bool")
@@ -563,14 +370,12 @@ class _Compiler:
             return None
         return Matcher(hosts=hosts, methods=methods, paths=paths, source_ips=source_ips, principals=principals, when=when)
 
-    def rules(self, rules: list[schema.Rule]) -> list[Rule]:
+    def rules(self, rules: list[schema.RuleSpec]) -> list[Rule]:
         out = []
         names: set[str] = set()
         for index, config in enumerate(rules):
             path: Path = ("rules", index)
-            if config.name in names:
-                self.problem((*path, "name"), f"duplicate rule name {config.name!r}")
-            names.add(config.name)
+            self.once(names, config.name, (*path, "name"), f"duplicate rule name {config.name!r}")
             if config.anonymous and config.effect == "deny":
                 self.problem((*path, "anonymous"), "'anonymous' applies to allow rules only (deny rules match every caller)")
             matcher = self.matcher(config, path)
@@ -580,24 +385,28 @@ class _Compiler:
 
     # -- response -------------------------------------------------------------
 
-    def header_name(self, name: str, path: Path) -> bool:
-        if not _HEADER_NAME.fullmatch(name) or name in _RESERVED_HEADERS:
-            self.problem(path, f"{name!r} is not a header authz may set or remove (lower-case names; not pseudo or hop-by-hop headers)")
-            return False
-        return True
+    def header_name(self, name: str, path: Path, message: str = _UNSETTABLE_HEADER, *, fold: bool = False) -> str | None:
+        """``name`` (lower-cased with ``fold``) if it names a header authz may
+        read, set or remove; else None and a problem at ``path``: ``message``
+        with the name as written."""
+        header = name.lower() if fold else name
+        if _HEADER_NAME.fullmatch(header) and header not in _RESERVED_HEADERS:
+            return header
+        self.problem(path, message.format(name))
+        return None
 
-    def response(self, config: schema.Response) -> ResponsePlan:
+    def response(self, config: schema.ResponseSpec) -> ResponsePlan:
         headers = []
         for name, source in config.headers.items():
             path: Path = ("response", "headers", name)
-            if not self.header_name(name, path):
+            if self.header_name(name, path) is None:
                 continue
             expression = self.cel(path, source, "string")
             if expression is not None:
                 headers.append((name, expression))
         remove = []
         for i, name in enumerate(config.remove):
-            if self.header_name(name, ("response", "remove", i)):
+            if self.header_name(name, ("response", "remove", i)) is not None:
                 if name in config.headers:
                     self.problem(("response", "remove", i), f"{name!r} is both set and removed")
                 remove.append(name)
@@ -606,43 +415,32 @@ class _Compiler:
             signer = self.identity_token(config.identity_token, set(config.headers) | set(remove))
         return ResponsePlan(tuple(headers), tuple(remove), signer)
 
-    def identity_token(self, config: schema.IdentityToken, taken: set[str]) -> IdentityTokenSigner | None:
+    def identity_token(self, config: schema.IdentityTokenSpec, taken: set[str]) -> IdentityTokenSigner | None:
         path: Path = ("response", "identity_token")
-        ok = self.header_name(config.header, (*path, "header"))
+        ok = self.header_name(config.header, (*path, "header")) is not None
         if config.header in taken:
             self.problem((*path, "header"), f"{config.header!r} is also set or removed in response")
             ok = False
-        private = None
-        try:
-            private = load_ec_key(self.resolve(config.signing_key))
-        except OSError as exc:
-            self.problem((*path, "signing_key"), f"cannot read key file {config.signing_key!r}: {_os_reason(exc)}")
-        except ValueError as exc:
-            self.problem((*path, "signing_key"), f"key file {config.signing_key!r}: {exc}")
-        if private is not None and not hasattr(private, "sign"):
+        private = self.key_file(config.signing_key, (*path, "signing_key"), parse_ec_key)
+        if private is not None and not isinstance(private, ec.EllipticCurvePrivateKey):
             self.problem((*path, "signing_key"), f"key file {config.signing_key!r} holds a public key; signing needs the private key")
             private = None
         jwks = []
         for i, name in enumerate(config.extra_public_keys):
-            try:
-                extra = load_ec_key(self.resolve(name))
-            except OSError as exc:
-                self.problem((*path, "extra_public_keys", i), f"cannot read key file {name!r}: {_os_reason(exc)}")
-                continue
-            except ValueError as exc:
-                self.problem((*path, "extra_public_keys", i), f"key file {name!r}: {exc}")
-                continue
-            public = extra.public_key() if hasattr(extra, "public_key") else extra
-            jwks.append(public_jwk(public))
+            extra = self.key_file(name, (*path, "extra_public_keys", i), parse_ec_key)
+            if extra is not None:
+                public = extra.public_key() if isinstance(extra, ec.EllipticCurvePrivateKey) else extra
+                jwks.append(public_jwk(public))
         if private is None or not ok:
             return None
-        own = public_jwk(private.public_key())  # type: ignore[union-attr]
+        own = public_jwk(private.public_key())
         return IdentityTokenSigner(
             header=config.header,
             issuer=config.issuer,
             audience=config.audience,
             ttl=config.ttl,
-            key=private,  # type: ignore[arg-type]
+            key=private,
             kid=own["kid"],
             jwks=(own, *(k for k in jwks if k["kid"] != own["kid"])),
         )
+

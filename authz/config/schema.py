@@ -2,7 +2,9 @@
 
 Shape and types only: unknown fields, wrong types and out-of-range numbers are
 caught here; everything that needs meaning (CEL, CIDRs, role references, key
-files) is checked when the policy is compiled.
+files) is checked when the policy is compiled. The models are named ``...Spec``
+to tell them from the compiled types they become (``PolicySpec`` ->
+:class:`authz.policy.Policy`).
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+from authz.identity.jwks import JwksSettings
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -33,19 +37,20 @@ def parse_duration(value: Any) -> float:
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")]
+_JWKS_DEFAULTS = JwksSettings()
 
 
 class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=True)
 
 
-class TokenLocation(Model):
+class TokenLocationSpec(Model):
     header: str | None = None
     prefix: str | None = None
     cookie: str | None = None
 
     @model_validator(mode="after")
-    def _one_place(self) -> TokenLocation:
+    def _one_place(self) -> TokenLocationSpec:
         if (self.header is None) == (self.cookie is None):
             raise ValueError("give exactly one of 'header' or 'cookie'")
         if self.prefix is not None and self.header is None:
@@ -53,14 +58,20 @@ class TokenLocation(Model):
         return self
 
 
-class JwksSettings(Model):
-    refresh_interval: Duration = Field(default=600.0, ge=30.0)
-    min_refetch_interval: Duration = Field(default=30.0, ge=30.0)
-    max_stale: Duration = Field(default=86400.0, ge=0.0)
-    fetch_timeout: Duration = Field(default=2.0, gt=0.0, le=30.0)
+class JwksSpec(Model):
+    """:class:`authz.identity.jwks.JwksSettings` as written in a policy
+    (same field names and defaults, with bounds)."""
+
+    refresh_interval: Duration = Field(default=_JWKS_DEFAULTS.refresh_interval, ge=30.0)
+    min_refetch_interval: Duration = Field(default=_JWKS_DEFAULTS.min_refetch_interval, ge=30.0)
+    max_stale: Duration = Field(default=_JWKS_DEFAULTS.max_stale, ge=0.0)
+    fetch_timeout: Duration = Field(default=_JWKS_DEFAULTS.fetch_timeout, gt=0.0, le=30.0)
+
+    def settings(self) -> JwksSettings:
+        return JwksSettings(**self.model_dump())
 
 
-class Issuer(Model):
+class IssuerSpec(Model):
     name: Name
     issuer: str
     audiences: list[str]
@@ -70,33 +81,33 @@ class Issuer(Model):
     leeway: Duration = Field(default=30.0, le=300.0)
     roles_claim: str = "roles"
     scopes_claim: str = "scope"
-    from_: list[TokenLocation] = Field(
-        default_factory=lambda: [TokenLocation(header="authorization", prefix="Bearer ")], alias="from"
+    from_: list[TokenLocationSpec] = Field(
+        default_factory=lambda: [TokenLocationSpec(header="authorization", prefix="Bearer ")], alias="from"
     )
     token_types: list[str] | None = None
     max_token_size: int = Field(default=8192, ge=256, le=65536)
-    jwks: JwksSettings = Field(default_factory=JwksSettings)
+    jwks: JwksSpec = Field(default_factory=JwksSpec)
 
 
-class ApiKey(Model):
+class ApiKeySpec(Model):
     subject: str
     sha256: str
     roles: list[str] = Field(default_factory=list)
 
 
-class ApiKeys(Model):
+class ApiKeysSpec(Model):
     header: str = "x-api-key"
-    keys: list[ApiKey] = Field(default_factory=list)
+    keys: list[ApiKeySpec] = Field(default_factory=list)
     keys_file: str | None = None
 
 
-class ApiKeysFile(Model):
+class ApiKeysFileSpec(Model):
     """The content of ``api_keys.keys_file``: a list of keys, or ``{keys: [...]}``."""
 
-    keys: list[ApiKey]
+    keys: list[ApiKeySpec]
 
 
-class Permission(Model):
+class PermissionSpec(Model):
     hosts: list[str] | None = None
     methods: list[str] | None = None
     paths: list[str] | None = None
@@ -105,14 +116,14 @@ class Permission(Model):
     when: str | None = None
 
 
-class Rule(Permission):
+class RuleSpec(PermissionSpec):
     name: Name
     effect: Literal["allow", "deny"]
     anonymous: bool = False
     dry_run: bool = False
 
 
-class IdentityToken(Model):
+class IdentityTokenSpec(Model):
     header: str = "x-identity-token"
     issuer: str
     audience: str
@@ -121,34 +132,34 @@ class IdentityToken(Model):
     extra_public_keys: list[str] = Field(default_factory=list)
 
 
-class Response(Model):
+class ResponseSpec(Model):
     headers: dict[str, str] = Field(default_factory=dict)
     remove: list[str] = Field(default_factory=list)
-    identity_token: IdentityToken | None = None
+    identity_token: IdentityTokenSpec | None = None
 
 
-class DecisionCache(Model):
+class DecisionCacheSpec(Model):
     max_entries: int = Field(default=100_000, ge=0, le=10_000_000)
     ttl: Duration = Field(default=30.0, ge=0.0, le=3600.0)
     deny_ttl: Duration = Field(default=2.0, ge=0.0, le=60.0)
 
 
-class TokenCache(Model):
+class TokenCacheSpec(Model):
     # ~2.5 KB per verified token (its claims); decisions are cached apart.
     max_entries: int = Field(default=10_000, ge=0, le=10_000_000)
 
 
-class Cache(Model):
-    decisions: DecisionCache = Field(default_factory=DecisionCache)
-    tokens: TokenCache = Field(default_factory=TokenCache)
+class CacheSpec(Model):
+    decisions: DecisionCacheSpec = Field(default_factory=DecisionCacheSpec)
+    tokens: TokenCacheSpec = Field(default_factory=TokenCacheSpec)
 
 
-class Policy(Model):
+class PolicySpec(Model):
     version: Literal[1]
-    issuers: list[Issuer] = Field(default_factory=list)
-    api_keys: ApiKeys | None = None
+    issuers: list[IssuerSpec] = Field(default_factory=list)
+    api_keys: ApiKeysSpec | None = None
     peers: dict[str, list[str]] = Field(default_factory=dict)
-    roles: dict[str, list[Permission]] = Field(default_factory=dict)
-    rules: list[Rule] = Field(default_factory=list)
-    response: Response = Field(default_factory=Response)
-    cache: Cache = Field(default_factory=Cache)
+    roles: dict[str, list[PermissionSpec]] = Field(default_factory=dict)
+    rules: list[RuleSpec] = Field(default_factory=list)
+    response: ResponseSpec = Field(default_factory=ResponseSpec)
+    cache: CacheSpec = Field(default_factory=CacheSpec)

@@ -7,7 +7,7 @@ import hmac
 from dataclasses import dataclass
 
 from authz.errors import InvalidApiKey
-from authz.identity.base import Identity
+from authz.identity.base import Identity, TokenCache
 from authz.request import Request
 
 
@@ -28,7 +28,9 @@ class ApiKeySource:
         self.entries = entries
         self.name = f"api_key (header {header})"
 
-    def authenticate(self, request: Request, *, now: float, may_wait: bool) -> Identity | None:
+    def authenticate(self, request: Request, *, now: float, cache: TokenCache | None) -> Identity | None:
+        """The key's identity; None without a key. A key costs one hash, so
+        ``cache`` is not used."""
         value = request.headers.get(self.header)
         if value is None:
             return None

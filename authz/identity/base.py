@@ -1,10 +1,11 @@
-"""The identity value: who is calling, as every credential source reports it."""
+"""The identity value (who is calling, as every credential source reports it)
+and the token cache a source may be handed."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, Protocol
 
 Kind = Literal["jwt", "api_key", "peer", "anonymous"]
 
@@ -59,3 +60,11 @@ class Identity(NamedTuple):
 
 
 ANONYMOUS = Identity(kind="anonymous")
+
+
+class TokenCache(Protocol):
+    """Identities of tokens verified before, by digest (the engine is handed
+    one; :class:`authz.server.cache.VerifiedTokenCache` is the server's)."""
+
+    def get(self, key: bytes, now: float) -> Identity | None: ...
+    def put(self, key: bytes, identity: Identity, now: float) -> None: ...

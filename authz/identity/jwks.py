@@ -13,6 +13,8 @@ wait on within its own deadline (docs/security.md D and E):
 - when fetches fail the last good set keeps serving until ``max_stale``;
 - keys that leave the set stop verifying at once, and listeners are told so
   that decisions cached for their tokens are dropped.
+
+A :class:`KeyRegistry` keeps the remote sets across policy reloads.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -409,3 +411,28 @@ class RemoteKeys:
             self._state.jwks_uri = jwks_uri
         document = await fetch_json(session, jwks_uri, self.settings.max_bytes)
         return parse_jwks(document, self.algorithms, allow_symmetric=False)
+
+
+class KeyRegistry:
+    """Remote key sets that outlive a policy: a reload that keeps an issuer
+    keeps its cached keys instead of fetching them again."""
+
+    def __init__(self, loop: FetchLoop | None = None) -> None:
+        self.loop = loop
+        self._sets: dict[tuple[Any, ...], RemoteKeys] = {}
+
+    def get(self, name: str, issuer: str, jwks_uri: str | None, algorithms: frozenset[str], settings: JwksSettings) -> RemoteKeys:
+        key = (name, issuer, jwks_uri, algorithms, settings)
+        found = self._sets.get(key)
+        if found is None:
+            found = RemoteKeys(name, issuer, jwks_uri, algorithms, settings, loop=self.loop)
+            self._sets[key] = found
+        return found
+
+    def retain(self, keep: Iterable[RemoteKeys]) -> None:
+        """Stop and forget the sets no longer in use."""
+        keep_ids = {id(k) for k in keep}
+        for key, keys in list(self._sets.items()):
+            if id(keys) not in keep_ids:
+                keys.stop()
+                del self._sets[key]

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from authz.errors import ExpiredToken, InvalidToken, KeysUnavailable, UnknownIssuer
-from authz.identity.base import Identity
+from authz.identity.base import Identity, TokenCache
 from authz.identity.jws import ParsedToken, check_header, check_signature_shape, parse_compact
 from authz.identity.keys import KeySet
 from authz.request import Request
@@ -49,16 +49,6 @@ class KeyProvider(Protocol):
     def stop(self) -> None:
         """End background refreshes."""
         ...
-
-
-class KeysPending(Exception):
-    """The decision needs a key set that is being fetched: wait on ``future``
-    (a ``concurrent.futures.Future``) within the request's deadline and decide
-    again with ``may_wait=False``."""
-
-    def __init__(self, future: Any) -> None:
-        super().__init__("key set fetch in progress")
-        self.future = future
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,11 +195,6 @@ def verify_claims(issuer: JwtIssuer, header: Mapping[str, Any], payload: Mapping
     return exp + issuer.leeway
 
 
-class TokenCache(Protocol):
-    def get(self, key: bytes, now: float) -> Identity | None: ...
-    def put(self, key: bytes, identity: Identity, now: float) -> None: ...
-
-
 class JwtSource:
     """Tokens at one location, for the issuers that read it."""
 
@@ -223,7 +208,6 @@ class JwtSource:
         # none has, not for one that reads its tokens elsewhere.
         self.known_issuers = known_issuers | frozenset(self.issuers)
         self.max_token_size = max(issuer.max_token_size for issuer in issuers)
-        self.cache: TokenCache | None = None
         # Cache keys are per location: the same token may be accepted by
         # different issuers in different places.
         self._cache_prefix = hashlib.sha256(repr(location).encode()).digest()[:4]
@@ -233,24 +217,26 @@ class JwtSource:
         where = f"cookie {self.location.cookie}" if self.location.cookie else f"header {self.location.header}"
         return f"jwt ({where})"
 
-    def authenticate(self, request: Request, *, now: float, may_wait: bool) -> Identity | None:
+    def authenticate(self, request: Request, *, now: float, cache: TokenCache | None) -> Identity | None:
+        """The identity of the token at this location, from ``cache`` when it
+        was verified before; None when there is none. Failures are never
+        cached."""
         token = self.location.extract(request.headers)
         if token is None:
             return None
         if len(token) > self.max_token_size:
             raise InvalidToken("token longer than the configured maximum")
-        cache = self.cache
         if cache is None:
-            return self.verify(token, now=now, may_wait=may_wait)
+            return self.verify(token, now=now)
         digest = self._cache_prefix + hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
         hit = cache.get(digest, now)
         if hit is not None:
             return hit
-        identity = self.verify(token, now=now, may_wait=may_wait)
+        identity = self.verify(token, now=now)
         cache.put(digest, identity, now)
         return identity
 
-    def verify(self, token: str, *, now: float, may_wait: bool) -> Identity:
+    def verify(self, token: str, *, now: float) -> Identity:
         parsed = parse_compact(token, max_size=self.max_token_size)
         iss = parsed.payload.get("iss")
         if not isinstance(iss, str):
@@ -265,23 +251,19 @@ class JwtSource:
         alg = check_header(parsed.header, issuer.algorithms)
         check_signature_shape(alg, parsed.signature)
         expires_at = verify_claims(issuer, parsed.header, parsed.payload, now)
-        self._verify_signature(issuer, parsed, alg, may_wait=may_wait)
+        self._verify_signature(issuer, parsed, alg)
         return _identity(issuer, parsed.payload, expires_at)
 
     @staticmethod
-    def _verify_signature(issuer: JwtIssuer, parsed: ParsedToken, alg: str, *, may_wait: bool) -> None:
+    def _verify_signature(issuer: JwtIssuer, parsed: ParsedToken, alg: str) -> None:
+        """Raises a CredentialError; when a key-set fetch under way could
+        change the answer, the error carries its future (``retry``)."""
         keys = issuer.keys.current()
         if keys is None:
-            future = issuer.keys.wait_for_keys()
-            if future is not None and may_wait:
-                raise KeysPending(future)
-            raise KeysUnavailable("no usable key set for the issuer")
+            raise KeysUnavailable("no usable key set for the issuer", retry=issuer.keys.wait_for_keys())
         kid = parsed.header.get("kid")
         if not keys.has_kid(kid):
-            future = issuer.keys.refetch_unknown_kid()
-            if future is not None and may_wait:
-                raise KeysPending(future)
-            raise InvalidToken("unknown kid")
+            raise InvalidToken("unknown kid", retry=issuer.keys.refetch_unknown_kid())
         if not keys.verify(kid, alg, parsed.signing_input, parsed.signature):
             raise InvalidToken("signature does not verify")
 

@@ -308,11 +308,9 @@ def public_jwk(key: ec.EllipticCurvePublicKey) -> dict[str, str]:
     return {**jwk, "kid": thumbprint(jwk), "alg": "ES256", "use": "sig"}
 
 
-def load_ec_key(path: str) -> ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey:
-    """A P-256 key from a PEM file (private, or public for extra JWKS keys).
-    Raises ValueError with a readable message."""
-    with open(path, "rb") as handle:
-        data = handle.read()
+def parse_ec_key(data: bytes) -> ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey:
+    """A P-256 key from the content of a PEM file (private, or public for
+    extra JWKS keys). Raises ValueError with a readable message."""
     key: Any
     try:
         key = serialization.load_pem_private_key(data, password=None)

@@ -90,7 +90,7 @@ class ExpiringLRU(Generic[V]):
         self._stale = True
 
 
-class TokenCache:
+class VerifiedTokenCache:
     """Verified tokens: digest -> identity, never beyond the token's expiry."""
 
     def __init__(self, max_entries: int, *, time: Callable[[], float], monotonic: Callable[[], float]) -> None:

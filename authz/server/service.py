@@ -20,16 +20,23 @@ from google.protobuf.message import DecodeError
 from opentelemetry.trace import StatusCode, Tracer
 
 from authz.decision import Decision
-from authz.engine import Clock, Engine
+from authz.engine import Clock, Engine, KeysPending
 from authz.errors import Reason
-from authz.identity.jwt import JwtSource, KeysPending
 from authz.policy import Policy
 from authz.request import Request
-from authz.server.cache import ExpiringLRU, TokenCache
+from authz.server.cache import ExpiringLRU, VerifiedTokenCache
 from authz.server.decision_log import DecisionLog
 from authz.server.telemetry import Telemetry
 from authz.server.tracing import start_check_span
-from authz.wire.grpc import CheckRequest, make_cache_key, request_id_of, to_request, to_response
+from authz.wire.denial import echoed_request_id
+from authz.wire.grpc import (
+    CheckRequest,
+    make_cache_key,
+    summary,
+    to_request,
+    to_response,
+    trace_headers,
+)
 
 log = logging.getLogger("authz.check")
 
@@ -52,15 +59,12 @@ class PolicyState:
     def __init__(self, policy: Policy, clock: Clock, *, dry_run: bool = False) -> None:
         self.policy = policy
         self.clock = clock
-        self.engine = Engine(policy, clock=clock, dry_run=dry_run)
-        self.tokens = TokenCache(policy.token_cache_size, time=clock.time, monotonic=clock.monotonic)
-        for source in policy.credential_sources:
-            if isinstance(source, JwtSource):
-                source.cache = self.tokens
+        self.tokens = VerifiedTokenCache(policy.token_cache_size, time=clock.time, monotonic=clock.monotonic)
+        self.engine = Engine(policy, clock=clock, token_cache=self.tokens, dry_run=dry_run)
         self.decisions: ExpiringLRU[Cached] = ExpiringLRU(policy.decision_cache_size, clock.monotonic)
         self.key_of: Callable[[Any], Hashable | None] = (
             make_cache_key(policy.reads, policy.credential_headers)
-            if policy.decision_cache_size > 0 else (lambda _msg: None)
+            if policy.decision_cache_size > 0 else _no_key
         )
 
     def invalidate(self) -> None:
@@ -75,22 +79,24 @@ class PolicyState:
         }
 
 
+def _no_key(_message: Any) -> None:
+    return None
+
+
 def _issuer_label(decision: Decision) -> str:
     return decision.identity.source or "none"
 
 
-class Outcome:
+class Answer:
     """What one Check produced, for the bookkeeping after it."""
 
-    __slots__ = ("cache", "decision", "message", "request", "response")
+    __slots__ = ("cache", "decision", "message", "response")
 
-    def __init__(self, response: bytes, decision: Decision | None, cache: str, message: Any = None,
-                 request: Request | None = None) -> None:
+    def __init__(self, response: bytes, decision: Decision | None, cache: str, message: Any = None) -> None:
         self.response = response
         self.decision = decision
         self.cache = cache
         self.message = message
-        self.request = request
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +131,7 @@ class CheckService:
         decision: an exception or a missed deadline is a denial, never an
         empty answer."""
         started = self._enter()
-        outcome: Outcome | None = None
+        answer: Answer | None = None
         try:
             step = self._begin(raw)
             if isinstance(step, _Waiting):
@@ -138,22 +144,22 @@ class CheckService:
                     except Exception:
                         log.debug("key fetch failed", exc_info=True)
                 step = self._complete(step)
-            outcome = step
+            answer = step
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             log.error("check failed, denying (internal_error)", exc_info=exc)
-            outcome = Outcome(self._internal_error, _INTERNAL_ERROR_DECISION, "none")
+            answer = Answer(self._internal_error, _INTERNAL_ERROR_DECISION, "none")
         finally:
-            self._account(outcome, started)
-        return outcome.response
+            self._account(answer, started)
+        return answer.response
 
     def check_sync(self, raw: bytes, context: Any) -> bytes:
         """The Check RPC for the thread-pool gRPC server: the same steps,
         waiting for a key set by blocking this pool thread (within the
         call's deadline)."""
         started = self._enter()
-        outcome: Outcome | None = None
+        answer: Answer | None = None
         try:
             step = self._begin(raw)
             if isinstance(step, _Waiting):
@@ -168,23 +174,23 @@ class CheckService:
                     finally:
                         self._waiters.release()
                 step = self._complete(step)
-            outcome = step
+            answer = step
         except Exception as exc:
             log.error("check failed, denying (internal_error)", exc_info=exc)
-            outcome = Outcome(self._internal_error, _INTERNAL_ERROR_DECISION, "none")
+            answer = Answer(self._internal_error, _INTERNAL_ERROR_DECISION, "none")
         finally:
-            self._account(outcome, started)
-        return outcome.response
+            self._account(answer, started)
+        return answer.response
 
     def _enter(self) -> float:
         with self._lock:
             self.telemetry.in_flight += 1
         return time.perf_counter()
 
-    def _account(self, outcome: Outcome | None, started: float) -> None:
+    def _account(self, answer: Answer | None, started: float) -> None:
         elapsed = time.perf_counter() - started
         telemetry = self.telemetry
-        decision = outcome.decision if outcome is not None else None
+        decision = answer.decision if answer is not None else None
         with self._lock:
             telemetry.in_flight -= 1
             telemetry.latency.record(elapsed)
@@ -192,44 +198,44 @@ class CheckService:
                 telemetry.decisions[(decision.reason.value, _issuer_label(decision))] += 1
                 for rule in decision.dry_run_denials:
                     telemetry.dry_run_denials[rule] += 1
-        if outcome is None or decision is None:
+        if answer is None or decision is None:
             return
         if self.decision_log is not None and self.decision_log.wanted(decision):
-            self._log(outcome, elapsed)
+            self._log(answer, elapsed)
         if self.tracer is not None:
-            self._span(outcome, started, elapsed)
+            self._span(answer, started, elapsed)
 
-    def _begin(self, raw: bytes) -> Outcome | _Waiting:
+    def _begin(self, raw: bytes) -> Answer | _Waiting:
         state = self.state
         try:
             message = CheckRequest.FromString(raw)
         except DecodeError:
-            return Outcome(_INVALID_REQUEST, _INVALID_REQUEST_DECISION, "none")
+            return Answer(_INVALID_REQUEST, _INVALID_REQUEST_DECISION, "none")
         key = state.key_of(message)
         if key is not None:
             hit = state.decisions.get(key)
             if hit is not None:
                 response = hit.response
                 if response is None:  # a denial: its body names this request's id
-                    response = to_response(hit.decision, _request_id(message)).SerializeToString()
-                return Outcome(response, hit.decision, "hit", message)
+                    response = to_response(hit.decision, echoed_request_id(message.attributes.request.http.headers)).SerializeToString()
+                return Answer(response, hit.decision, "hit", message)
         try:
             request = to_request(message)
         except UnicodeDecodeError:
-            return Outcome(_INVALID_REQUEST, _INVALID_REQUEST_DECISION, "none", message)
+            return Answer(_INVALID_REQUEST, _INVALID_REQUEST_DECISION, "none", message)
         try:
             decision = state.engine.decide(request)
         except KeysPending as pending:
             return _Waiting(state, message, request, key, pending.future)
         return self._store(state, message, request, key, decision)
 
-    def _complete(self, waiting: _Waiting) -> Outcome:
+    def _complete(self, waiting: _Waiting) -> Answer:
         decision = waiting.state.engine.decide(waiting.request, may_wait=False)
         return self._store(waiting.state, waiting.message, waiting.request, waiting.key, decision)
 
     @staticmethod
-    def _store(state: PolicyState, message: Any, request: Request, key: Hashable | None, decision: Decision) -> Outcome:
-        response = to_response(decision, request_id_of(request)).SerializeToString()
+    def _store(state: PolicyState, message: Any, request: Request, key: Hashable | None, decision: Decision) -> Answer:
+        response = to_response(decision, echoed_request_id(request.headers)).SerializeToString()
         if key is not None and decision.cacheable:
             policy = state.policy
             ttl = policy.decision_ttl if decision.allowed else policy.deny_ttl
@@ -237,32 +243,23 @@ class CheckService:
                 ttl = min(ttl, decision.valid_until - state.clock.time())
             # The entry keeps a slim decision: 100,000 entries must fit a worker.
             state.decisions.put(key, Cached(decision.slim(), response if decision.allowed else None), ttl)
-        return Outcome(response, decision, "miss" if key is not None else "none", message, request)
+        return Answer(response, decision, "miss" if key is not None else "none", message)
 
-    def _fields(self, outcome: Outcome) -> tuple[str | None, str, str, str]:
-        request = outcome.request
-        if request is not None:
-            return request_id_of(request), request.method, request.host, request.path
-        message = outcome.message
-        if message is None:
-            return None, "", "", ""
-        http = message.attributes.request.http
-        headers = http.headers
-        return (_request_id(message), http.method or headers.get(":method", ""),
-                http.host or headers.get(":authority", ""), http.path or headers.get(":path", ""))
+    @staticmethod
+    def _fields(answer: Answer) -> tuple[str | None, str, str, str]:
+        return summary(answer.message) if answer.message is not None else (None, "", "", "")
 
-    def _log(self, outcome: Outcome, elapsed: float) -> None:
-        assert self.decision_log is not None and outcome.decision is not None
-        request_id, method, host, path = self._fields(outcome)
-        self.decision_log.write(outcome.decision, request_id=request_id, method=method, host=host, path=path,
-                                latency=elapsed, cache=outcome.cache)
+    def _log(self, answer: Answer, elapsed: float) -> None:
+        assert self.decision_log is not None and answer.decision is not None
+        request_id, method, host, path = self._fields(answer)
+        self.decision_log.write(answer.decision, request_id=request_id, method=method, host=host, path=path,
+                                latency=elapsed, cache=answer.cache)
 
-    def _span(self, outcome: Outcome, started: float, elapsed: float) -> None:
-        assert self.tracer is not None and outcome.decision is not None
-        decision = outcome.decision
-        request_id, method, _host, path = self._fields(outcome)
-        headers: Any = outcome.request.headers if outcome.request is not None else (
-            outcome.message.attributes.request.http.headers if outcome.message is not None else {})
+    def _span(self, answer: Answer, started: float, elapsed: float) -> None:
+        assert self.tracer is not None and answer.decision is not None
+        decision = answer.decision
+        request_id, method, _host, path = self._fields(answer)
+        headers = trace_headers(answer.message) if answer.message is not None else {}
         end_ns = time.time_ns()
         span = start_check_span(self.tracer, headers, {
             "authz.decision": "allow" if decision.allowed else "deny",
@@ -270,7 +267,7 @@ class CheckService:
             "authz.rule": decision.rule or "",
             "authz.issuer": _issuer_label(decision),
             "authz.identity.kind": decision.identity.kind,
-            "authz.server.cache": outcome.cache,
+            "authz.server.cache": answer.cache,
             "http.request.method": method,
             "url.path": path.split("?", 1)[0],
             "envoy.request_id": request_id or "",
@@ -285,13 +282,6 @@ def _budget(context: Any) -> float:
     if remaining is None:
         return DEFAULT_WAIT
     return min(DEFAULT_WAIT, float(remaining) - max(DEADLINE_MARGIN, float(remaining) / 10))
-
-
-def _request_id(message: Any) -> str | None:
-    value = message.attributes.request.http.headers.get("x-request-id")
-    if value is None or len(value) > 128:
-        return None
-    return str(value)
 
 
 _INVALID_REQUEST_DECISION = Decision(allowed=False, reason=Reason.INVALID_REQUEST, cacheable=False)

@@ -1,17 +1,21 @@
-"""Conversion between Envoy's ext_authz messages and the decision core.
+"""The gRPC door: the one module that reads a CheckRequest and writes a CheckResponse.
 
-The only module that touches Envoy's protobuf types (``authz._proto``,
-generated at build time from the .proto files in ``protos/vendor/``, see
-protos/README.md): ``to_request`` turns a CheckRequest into a
-:class:`Request` once, and ``to_response`` turns a :class:`Decision` into a
-CheckResponse. Neither imports gRPC, so ``authz check`` uses them offline.
+Envoy's messages are ``authz._proto``, generated at build time from the
+.proto files in ``protos/vendor/`` (see protos/README.md). Every request
+attribute the decision core knows (:data:`authz.request.ATTRIBUTES`) is read
+from a CheckRequest as :data:`FIELDS` says, and from nowhere else:
+:func:`to_request` builds the core's :class:`Request` from it, the decision
+cache key (:func:`make_cache_key`) reads exactly the attributes a policy
+reads through it, and so do the fields of logs and spans (:func:`summary`).
+Nothing here imports gRPC, so ``authz check`` uses it offline.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Hashable
-from typing import Any
+from collections.abc import Callable, Hashable, Mapping
+from operator import attrgetter
+from typing import Any, Literal, NamedTuple
 
 from google.protobuf import json_format
 
@@ -20,8 +24,8 @@ from authz._proto.envoy.service.auth.v3 import external_auth_pb2
 from authz.decision import Decision
 from authz.errors import OUTCOMES, Reason
 from authz.policy import Reads
-from authz.request import Request
-from authz.wire.denial import denied_body
+from authz.request import ATTRIBUTES, Request
+from authz.wire.denial import denied_body, echoed_request_id
 
 CheckRequest = external_auth_pb2.CheckRequest
 CheckResponse = external_auth_pb2.CheckResponse
@@ -29,9 +33,39 @@ CheckResponse = external_auth_pb2.CheckResponse
 #: pool (by importing external_auth_pb2), where server reflection finds it.
 AUTHORIZATION_SERVICE: str = external_auth_pb2.DESCRIPTOR.services_by_name["Authorization"].full_name
 
-#: Longest x-request-id echoed in a denied body; longer ones are not echoed.
-MAX_REQUEST_ID = 128
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+
+
+class Field(NamedTuple):
+    """Where one request attribute is in a CheckRequest: a field path inside
+    ``attributes.request.http``, ``attributes.source`` or
+    ``attributes.destination``, and the HTTP/2 pseudo-header read instead
+    when Envoy leaves the field empty."""
+
+    message: Literal["http", "source", "destination"]
+    path: str
+    pseudo_header: str | None = None
+
+
+#: The table: every attribute of :data:`authz.request.ATTRIBUTES`, read from a
+#: CheckRequest. Headers are ``http.headers`` (or ``http.header_map`` when
+#: Envoy sends raw bytes) and context is ``attributes.context_extensions``.
+FIELDS: Mapping[str, Field] = {
+    "method": Field("http", "method", ":method"),
+    "path": Field("http", "path", ":path"),
+    "host": Field("http", "host", ":authority"),
+    "scheme": Field("http", "scheme", ":scheme"),
+    "source_address": Field("source", "address.socket_address.address"),
+    "source_port": Field("source", "address.socket_address.port_value"),
+    "source_principal": Field("source", "principal"),
+    "destination_address": Field("destination", "address.socket_address.address"),
+    "destination_port": Field("destination", "address.socket_address.port_value"),
+    "destination_principal": Field("destination", "principal"),
+}
+if tuple(FIELDS) != ATTRIBUTES:  # pragma: no cover - caught by importing this module in any test
+    raise ImportError("authz.wire.grpc.FIELDS must read every attribute of authz.request.ATTRIBUTES, in order")
+
+_GET = {name: attrgetter(field.path) for name, field in FIELDS.items()}
 
 
 def parse_json_request(text: str) -> Any:
@@ -39,45 +73,58 @@ def parse_json_request(text: str) -> Any:
     return json_format.Parse(text, CheckRequest())
 
 
-def to_request(check: Any) -> Request:
-    """The core's view of a CheckRequest. Headers Envoy sent as raw bytes
-    (``header_map``) must be valid UTF-8 (UnicodeDecodeError otherwise)."""
-    attributes = check.attributes
-    http = attributes.request.http
-    # Header names are taken as sent: Envoy lower-cases them (HTTP/2 requires
-    # it), and the decision cache key reads them the same way.
-    headers: dict[str, str]
+def _headers(http: Any) -> Mapping[str, str]:
+    """The request headers, names as Envoy sent them (lower case, as HTTP/2
+    requires). Headers sent as raw bytes (``header_map``) must be valid UTF-8
+    (UnicodeDecodeError otherwise); repeated ones are joined with ','."""
     if http.headers:
-        headers = dict(http.headers)
-    else:
-        headers = {}
-        for entry in http.header_map.headers:
-            value = entry.value or entry.raw_value.decode("utf-8")
-            key = entry.key
-            headers[key] = f"{headers[key]},{value}" if key in headers else value
-    source = attributes.source
-    destination = attributes.destination
-    return Request(
-        method=http.method or headers.get(":method", ""),
-        path=http.path or headers.get(":path", ""),
-        host=http.host or headers.get(":authority", ""),
-        scheme=http.scheme or headers.get(":scheme", ""),
-        headers=headers,
-        source_address=source.address.socket_address.address,
-        source_port=source.address.socket_address.port_value,
-        source_principal=source.principal,
-        destination_address=destination.address.socket_address.address,
-        destination_port=destination.address.socket_address.port_value,
-        destination_principal=destination.principal,
-        context=dict(attributes.context_extensions),
-    )
+        return http.headers  # type: ignore[no-any-return]
+    headers: dict[str, str] = {}
+    for entry in http.header_map.headers:
+        value = entry.value or entry.raw_value.decode("utf-8")
+        key = entry.key
+        headers[key] = f"{headers[key]},{value}" if key in headers else value
+    return headers
 
 
-def request_id_of(request: Request) -> str | None:
-    value = request.headers.get("x-request-id")
-    if value is None or len(value) > MAX_REQUEST_ID:
-        return None
-    return value
+def _read(check: Any, names: tuple[str, ...], headers: Mapping[str, str]) -> dict[str, Any]:
+    """The named attributes of a CheckRequest, each read as :data:`FIELDS` says."""
+    attributes = check.attributes
+    messages = {"http": attributes.request.http, "source": attributes.source, "destination": attributes.destination}
+    values = {}
+    for name in names:
+        field = FIELDS[name]
+        value = _GET[name](messages[field.message])
+        if not value and field.pseudo_header is not None:
+            value = headers.get(field.pseudo_header, "")
+        values[name] = value
+    return values
+
+
+def to_request(check: Any) -> Request:
+    """The core's view of a CheckRequest."""
+    headers = _headers(check.attributes.request.http)
+    return Request(headers=dict(headers), context=dict(check.attributes.context_extensions),
+                   **_read(check, ATTRIBUTES, headers))
+
+
+_SUMMARY = ("method", "host", "path")
+
+
+def summary(check: Any) -> tuple[str | None, str, str, str]:
+    """(request id to echo, method, host, path) for logs and spans, read
+    without building a :class:`Request`."""
+    headers = trace_headers(check)
+    values = _read(check, _SUMMARY, headers)
+    return echoed_request_id(headers), values["method"], values["host"], values["path"]
+
+
+def trace_headers(check: Any) -> Mapping[str, str]:
+    """The headers a trace parent is read from."""
+    try:
+        return _headers(check.attributes.request.http)
+    except UnicodeDecodeError:
+        return {}
 
 
 def _add_headers(options: Any, headers: Any) -> None:
@@ -128,54 +175,61 @@ def _digest(text: str) -> bytes:
     return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=20).digest()
 
 
+def _never(_check: Any) -> None:
+    return None
+
+
 def make_cache_key(reads: Reads, credential_headers: tuple[str, ...]) -> Callable[[Any], Hashable | None]:
     """A function from CheckRequest to the decision-cache key: a 160-bit
     BLAKE2b digest over the credential headers and exactly the attributes
     the policy reads (the path always; without its query unless a rule reads
-    the query). The attributes are gathered in a tuple and digested through
-    its ``repr``, which tells every string, absence (None) and number apart.
+    the query), each read where :data:`FIELDS` says. An attribute with a
+    pseudo-header fallback keys on both the field and the header, so equal
+    keys mean equal inputs to the decision. The parts are gathered in a list
+    and digested through its ``repr``, which tells every string, absence
+    (None) and number apart.
 
-    It reads each attribute the way :func:`to_request` does, so equal keys
-    mean equal inputs to the decision. Requests it cannot key (headers sent
-    as raw bytes, a policy reading ``now``) give None: decided uncached. A
-    digest, not the values, is kept: a token alone is ~1 KB, and 100,000
-    entries must fit a worker. The function is generated once per policy.
+    Requests it cannot key (headers sent as raw bytes, a policy reading
+    ``now``) give None: decided uncached. A digest, not the values, is kept:
+    a token alone is ~1 KB, and 100,000 entries must fit a worker. The
+    readers are C-level getters chosen once per policy, so a key costs what
+    reading those fields costs.
     """
     if reads.now:
-        return lambda _msg: None
-    lines = [
-        "def key(msg):",
-        "    a = msg.attributes",
-        "    http = a.request.http",
-        "    h = http.headers",
-        "    if not h:",
-        "        return None",
-    ]
-    parts: list[str] = [f"h.get({name!r})" for name in credential_headers]
-    parts.append("http.path or h.get(':path', '')" if reads.query else "(http.path or h.get(':path', '')).partition('?')[0]")
-    if reads.method:
-        parts.append("http.method or h.get(':method', '')")
-    if reads.host:
-        parts.append("http.host or h.get(':authority', '')")
-    if reads.scheme:
-        parts.append("http.scheme or h.get(':scheme', '')")
-    for side in ("source", "destination"):
-        if getattr(reads, f"{side}_address"):
-            parts.append(f"a.{side}.address.socket_address.address")
-        if getattr(reads, f"{side}_port"):
-            parts.append(f"a.{side}.address.socket_address.port_value")
-        if getattr(reads, f"{side}_principal"):
-            parts.append(f"a.{side}.principal")
-    if reads.headers is None:
-        parts.append("tuple(sorted(h.items()))")
-    else:
-        parts.extend(f"h.get({name!r})" for name in sorted(reads.headers))
-    if reads.context is None:
-        parts.append("tuple(sorted(a.context_extensions.items()))")
-    else:
-        parts.extend(f"a.context_extensions.get({name!r})" for name in sorted(reads.context))
-    lines.append(f"    return _digest(repr(({', '.join(parts)},)))")
-    namespace: dict[str, Any] = {"_digest": _digest}
-    exec(compile("\n".join(lines), "<authz cache key>", "exec"), namespace)
-    function: Callable[[Any], Hashable | None] = namespace["key"]
-    return function
+        return _never
+    read = [name for name in reads.attributes() if name != "path"]
+
+    def fields_of(message: str) -> Callable[[Any], Any] | None:
+        paths = [FIELDS[name].path for name in read if FIELDS[name].message == message]
+        return attrgetter(*paths) if paths else None
+
+    http_fields, source_fields, destination_fields = fields_of("http"), fields_of("source"), fields_of("destination")
+    pseudo = [f.pseudo_header for name in read if (f := FIELDS[name]).pseudo_header is not None]
+    named = tuple(credential_headers) + tuple(pseudo) + tuple(sorted(reads.headers or ()))
+    every_header = reads.headers is None
+    context_names = None if reads.context is None else tuple(sorted(reads.context))
+    with_query = reads.query
+
+    def key(check: Any) -> Hashable | None:
+        attributes = check.attributes
+        http = attributes.request.http
+        headers = http.headers
+        if not headers:
+            return None
+        path = http.path or headers.get(":path", "")
+        parts: list[Any] = [path if with_query else path.partition("?")[0], *map(headers.get, named)]
+        if http_fields is not None:
+            parts.append(http_fields(http))
+        if source_fields is not None:
+            parts.append(source_fields(attributes.source))
+        if destination_fields is not None:
+            parts.append(destination_fields(attributes.destination))
+        if every_header:
+            parts.append(sorted(headers.items()))
+        if context_names is None:
+            parts.append(sorted(attributes.context_extensions.items()))
+        elif context_names:
+            parts.extend(map(attributes.context_extensions.get, context_names))
+        return _digest(repr(parts))
+
+    return key

@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import json
+from typing import Any
+
+import pytest
 
 from authz._proto.envoy.config.core.v3 import base_pb2
 from authz.decision import Decision
 from authz.errors import Reason
 from authz.identity.base import Identity
-from authz.wire.grpc import CheckResponse, to_response
+from authz.policy import Reads
+from authz.request import ATTRIBUTES
+from authz.wire.grpc import (
+    FIELDS,
+    CheckRequest,
+    CheckResponse,
+    make_cache_key,
+    to_request,
+    to_response,
+)
 
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 
@@ -66,3 +78,85 @@ def test_a_cached_decision_keeps_who_and_why_but_no_claims_headers_or_detail() -
     assert (denial.allowed, denial.reason, denial.challenge, denial.detail, denial.valid_until) == (
         False, Reason.EXPIRED_TOKEN, 'Bearer realm="authz", error="invalid_token", error_description="expired_token"',
         None, 50.0)
+
+
+# -- the request side: one table, read the same way by the Request builder and the cache key
+
+
+def _check(**overrides: Any) -> Any:
+    """A CheckRequest with every attribute set; ``overrides`` change one
+    field (by its FIELDS path) or header."""
+    check = CheckRequest()
+    attributes = check.attributes
+    http = attributes.request.http
+    http.method, http.path, http.host, http.scheme = "GET", "/a/b?q=1", "api.example.com", "https"
+    http.headers.update({":method": "GET", ":path": "/a/b?q=1", ":authority": "api.example.com", ":scheme": "https",
+                         "authorization": "Bearer t", "x-tenant": "t1", "x-other": "o"})
+    for side, address, port, principal in (("source", "10.0.0.1", 4000, "spiffe://a"),
+                                           ("destination", "10.0.0.2", 8080, "spiffe://b")):
+        peer = getattr(attributes, side)
+        peer.address.socket_address.address = address
+        peer.address.socket_address.port_value = port
+        peer.principal = principal
+    attributes.context_extensions["k"] = "v"
+    for name, value in overrides.items():
+        if name.startswith("header:"):
+            http.headers[name.removeprefix("header:")] = value
+            continue
+        field = FIELDS[name]
+        message = http if field.message == "http" else getattr(attributes, field.message)
+        *parents, leaf = field.path.split(".")
+        for part in parents:
+            message = getattr(message, part)
+        setattr(message, leaf, value)
+    return check
+
+
+_CHANGED = {"method": "POST", "path": "/a/c?q=1", "host": "admin.example.com", "scheme": "http",
+            "source_address": "10.9.9.9", "source_port": 4001, "source_principal": "spiffe://x",
+            "destination_address": "10.9.9.8", "destination_port": 9090, "destination_principal": "spiffe://y"}
+
+
+def test_the_table_reads_every_attribute_of_a_request() -> None:
+    assert tuple(FIELDS) == ATTRIBUTES
+    request = to_request(_check())
+    assert (request.method, request.path, request.host, request.scheme) == ("GET", "/a/b?q=1", "api.example.com", "https")
+    assert (request.source_address, request.source_port, request.source_principal) == ("10.0.0.1", 4000, "spiffe://a")
+    assert request.destination_principal == "spiffe://b" and dict(request.context) == {"k": "v"}
+    for name, value in _CHANGED.items():
+        assert getattr(to_request(_check(**{name: value})), name) == value, name
+
+
+def test_an_empty_field_is_read_from_its_pseudo_header() -> None:
+    request = to_request(_check(method="", path="", host="", scheme=""))
+    assert (request.method, request.path, request.host, request.scheme) == ("GET", "/a/b?q=1", "api.example.com", "https")
+
+
+@pytest.mark.parametrize("read", sorted(_CHANGED))
+def test_the_cache_key_changes_with_exactly_the_attributes_the_policy_reads(read: str) -> None:
+    flags: dict[str, Any] = {read: True} if read != "path" else {}
+    reads = Reads(**flags)
+    key = make_cache_key(reads, ("authorization",))
+    base = key(_check())
+    assert base is not None and key(_check()) == base
+    for name, value in _CHANGED.items():
+        changed = key(_check(**{name: value}))
+        assert (changed != base) == (name in (read, "path")), (read, name)
+    # An attribute read from its pseudo-header when the field is empty keys on both.
+    if FIELDS[read].pseudo_header is not None and read != "path":
+        assert key(_check(**{read: "", f"header:{FIELDS[read].pseudo_header}": str(_CHANGED[read])})) != key(_check(**{read: ""}))
+
+
+def test_the_cache_key_reads_the_query_credential_and_named_headers_only_when_asked() -> None:
+    plain = make_cache_key(Reads(), ("authorization",))
+    assert plain(_check(path="/a/b?q=2")) == plain(_check())
+    assert plain(_check(**{"header:x-tenant": "t2"})) == plain(_check())
+    assert plain(_check(**{"header:authorization": "Bearer u"})) != plain(_check())
+    query = make_cache_key(Reads(query=True), ())
+    assert query(_check(path="/a/b?q=2")) != query(_check())
+    tenant = make_cache_key(Reads(headers=frozenset({"x-tenant"})), ())
+    assert tenant(_check(**{"header:x-tenant": "t2"})) != tenant(_check())
+    assert tenant(_check(**{"header:x-other": "p"})) == tenant(_check())
+    every = make_cache_key(Reads(headers=None), ())
+    assert every(_check(**{"header:x-other": "p"})) != every(_check())
+    assert make_cache_key(Reads(now=True), ())(_check()) is None
