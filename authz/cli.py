@@ -7,8 +7,12 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from authz.errors import ConfigError
+
+if TYPE_CHECKING:
+    from authz.policy import Policy
 
 EXIT_ALLOWED = 0
 EXIT_DENIED = 1
@@ -29,14 +33,21 @@ def _read_request(name: str) -> str:
         return handle.read()
 
 
-def cmd_validate(args: argparse.Namespace) -> int:
+def _load_policy(config: str) -> Policy | None:
+    """The policy, or None after printing each of its problems to stderr."""
     from authz.config import load_policy
 
     try:
-        policy = load_policy(args.config)
+        return load_policy(config)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
+        return None
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    policy = _load_policy(args.config)
+    if policy is None:
         return EXIT_USAGE
     roles = len(policy.roles)
     rules = len(policy.deny_rules) + len(policy.allow_rules)
@@ -47,15 +58,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def _decide(args: argparse.Namespace, *, explain: bool) -> int:
     from google.protobuf.json_format import ParseError
 
-    from authz.config import load_policy
     from authz.engine import Engine, Trace
     from authz.wire.grpc import parse_json_request, to_request
 
-    try:
-        policy = load_policy(args.config)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
+    policy = _load_policy(args.config)
+    if policy is None:
         return EXIT_USAGE
     try:
         check = parse_json_request(_read_request(args.request))
@@ -89,28 +96,13 @@ def _cpu_count() -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from authz.server.supervisor import ServeOptions, serve
+    from authz.server.options import ServeOptions
+    from authz.server.supervisor import serve
 
     if args.workers < 1:
         print("authz serve: --workers must be at least 1", file=sys.stderr)
         return EXIT_USAGE
-    return serve(ServeOptions(
-        config=args.config,
-        grpc_address=args.grpc_address,
-        http_address=args.http_address,
-        workers=args.workers,
-        worker_ports=args.worker_ports,
-        max_concurrent_streams=args.max_streams_per_connection,
-        max_connection_age=args.max_connection_age,
-        max_concurrent_checks=args.max_concurrent_checks,
-        drain_timeout=args.drain_timeout,
-        log_level=args.log_level.upper(),
-        server=args.server,
-        threads=args.threads,
-        dry_run=args.dry_run,
-        decision_log=args.decision_log,
-        decision_log_sample=args.decision_log_sample,
-    ))
+    return serve(ServeOptions.from_args(args))
 
 
 def cmd_token(args: argparse.Namespace) -> int:

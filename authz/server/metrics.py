@@ -1,8 +1,10 @@
 """Merging the workers' telemetry snapshots into one Prometheus exposition.
 
-Counters and histograms add up across workers; gauges merge as their
-definition in :mod:`authz.server.telemetry` says (sum, max or min). The text format
-itself is written by ``prometheus_client``.
+Each worker sends :meth:`authz.server.telemetry.Telemetry.snapshot` (plain
+data) over its control pipe. Counters and histograms add up across workers;
+gauges merge as their definition in :mod:`authz.server.telemetry` says (sum,
+max or min). The text format itself is written by ``prometheus_client``,
+from a collector that yields the merged values.
 """
 
 from __future__ import annotations
@@ -19,54 +21,46 @@ from prometheus_client.core import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from authz.server.telemetry import METRICS
+from authz.server.telemetry import METRICS, Snapshot
 
-Labels = tuple[tuple[str, str], ...]
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
-def merge(snapshots: Iterable[list[dict[str, Any]]]) -> dict[str, dict[Labels, Any]]:
-    """{metric name: {labels: value or histogram dict}} summed/maxed over workers."""
-    merged: dict[str, dict[Labels, Any]] = {}
+def merge(snapshots: Iterable[Snapshot]) -> Snapshot:
+    """One snapshot: every metric's series summed, maxed or minned over workers."""
+    merged: Snapshot = {}
     for snapshot in snapshots:
-        for metric in snapshot:
-            name = metric["name"]
+        for name, series in snapshot.items():
             info = METRICS.get(name)
             if info is None:
                 continue
-            series = merged.setdefault(name, {})
-            for point in metric["points"]:
-                labels: Labels = tuple(sorted((str(k), str(v)) for k, v in point["labels"].items()))
-                if "counts" in point:
-                    found = series.get(labels)
-                    if found is None:
-                        series[labels] = {"bounds": list(point["bounds"]), "counts": list(point["counts"]),
-                                          "sum": point["sum"], "count": point["count"]}
-                    elif found["bounds"] == list(point["bounds"]):
-                        found["counts"] = [a + b for a, b in zip(found["counts"], point["counts"], strict=True)]
-                        found["sum"] += point["sum"]
-                        found["count"] += point["count"]
-                    continue
-                value = point["value"]
-                if labels not in series:
-                    series[labels] = value
-                elif info.merge == "max":
-                    series[labels] = max(series[labels], value)
-                elif info.merge == "min":
-                    series[labels] = min(series[labels], value)
-                else:
-                    series[labels] = series[labels] + value
+            into = merged.setdefault(name, {})
+            for labels, value in series.items():
+                into[labels] = value if labels not in into else _combine(info.merge, into[labels], value)
     return merged
 
 
-class _Snapshot(Collector):
-    def __init__(self, merged: dict[str, dict[Labels, Any]]) -> None:
+def _combine(how: str, a: Any, b: Any) -> Any:
+    if isinstance(a, dict):  # histograms with the same buckets add up
+        if a["bounds"] != b["bounds"]:
+            return a
+        return {"bounds": a["bounds"], "counts": [x + y for x, y in zip(a["counts"], b["counts"], strict=True)],
+                "sum": a["sum"] + b["sum"], "count": a["count"] + b["count"]}
+    if how == "max":
+        return max(a, b)
+    if how == "min":
+        return min(a, b)
+    return a + b
+
+
+class _Merged(Collector):
+    def __init__(self, merged: Snapshot) -> None:
         self.merged = merged
 
     def collect(self) -> Iterator[Metric]:
         for name, info in METRICS.items():
             series = self.merged.get(name)
-            if series is None:
+            if not series:
                 continue
             label_names = list(info.labels)
             family: Metric
@@ -91,7 +85,7 @@ class _Snapshot(Collector):
             yield family
 
 
-def render(merged: dict[str, dict[Labels, Any]]) -> bytes:
+def render(merged: Snapshot) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Snapshot(merged))
+    registry.register(_Merged(merged))
     return generate_latest(registry)

@@ -26,7 +26,7 @@ import signal
 import sys
 import time
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -34,7 +34,9 @@ from authz.config import load_policy
 from authz.errors import ConfigError
 from authz.policy import Policy
 from authz.server import metrics
-from authz.server.worker import WorkerOptions, worker_main
+from authz.server.options import ServeOptions
+from authz.server.telemetry import labels
+from authz.server.worker import worker_main
 
 log = logging.getLogger("authz.supervisor")
 
@@ -42,29 +44,10 @@ ASK_TIMEOUT = 5.0
 STARTUP_TIMEOUT = 60.0
 
 
-@dataclass
-class ServeOptions:
-    config: str
-    grpc_address: str = "0.0.0.0:9191"
-    http_address: str = "0.0.0.0:8181"
-    workers: int = 1
-    worker_ports: int | None = None
-    max_concurrent_streams: int | None = None
-    max_connection_age: float = 30.0
-    max_concurrent_checks: int = 2000
-    drain_timeout: float = 10.0
-    log_level: str = "INFO"
-    server: str = "sync"
-    threads: int = 4
-    dry_run: bool = False
-    decision_log: str = "denials"
-    decision_log_sample: float = 1.0
-
-
 class WorkerHandle:
     """A worker process and its control pipe (one request at a time)."""
 
-    def __init__(self, index: int, options: WorkerOptions) -> None:
+    def __init__(self, index: int, options: ServeOptions) -> None:
         self.index = index
         self.options = options
         self.process: Any = None
@@ -77,7 +60,8 @@ class WorkerHandle:
     def start(self) -> None:
         context = multiprocessing.get_context("spawn")
         parent, child = context.Pipe(duplex=True)
-        self.process = context.Process(target=worker_main, args=(self.options, child), name=f"authz-worker-{self.index}")
+        self.process = context.Process(target=worker_main, args=(self.options, self.index, child),
+                                       name=f"authz-worker-{self.index}")
         self.process.start()
         child.close()
         self.conn = parent
@@ -129,25 +113,7 @@ class Supervisor:
         self.stopping = False
         self._stop = asyncio.Event()
         self._watch_stop = asyncio.Event()
-        self.workers = [
-            WorkerHandle(i, WorkerOptions(
-                config=options.config,
-                grpc_address=options.grpc_address,
-                index=i,
-                worker_port=None if options.worker_ports is None else options.worker_ports + i,
-                max_concurrent_streams=options.max_concurrent_streams,
-                max_connection_age=options.max_connection_age,
-                max_concurrent_rpcs=options.max_concurrent_checks,
-                drain_timeout=options.drain_timeout,
-                log_level=options.log_level,
-                server=options.server,
-                threads=options.threads,
-                dry_run=options.dry_run,
-                decision_log=options.decision_log,
-                decision_log_sample=options.decision_log_sample,
-            ))
-            for i in range(options.workers)
-        ]
+        self.workers = [WorkerHandle(i, options) for i in range(options.workers)]
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -319,14 +285,9 @@ class Supervisor:
     async def _metrics(self, _request: Any) -> Any:
         from aiohttp import web
 
-        snapshots = await asyncio.gather(*(w.ask({"op": "metrics"}, timeout=2) for w in self.workers))
-        own = [
-            {"name": "authz_config_reloads_total", "kind": "counter",
-             "points": [{"labels": {"outcome": o}, "value": self.reloads.get(o, 0)} for o in ("success", "failure")]},
-            {"name": "authz_workers", "kind": "gauge",
-             "points": [{"labels": {}, "value": sum(1 for w in self.workers if w.alive())}]},
-        ]
-        merged = metrics.merge([*(s for s in snapshots if isinstance(s, list)), own])
+        replies = await asyncio.gather(*(w.ask({"op": "metrics"}, timeout=2) for w in self.workers))
+        merged = metrics.merge(reply["metrics"] for reply in replies if reply and reply.get("ok"))
+        merged["authz_config_reloads_total"] = {labels(outcome=o): self.reloads[o] for o in ("success", "failure")}
         merged["authz_workers"] = {(): sum(1 for w in self.workers if w.alive())}
         return web.Response(body=metrics.render(merged), headers={"content-type": metrics.CONTENT_TYPE})
 
@@ -339,7 +300,7 @@ class Supervisor:
 def serve(options: ServeOptions) -> int:
     """Validate, then run until SIGTERM. Exit 0 after a clean drain, 2 on a
     policy that does not load at start."""
-    logging.basicConfig(level=options.log_level, format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
+    options.configure_logging()
     logging.getLogger("watchfiles").setLevel(logging.WARNING)
     try:
         policy = load_policy(options.config)

@@ -1,16 +1,14 @@
-"""Every metric authz exports, in one place, with its description.
+"""Every metric authz exports, in one place, with its description; and one
+worker's counts of them.
 
-Metrics go through the OpenTelemetry SDK. The Check hot path only bumps plain
-integers (a dict increment costs ~0.15 µs where a synchronous OTel counter
-costs several µs); the SDK reads them through observable instruments when
-metrics are collected. Check latency is the exception: OpenTelemetry has no
-observable histogram, and its synchronous ``Histogram.record`` measured 5-9 µs
-per call (``benchmarks/hotpath_bench.py``), as much as a whole cached Check, so
-:class:`LatencyHistogram` counts into the same fixed buckets itself (~0.3 µs)
-and the snapshot carries it next to the SDK's data.
-
-Each worker process has its own :class:`Telemetry`; the supervisor collects a
-:func:`snapshot` from every worker and merges them (:mod:`authz.server.metrics`)
+The Check hot path only bumps plain integers (a dict increment costs
+~0.15 µs; a synchronous OpenTelemetry counter costs several µs) and counts
+its latency into fixed buckets with :class:`LatencyHistogram` (~0.3 µs;
+OpenTelemetry's ``Histogram.record`` measured 5-9 µs per call,
+``benchmarks/hotpath_bench.py``, as much as a whole cached Check).
+:meth:`Telemetry.snapshot` reads these counts, and those the caches and key
+sets keep, as plain data; each worker sends its snapshot to the supervisor
+over the control pipe, and the supervisor merges them (:mod:`authz.server.metrics`)
 into one Prometheus text exposition at ``/metrics``.
 """
 
@@ -18,13 +16,20 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from opentelemetry.metrics import CallbackOptions, Observation
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import Gauge, InMemoryMetricReader, Sum
+Labels = tuple[tuple[str, str], ...]  # (label, value) pairs, sorted by label
+# One metric's values by labels: a number, or a histogram (LatencyHistogram.point()).
+Series = dict[Labels, Any]
+# Metric name -> its series. A metric with no series is left out, as
+# /metrics leaves it out.
+Snapshot = dict[str, Series]
+
+
+def labels(**values: str) -> Labels:
+    return tuple(sorted(values.items()))
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,101 +76,48 @@ class LatencyHistogram:
         self.count += 1
 
     def point(self) -> dict[str, Any]:
-        return {"labels": {}, "bounds": list(self.bounds), "counts": list(self.counts), "sum": self.sum, "count": self.count}
+        """The histogram as a series value (plain data)."""
+        return {"bounds": list(self.bounds), "counts": list(self.counts), "sum": self.sum, "count": self.count}
 
 
 class Telemetry:
-    """One worker's metrics: cheap counters on the hot path, read by the SDK."""
+    """One worker's metrics: cheap counters on the hot path, read by :meth:`snapshot`."""
 
     def __init__(self, *, sources: Callable[[], dict[str, Any]] | None = None) -> None:
         self.decisions: Counter[tuple[str, str]] = Counter()
         self.dry_run_denials: Counter[str] = Counter()
-        self.reloads: Counter[str] = Counter()
         self.in_flight = 0
         self.generation = 0
-        # Returns {"caches": {name: Stats-like}, "jwks": {issuer: status dict}}.
-        self._sources = sources or (lambda: {})
         self.latency = LatencyHistogram()
-        self.reader = InMemoryMetricReader()
-        self.provider = MeterProvider(metric_readers=[self.reader])
-        meter = self.provider.get_meter("authz")
-        observe = (
-            ("authz_decisions_total", meter.create_observable_counter, self._observe_decisions),
-            ("authz_dry_run_denials_total", meter.create_observable_counter, self._observe_dry_run),
-            ("authz_checks_in_flight", meter.create_observable_gauge, lambda _o: [Observation(self.in_flight)]),
-            ("authz_cache_requests_total", meter.create_observable_counter, self._observe_cache_requests),
-            ("authz_cache_evictions_total", meter.create_observable_counter, self._observe_cache_evictions),
-            ("authz_cache_entries", meter.create_observable_gauge, self._observe_cache_entries),
-            ("authz_jwks_fetches_total", meter.create_observable_counter, self._observe_fetches),
-            ("authz_jwks_key_set_age_seconds", meter.create_observable_gauge, self._observe_key_age),
-            ("authz_config_reloads_total", meter.create_observable_counter, self._observe_reloads),
-            ("authz_policy_generation", meter.create_observable_gauge, lambda _o: [Observation(self.generation)]),
-            ("authz_workers", meter.create_observable_gauge, lambda _o: [Observation(1)]),
-        )
-        for name, create, callback in observe:
-            create(name, callbacks=[callback], description=METRICS[name].description)
+        # Returns {"caches": {name: (Stats, size)}, "jwks": {issuer: status dict}}.
+        self._sources = sources or (lambda: {})
 
-    # -- observable callbacks --------------------------------------------------
-
-    def _observe_decisions(self, _options: CallbackOptions) -> Iterable[Observation]:
-        return [Observation(n, {"reason": r, "issuer": i}) for (r, i), n in list(self.decisions.items())]
-
-    def _observe_dry_run(self, _options: CallbackOptions) -> Iterable[Observation]:
-        return [Observation(n, {"rule": rule}) for rule, n in list(self.dry_run_denials.items())]
-
-    def _observe_reloads(self, _options: CallbackOptions) -> Iterable[Observation]:
-        return [Observation(n, {"outcome": o}) for o, n in list(self.reloads.items())]
-
-    def _caches(self) -> dict[str, Any]:
-        caches: dict[str, Any] = self._sources().get("caches", {})
-        return caches
-
-    def _observe_cache_requests(self, _options: CallbackOptions) -> Iterable[Observation]:
-        out = []
-        for name, (stats, _size) in self._caches().items():
-            out.append(Observation(stats.hits, {"cache": name, "outcome": "hit"}))
-            out.append(Observation(stats.misses, {"cache": name, "outcome": "miss"}))
-        return out
-
-    def _observe_cache_evictions(self, _options: CallbackOptions) -> Iterable[Observation]:
-        return [Observation(stats.evictions, {"cache": name}) for name, (stats, _size) in self._caches().items()]
-
-    def _observe_cache_entries(self, _options: CallbackOptions) -> Iterable[Observation]:
-        return [Observation(size, {"cache": name}) for name, (_stats, size) in self._caches().items()]
-
-    def _observe_fetches(self, _options: CallbackOptions) -> Iterable[Observation]:
-        out = []
-        for issuer, status in self._sources().get("jwks", {}).items():
-            if status.get("source") == "remote":
-                out.append(Observation(status.get("successes", 0), {"issuer": issuer, "outcome": "success"}))
-                out.append(Observation(status.get("failures_total", 0), {"issuer": issuer, "outcome": "failure"}))
-        return out
-
-    def _observe_key_age(self, _options: CallbackOptions) -> Iterable[Observation]:
-        out = []
-        for issuer, status in self._sources().get("jwks", {}).items():
-            age = status.get("age_seconds")
-            if age is not None:
-                out.append(Observation(age, {"issuer": issuer}))
-        return out
-
-    def snapshot(self) -> list[dict[str, Any]]:
-        """The current values as plain data (sent to the supervisor)."""
-        data = self.reader.get_metrics_data()
-        out: list[dict[str, Any]] = [
-            {"name": "authz_check_duration_seconds", "kind": "histogram", "points": [self.latency.point()]},
-        ]
-        if data is None:
-            return out
-        for resource_metrics in data.resource_metrics:
-            for scope_metrics in resource_metrics.scope_metrics:
-                for metric in scope_metrics.metrics:
-                    body = metric.data
-                    # Every SDK instrument here is observable: sums and gauges only.
-                    if not isinstance(body, Sum | Gauge):
-                        continue
-                    points = [{"labels": dict(point.attributes or {}), "value": point.value} for point in body.data_points]
-                    kind = "counter" if isinstance(body, Sum) and body.is_monotonic else "gauge"
-                    out.append({"name": metric.name, "kind": kind, "points": points})
-        return out
-
+    def snapshot(self) -> Snapshot:
+        """The current values as plain data (sent to the supervisor). Policy
+        reloads and the number of workers are the supervisor's to count."""
+        sources = self._sources()
+        caches: dict[str, Any] = sources.get("caches", {})
+        key_sets: dict[str, dict[str, Any]] = sources.get("jwks", {})
+        remote = {issuer: status for issuer, status in key_sets.items() if status.get("source") == "remote"}
+        snapshot: Snapshot = {
+            "authz_decisions_total": {
+                labels(reason=reason, issuer=issuer): n for (reason, issuer), n in list(self.decisions.items())},
+            "authz_dry_run_denials_total": {labels(rule=rule): n for rule, n in list(self.dry_run_denials.items())},
+            "authz_check_duration_seconds": {(): self.latency.point()},
+            "authz_checks_in_flight": {(): self.in_flight},
+            "authz_cache_requests_total": {
+                labels(cache=name, outcome=outcome): count
+                for name, (stats, _size) in caches.items()
+                for outcome, count in (("hit", stats.hits), ("miss", stats.misses))},
+            "authz_cache_evictions_total": {labels(cache=name): stats.evictions for name, (stats, _size) in caches.items()},
+            "authz_cache_entries": {labels(cache=name): size for name, (_stats, size) in caches.items()},
+            "authz_jwks_fetches_total": {
+                labels(issuer=issuer, outcome=outcome): status.get(field, 0)
+                for issuer, status in remote.items()
+                for outcome, field in (("success", "successes"), ("failure", "failures_total"))},
+            "authz_jwks_key_set_age_seconds": {
+                labels(issuer=issuer): status["age_seconds"]
+                for issuer, status in key_sets.items() if status.get("age_seconds") is not None},
+            "authz_policy_generation": {(): self.generation},
+        }
+        return {name: series for name, series in snapshot.items() if series}

@@ -3,7 +3,8 @@ policy copy and caches, controlled by the supervisor over a pipe.
 
 Control messages (dicts) and replies:
 ``{"op": "status"}`` -> readiness, policy generation, key-set states;
-``{"op": "metrics"}`` -> a telemetry snapshot;
+``{"op": "metrics"}`` -> ``{"ok": True, "metrics": snapshot}`` (see
+:meth:`authz.server.telemetry.Telemetry.snapshot`);
 ``{"op": "reload"}`` -> reload the policy file; ``{"ok": bool, "error": str}``.
 """
 
@@ -15,7 +16,6 @@ import os
 import signal
 import threading
 from concurrent import futures
-from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -25,6 +25,7 @@ from authz.errors import ConfigError
 from authz.identity.jwks import RemoteKeys
 from authz.policy import Policy
 from authz.server.decision_log import DecisionLog, configure_stream
+from authz.server.options import ServeOptions
 from authz.server.service import CheckService, PolicyState
 from authz.server.telemetry import Telemetry
 from authz.server.tracing import tracer_from_environment
@@ -33,27 +34,11 @@ from authz.wire.grpc import AUTHORIZATION_SERVICE
 log = logging.getLogger("authz.worker")
 
 
-@dataclass(frozen=True)
-class WorkerOptions:
-    config: str
-    grpc_address: str
-    index: int = 0
-    worker_port: int | None = None  # also listen on this port (HOST:PORT of grpc_address's host)
-    max_concurrent_streams: int | None = None
-    max_concurrent_rpcs: int = 2000
-    max_connection_age: float = 30.0
-    drain_timeout: float = 10.0
-    log_level: str = "INFO"
-    server: str = "sync"  # "sync" (thread pool) or "aio"
-    threads: int = 4
-    dry_run: bool = False
-    decision_log: str = "denials"
-    decision_log_sample: float = 1.0
-
-
 class Worker:
-    def __init__(self, options: WorkerOptions, control: Connection) -> None:
+    def __init__(self, options: ServeOptions, index: int, control: Connection) -> None:
         self.options = options
+        self.index = index
+        self.port = options.worker_port(index)  # besides the shared grpc_address
         self.control = control
         self.registry = KeyRegistry()
         self.clock = SystemClock()
@@ -94,10 +79,13 @@ class Worker:
         if self.service is not None:
             self.service.state.invalidate()
 
-    async def _reload(self) -> dict[str, Any]:
+    async def _load(self) -> Policy:
         loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, lambda: load_policy(self.options.config, registry=self.registry))
+
+    async def _reload(self) -> dict[str, Any]:
         try:
-            policy = await loop.run_in_executor(None, lambda: load_policy(self.options.config, registry=self.registry))
+            policy = await self._load()
         except ConfigError as exc:
             self.last_reload_error = str(exc)
             return {"ok": False, "error": str(exc)}
@@ -122,7 +110,7 @@ class Worker:
             generation = service.state.policy.generation
             issuers = {issuer.name: issuer.keys.status() for issuer in service.state.policy.issuers}
         return {
-            "index": self.options.index,
+            "index": self.index,
             "pid": os.getpid(),
             "ready": self.ready,
             "generation": generation,
@@ -138,7 +126,7 @@ class Worker:
         if op == "status":
             return self.status()
         if op == "metrics":
-            return self.telemetry.snapshot()
+            return {"ok": True, "metrics": self.telemetry.snapshot()}
         if op == "reload":
             return await self._reload()
         return {"ok": False, "error": f"unknown op {op!r}"}
@@ -183,9 +171,9 @@ class Worker:
         self._loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
         try:
-            policy = await self._loop.run_in_executor(None, lambda: load_policy(self.options.config, registry=self.registry))
+            policy = await self._load()
         except ConfigError as exc:
-            log.error("worker %d: invalid policy:\n%s", self.options.index, exc)
+            log.error("worker %d: invalid policy:\n%s", self.index, exc)
             return 2
         self._activate(policy)
         assert self.service is not None
@@ -201,8 +189,8 @@ class Worker:
             ("grpc.keepalive_permit_without_calls", 1),
             ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
         ]
-        if self.options.max_concurrent_streams is not None:
-            options.append(("grpc.max_concurrent_streams", self.options.max_concurrent_streams))
+        if self.options.max_streams_per_connection is not None:
+            options.append(("grpc.max_concurrent_streams", self.options.max_streams_per_connection))
         sync = self.options.server == "sync"
         if sync:
             # Checks run on a small thread pool; the gRPC core does the I/O in
@@ -210,11 +198,11 @@ class Worker:
             # (benchmarks/RESULTS.md), through Envoy and directly.
             server = grpc.server(
                 futures.ThreadPoolExecutor(self.options.threads, thread_name_prefix="authz-check"),
-                options=options, maximum_concurrent_rpcs=self.options.max_concurrent_rpcs)
+                options=options, maximum_concurrent_rpcs=self.options.max_concurrent_checks)
             self.health = health.HealthServicer()
             check = service.check_sync
         else:
-            server = grpc.aio.server(options=options, maximum_concurrent_rpcs=self.options.max_concurrent_rpcs)
+            server = grpc.aio.server(options=options, maximum_concurrent_rpcs=self.options.max_concurrent_checks)
             self.health = health.aio.HealthServicer()
             check = service.check  # type: ignore[assignment]
         handler = grpc.method_handlers_generic_handler(AUTHORIZATION_SERVICE, {
@@ -229,9 +217,9 @@ class Worker:
             server,
         )
         server.add_insecure_port(self.options.grpc_address)
-        if self.options.worker_port is not None:
+        if self.port is not None:
             host = self.options.grpc_address.rsplit(":", 1)[0]
-            server.add_insecure_port(f"{host}:{self.options.worker_port}")
+            server.add_insecure_port(f"{host}:{self.port}")
         if sync:
             server.start()
         else:
@@ -241,9 +229,9 @@ class Worker:
         self.ready = True
         self._loop.add_signal_handler(signal.SIGTERM, self._request_stop)
         threading.Thread(target=self._control_thread, name="authz-control", daemon=True).start()
-        log.info("worker %d (pid %d) serving gRPC (%s) on %s%s, policy generation %d", self.options.index, os.getpid(),
+        log.info("worker %d (pid %d) serving gRPC (%s) on %s%s, policy generation %d", self.index, os.getpid(),
                  self.options.server, self.options.grpc_address,
-                 f" and port {self.options.worker_port}" if self.options.worker_port else "", policy.generation)
+                 f" and port {self.port}" if self.port else "", policy.generation)
 
         await self._stopping.wait()
         # Drain: report NOT_SERVING, stop accepting, let in-flight checks finish.
@@ -256,16 +244,16 @@ class Worker:
             await server.stop(self.options.drain_timeout)
         for issuer in self.service.state.policy.issuers:
             issuer.keys.stop()
-        log.info("worker %d stopped", self.options.index)
+        log.info("worker %d stopped", self.index)
         return 0
 
 
-def worker_main(options: WorkerOptions, control: Connection) -> None:
-    """Entry point of a worker process (spawned by the supervisor)."""
-    logging.basicConfig(level=options.log_level, format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
+def worker_main(options: ServeOptions, index: int, control: Connection) -> None:
+    """Entry point of worker process ``index`` (spawned by the supervisor)."""
+    options.configure_logging()
     # Ctrl-C reaches the whole process group; the supervisor coordinates the stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    worker = Worker(options, control)
+    worker = Worker(options, index, control)
     try:
         # A requirement everywhere but Windows, where uvloop does not exist.
         import uvloop

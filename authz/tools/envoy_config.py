@@ -42,7 +42,8 @@ from envoy_data_plane.envoy.config.endpoint.v3 import (
     LocalityLbEndpoints,
 )
 from envoy_data_plane.envoy.config.listener.v3 import Filter, FilterChain, Listener
-from envoy_data_plane.envoy.config.rbac.v3 import Permission, Policy, Principal, Rbac, RbacAction
+from envoy_data_plane.envoy.config.rbac.v3 import Permission, Principal, Rbac, RbacAction
+from envoy_data_plane.envoy.config.rbac.v3 import Policy as RbacPolicy
 from envoy_data_plane.envoy.config.route.v3 import (
     DirectResponseAction,
     Route,
@@ -204,7 +205,7 @@ def edge(options: EnvoyOptions) -> Bootstrap:
 def sidecar(options: EnvoyOptions) -> Bootstrap:
     shadow = RbacFilter(
         shadow_rules=Rbac(action=RbacAction.DENY, policies={
-            f"{ISTIO_POLICY_PREFIX}-ns[default]-policy[ext-authz]-rule[{index}]": Policy(
+            f"{ISTIO_POLICY_PREFIX}-ns[default]-policy[ext-authz]-rule[{index}]": RbacPolicy(
                 permissions=[Permission(url_path=PathMatcher(path=StringMatcher(prefix=prefix)))],
                 principals=[Principal(any=True)],
             )

@@ -1,0 +1,82 @@
+"""Workers' telemetry snapshots are plain data, merged per metric kind and
+written as Prometheus text; the serve options reach every worker whole."""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any
+
+from authz.cli import build_parser
+from authz.server import metrics
+from authz.server.cache import Stats
+from authz.server.options import ServeOptions
+from authz.server.telemetry import METRICS, Snapshot, Telemetry, labels
+
+
+def _worker(decided: int, *, in_flight: int, generation: int, age: float, latency: float) -> Snapshot:
+    stats = Stats()
+    stats.hits, stats.misses = decided - 1, 1
+    key_sets = {"remote": {"source": "remote", "successes": 2, "failures_total": 1, "age_seconds": age},
+                "corp": {"source": "file"}}
+    telemetry = Telemetry(sources=lambda: {"caches": {"decisions": (stats, 1)}, "jwks": key_sets})
+    telemetry.decisions[("allowed", "corp")] += decided
+    telemetry.dry_run_denials["blocked-networks"] += 1
+    telemetry.in_flight, telemetry.generation = in_flight, generation
+    telemetry.latency.record(latency)
+    snapshot = telemetry.snapshot()
+    assert pickle.loads(pickle.dumps(snapshot)) == snapshot  # it crosses the control pipe
+    return snapshot
+
+
+def _samples(text: bytes) -> dict[str, float]:
+    lines = [line for line in text.decode().splitlines() if line and not line.startswith("#")]
+    return {name: float(value) for name, value in (line.rsplit(" ", 1) for line in lines)}
+
+
+def test_snapshots_merge_as_each_metric_says() -> None:
+    merged = metrics.merge([
+        _worker(3, in_flight=1, generation=4, age=10.0, latency=0.0002),
+        _worker(5, in_flight=2, generation=3, age=30.0, latency=0.003),
+    ])
+    merged["authz_workers"] = {(): 2}
+    samples = _samples(metrics.render(merged))
+    assert samples['authz_decisions_total{issuer="corp",reason="allowed"}'] == 8
+    assert samples['authz_dry_run_denials_total{rule="blocked-networks"}'] == 2
+    assert samples['authz_cache_requests_total{cache="decisions",outcome="hit"}'] == 2 + 4
+    assert samples['authz_cache_entries{cache="decisions"}'] == 2
+    assert samples['authz_jwks_fetches_total{issuer="remote",outcome="failure"}'] == 2
+    assert samples['authz_jwks_key_set_age_seconds{issuer="remote"}'] == 30.0  # the oldest worker's
+    assert samples["authz_policy_generation"] == 3  # the lowest
+    assert samples["authz_checks_in_flight"] == 3
+    assert samples['authz_check_duration_seconds_bucket{le="0.00025"}'] == 1
+    assert samples['authz_check_duration_seconds_bucket{le="0.005"}'] == 2
+    assert samples["authz_check_duration_seconds_count"] == 2
+    assert samples["authz_workers"] == 2
+
+
+def test_a_metric_without_series_is_left_out() -> None:
+    snapshot = Telemetry().snapshot()
+    assert set(snapshot) == {"authz_check_duration_seconds", "authz_checks_in_flight", "authz_policy_generation"}
+    text = metrics.render(metrics.merge([snapshot])).decode()
+    assert "authz_decisions_total" not in text and "authz_dry_run_denials_total" not in text
+    assert "# TYPE authz_check_duration_seconds histogram" in text
+
+
+def test_every_snapshot_name_is_a_defined_metric() -> None:
+    snapshot = _worker(1, in_flight=0, generation=1, age=1.0, latency=0.001)
+    assert set(snapshot) <= set(METRICS)
+    for name, series in snapshot.items():
+        for key in series:
+            assert [label for label, _ in key] == sorted(METRICS[name].labels), name
+    assert labels(rule="r", a="b") == (("a", "b"), ("rule", "r"))
+
+
+def test_serve_options_are_the_flags_and_pickle() -> None:
+    args = build_parser().parse_args(["serve", "--config", "p.yaml", "--max-streams-per-connection", "7",
+                                      "--worker-ports", "9000", "--log-level", "debug"])
+    options = ServeOptions.from_args(args)
+    flags: dict[str, Any] = {k: v for k, v in vars(args).items() if k not in ("command", "func")}
+    assert vars(options) == flags  # every flag is a field of the same name, and nothing else
+    assert pickle.loads(pickle.dumps(options)) == options  # handed as is to every worker process
+    assert (options.max_streams_per_connection, options.worker_port(2)) == (7, 9002)
+    assert ServeOptions.from_args(build_parser().parse_args(["serve", "--config", "p.yaml"])).worker_port(0) is None
