@@ -32,6 +32,7 @@ from authz.wire.denial import echoed_request_id
 from authz.wire.grpc import (
     CheckRequest,
     make_cache_key,
+    request_id_of,
     summary,
     to_request,
     to_response,
@@ -217,7 +218,7 @@ class CheckService:
             if hit is not None:
                 response = hit.response
                 if response is None:  # a denial: its body names this request's id
-                    response = to_response(hit.decision, echoed_request_id(message.attributes.request.http.headers)).SerializeToString()
+                    response = to_response(hit.decision, request_id_of(message)).SerializeToString()
                 return Answer(response, hit.decision, "hit", message)
         try:
             request = to_request(message)

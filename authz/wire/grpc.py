@@ -119,6 +119,12 @@ def summary(check: Any) -> tuple[str | None, str, str, str]:
     return echoed_request_id(headers), values["method"], values["host"], values["path"]
 
 
+def request_id_of(check: Any) -> str | None:
+    """The request id a denial echoes (a cached denial is answered anew for
+    each request, with its own id)."""
+    return echoed_request_id(check.attributes.request.http.headers)
+
+
 def trace_headers(check: Any) -> Mapping[str, str]:
     """The headers a trace parent is read from."""
     try:
