@@ -53,14 +53,20 @@ import yaml  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 
 from authz.tools.envoy_config import EnvoyOptions, render  # noqa: E402
-from benchmarks import envoy_native  # noqa: E402
-from tests.support.paths import ACCEPTANCE  # noqa: E402
-from tests.support.procs import Authz, Proc, free_port, http_get  # noqa: E402
-from tests.support.requests import check_request_json  # noqa: E402
-from tests.support.tokens import claims, public_jwk, token  # noqa: E402
+from benchmarks.bare_granian import listeners, wait_listening  # noqa: E402
+from testkit import envoy_native  # noqa: E402
+from testkit.paths import ACCEPTANCE  # noqa: E402
+from testkit.procs import Authz, Proc, free_port, free_port_run, http_get  # noqa: E402
+from testkit.requests import check_request_json  # noqa: E402
+from testkit.tokens import claims, public_jwk, token  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "out"
 LOAD = ROOT / "benchmarks" / "load.mjs"
+#: authz serve --http-authz-prefix, and Envoy's http_service path_prefix.
+HTTP_PREFIX = "/authz"
+#: The fixed-rate comparison of the HTTP door runs at this share of its capacity
+#: (3,000 req/s of the 11,500 where the targets were set).
+HTTP_RATE_SHARE = 0.26
 
 
 # -- the realistic policy ---------------------------------------------------------
@@ -192,7 +198,7 @@ class Bare:
 
     def __init__(self, workers: int, mode: str = "sync", worker_ports: bool = False, pin: bool = False) -> None:
         self.port = free_port()
-        self.worker_base = _free_base(workers) if worker_ports else None
+        self.worker_base = free_port_run(workers) if worker_ports else None
         args = [sys.executable, str(ROOT / "benchmarks" / "bare_server.py"), "--workers", str(workers),
                 "--port", str(self.port), "--mode", mode]
         if self.worker_base is not None:
@@ -216,10 +222,36 @@ class Bare:
         return sum(int(n) for n in re.findall(r"answered (\d+)", "\n".join(self.proc.lines)))
 
 
-def _free_base(count: int) -> int:
-    from tests.support.procs import _free_run
+class BareGranian:
+    """benchmarks/bare_granian.py as a process (embedded granian, the layout of
+    authz's HTTP door); ``stop()`` returns its count."""
 
-    return _free_run(count)
+    def __init__(self, workers: int, server: str = "embed") -> None:
+        self.port = free_port()
+        self.proc = Proc([sys.executable, str(ROOT / "benchmarks" / "bare_granian.py"), "--workers", str(workers),
+                          "--port", str(self.port), "--server", server], name="bare-granian")
+        line = self.proc.wait_for(r"^(not )?ready")
+        if not line.startswith("ready"):
+            self.proc.stop()
+            raise RuntimeError("bare_granian.py: " + self.proc.output())
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def stop(self) -> int:
+        self.proc.stop()
+        return sum(int(n) for n in re.findall(r"answered (\d+)", "\n".join(self.proc.lines)))
+
+
+def authz_flag(flag: str) -> bool:
+    """Whether this authz's ``serve`` knows ``flag`` (e.g. ``--pin-workers``)."""
+    run = subprocess.run([sys.executable, "-m", "authz", "serve", "--help"], capture_output=True, text=True, timeout=60)
+    return flag in run.stdout
+
+
+Start = Callable[[], tuple["EnvoyProc", int, Callable[[], dict[str, Any]]]]
+Verify = Callable[[dict[str, Any], dict[str, int], dict[str, Any]], None]
 
 
 class EnvoyProc:
@@ -249,10 +281,14 @@ class EnvoyProc:
         self.proc.stop()
 
 
-def envoy_for_authz(endpoints: list[str], directory: Path, name: str) -> tuple[EnvoyProc, int]:
+def envoy_for_authz(endpoints: list[str], directory: Path, name: str, protocol: str = "grpc") -> tuple[EnvoyProc, int]:
+    """Envoy in the edge shape, the route answering 200 itself; ext_authz
+    calls ``endpoints`` by gRPC, or (``protocol="http"``) by HTTP under
+    :data:`HTTP_PREFIX`, authz's HTTP door or bare_granian.py."""
     listen, admin = free_port(), free_port()
     text = render(EnvoyOptions(shape="edge", authz=endpoints, listen=f"127.0.0.1:{listen}",
-                               admin=f"127.0.0.1:{admin}", direct_response=True, timeout=1.0))
+                               admin=f"127.0.0.1:{admin}", direct_response=True, timeout=1.0,
+                               protocol=protocol, path_prefix=HTTP_PREFIX))
     envoy = EnvoyProc(text, directory, name)
     envoy.wait(admin)
     return envoy, listen
@@ -334,26 +370,32 @@ class Bench:
             self.add(Row("direct", f"authz cache miss, unique {alg} tokens, {a.workers} workers (load.mjs)",
                          median_of(runs, "rps"), median_of(runs, "p50"), median_of(runs, "p99")))
 
+    def envoy_once(self, start: Start, check: Verify, path: str = "/api/orders/1") -> dict[str, Any]:
+        """One wrk run through the Envoy ``start`` brings up: every answer a
+        2xx, and ``check`` given wrk's result, Envoy's stats over the run and
+        what the server behind it counted."""
+        envoy, listen, finish = start()
+        try:
+            try:
+                before = envoy.stats()
+                result = wrk(f"http://127.0.0.1:{listen}{path}", self.args.duration, self.headers)
+                after = envoy.stats()
+            finally:
+                envoy.stop()
+        finally:
+            server = finish()
+        assert result["non2xx"] == 0 and not result["socket_errors"], result
+        check(result, {k: after.get(k, 0) - before.get(k, 0) for k in after}, server)
+        return result
+
     # 2. through Envoy
     def through_envoy(self) -> None:
         a = self.args
         self.say("== 2. end to end through Envoy (wrk)")
         path = "/api/orders/1"
 
-        def run(name: str, start: Callable[[], tuple[EnvoyProc, int, Callable[[], dict[str, Any]]]], check: Callable[[dict[str, Any], dict[str, int], dict[str, Any]], None]) -> Row:
-            runs = []
-            for _ in range(a.runs):
-                envoy, listen, finish = start()
-                try:
-                    before = envoy.stats()
-                    result = wrk(f"http://127.0.0.1:{listen}{path}", a.duration, self.headers)
-                    after = envoy.stats()
-                finally:
-                    envoy.stop()
-                server = finish()
-                assert result["non2xx"] == 0 and not result["socket_errors"], result
-                check(result, {k: after.get(k, 0) - before.get(k, 0) for k in after}, server)
-                runs.append(result)
+        def run(name: str, start: Start, check: Verify) -> Row:
+            runs = [self.envoy_once(start, check, path) for _ in range(a.runs)]
             row = Row("envoy", name, median_of(runs, "rps"), median_of(runs, "p50"), median_of(runs, "p99"))
             self.add(row)
             return row
@@ -409,6 +451,185 @@ class Bench:
         if authz_row.rps and bare_row.rps:
             authz_row.extra["vs_bare"] = authz_row.rps / bare_row.rps
             authz_row.note += f"; {authz_row.rps / bare_row.rps:.2f}x bare ext_authz"
+
+    # 7. the HTTP door
+    def http_door(self) -> None:
+        """The same edge Envoy (route answering 200 itself), wrk -c32, one
+        valid token, the same request: Envoy alone, Envoy + authz's gRPC door
+        (per-worker ports), Envoy + authz's HTTP door (one SO_REUSEPORT port),
+        Envoy + bare granian; the runs of the three interleaved so a noisy
+        neighbour hits them alike. Then authz's gRPC door directly against
+        the bare grpcio server pinned one worker per core (h2load), and p99
+        through Envoy at a fixed share of the HTTP door's capacity."""
+        a = self.args
+        w = a.workers
+        self.say("== 7. the HTTP door (authz serve --http-authz-address) against the gRPC door and bare granian")
+        # The benchmark policy's blocked-networks rule reads the source
+        # address; the HTTP door knows it only from x-forwarded-for, which
+        # the Envoy in front (use_remote_address) sets: one trusted hop.
+        door = ["--http-authz-prefix", HTTP_PREFIX, "--trusted-forwarded-hops", "1"]
+
+        def warm(listen: int) -> None:
+            # One call through Envoy: the door answers, the decision is cached.
+            status, _h, body = http_get(f"http://127.0.0.1:{listen}/api/orders/1", self.headers)
+            assert status == 200, ("the warm-up call was not allowed", status, body)
+
+        def authz_start(protocol: str) -> Start:
+            def start() -> tuple[EnvoyProc, int, Callable[[], dict[str, Any]]]:
+                http_port = free_port()
+                extra = ["--http-authz-address", f"127.0.0.1:{http_port}", *door] if protocol == "http" else []
+                server = Authz(self.policy, workers=w, worker_ports=protocol == "grpc", extra=extra).__enter__()
+                envoy: EnvoyProc | None = None
+                try:
+                    if protocol == "http" and not wait_listening(http_port, w):
+                        raise RuntimeError(f"authz's HTTP door: {listeners(http_port)} of {w} workers listening")
+                    endpoints = server.worker_addresses if protocol == "grpc" else [f"127.0.0.1:{http_port}"]
+                    envoy, listen = envoy_for_authz(endpoints, self.tmp, f"door-{protocol}", protocol=protocol)
+                    warm(listen)
+                    before = metrics(server.http)
+                except BaseException:
+                    if envoy is not None:
+                        envoy.stop()
+                    server.__exit__(None, None, None)
+                    raise
+
+                def finish() -> dict[str, Any]:
+                    try:
+                        after = metrics(server.http)
+                    finally:
+                        server.__exit__(None, None, None)
+                    hit = 'authz_cache_requests_total{cache="decisions",outcome="hit"}'
+                    return {"allowed": decided(after, "allowed") - decided(before, "allowed"),
+                            "all": decided(after) - decided(before), "hits": after.get(hit, 0) - before.get(hit, 0)}
+                return envoy, listen, finish
+            return start
+
+        def granian_start() -> tuple[EnvoyProc, int, Callable[[], dict[str, Any]]]:
+            server = BareGranian(w)
+            try:
+                envoy, listen = envoy_for_authz([server.address], self.tmp, "granian", protocol="http")
+                warm(listen)
+            except BaseException:
+                server.stop()
+                raise
+            return envoy, listen, lambda: {"answered": server.stop()}
+
+        def verify(result: dict[str, Any], stats: dict[str, int], server: dict[str, Any]) -> None:
+            ok = stats.get("http.ingress_http.ext_authz.ok", 0)
+            assert ok >= result["requests"] * 0.99, ("ext_authz did not approve the requests", ok, result)
+            for bad in ("error", "denied", "failure_mode_allowed", "invalid"):
+                assert stats.get(f"http.ingress_http.ext_authz.{bad}", 0) == 0, (bad, stats)
+            counted = server.get("allowed", server.get("answered", 0))
+            assert counted >= ok * 0.99, ("the server did not count what Envoy got", counted, ok)
+            if "all" in server:  # authz: every decision an allow, from the decision cache
+                assert server["all"] == server["allowed"], ("not every decision was an allow", server)
+                assert server["hits"] >= server["allowed"] * 0.99, ("the cache-hit scenario missed the cache", server)
+
+        alone = next((r for r in self.rows if r.section == "envoy" and r.scenario.startswith("Envoy alone")), None)
+        if alone is None:
+            def alone_start() -> tuple[EnvoyProc, int, Callable[[], dict[str, Any]]]:
+                envoy, listen = envoy_alone(self.tmp, "alone")
+                return envoy, listen, dict
+            runs = [self.envoy_once(alone_start, lambda r, s, x: None) for _ in range(a.runs)]
+            alone = Row("http", "Envoy alone (direct response)", median_of(runs, "rps"), median_of(runs, "p50"), median_of(runs, "p99"))
+        else:
+            alone = Row("http", alone.scenario, alone.rps, alone.p50, alone.p99, note="the envoy section's row")
+        self.add(alone)
+
+        cases = {"grpc": authz_start("grpc"), "http": authz_start("http"), "granian": granian_start}
+        results: dict[str, list[dict[str, Any]]] = {name: [] for name in cases}
+        for _ in range(a.runs):
+            for name, start in cases.items():
+                results[name].append(self.envoy_once(start, verify))
+
+        def envoy_row(name: str, scenario: str) -> Row:
+            runs = results[name]
+            row = Row("http", scenario, median_of(runs, "rps"), median_of(runs, "p50"), median_of(runs, "p99"))
+            if row.rps and alone.rps:
+                row.note = f"{row.rps / alone.rps:.2f}x Envoy alone"
+            return row
+
+        grpc_row = envoy_row("grpc", f"Envoy + authz gRPC door, {w} workers (per-worker ports), cache hit")
+        http_row = envoy_row("http", f"Envoy + authz HTTP door, {w} workers (one SO_REUSEPORT port), cache hit")
+        granian_row = envoy_row("granian", f"Envoy + bare granian (bare_granian.py, answers 200 undecided), {w} workers")
+        if http_row.rps and grpc_row.rps and granian_row.rps:
+            http_row.extra = {"vs_grpc": http_row.rps / grpc_row.rps, "vs_granian": http_row.rps / granian_row.rps}
+            http_row.note += (f"; {http_row.extra['vs_grpc']:.2f}x the gRPC door; "
+                              f"{http_row.extra['vs_granian']:.2f}x bare granian")
+        for row in (grpc_row, http_row, granian_row):
+            self.add(row)
+
+        # Directly (no Envoy): authz's gRPC door against the bare grpcio server,
+        # the same workers, pinned one per core where each can be.
+        pin = authz_flag("--pin-workers")
+        pinned_runs: dict[str, list[dict[str, Any]]] = {"bare": [], "authz": []}
+        for _ in range(a.runs):
+            bare = Bare(w, pin=True)
+            try:
+                result = h2load(bare.endpoints[0], self.hit_body, a.duration)
+            finally:
+                count = bare.stop()
+            assert count >= result["succeeded"] * 0.99 and result["failed"] == 0, (count, result)
+            pinned_runs["bare"].append({"rps": count / a.duration})
+            with Authz(self.policy, workers=w, extra=["--pin-workers", "on"] if pin else []) as authz:
+                authz.check(check_request_json("GET", "/api/orders/0", headers=self.headers))  # warm the cache
+                before = metrics(authz.http)
+                result = h2load(authz.grpc_address, self.hit_body, a.duration)
+                after = metrics(authz.http)
+            count = decided(after, "allowed") - decided(before, "allowed")
+            assert decided(after) - decided(before) == count, "not every answer was an allow"
+            assert count >= result["succeeded"] * 0.99 and result["failed"] == 0, (count, result)
+            pinned_runs["authz"].append({"rps": count / a.duration})
+        bare_pinned = Row("http", f"direct: bare grpcio server (sync), {w} workers pinned one per core (h2load)",
+                          median_of(pinned_runs["bare"], "rps"))
+        authz_direct = Row("http", f"direct: authz gRPC door, cache hit, {w} workers "
+                           f"{'pinned one per core (--pin-workers on)' if pin else 'NOT pinned (this authz has no --pin-workers)'} (h2load)",
+                           median_of(pinned_runs["authz"], "rps"))
+        authz_direct.extra = {"pinned": pin}
+        if authz_direct.rps and bare_pinned.rps:
+            authz_direct.extra["vs_bare_pinned"] = authz_direct.rps / bare_pinned.rps
+            authz_direct.note = f"{authz_direct.rps / bare_pinned.rps:.2f}x the pinned bare server"
+        self.add(bare_pinned)
+        self.add(authz_direct)
+
+        # p99 through Envoy, open loop, at a share of the HTTP door's capacity.
+        if not http_row.rps:
+            return
+        rate = max(1, round(http_row.rps * HTTP_RATE_SHARE))
+
+        def at_rate(start: Start) -> dict[str, Any]:
+            envoy, listen, finish = start()
+            try:
+                try:
+                    result = node_load("http", "--url", f"http://127.0.0.1:{listen}/api/orders/1", "--rate", str(rate),
+                                       "--duration", str(a.duration), "--connections", "64",
+                                       "--header", f"authorization: Bearer {self.bearer}", "--header", "x-tenant: t1",
+                                       timeout=a.duration + 120)
+                finally:
+                    envoy.stop()
+            finally:
+                server = finish()
+            assert result["failed"] == 0, result
+            if "all" in server:
+                assert server["all"] == server["allowed"] >= result["ok"], (server, result)
+            return result
+
+        def alone_start() -> tuple[EnvoyProc, int, Callable[[], dict[str, Any]]]:
+            envoy, listen = envoy_alone(self.tmp, "fixed-alone")
+            return envoy, listen, dict
+
+        fixed: dict[str, list[dict[str, Any]]] = {"http": [], "granian": [], "alone": []}
+        for _ in range(a.runs):
+            fixed["http"].append(at_rate(cases["http"]))
+            fixed["granian"].append(at_rate(cases["granian"]))
+            fixed["alone"].append(at_rate(alone_start))
+        share = f"{HTTP_RATE_SHARE:.0%} of the HTTP door's capacity through Envoy"
+        for name, scenario in (("http", f"Envoy + authz HTTP door at {rate} req/s, {w} workers"),
+                               ("granian", f"Envoy + bare granian at {rate} req/s, {w} workers"),
+                               ("alone", f"(Envoy alone at {rate} req/s: the load generator's and Envoy's own floor)")):
+            runs = fixed[name]
+            self.add(Row("http", scenario, median_of(runs, "rps"), median_of(runs, "p50_ms"), median_of(runs, "p99_ms"),
+                         note=share if name == "http" else "", extra={"fixed_rate": rate, "case": name}))
 
     # 3. fixed rate
     def fixed_rate(self) -> None:

@@ -38,7 +38,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from authz.cel import compile_expression, select_reads
+from cel_expr_python import cel as runtime
+from cel_expr_python.ext import ext_encoders, ext_strings
+
+from authz.cel import VARIABLES, compile_expression, minimal_paths, select_reads
 
 CONDITION = 'identity.kind == "jwt" && request.headers["x-tenant"] != identity.claims.tenant'
 
@@ -78,13 +81,19 @@ def runners() -> list[tuple[str, str, Runner | str]]:
     """(name, version, evaluate-one or why it is missing)."""
     out: list[tuple[str, str, Runner | str]] = []
     ours = compile_expression(CONDITION, result="bool")
-    paths = ours._read_paths
+    paths = minimal_paths(ours.reads)
 
     def pruned(run: Runner) -> Runner:
         return lambda v: run(select_reads(v, paths))
     version = importlib.metadata.version("cel-expr-python")
     out.append(("authz.cel (cel-expr-python, reads only)", version, ours.evaluate))
-    program = ours._program  # the same compiled program, handed everything
+    # The same runtime, compiled as authz.cel compiles (same variables and
+    # extensions), handed everything.
+    env = runtime.NewEnv(
+        variables={name: runtime.Type.TIMESTAMP if name == "now" else runtime.Type.DYN for name in VARIABLES},
+        extensions=[ext_strings.ExtStrings(), ext_encoders.ExtEncoders()],
+    )
+    program = env.compile(CONDITION)
     out.append(("cel-expr-python, whole variables", version, lambda v: program.eval(data=v).plain_value()))
 
     try:

@@ -21,9 +21,9 @@ from authz.engine import SystemClock  # noqa: E402
 from authz.server.service import CheckService, PolicyState  # noqa: E402
 from authz.server.telemetry import Telemetry  # noqa: E402
 from authz.wire.grpc import CheckRequest  # noqa: E402
-from tests.support.paths import ACCEPTANCE  # noqa: E402
-from tests.support.requests import check_request_json  # noqa: E402
-from tests.support.tokens import claims, token  # noqa: E402
+from testkit.paths import ACCEPTANCE  # noqa: E402
+from testkit.requests import check_request_json  # noqa: E402
+from testkit.tokens import claims, token  # noqa: E402
 
 
 class _NoHistogram:

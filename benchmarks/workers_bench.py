@@ -33,8 +33,8 @@ from benchmarks.bench import (  # noqa: E402
     write_policy,
     wrk,
 )
-from tests.support.procs import Authz  # noqa: E402
-from tests.support.tokens import claims, token  # noqa: E402
+from testkit.procs import Authz  # noqa: E402
+from testkit.tokens import claims, token  # noqa: E402
 
 
 def allowed_since(authz: Authz, before: dict[str, float]) -> float:

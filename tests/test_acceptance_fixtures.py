@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from authz.config import load_policy
 from authz.engine import Engine
 from authz.wire.grpc import parse_json_request, to_request
-from tests.support.paths import ACCEPTANCE
+from testkit.paths import ACCEPTANCE
 
 GENERATOR = ACCEPTANCE / "generate.py"
 

@@ -13,7 +13,7 @@ import pytest
 from authz.config import load_policy
 from authz.engine import Engine
 from authz.wire.grpc import parse_json_request, to_request, to_response
-from tests.support.paths import ACCEPTANCE
+from testkit.paths import ACCEPTANCE
 
 EXPECTED = json.loads((ACCEPTANCE / "expected.json").read_text())
 CASES = EXPECTED["cases"]

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.paths import REPO
+from testkit.paths import REPO
 
 PACKAGE = REPO / "authz"
 

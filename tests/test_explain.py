@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from authz.cli import main
-from tests.support.paths import ACCEPTANCE
+from testkit.paths import ACCEPTANCE
 
 EXPECTED = json.loads((ACCEPTANCE / "expected.json").read_text())
 # The line of the trace that must explain each denial.

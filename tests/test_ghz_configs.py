@@ -42,8 +42,8 @@ import pytest
 from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory
 
 from authz._proto.envoy.service.auth.v3 import external_auth_pb2
-from tests.support.paths import EXAMPLES, REPO
-from tests.support.procs import Authz
+from testkit.paths import EXAMPLES, REPO
+from testkit.procs import Authz
 
 GHZ_DIR = REPO / "benchmarks" / "ghz"
 PROTOS = REPO / "protos"

@@ -1,15 +1,15 @@
-"""The codebase stays clean: ruff, and mypy --strict over the package and tests."""
+"""The codebase stays clean: ruff, and mypy --strict over the package, the tests and testkit."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 
-from tests.support.paths import REPO
+from testkit.paths import REPO
 
 
 def test_ruff() -> None:
-    run = subprocess.run([sys.executable, "-m", "ruff", "check", "authz", "tests", "benchmarks", "protos", "setup.py"],
+    run = subprocess.run([sys.executable, "-m", "ruff", "check", "authz", "tests", "testkit", "benchmarks", "protos", "setup.py"],
                          cwd=REPO, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout[-4000:]
 

@@ -28,7 +28,7 @@ from envoy_data_plane.message_pool import default_message_pool
 from google.protobuf import descriptor, descriptor_pb2, descriptor_pool
 
 from authz._proto.envoy.service.auth.v3 import external_auth_pb2
-from tests.support.paths import REPO
+from testkit.paths import REPO
 
 VENDOR = REPO / "protos" / "vendor"
 GENERATED = REPO / "authz" / "_proto"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import authz
-from tests.support.paths import ACCEPTANCE
+from testkit.paths import ACCEPTANCE
 
 
 def test_public_names() -> None:

@@ -14,7 +14,7 @@ import shlex
 import shutil
 from pathlib import Path
 
-from tests.support.paths import REPO
+from testkit.paths import REPO
 
 
 def instructions() -> list[tuple[str, str]]:

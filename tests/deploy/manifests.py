@@ -30,7 +30,7 @@ import kubernetes_validate
 import yaml
 from referencing import Registry, Resource
 
-from tests.support.paths import REPO
+from testkit.paths import REPO
 
 DEPLOY = REPO / "deploy"
 # The Kubernetes-side manifests checked here (deploy/ holds other things too,

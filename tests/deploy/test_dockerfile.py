@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
+from testkit.paths import REPO
 from tests.deploy.docker_context import copy_build_sources, ignored, instructions
 from tests.deploy.manifests import find
-from tests.support.paths import REPO
 
 K8S = REPO / "deploy" / "kubernetes"
 

@@ -29,10 +29,10 @@ from typing import Any
 import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
+from testkit.paths import EXAMPLES
+from testkit.procs import Authz
+from testkit.requests import check_request_json
 from tests.deploy.docker_context import copy_build_sources
-from tests.support.paths import EXAMPLES
-from tests.support.procs import Authz
-from tests.support.requests import check_request_json
 
 pytestmark = pytest.mark.integration
 

@@ -28,9 +28,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from authz.cli import main as authz_main
 from authz.config import load_policy
+from testkit.paths import REPO
+from testkit.requests import check_request_json
 from tests.deploy.manifests import find, load_docs
-from tests.support.paths import REPO
-from tests.support.requests import check_request_json
 
 K8S = REPO / "deploy" / "kubernetes"
 API_KEY = "deploy-test-api-key-0123456789"

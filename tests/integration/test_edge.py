@@ -10,9 +10,9 @@ import jwt
 import pytest
 
 from authz.tools.envoy_config import EnvoyOptions
-from tests.support.paths import ACCEPTANCE
-from tests.support.procs import Authz, Echo, Envoy, http_get
-from tests.support.tokens import claims, token
+from testkit.paths import ACCEPTANCE
+from testkit.procs import Authz, Echo, Envoy, http_get
+from testkit.tokens import claims, token
 
 
 @pytest.fixture(scope="module")

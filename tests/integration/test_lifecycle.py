@@ -11,11 +11,11 @@ from pathlib import Path
 import grpc
 import pytest
 
-from tests.support.idp import FakeIdP
-from tests.support.paths import ACCEPTANCE
-from tests.support.procs import Authz
-from tests.support.requests import check_request_json
-from tests.support.tokens import claims, jwks, public_jwk, rsa_key, token
+from testkit.idp import FakeIdP
+from testkit.paths import ACCEPTANCE
+from testkit.procs import Authz
+from testkit.requests import check_request_json
+from testkit.tokens import claims, jwks, public_jwk, rsa_key, token
 
 
 def _write(path: Path, text: str) -> None:

@@ -27,10 +27,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from authz.tools.envoy_config import EnvoyOptions
-from tests.support.idp import FakeIdP
-from tests.support.paths import REPO
-from tests.support.procs import Authz, Echo, Envoy, Proc, http_get
-from tests.support.tokens import ec_key, jwks, public_jwk, rsa_key, token
+from testkit.idp import FakeIdP
+from testkit.paths import REPO
+from testkit.procs import Authz, Echo, Envoy, Proc, http_get
+from testkit.tokens import ec_key, jwks, public_jwk, rsa_key, token
 
 EDGE_DIR = REPO / "deploy" / "netlify-edge"
 BUILT = EDGE_DIR / "build" / "netlify" / "edge-functions" / "authz-edge.js"

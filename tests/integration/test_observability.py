@@ -16,10 +16,10 @@ from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from tests.support.paths import ACCEPTANCE
-from tests.support.procs import Authz
-from tests.support.requests import check_request_json
-from tests.support.tokens import claims, token
+from testkit.paths import ACCEPTANCE
+from testkit.procs import Authz
+from testkit.requests import check_request_json
+from testkit.tokens import claims, token
 
 API_KEY = "ak_live_3f9c2b7e4d1a"
 

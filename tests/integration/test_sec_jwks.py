@@ -19,11 +19,11 @@ import pytest
 from google.protobuf import json_format
 
 from authz._proto.envoy.service.auth.v3 import external_auth_pb2
-from tests.support.idp import FakeIdP
-from tests.support.paths import ACCEPTANCE
-from tests.support.procs import Authz
-from tests.support.requests import check_request_json
-from tests.support.tokens import b64, claims, ec_key, jwks, public_jwk, rsa_key, token
+from testkit.idp import FakeIdP
+from testkit.paths import ACCEPTANCE
+from testkit.procs import Authz
+from testkit.requests import check_request_json
+from testkit.tokens import b64, claims, ec_key, jwks, public_jwk, rsa_key, token
 
 OK, UNAUTHENTICATED = 0, 16
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from authz.tools.envoy_config import EnvoyOptions
-from tests.support.paths import ACCEPTANCE
-from tests.support.pki import MeshCA
-from tests.support.procs import Authz, Echo, Envoy, http_get
+from testkit.paths import ACCEPTANCE
+from testkit.pki import MeshCA
+from testkit.procs import Authz, Echo, Envoy, http_get
 
 BILLING = "spiffe://cluster.local/ns/shop/sa/billing"
 STRANGER = "spiffe://cluster.local/ns/shop/sa/stranger"

@@ -17,8 +17,8 @@ from authz.config import load_policy
 from authz.server.service import CheckService, PolicyState
 from authz.server.telemetry import Telemetry
 from authz.wire.grpc import CheckRequest, CheckResponse
-from tests.support.paths import ACCEPTANCE
-from tests.support.tokens import contract_key, token
+from testkit.paths import ACCEPTANCE
+from testkit.tokens import contract_key, token
 
 START = 1_900_000_000.0
 

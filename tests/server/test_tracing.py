@@ -14,8 +14,8 @@ from authz.server.service import CheckService, PolicyState
 from authz.server.telemetry import Telemetry
 from authz.server.tracing import SPAN_NAME, tracer_from_environment, wanted
 from authz.wire.grpc import CheckRequest
-from tests.support.paths import ACCEPTANCE
-from tests.support.tokens import claims, token
+from testkit.paths import ACCEPTANCE
+from testkit.tokens import claims, token
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"

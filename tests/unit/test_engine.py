@@ -19,9 +19,9 @@ from authz.config import load_policy
 from authz.decision import Decision
 from authz.engine import Engine
 from authz.errors import Reason
-from tests.support import tokens
-from tests.support.paths import ACCEPTANCE, EXAMPLES
-from tests.support.requests import request
+from testkit import tokens
+from testkit.paths import ACCEPTANCE, EXAMPLES
+from testkit.requests import request
 
 NOW = 1_800_000_000.0
 ISSUER = "https://idp.example.com"

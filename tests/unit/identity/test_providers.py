@@ -7,7 +7,7 @@ discovery document and key set (``tests/fixtures/providers/``) from
 policy whose issuer is that URL and which has no ``jwks_uri`` (so discovery
 is used), and decides with :meth:`Engine.decide_blocking`.
 
-The server is a small one here rather than ``tests.support.idp.FakeIdP``:
+The server is a small one here rather than ``testkit.idp.FakeIdP``:
 FakeIdP serves discovery only at the root, and these issuers have paths
 (``/oauth2/default``, ``/{tenant}/v2.0``, ``/realms/shop``) under which
 discovery is looked up.
@@ -39,11 +39,11 @@ from cryptography.x509.oid import NameOID
 from authz.config import KeyRegistry, load_policy
 from authz.engine import Engine
 from authz.identity.jwks import FetchLoop
-from tests.support import tokens
-from tests.support.requests import request
-from tests.support.tokens import b64, raw_sign
+from testkit import tokens
+from testkit.paths import PROVIDER_FIXTURES
+from testkit.requests import request
+from testkit.tokens import b64, raw_sign
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "providers"
 TENANT = "4a2c3f6e-1b5d-4e8f-9a0b-7c6d5e4f3a21"
 OTHER_TENANT = "0f1e2d3c-4b5a-4978-8a9b-acbdcedf0f1e"
 
@@ -223,7 +223,7 @@ class ProviderCase:
         self.provider = provider
         self.server = server
         self.key = tokens.rsa_key(f"provider-{provider.name}")
-        directory = FIXTURES / provider.name
+        directory = PROVIDER_FIXTURES / provider.name
         numbers = self.key.public_key().public_numbers()
         certificate = _certificate_der(self.key, provider.name)
         enc = tokens.rsa_key(f"provider-{provider.name}-enc").public_key().public_numbers()
@@ -360,7 +360,7 @@ def test_a_token_signed_by_another_key_is_refused(case: ProviderCase, engine: En
 def test_fixtures_are_provider_shaped() -> None:
     """The fixtures keep the providers' real URL layouts and claim types."""
     def load(name: str, file: str) -> Any:
-        return json.loads((FIXTURES / name / file).read_text())
+        return json.loads((PROVIDER_FIXTURES / name / file).read_text())
 
     assert load("okta", "openid-configuration.json")["issuer"] == "https://dev-123456.okta.com/oauth2/default"
     assert isinstance(load("okta", "access-token.json")["claims"]["scp"], list)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.paths import ACCEPTANCE, EXAMPLES, REPO
+from testkit.paths import ACCEPTANCE, EXAMPLES, REPO
 
 INVALID = REPO / "tests" / "fixtures" / "invalid"
 FIXTURES = sorted(INVALID.glob("*.yaml"))

@@ -1,4 +1,4 @@
-"""Real processes for integration tests: authz, Envoy, small HTTP servers.
+"""Real processes for integration tests and benchmarks: authz, Envoy, small HTTP servers.
 
 Every wait here is on a condition (a line in a process's output, an HTTP
 answer), never a fixed sleep.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import signal
 import socket
@@ -32,10 +33,8 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _free_run(count: int) -> int:
+def free_port_run(count: int) -> int:
     """A base port such that base..base+count-1 are free now."""
-    import random
-
     for _ in range(200):
         base = random.randint(20000, 60000 - count)
         sockets = []
@@ -132,7 +131,7 @@ class Authz:
         # Per-worker ports: consecutive free ports from a random base.
         self.worker_addresses: list[str] = []
         if worker_ports:
-            base = _free_run(workers)
+            base = free_port_run(workers)
             extra = [*(extra or []), "--worker-ports", str(base)]
             self.worker_addresses = [f"127.0.0.1:{base + i}" for i in range(workers)]
         self.http = f"http://127.0.0.1:{self.http_port}"
@@ -161,16 +160,24 @@ class Authz:
 
 
 def http_get(url: str, headers: dict[str, str] | None = None, *, method: str = "GET",
-             context: Any = None) -> tuple[int, dict[str, str], bytes]:
+             context: Any = None, body: bytes | None = None) -> tuple[int, dict[str, str], bytes]:
     import urllib.error
     import urllib.request
 
-    request = urllib.request.Request(url, headers=headers or {}, method=method)
+    request = urllib.request.Request(url, headers=headers or {}, method=method, data=body)
     try:
         with urllib.request.urlopen(request, timeout=10, context=context) as response:
             return response.status, {k.lower(): v for k, v in response.headers.items()}, response.read()
     except urllib.error.HTTPError as error:
         return error.code, {k.lower(): v for k, v in error.headers.items()}, error.read()
+
+
+def envoy_validate(config: Path) -> None:
+    """``envoy --mode validate`` accepts ``config`` (AssertionError with Envoy's output if not)."""
+    run = subprocess.run(["envoy", "--mode", "validate", "-c", str(config), "-l", "warning"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    assert "OK" in run.stdout + run.stderr
 
 
 class Envoy:

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
-from tests.support.paths import ACCEPTANCE
+from testkit.paths import ACCEPTANCE
 
 ACCEPTANCE_ISSUER = "https://idp.example.com"
 ACCEPTANCE_KID = "corp-2026"

@@ -1,5 +1,7 @@
-"""The Envoy configs in deploy/envoy/ are `authz envoy-config` output, and
-every Envoy config the project ships or generates passes `envoy --mode validate`."""
+"""The Envoy config generator (authz.tools.envoy_config): the configs in
+deploy/envoy/ are `authz envoy-config` output, and every Envoy config the
+project ships or generates passes `envoy --mode validate` (the benchmark's
+baselines: tests/test_bench_envoy_configs.py)."""
 
 from __future__ import annotations
 
@@ -8,12 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from authz.tools.envoy_config import EnvoyOptions, render
-from benchmarks import envoy_native
-from tests.support.paths import ACCEPTANCE, REPO
-from tests.support.pki import MeshCA
+from testkit.paths import REPO
+from testkit.pki import MeshCA
+from testkit.procs import envoy_validate
 
 DEPLOY = REPO / "deploy" / "envoy"
 SHIPPED = {
@@ -21,13 +22,6 @@ SHIPPED = {
     "sidecar.yaml": ["--shape", "sidecar", "--authz", "127.0.0.1:9191", "--listen", "0.0.0.0:15006",
                      "--upstream", "127.0.0.1:8000", "--protect", "/api/"],
 }
-
-
-def _validate(config: Path) -> None:
-    run = subprocess.run(["envoy", "--mode", "validate", "-c", str(config), "-l", "warning"],
-                         capture_output=True, text=True, timeout=120)
-    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
-    assert "OK" in run.stdout + run.stderr
 
 
 @pytest.mark.parametrize("name", sorted(SHIPPED))
@@ -38,7 +32,7 @@ def test_shipped_configs_are_the_generator_output(name: str) -> None:
 
 
 def test_edge_config_validates() -> None:
-    _validate(DEPLOY / "edge.yaml")
+    envoy_validate(DEPLOY / "edge.yaml")
 
 
 def test_sidecar_config_validates_with_real_certificates(tmp_path: Path) -> None:
@@ -49,7 +43,7 @@ def test_sidecar_config_validates_with_real_certificates(tmp_path: Path) -> None
             .replace("/etc/certs/root-cert.pem", str(ca.cert_path)))
     config = tmp_path / "sidecar.yaml"
     config.write_text(text)
-    _validate(config)
+    envoy_validate(config)
 
 
 @pytest.mark.parametrize("shape", ["edge", "sidecar"])
@@ -61,15 +55,7 @@ def test_generated_variants_validate(tmp_path: Path, shape: str) -> None:
                            protected_prefixes=["/api/", "/admin/"], timeout=0.25)
     config = tmp_path / f"{shape}.yaml"
     config.write_text(render(options))
-    _validate(config)
-
-
-@pytest.mark.parametrize("native", [False, True])
-def test_benchmark_baseline_configs_validate(tmp_path: Path, native: bool) -> None:
-    config = tmp_path / "native.yaml"
-    jwks = (ACCEPTANCE / "corp.jwks.json").read_text()
-    config.write_text(yaml.safe_dump(envoy_native.config(18080, 19901, native=native, jwks=jwks)))
-    _validate(config)
+    envoy_validate(config)
 
 
 def test_a_typo_in_a_typed_config_fails_at_generation() -> None:

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 import pytest
 
 from authz.identity.jwks import FetchLoop, JwksSettings, RemoteKeys
-from tests.support.idp import FakeIdP
-from tests.support.tokens import jwks, public_jwk, rsa_key
+from testkit.idp import FakeIdP
+from testkit.tokens import jwks, public_jwk, rsa_key
 
 A = rsa_key("jwks-cache-a")
 B = rsa_key("jwks-cache-b")

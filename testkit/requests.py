@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from authz.request import Request
-from tests.support.paths import ACCEPTANCE
+from testkit.paths import ACCEPTANCE
 
 
 def request(

@@ -38,10 +38,10 @@ from authz.identity.jws import parse_compact
 from authz.identity.jwt import JwtSource, KeyProvider
 from authz.identity.keys import KeySet
 from authz.policy import Policy
-from tests.support import tokens
-from tests.support.idp import FakeIdP
-from tests.support.requests import request
-from tests.support.tokens import b64, ec_key, encode_part, raw_sign, rsa_key
+from testkit import tokens
+from testkit.idp import FakeIdP
+from testkit.requests import request
+from testkit.tokens import b64, ec_key, encode_part, raw_sign, rsa_key
 
 NOW = 1_900_000_000
 ISSUER = "https://idp.test"

@@ -45,7 +45,7 @@ from authz.identity.jws import (
     parse_compact,
 )
 from authz.identity.keys import parse_jwks
-from tests.support.paths import WYCHEPROOF
+from testkit.paths import WYCHEPROOF
 
 FILES = {"jws": "json_web_signature_test.json", "jwk": "json_web_key_test.json"}
 
