@@ -132,6 +132,9 @@ def cmd_envoy_config(args: argparse.Namespace) -> int:
         ca_cert=args.ca_cert,
         trust_domain=args.trust_domain,
         protected_prefixes=args.protect or ["/"],
+        protocol=args.protocol,
+        path_prefix=args.path_prefix,
+        upstream_headers=args.upstream_header or ["x-user-id", "x-identity-token"],
     )
     try:
         text = render(options)
@@ -154,7 +157,20 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", required=True, help="policy file (YAML); reloaded when it or a file it names changes")
     serve.add_argument("--grpc-address", default="0.0.0.0:9191", help="ext_authz gRPC listen address (default %(default)s)")
     serve.add_argument("--http-address", default="0.0.0.0:8181", help="/healthz /readyz /metrics /.well-known/jwks.json (default %(default)s)")
+    serve.add_argument("--http-authz-address", default=None, metavar="HOST:PORT",
+                       help="also answer Envoy's HTTP ext_authz protocol (http_service) here (default: off)")
+    serve.add_argument("--http-authz-prefix", default="", metavar="PATH",
+                       help="Envoy's http_service path_prefix (calls outside it are refused; default: none)")
+    serve.add_argument("--trusted-forwarded-hops", type=int, default=0, metavar="N",
+                       help="HTTP door: the client address is the x-forwarded-for entry N from the right "
+                            "(0: not trusted, the source address is unknown; default %(default)s)")
+    serve.add_argument("--trust-xfcc", action="store_true",
+                       help="HTTP door: read the client's SPIFFE ID from x-forwarded-client-cert, which the "
+                            "Envoy in front sets itself (forward_client_cert_details: SANITIZE_SET)")
     serve.add_argument("--workers", type=int, default=_cpu_count(), help="worker processes (default: CPUs available, %(default)s)")
+    serve.add_argument("--pin-workers", choices=["auto", "on", "off"], default="auto",
+                       help="pin worker i to a CPU of its own: auto (the default) when the process owns exactly "
+                            "as many CPUs as workers (affinity and cgroup quota), on, or off")
     serve.add_argument("--worker-ports", type=int, metavar="BASE", default=None,
                        help="also listen on BASE+i in worker i, for Envoy clusters that list each worker as an endpoint")
     serve.add_argument("--server", choices=["sync", "aio"], default="sync",
@@ -197,6 +213,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="edge: Emissary-style AuthService gateway; sidecar: Istio CUSTOM-policy inbound sidecar (mTLS)")
     envoy.add_argument("--authz", required=True, metavar="HOST:PORT[,HOST:PORT...]",
                        help="authz gRPC address(es); list each worker port to spread load evenly")
+    envoy.add_argument("--protocol", choices=["grpc", "http"], default="grpc",
+                       help="which door of authz Envoy calls: grpc (grpc_service) or http (http_service)")
+    envoy.add_argument("--path-prefix", default="/authz", help="http: authz serve --http-authz-prefix (default %(default)s)")
+    envoy.add_argument("--upstream-header", action="append", default=None, metavar="NAME",
+                       help="http: a header authz sets for the upstream (repeatable; default x-user-id, x-identity-token)")
     envoy.add_argument("--listen", default="0.0.0.0:8080", help="listener address (default %(default)s)")
     envoy.add_argument("--upstream", default="127.0.0.1:8000", help="the protected service (default %(default)s)")
     envoy.add_argument("--admin", default="127.0.0.1:9901", help="Envoy admin address (default %(default)s)")

@@ -42,10 +42,14 @@ class Matcher:
     source_ips: tuple[IPNetwork, ...] | None = None
     principals: re.Pattern[str] | None = None
     when: Expression | None = None
+    #: The request attributes it reads, as :data:`ATTRIBUTES` names (and
+    #: ``"context"``); computed from the fields above.
+    attributes: frozenset[str] = field(init=False, default=frozenset())
 
     def matches(self, view: View, *, fail_closed: bool) -> tuple[bool, str | None]:
         """(matched, note). ``fail_closed`` (deny rules) counts an attribute
-        that cannot be evaluated as matched; otherwise as not matched."""
+        that cannot be evaluated as matched; otherwise as not matched. So
+        does an attribute the request's door cannot know."""
         request = view.request
         if self.methods is not None and request.method.upper() not in self.methods:
             return False, None
@@ -53,6 +57,9 @@ class Matcher:
             return False, None
         if self.hosts is not None and not self.hosts.matches(request.host):
             return False, None
+        if request.unknown and not request.unknown.isdisjoint(self.attributes):
+            unknown = ", ".join(sorted(request.unknown.intersection(self.attributes)))
+            return fail_closed, f"reads {unknown}, which this door cannot know"
         if self.principals is not None and (
             not request.source_principal or self.principals.fullmatch(request.source_principal) is None
         ):
@@ -76,6 +83,13 @@ class Matcher:
                 return fail_closed, "when did not give a boolean"
             return result, note
         return True, note
+
+    def __post_init__(self) -> None:
+        reads = Reads.from_paths(self.reads())
+        names = set(reads.attributes())
+        if reads.context is None or reads.context:
+            names.add("context")
+        object.__setattr__(self, "attributes", frozenset(names))
 
     def reads(self) -> set[AttrPath]:
         out: set[AttrPath] = set()

@@ -52,6 +52,10 @@ class Request(NamedTuple):
     destination_port: int = 0
     destination_principal: str = ""
     context: Mapping[str, str] = _EMPTY
+    #: Attributes (names of :data:`ATTRIBUTES`, or ``"context"``) the door
+    #: that read this request cannot know: a matcher that reads one fails
+    #: closed (a deny rule matches, an allow rule or permission does not).
+    unknown: frozenset[str] = frozenset()
 
 
 class View:

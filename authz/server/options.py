@@ -10,13 +10,20 @@ import argparse
 import logging
 from dataclasses import dataclass, fields
 
+from authz.wire.http import HttpDoorSettings
+
 
 @dataclass(frozen=True)
 class ServeOptions:
     config: str
     grpc_address: str
     http_address: str
+    http_authz_address: str | None  # Envoy's HTTP ext_authz protocol; None: off
+    http_authz_prefix: str
+    trusted_forwarded_hops: int
+    trust_xfcc: bool
     workers: int
+    pin_workers: str  # "auto", "on" or "off" (see authz.server.cpus)
     worker_ports: int | None  # worker i also listens on worker_ports + i
     server: str  # "sync" (thread pool) or "aio"
     threads: int
@@ -32,6 +39,9 @@ class ServeOptions:
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> ServeOptions:
         return cls(**{field.name: getattr(args, field.name) for field in fields(cls)})
+
+    def http_door(self) -> HttpDoorSettings:
+        return HttpDoorSettings(self.http_authz_prefix, self.trusted_forwarded_hops, self.trust_xfcc)
 
     def worker_port(self, index: int) -> int | None:
         """The port worker ``index`` listens on besides the shared one."""

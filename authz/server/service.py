@@ -16,7 +16,6 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
 
-from google.protobuf.message import DecodeError
 from opentelemetry.trace import StatusCode, Tracer
 
 from authz.decision import Decision
@@ -28,16 +27,9 @@ from authz.server.cache import ExpiringLRU, VerifiedTokenCache
 from authz.server.decision_log import DecisionLog
 from authz.server.telemetry import Telemetry
 from authz.server.tracing import start_check_span
+from authz.wire import Door
 from authz.wire.denial import echoed_request_id
-from authz.wire.grpc import (
-    CheckRequest,
-    make_cache_key,
-    request_id_of,
-    summary,
-    to_request,
-    to_response,
-    trace_headers,
-)
+from authz.wire.grpc import GRPC
 
 log = logging.getLogger("authz.check")
 
@@ -51,22 +43,26 @@ DEADLINE_MARGIN = 0.02
 @dataclass(frozen=True, slots=True)
 class Cached:
     decision: Decision
-    response: bytes | None  # prepared response bytes (allow); None: built per request
+    response: Any  # the prepared answer of the door that asked (allow); None: built per request
 
 
 class PolicyState:
     """One policy as a worker runs it: engine, caches, cache-key function."""
 
-    def __init__(self, policy: Policy, clock: Clock, *, dry_run: bool = False) -> None:
+    def __init__(self, policy: Policy, clock: Clock, *, dry_run: bool = False, doors: tuple[Door, ...] = (GRPC,)) -> None:
         self.policy = policy
         self.clock = clock
         self.tokens = VerifiedTokenCache(policy.token_cache_size, time=clock.time, monotonic=clock.monotonic)
         self.engine = Engine(policy, clock=clock, token_cache=self.tokens, dry_run=dry_run)
         self.decisions: ExpiringLRU[Cached] = ExpiringLRU(policy.decision_cache_size, clock.monotonic)
-        self.key_of: Callable[[Any], Hashable | None] = (
-            make_cache_key(policy.reads, policy.credential_headers)
+        #: Each door's decision-cache key function, by door name. Keys of
+        #: different doors never collide (each digest starts with its door's
+        #: name), so the doors share one cache.
+        self.key_of: dict[str, Callable[[Any], Hashable | None]] = {
+            door.name: door.make_cache_key(policy.reads, policy.credential_headers)
             if policy.decision_cache_size > 0 else _no_key
-        )
+            for door in doors
+        }
 
     def invalidate(self) -> None:
         """Keys changed: forget verified tokens and cached decisions."""
@@ -91,19 +87,22 @@ def _issuer_label(decision: Decision) -> str:
 class Answer:
     """What one Check produced, for the bookkeeping after it."""
 
-    __slots__ = ("cache", "decision", "message", "response")
+    __slots__ = ("cache", "decision", "door", "message", "response")
 
-    def __init__(self, response: bytes, decision: Decision | None, cache: str, message: Any = None) -> None:
+    def __init__(self, response: Any, decision: Decision | None, cache: str, message: Any = None,
+                 door: Door = GRPC) -> None:
         self.response = response
         self.decision = decision
         self.cache = cache
         self.message = message
+        self.door = door
 
 
 @dataclass(frozen=True, slots=True)
 class _Waiting:
     """A Check that needs a key set being fetched before it can be decided."""
 
+    door: Door
     state: PolicyState
     message: Any
     request: Request
@@ -112,7 +111,7 @@ class _Waiting:
 
 
 class CheckService:
-    """Answers Check calls for the policy in force (swapped on reload)."""
+    """Answers Checks through every door for the policy in force (swapped on reload)."""
 
     def __init__(self, state: PolicyState, telemetry: Telemetry, *, decision_log: DecisionLog | None = None,
                  tracer: Tracer | None = None, max_waiting: int = 1) -> None:
@@ -120,23 +119,27 @@ class CheckService:
         self.telemetry = telemetry
         self.decision_log = decision_log
         self.tracer = tracer
-        self._internal_error = to_response(Decision(allowed=False, reason=Reason.INTERNAL_ERROR), None).SerializeToString()
         self._lock = threading.Lock()
         #: check_sync: how many pool threads may block waiting for a key set.
         self._waiters = threading.BoundedSemaphore(max(1, max_waiting))
 
-    # The two server flavours share every step but the wait for a key set.
+    # The gRPC server flavours and the HTTP door share every step but the
+    # wait for a key set.
 
     async def check(self, raw: bytes, context: Any) -> bytes:
-        """The Check RPC for grpc.aio (raw bytes in and out). Always a
-        decision: an exception or a missed deadline is a denial, never an
-        empty answer."""
+        """The Check RPC for grpc.aio (raw bytes in and out)."""
+        answer: bytes = await self.check_async(GRPC, raw, _budget(context))
+        return answer
+
+    async def check_async(self, door: Door, raw: Any, budget: float) -> Any:
+        """One Check on an event loop, waiting up to ``budget`` seconds for a
+        key set. Always a decision: an exception or a missed deadline is a
+        denial, never an empty answer."""
         started = self._enter()
         answer: Answer | None = None
         try:
-            step = self._begin(raw)
+            step = self._begin(door, raw)
             if isinstance(step, _Waiting):
-                budget = _budget(context)
                 if budget > 0:
                     try:
                         await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(step.future)), budget)
@@ -150,7 +153,7 @@ class CheckService:
             raise
         except Exception as exc:
             log.error("check failed, denying (internal_error)", exc_info=exc)
-            answer = Answer(self._internal_error, _INTERNAL_ERROR_DECISION, "none")
+            answer = Answer(door.internal_error, _INTERNAL_ERROR_DECISION, "none", door=door)
         finally:
             self._account(answer, started)
         return answer.response
@@ -162,7 +165,7 @@ class CheckService:
         started = self._enter()
         answer: Answer | None = None
         try:
-            step = self._begin(raw)
+            step = self._begin(GRPC, raw)
             if isinstance(step, _Waiting):
                 budget = _budget(context)
                 # Only some pool threads may block on a key fetch, so a slow
@@ -178,10 +181,11 @@ class CheckService:
             answer = step
         except Exception as exc:
             log.error("check failed, denying (internal_error)", exc_info=exc)
-            answer = Answer(self._internal_error, _INTERNAL_ERROR_DECISION, "none")
+            answer = Answer(GRPC.internal_error, _INTERNAL_ERROR_DECISION, "none")
         finally:
             self._account(answer, started)
-        return answer.response
+        response: bytes = answer.response
+        return response
 
     def _enter(self) -> float:
         with self._lock:
@@ -206,37 +210,38 @@ class CheckService:
         if self.tracer is not None:
             self._span(answer, started, elapsed)
 
-    def _begin(self, raw: bytes) -> Answer | _Waiting:
+    def _begin(self, door: Door, raw: Any) -> Answer | _Waiting:
         state = self.state
         try:
-            message = CheckRequest.FromString(raw)
-        except DecodeError:
-            return Answer(_INVALID_REQUEST, _INVALID_REQUEST_DECISION, "none")
-        key = state.key_of(message)
+            message = door.parse(raw)
+        except door.invalid:
+            return Answer(door.invalid_request, _INVALID_REQUEST_DECISION, "none", door=door)
+        key = state.key_of[door.name](message)
         if key is not None:
             hit = state.decisions.get(key)
             if hit is not None:
                 response = hit.response
                 if response is None:  # a denial: its body names this request's id
-                    response = to_response(hit.decision, request_id_of(message)).SerializeToString()
-                return Answer(response, hit.decision, "hit", message)
+                    response = door.answer(hit.decision, door.request_id_of(message))
+                return Answer(response, hit.decision, "hit", message, door)
         try:
-            request = to_request(message)
-        except UnicodeDecodeError:
-            return Answer(_INVALID_REQUEST, _INVALID_REQUEST_DECISION, "none", message)
+            request = door.to_request(message)
+        except door.invalid:
+            return Answer(door.invalid_request, _INVALID_REQUEST_DECISION, "none", message, door)
         try:
             decision = state.engine.decide(request)
         except KeysPending as pending:
-            return _Waiting(state, message, request, key, pending.future)
-        return self._store(state, message, request, key, decision)
+            return _Waiting(door, state, message, request, key, pending.future)
+        return self._store(door, state, message, request, key, decision)
 
     def _complete(self, waiting: _Waiting) -> Answer:
         decision = waiting.state.engine.decide(waiting.request, may_wait=False)
-        return self._store(waiting.state, waiting.message, waiting.request, waiting.key, decision)
+        return self._store(waiting.door, waiting.state, waiting.message, waiting.request, waiting.key, decision)
 
     @staticmethod
-    def _store(state: PolicyState, message: Any, request: Request, key: Hashable | None, decision: Decision) -> Answer:
-        response = to_response(decision, echoed_request_id(request.headers)).SerializeToString()
+    def _store(door: Door, state: PolicyState, message: Any, request: Request, key: Hashable | None,
+               decision: Decision) -> Answer:
+        response = door.answer(decision, echoed_request_id(request.headers))
         if key is not None and decision.cacheable:
             policy = state.policy
             ttl = policy.decision_ttl if decision.allowed else policy.deny_ttl
@@ -244,11 +249,11 @@ class CheckService:
                 ttl = min(ttl, decision.valid_until - state.clock.time())
             # The entry keeps a slim decision: 100,000 entries must fit a worker.
             state.decisions.put(key, Cached(decision.slim(), response if decision.allowed else None), ttl)
-        return Answer(response, decision, "miss" if key is not None else "none", message)
+        return Answer(response, decision, "miss" if key is not None else "none", message, door)
 
     @staticmethod
     def _fields(answer: Answer) -> tuple[str | None, str, str, str]:
-        return summary(answer.message) if answer.message is not None else (None, "", "", "")
+        return answer.door.summary(answer.message) if answer.message is not None else (None, "", "", "")
 
     def _log(self, answer: Answer, elapsed: float) -> None:
         assert self.decision_log is not None and answer.decision is not None
@@ -260,7 +265,7 @@ class CheckService:
         assert self.tracer is not None and answer.decision is not None
         decision = answer.decision
         request_id, method, _host, path = self._fields(answer)
-        headers = trace_headers(answer.message) if answer.message is not None else {}
+        headers = answer.door.trace_headers(answer.message) if answer.message is not None else {}
         end_ns = time.time_ns()
         span = start_check_span(self.tracer, headers, {
             "authz.decision": "allow" if decision.allowed else "deny",
@@ -286,6 +291,5 @@ def _budget(context: Any) -> float:
 
 
 _INVALID_REQUEST_DECISION = Decision(allowed=False, reason=Reason.INVALID_REQUEST, cacheable=False)
-_INVALID_REQUEST = to_response(_INVALID_REQUEST_DECISION, None).SerializeToString()
 _INTERNAL_ERROR_DECISION = Decision(allowed=False, reason=Reason.INTERNAL_ERROR, cacheable=False)
 

@@ -24,12 +24,15 @@ from authz.engine import SystemClock
 from authz.errors import ConfigError
 from authz.identity.jwks import RemoteKeys
 from authz.policy import Policy
+from authz.server.cpus import cgroup_cpu_limit, pinned_cpu
 from authz.server.decision_log import DecisionLog, configure_stream
 from authz.server.options import ServeOptions
 from authz.server.service import CheckService, PolicyState
 from authz.server.telemetry import Telemetry
 from authz.server.tracing import tracer_from_environment
-from authz.wire.grpc import AUTHORIZATION_SERVICE
+from authz.wire import Door
+from authz.wire.grpc import AUTHORIZATION_SERVICE, GRPC
+from authz.wire.http import HttpDoor
 
 log = logging.getLogger("authz.worker")
 
@@ -49,13 +52,15 @@ class Worker:
         self.ready = False
         self.last_reload_error: str | None = None
         self._listening_to: set[int] = set()
+        self.http_door = HttpDoor(options.http_door()) if options.http_authz_address else None
+        self.doors: tuple[Door, ...] = (GRPC,) if self.http_door is None else (GRPC, self.http_door)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
 
     # -- policy ---------------------------------------------------------------
 
     def _activate(self, policy: Policy) -> None:
-        state = PolicyState(policy, self.clock, dry_run=self.options.dry_run)
+        state = PolicyState(policy, self.clock, dry_run=self.options.dry_run, doors=self.doors)
         remote = [issuer.keys for issuer in policy.issuers if isinstance(issuer.keys, RemoteKeys)]
         for keys in remote:
             if id(keys) not in self._listening_to:
@@ -225,6 +230,12 @@ class Worker:
         else:
             await server.start()
         self.server = server
+        http_door = None
+        if self.http_door is not None and self.options.http_authz_address:
+            from authz.server.http_door import HttpAuthzApp, HttpDoorServer
+
+            http_door = HttpDoorServer(HttpAuthzApp(lambda: self.service, self.http_door), self.options.http_authz_address)
+            http_door.start()
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         self.ready = True
         self._loop.add_signal_handler(signal.SIGTERM, self._request_stop)
@@ -237,6 +248,8 @@ class Worker:
         # Drain: report NOT_SERVING, stop accepting, let in-flight checks finish.
         self.ready = False
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        if http_door is not None:
+            await self._loop.run_in_executor(None, http_door.stop, self.options.drain_timeout)
         if sync:
             stopped = server.stop(self.options.drain_timeout)
             await self._loop.run_in_executor(None, stopped.wait)
@@ -251,6 +264,10 @@ class Worker:
 def worker_main(options: ServeOptions, index: int, control: Connection) -> None:
     """Entry point of worker process ``index`` (spawned by the supervisor)."""
     options.configure_logging()
+    cpu = pinned_cpu(options.pin_workers, index, options.workers, limit=cgroup_cpu_limit())
+    if cpu is not None:
+        os.sched_setaffinity(0, {cpu})
+        log.info("worker %d pinned to CPU %d", index, cpu)
     # Ctrl-C reaches the whole process group; the supervisor coordinates the stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     worker = Worker(options, index, control)

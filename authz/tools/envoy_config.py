@@ -32,6 +32,7 @@ from envoy_data_plane.envoy.config.core.v3 import (
     GrpcServiceEnvoyGrpc,
     Http1ProtocolOptions,
     Http2ProtocolOptions,
+    HttpUri,
     SocketAddress,
     TransportSocket,
 )
@@ -53,9 +54,11 @@ from envoy_data_plane.envoy.config.route.v3 import (
     VirtualHost,
 )
 from envoy_data_plane.envoy.extensions.filters.http.ext_authz.v3 import (
+    AuthorizationResponse,
     CheckSettings,
     ExtAuthz,
     ExtAuthzPerRoute,
+    HttpService,
 )
 from envoy_data_plane.envoy.extensions.filters.http.rbac.v3 import Rbac as RbacFilter
 from envoy_data_plane.envoy.extensions.filters.http.router.v3 import Router
@@ -79,9 +82,11 @@ from envoy_data_plane.envoy.extensions.upstreams.http.v3 import (
     HttpProtocolOptionsExplicitHttpConfig,
 )
 from envoy_data_plane.envoy.type.matcher.v3 import (
+    ListStringMatcher,
     MetadataMatcher,
     MetadataMatcherPathSegment,
     PathMatcher,
+    RegexMatcher,
     StringMatcher,
     ValueMatcher,
 )
@@ -113,6 +118,13 @@ class EnvoyOptions:
     # Answer 200 from Envoy itself instead of routing to the upstream (for
     # measuring what the authorization step costs, nothing else).
     direct_response: bool = False
+    # Which door of authz Envoy calls: "grpc" (grpc_service) or "http" (http_service).
+    protocol: str = "grpc"
+    # http: the path prefix of authz's HTTP door (authz serve --http-authz-prefix).
+    path_prefix: str = "/authz"
+    # http: the headers authz may set for the upstream (a policy's response headers
+    # and identity-token header), copied from its 200.
+    upstream_headers: Sequence[str] = ("x-user-id", "x-identity-token")
 
 
 def _address(host_port: str) -> Address:
@@ -147,7 +159,34 @@ def _cluster(name: str, endpoints: Sequence[str], *, http2: bool) -> Cluster:
     )
 
 
+#: What a denial from the HTTP door carries to the client (status, body and
+#: content-length always pass).
+DENIAL_HEADERS = ("content-type", "cache-control", "www-authenticate")
+
+
+def _exact(names: Sequence[str]) -> ListStringMatcher:
+    return ListStringMatcher(patterns=[StringMatcher(exact=name) for name in names])
+
+
 def _ext_authz(options: EnvoyOptions, **extra: Any) -> ExtAuthz:
+    if options.protocol == "http":
+        service = HttpService(
+            server_uri=HttpUri(uri="http://authz", cluster="authz", timeout=_duration(options.timeout)),
+            path_prefix=options.path_prefix,
+            authorization_response=AuthorizationResponse(
+                allowed_upstream_headers=_exact(options.upstream_headers),
+                allowed_client_headers=_exact(DENIAL_HEADERS),
+            ),
+        )
+        return ExtAuthz(
+            http_service=service,
+            # Every request header, as the gRPC door receives them.
+            allowed_headers=ListStringMatcher(patterns=[StringMatcher(safe_regex=RegexMatcher(regex=".*"))]),
+            transport_api_version=ApiVersion.V3,
+            failure_mode_allow=False,
+            clear_route_cache=True,
+            **extra,
+        )
     return ExtAuthz(
         grpc_service=GrpcService(envoy_grpc=GrpcServiceEnvoyGrpc(cluster_name="authz"), timeout=_duration(options.timeout)),
         transport_api_version=ApiVersion.V3,
@@ -215,7 +254,7 @@ def sidecar(options: EnvoyOptions) -> Bootstrap:
     )
     ext_authz = _ext_authz(
         options,
-        include_peer_certificate=True,
+        **({"include_peer_certificate": True} if options.protocol == "grpc" else {}),
         filter_enabled_metadata=MetadataMatcher(
             filter=RBAC,
             path=[MetadataMatcherPathSegment(key=f"{ISTIO_SHADOW_PREFIX}shadow_effective_policy_id")],
@@ -245,7 +284,12 @@ def sidecar(options: EnvoyOptions) -> Bootstrap:
     )
     hcm = _hcm(
         options, filters, [_to_upstream(options, "/")],
-        forward_client_cert_details=HttpConnectionManagerForwardClientCertDetails.APPEND_FORWARD,
+        # The HTTP door reads the caller's SPIFFE ID from this header: Envoy
+        # replaces whatever the client sent (SANITIZE_SET). The gRPC door gets
+        # it as source.principal and needs no header; Istio forwards.
+        forward_client_cert_details=(HttpConnectionManagerForwardClientCertDetails.SANITIZE_SET
+                                     if options.protocol == "http"
+                                     else HttpConnectionManagerForwardClientCertDetails.APPEND_FORWARD),
         set_current_client_cert_details=HttpConnectionManagerSetCurrentClientCertDetails(uri=True),
     )
     listener = Listener(
@@ -260,7 +304,7 @@ def sidecar(options: EnvoyOptions) -> Bootstrap:
 
 
 def _bootstrap(options: EnvoyOptions, listener: Listener) -> Bootstrap:
-    authz = _cluster("authz", options.authz, http2=True)
+    authz = _cluster("authz", options.authz, http2=options.protocol == "grpc")
     return Bootstrap(
         admin=Admin(address=_address(options.admin)),
         static_resources=BootstrapStaticResources(
@@ -276,7 +320,8 @@ def render(options: EnvoyOptions) -> str:
     _explicit_fail_closed(document)
     header = (
         f"# Envoy bootstrap, shape '{options.shape}', generated by: authz envoy-config "
-        f"--shape {options.shape} --authz {','.join(options.authz)}\n"
+        f"--shape {options.shape} --authz {','.join(options.authz)}"
+        + (f" --protocol http --path-prefix {options.path_prefix}" if options.protocol == "http" else "") + "\n"
     )
     return header + yaml.safe_dump(document, sort_keys=False, default_flow_style=False)
 

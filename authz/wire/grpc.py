@@ -18,6 +18,7 @@ from operator import attrgetter
 from typing import Any, Literal, NamedTuple
 
 from google.protobuf import json_format
+from google.protobuf.message import DecodeError
 
 from authz._proto.envoy.config.core.v3 import base_pb2
 from authz._proto.envoy.service.auth.v3 import external_auth_pb2
@@ -223,7 +224,7 @@ def make_cache_key(reads: Reads, credential_headers: tuple[str, ...]) -> Callabl
         if not headers:
             return None
         path = http.path or headers.get(":path", "")
-        parts: list[Any] = [path if with_query else path.partition("?")[0], *map(headers.get, named)]
+        parts: list[Any] = ["grpc", path if with_query else path.partition("?")[0], *map(headers.get, named)]
         if http_fields is not None:
             parts.append(http_fields(http))
         if source_fields is not None:
@@ -239,3 +240,28 @@ def make_cache_key(reads: Reads, credential_headers: tuple[str, ...]) -> Callabl
         return _digest(repr(parts))
 
     return key
+
+
+def _answer(decision: Decision, request_id: str | None) -> bytes:
+    return bytes(to_response(decision, request_id).SerializeToString())
+
+
+class GrpcDoor:
+    """The gRPC door as the servicer drives it: serialized CheckRequest in,
+    serialized CheckResponse out (the same steps as :class:`authz.wire.http.HttpDoor`)."""
+
+    name = "grpc"
+    #: What a request that cannot be read raises: a 403 ``invalid_request``.
+    invalid: tuple[type[Exception], ...] = (DecodeError, UnicodeDecodeError)
+    parse = staticmethod(CheckRequest.FromString)
+    to_request = staticmethod(to_request)
+    make_cache_key = staticmethod(make_cache_key)
+    request_id_of = staticmethod(request_id_of)
+    summary = staticmethod(summary)
+    trace_headers = staticmethod(trace_headers)
+    answer = staticmethod(_answer)
+    invalid_request = _answer(Decision(allowed=False, reason=Reason.INVALID_REQUEST), None)
+    internal_error = _answer(Decision(allowed=False, reason=Reason.INTERNAL_ERROR), None)
+
+
+GRPC = GrpcDoor()

@@ -1,0 +1,75 @@
+"""The HTTP door served in a worker process: granian, embedded on its own
+event loop thread, answers Envoy's HTTP ext_authz calls through the same
+:class:`authz.server.service.CheckService` (policy, decision and token
+caches, metrics, logs, traces) as the worker's gRPC server.
+
+granian binds ``--http-authz-address`` with SO_REUSEPORT, so every worker
+listens on the same port and the kernel spreads Envoy's connections over
+them. It runs the ASGI interface (see :mod:`authz.wire.http` for why).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from granian.constants import HTTPModes, Interfaces
+from granian.server.embed import Server
+
+from authz.server.service import DEFAULT_WAIT, CheckService
+from authz.wire.http import HttpDoor
+
+log = logging.getLogger("authz.http_door")
+
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class HttpAuthzApp:
+    """The ASGI application: one Check per call, never an exception to granian."""
+
+    def __init__(self, service: Callable[[], CheckService | None], door: HttpDoor) -> None:
+        self.service = service
+        self.door = door
+
+    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        service = self.service()
+        if service is None:
+            status, headers, body = 503, [(b"content-type", b"text/plain")], b"no policy loaded\n"
+        else:
+            status, headers, body = await service.check_async(self.door, scope, DEFAULT_WAIT)
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+class HttpDoorServer:
+    """granian on a thread of its own: start, then stop (draining)."""
+
+    def __init__(self, app: HttpAuthzApp, address: str) -> None:
+        host, _, port = address.rpartition(":")
+        self._server = Server(app, address=host.strip("[]") or "0.0.0.0", port=int(port), interface=Interfaces.ASGINL,
+                              http=HTTPModes.auto, websockets=False, log_enabled=False, backlog=1024)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name="authz-http-door", daemon=True)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._loop.run_until_complete(self._server.serve())
+        except Exception:
+            log.exception("the HTTP door stopped")
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float) -> None:
+        """Stop accepting, let calls in flight finish (granian drains), and
+        wait for the thread, at most ``timeout`` seconds."""
+        if self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._server.stop)
+            self._thread.join(timeout)

@@ -1,0 +1,265 @@
+"""The HTTP door: Envoy's HTTP ext_authz protocol (``http_service``;
+Emissary's ``proto: http``; Istio's ``envoyExtAuthzHttp``), served by granian.
+
+Envoy sends the client's method, its path behind a configured prefix, and the
+headers it is allowed to forward; it allows the request on a 200 (copying the
+headers its ``allowed_upstream_headers`` name, and removing those listed in
+``x-envoy-auth-headers-to-remove``) and otherwise answers the client with
+authz's status, headers and body.
+
+This is the one module that reads such a request. Every attribute of
+:data:`authz.request.ATTRIBUTES` is read as :data:`FIELDS` says, the same
+attributes the gRPC door reads from a CheckRequest, so both doors build the
+same :class:`Request` from the same client request. What this protocol does
+not carry (the source port, the destination, ``context_extensions``; the
+source address and SPIFFE ID unless trusted headers are configured) is
+marked unknown in the Request: a rule that reads it fails closed.
+
+granian serves it through ASGI rather than RSGI: an RSGI scope holds the
+path only percent-decoded, so ``/a%2Fb`` and ``/a/b`` would look alike, while
+the path must be decided exactly as the client sent it (``raw_path``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, NamedTuple
+
+from authz.decision import Decision
+from authz.errors import OUTCOMES, Reason
+from authz.policy import Reads
+from authz.request import ATTRIBUTES, Request
+from authz.wire.denial import denied_body, echoed_request_id
+
+#: The most header bytes (names and values) a call may carry.
+MAX_HEADER_BYTES = 64 * 1024
+#: Envoy lists the headers it must remove from the upstream request here.
+HEADERS_TO_REMOVE = "x-envoy-auth-headers-to-remove"
+XFF = "x-forwarded-for"
+XFCC = "x-forwarded-client-cert"
+
+Answer = tuple[int, list[tuple[bytes, bytes]], bytes]
+
+
+class InvalidCall(ValueError):
+    """A call this door cannot read (not from Envoy, or malformed): a 403
+    ``invalid_request``, never an allow."""
+
+
+@dataclass(frozen=True, slots=True)
+class HttpDoorSettings:
+    """What the operator tells the door about the Envoy in front of it.
+
+    ``prefix``: Envoy's ``path_prefix`` (the call's path is prefix + the
+    client's path). ``forwarded_hops``: how many trusted proxies, counted from
+    the right, appended to ``x-forwarded-for``; the client address is the
+    entry that many from the right (0: do not trust the header; the source
+    address is unknown). ``trust_xfcc``: read the client's SPIFFE ID from
+    ``x-forwarded-client-cert``, which Envoy sets itself (and strips from
+    clients) with ``forward_client_cert_details: SANITIZE_SET``.
+    """
+
+    prefix: str = ""
+    forwarded_hops: int = 0
+    trust_xfcc: bool = False
+
+    def unknown(self) -> frozenset[str]:
+        known = {name for name, field in FIELDS.items() if field.source in ("line", "header")}
+        if self.forwarded_hops > 0:
+            known.add("source_address")
+        if self.trust_xfcc:
+            known.add("source_principal")
+        return frozenset(set(ATTRIBUTES) - known) | {"context"}
+
+
+class Field(NamedTuple):
+    """Where one attribute is in an HTTP call: the request line, a header,
+    a trusted forwarding header (only when configured), or nowhere."""
+
+    source: Literal["line", "header", "forwarded", "xfcc", "none"]
+    header: str | None = None
+
+
+#: The table: every attribute of :data:`authz.request.ATTRIBUTES`, read from an HTTP call.
+FIELDS: Mapping[str, Field] = {
+    "method": Field("line"),
+    "path": Field("line"),
+    "host": Field("header", "host"),
+    "scheme": Field("header", "x-forwarded-proto"),
+    "source_address": Field("forwarded", XFF),
+    "source_port": Field("none"),
+    "source_principal": Field("xfcc", XFCC),
+    "destination_address": Field("none"),
+    "destination_port": Field("none"),
+    "destination_principal": Field("none"),
+}
+if tuple(FIELDS) != ATTRIBUTES:  # pragma: no cover - caught by importing this module in any test
+    raise ImportError("authz.wire.http.FIELDS must read every attribute of authz.request.ATTRIBUTES, in order")
+
+
+class Call(NamedTuple):
+    """One HTTP call from Envoy, read once: the client's method and request
+    target (path and query as sent), and its headers (lower-case names,
+    repeated ones joined with ',')."""
+
+    method: str
+    target: str
+    headers: dict[str, str]
+
+
+def parse(scope: Mapping[str, Any], prefix: bytes) -> Call:
+    """The call in an ASGI ``http`` scope; raises :class:`InvalidCall`."""
+    raw_path: bytes = scope.get("raw_path") or b""
+    if not raw_path.startswith(prefix) or not raw_path.isascii():
+        raise InvalidCall("path outside the configured prefix, or not ASCII")
+    target = raw_path[len(prefix):].decode("ascii")
+    query: bytes = scope.get("query_string") or b""
+    if query:
+        if not query.isascii():
+            raise InvalidCall("query not ASCII")
+        target = f"{target}?{query.decode('ascii')}"
+    headers: dict[str, str] = {}
+    size = 0
+    for name_bytes, value_bytes in scope["headers"]:
+        size += len(name_bytes) + len(value_bytes)
+        try:
+            name = name_bytes.decode("ascii").lower()
+            value = value_bytes.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidCall("a header is not UTF-8") from None
+        headers[name] = f"{headers[name]},{value}" if name in headers else value
+    if size > MAX_HEADER_BYTES:
+        raise InvalidCall("header block over the limit")
+    if headers.get("content-length", "0") != "0" or "transfer-encoding" in headers:
+        raise InvalidCall("a body where none is expected")
+    method = scope.get("method") or ""
+    if not method:
+        raise InvalidCall("no method")
+    return Call(method, target, headers)
+
+
+def forwarded_for(value: str | None, hops: int) -> str:
+    """The client address in ``x-forwarded-for``: the entry ``hops`` from
+    the right ("" when there are fewer)."""
+    if not value or hops <= 0:
+        return ""
+    entries = [entry.strip() for entry in value.split(",")]
+    return entries[-hops] if len(entries) >= hops else ""
+
+
+def client_cert_uri(value: str | None) -> str:
+    """The ``URI`` of the last element of ``x-forwarded-client-cert`` (the
+    one Envoy set for its own downstream), or ""."""
+    if not value:
+        return ""
+    element = value.rsplit(",", 1)[-1]
+    for pair in element.split(";"):
+        key, _, found = pair.strip().partition("=")
+        if key.lower() == "uri":
+            return found.strip('"')
+    return ""
+
+
+def _never(_call: Call) -> None:
+    return None
+
+
+def _digest(text: str) -> bytes:
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=20).digest()
+
+
+_DENIED_HEADERS = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
+
+
+def to_answer(decision: Decision, request_id: str | None) -> Answer:
+    """(status, headers, body) for Envoy: 200 with the upstream headers (and
+    the removals) to allow; the reason's status, challenge and JSON body to
+    deny (the same body as the gRPC door's)."""
+    if decision.allowed:
+        headers = [(name.encode("ascii"), value.encode("ascii")) for name, value in decision.headers]
+        if decision.remove:
+            headers.append((HEADERS_TO_REMOVE.encode("ascii"), ",".join(decision.remove).encode("ascii")))
+        return 200, headers, b""
+    outcome = OUTCOMES[decision.reason]
+    headers = list(_DENIED_HEADERS)
+    if outcome.challenge is not None:
+        headers.append((b"www-authenticate", outcome.challenge.encode("ascii")))
+    return outcome.http_status, headers, denied_body(decision.reason, request_id)
+
+
+class HttpDoor:
+    """The HTTP door for one set of settings."""
+
+    name = "http"
+    #: What a call that cannot be read raises: a 403 ``invalid_request``.
+    invalid: tuple[type[Exception], ...] = (InvalidCall,)
+    invalid_request = to_answer(Decision(allowed=False, reason=Reason.INVALID_REQUEST), None)
+    internal_error = to_answer(Decision(allowed=False, reason=Reason.INTERNAL_ERROR), None)
+
+    def __init__(self, settings: HttpDoorSettings) -> None:
+        self.settings = settings
+        self._prefix = settings.prefix.encode("ascii")
+        self._unknown = settings.unknown()
+
+    def parse(self, scope: Mapping[str, Any]) -> Call:
+        return parse(scope, self._prefix)
+
+    def _read(self, call: Call, name: str) -> Any:
+        field = FIELDS[name]
+        if name in self._unknown:
+            return 0 if name.endswith("_port") else ""
+        if field.source == "line":
+            return call.method if name == "method" else call.target
+        value = call.headers.get(field.header or "")
+        if field.source == "forwarded":
+            return forwarded_for(value, self.settings.forwarded_hops)
+        if field.source == "xfcc":
+            return client_cert_uri(value)
+        return value or ""
+
+    def to_request(self, call: Call) -> Request:
+        return Request(headers=call.headers, unknown=self._unknown,
+                       **{name: self._read(call, name) for name in ATTRIBUTES})
+
+    def make_cache_key(self, reads: Reads, credential_headers: tuple[str, ...]) -> Callable[[Call], Hashable | None]:
+        """Like the gRPC door's key: a digest of the credential headers and
+        exactly the attributes the policy reads, each read where
+        :data:`FIELDS` says (here all are the request line or headers), so
+        equal keys mean equal Requests for the decision."""
+        if reads.now:
+            return _never
+        read = [name for name in reads.attributes() if name not in self._unknown]
+        sources = [FIELDS[name].header for name in read if FIELDS[name].header is not None]
+        names = tuple(credential_headers) + tuple(h for h in sources if h) + tuple(sorted(reads.headers or ()))
+        with_method = "method" in read
+        with_query = reads.query
+        every_header = reads.headers is None
+
+        def key(call: Call) -> Hashable | None:
+            headers = call.headers
+            target = call.target
+            parts: list[Any] = ["http", target if with_query else target.partition("?")[0],
+                                call.method if with_method else None, *map(headers.get, names)]
+            if every_header:
+                parts.append(sorted(headers.items()))
+            return _digest(repr(parts))
+
+        return key
+
+    @staticmethod
+    def request_id_of(call: Call) -> str | None:
+        return echoed_request_id(call.headers)
+
+    @staticmethod
+    def summary(call: Call) -> tuple[str | None, str, str, str]:
+        return echoed_request_id(call.headers), call.method, call.headers.get("host", ""), call.target
+
+    @staticmethod
+    def trace_headers(call: Call) -> Mapping[str, str]:
+        return call.headers
+
+    @staticmethod
+    def answer(decision: Decision, request_id: str | None) -> Answer:
+        return to_answer(decision, request_id)

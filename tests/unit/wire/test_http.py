@@ -1,0 +1,130 @@
+"""The HTTP door: reading Envoy's HTTP ext_authz call, and the answer it gets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from authz.decision import Decision
+from authz.errors import Reason
+from authz.policy import Reads
+from authz.request import ATTRIBUTES
+from authz.wire.http import (
+    FIELDS,
+    HttpDoor,
+    HttpDoorSettings,
+    InvalidCall,
+    client_cert_uri,
+    forwarded_for,
+    to_answer,
+)
+
+DOOR = HttpDoor(HttpDoorSettings("/authz", forwarded_hops=1, trust_xfcc=True))
+
+
+def scope(path: bytes = b"/authz/a/b", query: bytes = b"", **headers: str) -> dict[str, Any]:
+    pairs = [(b"host", b"api.example.com"), (b"x-forwarded-proto", b"https"),
+             (b"x-forwarded-for", b"10.0.0.1"), (b"x-forwarded-client-cert", b"By=spiffe://me;URI=spiffe://a")]
+    pairs += [(k.replace("_", "-").encode(), v.encode()) for k, v in headers.items()]
+    return {"type": "http", "method": "GET", "raw_path": path, "query_string": query, "headers": pairs}
+
+
+def test_the_table_covers_every_attribute() -> None:
+    assert tuple(FIELDS) == ATTRIBUTES
+
+
+def test_a_call_becomes_the_request_the_client_sent() -> None:
+    request = DOOR.to_request(DOOR.parse(scope(b"/authz/a%2Fb", b"q=1", authorization="Bearer t")))
+    assert (request.method, request.path, request.host, request.scheme) == ("GET", "/a%2Fb?q=1", "api.example.com",
+                                                                            "https")
+    assert (request.source_address, request.source_principal) == ("10.0.0.1", "spiffe://a")
+    assert request.headers["authorization"] == "Bearer t"
+    assert request.unknown == {"source_port", "destination_address", "destination_port", "destination_principal",
+                               "context"}
+
+
+def test_untrusted_forwarding_headers_are_unknown_not_empty() -> None:
+    door = HttpDoor(HttpDoorSettings("/authz"))
+    request = door.to_request(door.parse(scope()))
+    assert (request.source_address, request.source_principal) == ("", "")
+    assert {"source_address", "source_principal"} <= request.unknown
+
+
+@pytest.mark.parametrize(("value", "hops", "expected"), [
+    ("1.1.1.1", 1, "1.1.1.1"), ("6.6.6.6, 1.1.1.1", 1, "1.1.1.1"), ("6.6.6.6, 1.1.1.1, 2.2.2.2", 2, "1.1.1.1"),
+    ("1.1.1.1", 2, ""), (None, 1, ""), ("1.1.1.1", 0, ""),
+])
+def test_the_client_address_is_the_trusted_hop_from_the_right(value: str | None, hops: int, expected: str) -> None:
+    assert forwarded_for(value, hops) == expected
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ('By=spiffe://me;Hash=ab;URI=spiffe://cluster.local/ns/a/sa/b', "spiffe://cluster.local/ns/a/sa/b"),
+    ('URI=spiffe://forged,By=spiffe://me;URI="spiffe://real"', "spiffe://real"),  # the element Envoy set is last
+    ("By=spiffe://me;Hash=ab", ""), (None, ""), ("", ""),
+])
+def test_the_peer_is_the_uri_of_the_last_client_cert_element(value: str | None, expected: str) -> None:
+    assert client_cert_uri(value) == expected
+
+
+@pytest.mark.parametrize("bad", [
+    scope(b"/other/a"),  # outside the prefix
+    scope(b"/authz/\xc3\xa9"),  # not ASCII
+    {**scope(), "headers": [(b"x-a", b"\xff\xfe")]},  # not UTF-8
+    scope(content_length="5"),  # a body
+    scope(transfer_encoding="chunked"),
+    scope(x_big="a" * 70_000),  # over the header limit
+    {**scope(), "method": ""},
+])
+def test_a_call_that_cannot_be_read_is_refused(bad: dict[str, Any]) -> None:
+    with pytest.raises(InvalidCall):
+        DOOR.parse(bad)
+
+
+def test_repeated_headers_are_joined_as_envoy_joins_them() -> None:
+    call = DOOR.parse({**scope(), "headers": [(b"x-a", b"1"), (b"X-A", b"2")]})
+    assert call.headers["x-a"] == "1,2"
+
+
+def test_an_allow_is_a_200_with_upstream_headers_and_removals() -> None:
+    status, headers, body = to_answer(Decision(True, Reason.ALLOWED, headers=(("x-user-id", "alice"),),
+                                               remove=("authorization", "cookie")), "r")
+    assert (status, body) == (200, b"")
+    assert headers == [(b"x-user-id", b"alice"), (b"x-envoy-auth-headers-to-remove", b"authorization,cookie")]
+
+
+def test_a_denial_has_the_reason_status_challenge_and_body() -> None:
+    status, headers, body = to_answer(Decision(False, Reason.EXPIRED_TOKEN), "r-1")
+    assert status == 401
+    assert dict(headers)[b"www-authenticate"] == b'Bearer realm="authz", error="invalid_token", error_description="expired_token"'
+    assert body == b'{"error":"unauthenticated","reason":"expired_token","request_id":"r-1"}'
+    assert to_answer(Decision(False, Reason.DENIED_BY_RULE), None)[0] == 403
+
+
+_CHANGED: dict[str, tuple[str, Any]] = {"method": ("method", "POST"), "path": ("raw_path", b"/authz/a/c"), "host": ("host", "b.example.com"),
+            "scheme": ("x-forwarded-proto", "http"), "source_address": ("x-forwarded-for", "10.9.9.9"),
+            "source_principal": ("x-forwarded-client-cert", "URI=spiffe://x")}
+
+
+def _changed(name: str) -> dict[str, Any]:
+    field, value = _CHANGED[name]
+    base = scope()
+    if field in ("method", "raw_path"):
+        return {**base, field: value}
+    return {**base, "headers": [(k, v) for k, v in base["headers"] if k != field.encode()] + [(field.encode(), value.encode())]}
+
+
+@pytest.mark.parametrize("read", sorted(_CHANGED))
+def test_the_cache_key_changes_with_exactly_the_attributes_the_policy_reads(read: str) -> None:
+    flags: dict[str, Any] = {read: True} if read != "path" else {}
+    key = DOOR.make_cache_key(Reads(**flags), ("authorization",))
+    base = key(DOOR.parse(scope()))
+    for name in _CHANGED:
+        changed = key(DOOR.parse(_changed(name)))
+        assert (changed != base) == (name in (read, "path")), (read, name)
+
+
+def test_keys_of_the_two_doors_never_collide() -> None:
+    key = DOOR.make_cache_key(Reads(), ())
+    assert key(DOOR.parse(scope()))  # a digest; the gRPC door's digests start from "grpc", these from "http"
