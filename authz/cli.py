@@ -52,6 +52,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
     roles = len(policy.roles)
     rules = len(policy.deny_rules) + len(policy.allow_rules)
     print(f"{args.config}: valid ({len(policy.issuers)} issuer(s), {roles} role(s), {rules} rule(s))")
+    if args.door == "http":
+        from authz.wire.http import HttpDoorSettings, unknowable
+
+        settings = HttpDoorSettings(forwarded_hops=args.trusted_forwarded_hops, trust_xfcc=args.trust_xfcc)
+        for line in unknowable(policy, settings):
+            print(f"{args.config}:{line}", file=sys.stderr)
     return 0
 
 
@@ -233,6 +239,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     validate = sub.add_parser("validate", help="check a policy file; print FILE:LINE: message per problem")
     validate.add_argument("--config", required=True, help="policy file (YAML)")
+    validate.add_argument("--door", choices=["grpc", "http"], default="grpc",
+                          help="also warn (on stderr; still exit 0) about what the policy reads that this door "
+                               "cannot know, where it fails closed (default: grpc, which knows everything)")
+    validate.add_argument("--trusted-forwarded-hops", type=int, default=0, metavar="N",
+                          help="http: as authz serve --trusted-forwarded-hops")
+    validate.add_argument("--trust-xfcc", action="store_true", help="http: as authz serve --trust-xfcc")
     validate.set_defaults(func=cmd_validate)
 
     for name, explain, text in (

@@ -42,6 +42,8 @@ class Matcher:
     source_ips: tuple[IPNetwork, ...] | None = None
     principals: re.Pattern[str] | None = None
     when: Expression | None = None
+    #: Its line in the policy file (for messages about it), 0 when unknown.
+    line: int = 0
     #: The request attributes it reads, as :data:`ATTRIBUTES` names (and
     #: ``"context"``); computed from the fields above.
     attributes: frozenset[str] = field(init=False, default=frozenset())
@@ -206,3 +208,5 @@ class Policy:
     deny_ttl: float
     token_cache_size: int
     credential_headers: tuple[str, ...] = field(default=())
+    #: The line of ``peers`` in the policy file, for messages about it.
+    peers_line: int = 0

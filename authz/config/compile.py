@@ -162,6 +162,7 @@ class _Compiler:
             decision_ttl=decision_ttl,
             deny_ttl=min(cache.decisions.deny_ttl, decision_ttl),
             token_cache_size=cache.tokens.max_entries,
+            peers_line=self.located.line(("peers",), key=True) if peers else 0,
             credential_headers=tuple(dict.fromkeys(
                 (s.location.header_name if isinstance(s, JwtSource) else s.header) for s in sources
             )),
@@ -368,7 +369,8 @@ class _Compiler:
             ok = ok and when is not None
         if not ok:
             return None
-        return Matcher(hosts=hosts, methods=methods, paths=paths, source_ips=source_ips, principals=principals, when=when)
+        return Matcher(hosts=hosts, methods=methods, paths=paths, source_ips=source_ips, principals=principals, when=when,
+                       line=self.located.line(path))
 
     def rules(self, rules: list[schema.RuleSpec]) -> list[Rule]:
         out = []

@@ -29,7 +29,7 @@ from typing import Any, Literal, NamedTuple
 
 from authz.decision import Decision
 from authz.errors import OUTCOMES, Reason
-from authz.policy import Reads
+from authz.policy import Policy, Reads
 from authz.request import ATTRIBUTES, Request
 from authz.wire.denial import denied_body, echoed_request_id
 
@@ -72,6 +72,40 @@ class HttpDoorSettings:
         if self.trust_xfcc:
             known.add("source_principal")
         return frozenset(set(ATTRIBUTES) - known) | {"context"}
+
+
+_HOW_TO_KNOW = {
+    "source_address": "known only with --trusted-forwarded-hops",
+    "source_principal": "known only with --trust-xfcc",
+}
+_SHOWN = {"source_address": "source.address", "source_port": "source.port", "source_principal": "source.principal",
+          "destination_address": "destination.address", "destination_port": "destination.port",
+          "destination_principal": "destination.principal", "context": "context"}
+
+
+def unknowable(policy: Policy, settings: HttpDoorSettings) -> list[str]:
+    """``LINE: warning: ...`` for each permission, rule and peer mapping of
+    ``policy`` that reads what the HTTP door cannot know with ``settings``:
+    there it fails closed (``authz validate --door http``)."""
+    unknown = settings.unknown()
+    found: list[tuple[int, str]] = []
+
+    def note(line: int, what: str, names: frozenset[str], effect: str) -> None:
+        missing = sorted(names & unknown)
+        if missing:
+            said = ", ".join(f"{_SHOWN[n]} ({_HOW_TO_KNOW.get(n, 'never sent by this protocol')})" for n in missing)
+            found.append((line, f"warning: {what} reads {said}: through the HTTP door it {effect}"))
+
+    for rule in policy.deny_rules:
+        note(rule.matcher.line, f"deny rule {rule.name!r}", rule.matcher.attributes, "matches every request it covers")
+    for rule in policy.allow_rules:
+        note(rule.matcher.line, f"allow rule {rule.name!r}", rule.matcher.attributes, "never allows")
+    for role, permissions in policy.roles.items():
+        for index, permission in enumerate(permissions):
+            note(permission.line, f"role {role!r} permission {index}", permission.attributes, "never allows")
+    if policy.peers and "source_principal" in unknown:
+        note(policy.peers_line, "peers", frozenset({"source_principal"}), "grants no roles")
+    return [f"{line}: {message}" for line, message in sorted(found)]
 
 
 class Field(NamedTuple):

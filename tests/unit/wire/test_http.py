@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -128,3 +129,30 @@ def test_the_cache_key_changes_with_exactly_the_attributes_the_policy_reads(read
 def test_keys_of_the_two_doors_never_collide() -> None:
     key = DOOR.make_cache_key(Reads(), ())
     assert key(DOOR.parse(scope()))  # a digest; the gRPC door's digests start from "grpc", these from "http"
+
+
+def test_validate_names_each_rule_that_reads_what_the_http_door_cannot_know(tmp_path: Path) -> None:
+    from authz.config import load_policy
+    from authz.wire.http import unknowable
+
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        "version: 1\n"
+        "peers:\n"
+        "  'spiffe://cluster.local/ns/a/sa/b': [reader]\n"
+        "roles:\n"
+        "  reader: [{paths: ['/r/**'], when: 'context.tier == \"gold\"'}]\n"
+        "rules:\n"
+        "  - {name: nets, effect: deny, source_ips: [10.0.0.0/8]}\n"
+        "  - {name: mesh, effect: allow, paths: ['/m'], when: 'destination.principal != \"\"'}\n"
+        "  - {name: plain, effect: allow, paths: ['/p'], methods: [GET]}\n"
+    )
+    loaded = load_policy(str(policy))
+    warnings = unknowable(loaded, HttpDoorSettings())
+    assert [w.split(":", 1)[0] for w in warnings] == ["2", "5", "7", "8"]
+    assert "peers reads source.principal (known only with --trust-xfcc)" in warnings[0]
+    assert "context" in warnings[1] and "never allows" in warnings[1]
+    assert "'nets' reads source.address" in warnings[2] and "matches every request" in warnings[2]
+    assert "destination.principal (never sent by this protocol)" in warnings[3]
+    trusted = unknowable(loaded, HttpDoorSettings(forwarded_hops=1, trust_xfcc=True))
+    assert [w.split(":", 1)[0] for w in trusted] == ["5", "8"]
