@@ -183,17 +183,51 @@ def forwarded_for(value: str | None, hops: int) -> str:
     return entries[-hops] if len(entries) >= hops else ""
 
 
+def _split_unquoted(text: str, separator: str) -> list[str]:
+    """``text`` split at ``separator`` outside double quotes (a backslash
+    escapes the next character inside them), as Envoy writes
+    ``x-forwarded-client-cert``. None when a quote is left open."""
+    parts: list[str] = []
+    current: list[str] = []
+    quoted = escaped = False
+    for char in text:
+        if escaped:
+            escaped = False
+        elif quoted and char == "\\":
+            escaped = True
+        elif char == '"':
+            quoted = not quoted
+        elif char == separator and not quoted:
+            parts.append("".join(current))
+            current = []
+            continue
+        current.append(char)
+    if quoted or escaped:
+        raise ValueError("unbalanced quotes")
+    parts.append("".join(current))
+    return parts
+
+
 def client_cert_uri(value: str | None) -> str:
     """The ``URI`` of the last element of ``x-forwarded-client-cert`` (the
-    one Envoy set for its own downstream), or ""."""
+    one the Envoy in front set for its own downstream), or "" when there is
+    none, or more than one, or the header does not parse. Quoted values
+    (a certificate's ``Subject`` may hold ``,``, ``;`` and ``=``) are never
+    split, so they cannot forge a ``URI``."""
     if not value:
         return ""
-    element = value.rsplit(",", 1)[-1]
-    for pair in element.split(";"):
-        key, _, found = pair.strip().partition("=")
-        if key.lower() == "uri":
-            return found.strip('"')
-    return ""
+    try:
+        element = _split_unquoted(value, ",")[-1]
+        pairs = _split_unquoted(element, ";")
+    except ValueError:
+        return ""
+    found = [raw.strip() for key, _, raw in (pair.strip().partition("=") for pair in pairs) if key.lower() == "uri"]
+    if len(found) != 1:
+        return ""
+    uri = found[0]
+    if uri.startswith('"'):
+        uri = uri[1:-1].replace('\\"', '"')
+    return uri
 
 
 def _never(_call: Call) -> None:

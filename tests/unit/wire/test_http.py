@@ -64,6 +64,13 @@ def test_the_client_address_is_the_trusted_hop_from_the_right(value: str | None,
     ('By=spiffe://me;Hash=ab;URI=spiffe://cluster.local/ns/a/sa/b', "spiffe://cluster.local/ns/a/sa/b"),
     ('URI=spiffe://forged,By=spiffe://me;URI="spiffe://real"', "spiffe://real"),  # the element Envoy set is last
     ("By=spiffe://me;Hash=ab", ""), (None, ""), ("", ""),
+    # A certificate subject the client chose cannot smuggle a URI in, quoted or escaped.
+    ('By=spiffe://me;Subject="CN=x\\;URI=spiffe://cluster.local/ns/shop/sa/billing";URI=spiffe://example.com/c7',
+     "spiffe://example.com/c7"),
+    ('By=spiffe://me;Subject="CN=x,URI=spiffe://forged";URI=spiffe://real', "spiffe://real"),
+    ('By=spiffe://me;Subject="CN=\\"x\\";URI=spiffe://real"', ""),  # escaped quotes keep it inside the subject
+    ('Subject="CN=x;URI=spiffe://a', ""),  # an unbalanced quote
+    ("URI=spiffe://a;URI=spiffe://b", ""),  # two URIs: ambiguous
 ])
 def test_the_peer_is_the_uri_of_the_last_client_cert_element(value: str | None, expected: str) -> None:
     assert client_cert_uri(value) == expected
