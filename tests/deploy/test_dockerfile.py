@@ -70,7 +70,17 @@ def test_entrypoint_cmd_and_ports_match_the_deployment() -> None:
     )
     assert cmd[2] == deployment_config == "/etc/authz/policy/policy.yaml"
     exposed = {int(p) for p in stage["EXPOSE"].split()}
-    assert exposed == {p["containerPort"] for p in container()["ports"]} == {9191, 8181}
+    assert exposed == {9191, 8181}
+    # The image's own command serves the gRPC door and the HTTP side; the
+    # Deployment also turns on the HTTP door (off unless --http-authz-address
+    # is given), and that is the one port it adds.
+    http_door = next(
+        a.split("=", 1)[1] for a in container()["args"] if a.startswith("--http-authz-address=")
+    )
+    assert "--http-authz-address" not in cmd
+    ports = {p["containerPort"] for p in container()["ports"]}
+    assert ports - exposed == {int(http_door.rsplit(":", 1)[1])}
+    assert exposed <= ports
     assert "HEALTHCHECK" in stage
 
 

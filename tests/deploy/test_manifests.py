@@ -20,7 +20,7 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 import yaml
@@ -48,6 +48,9 @@ from tests.deploy.manifests import (
 K8S = DEPLOY / "kubernetes"
 ISTIO = DEPLOY / "istio"
 EDGE = DEPLOY / "edge-stack"
+# The two AuthService variants (gRPC and HTTP door): alternatives, one name.
+AUTH_GRPC = EDGE / "authservice"
+AUTH_HTTP = EDGE / "authservice-http"
 
 KUSTOMIZATION_DIRS = sorted(p.parent for root in ROOTS for p in root.rglob("kustomization.yaml"))
 KUSTOMIZATION_FIELDS = {
@@ -178,25 +181,88 @@ def test_kubernetes_validation_fails_on_a_broken_copy(
 def test_crd_validation_fails_on_a_broken_copy(
     kind: str, name: str, path: str, value: Any, rename: str | None
 ) -> None:
-    broken = mutated(find(kind, name), path, value, rename=rename)
+    under = AUTH_GRPC if kind == "AuthService" else DEPLOY
+    broken = mutated(find(kind, name, under=under), path, value, rename=rename)
     assert crd_errors(broken) != []
 
 
 @pytest.mark.parametrize(
     ("path", "value", "rename"),
     [
-        ("extensionProviders.0.envoyExtAuthzGrpc.failOpen", None, "failopen"),
-        ("extensionProviders.0.envoyExtAuthzGrpc", None, "envoyExtAuthzGRPC"),
-        ("extensionProviders.0.envoyExtAuthzGrpc.timeout", "500ms", None),
-        ("extensionProviders.0.envoyExtAuthzGrpc.statusOnError", 503, None),
-        ("extensionProviders.0.envoyExtAuthzGrpc.port", "9191", None),
+        # Misspelt: the API server would drop these, and Emissary would then
+        # forward only its default headers (or none of authz's answer).
+        ("spec.allowed_request_headers", None, "allowed_request_header"),
+        ("spec.allowed_authorization_headers", None, "allowed_authorisation_headers"),
+        ("spec.path_prefix", None, "pathPrefix"),
+        ("spec.status_on_error.code", None, "status"),
+        # Wrong values.
+        ("spec.proto", "HTTP", None),
+        ("spec.allowed_request_headers", "x-api-key", None),
+        ("spec.allowed_authorization_headers", {"x-user-id": True}, None),
+        ("spec.timeout_ms", "0.5s", None),
+    ],
+)
+def test_http_auth_service_validation_fails_on_a_broken_copy(
+    path: str, value: Any, rename: str | None
+) -> None:
+    auth_service = find("AuthService", "authz", under=AUTH_HTTP)
+    assert crd_errors(auth_service) == []
+    broken = mutated(auth_service, path, value, rename=rename)
+    assert crd_errors(broken) != []
+
+
+GRPC_PROVIDER = "extensionProviders.0.envoyExtAuthzGrpc"
+HTTP_PROVIDER = "extensionProviders.1.envoyExtAuthzHttp"
+
+
+def has_path(node: Any, path: str) -> bool:
+    """Whether the dotted ``path`` (list indexes as numbers) exists in ``node``."""
+    for part in path.split("."):
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                return False
+            node = node[int(part)]
+        elif isinstance(node, dict) and part in node:
+            node = node[part]
+        else:
+            return False
+    return True
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "rename"),
+    [
+        (f"{GRPC_PROVIDER}.failOpen", None, "failopen"),
+        (GRPC_PROVIDER, None, "envoyExtAuthzGRPC"),
+        (f"{GRPC_PROVIDER}.timeout", "500ms", None),
+        (f"{GRPC_PROVIDER}.statusOnError", 503, None),
+        (f"{GRPC_PROVIDER}.port", "9191", None),
+        # The HTTP provider: a misspelt field would be dropped without a word
+        # (and, for the header lists, silently narrow what Envoy forwards).
+        (HTTP_PROVIDER, None, "envoyExtAuthzHTTP"),
+        (f"{HTTP_PROVIDER}.pathPrefix", None, "pathprefix"),
+        (f"{HTTP_PROVIDER}.failOpen", None, "failopen"),
+        (f"{HTTP_PROVIDER}.includeRequestHeadersInCheck", None, "includeRequestHeadersInChecks"),
+        (f"{HTTP_PROVIDER}.headersToUpstreamOnAllow", None, "headersToUpstreamOnAllowed"),
+        (f"{HTTP_PROVIDER}.headersToDownstreamOnDeny", None, "headersToDownstreamOnDenied"),
+        # ... and wrong values.
+        (f"{HTTP_PROVIDER}.timeout", "500ms", None),
+        (f"{HTTP_PROVIDER}.statusOnError", 503, None),
+        (f"{HTTP_PROVIDER}.port", "9292", None),
+        (f"{HTTP_PROVIDER}.pathPrefix", "authz", None),
+        (f"{HTTP_PROVIDER}.includeRequestHeadersInCheck", "authorization", None),
+        (f"{HTTP_PROVIDER}.headersToUpstreamOnAllow.0", "", None),
     ],
 )
 def test_mesh_config_validation_fails_on_a_broken_copy(
     path: str, value: Any, rename: str | None
 ) -> None:
-    _, mesh = next(iter(mesh_configs()))
-    assert mesh_config_errors(mutated(mesh, path, value, rename=rename)) != []
+    for source, mesh in mesh_configs():
+        # The mutation hits a field that is there (not one it adds), in a
+        # config that is valid as it stands.
+        assert has_path(mesh, path), (source, path)
+        assert mesh_config_errors(mesh) == [], source
+        assert mesh_config_errors(mutated(mesh, path, value, rename=rename)) != [], source
 
 
 def test_istio_operator_validation_fails_on_a_misspelt_top_level_key() -> None:
@@ -317,6 +383,7 @@ def test_service_ports_reach_named_container_ports() -> None:
     ports = {p["name"]: p for p in container()["ports"]}
     assert ports["grpc"]["containerPort"] == 9191
     assert ports["http"]["containerPort"] == 8181
+    assert ports["http-authz"] == {"name": "http-authz", "containerPort": 9292, "protocol": "TCP"}
     service = {p["name"]: p for p in find("Service", "authz", under=K8S)["spec"]["ports"]}
     assert service["grpc"] == {
         "name": "grpc",
@@ -326,11 +393,44 @@ def test_service_ports_reach_named_container_ports() -> None:
         "appProtocol": "grpc",
     }
     assert service["http"]["port"] == 8181 and service["http"]["targetPort"] == "http"
+    assert service["http-authz"] == {
+        "name": "http-authz",
+        "port": 9292,
+        "targetPort": "http-authz",
+        "protocol": "TCP",
+        "appProtocol": "http",
+    }
+    assert set(service) == set(ports)
     for rule in find("NetworkPolicy", "authz")["spec"]["ingress"]:
         for port in rule["ports"]:
             assert port["port"] in ports
     assert args()["--grpc-address"].endswith(":9191")
     assert args()["--http-address"].endswith(":8181")
+    assert args()["--http-authz-address"] == "0.0.0.0:9292"
+
+
+def test_the_http_door_is_admitted_from_the_grpc_callers() -> None:
+    """Both ext_authz ports in one NetworkPolicy rule: the same proxies may
+    use either door, and nobody else reaches either."""
+    ingress = find("NetworkPolicy", "authz")["spec"]["ingress"]
+    (rule,) = [r for r in ingress if {"port": "grpc", "protocol": "TCP"} in r["ports"]]
+    assert rule["ports"] == [
+        {"port": "grpc", "protocol": "TCP"},
+        {"port": "http-authz", "protocol": "TCP"},
+    ]
+    others = [r for r in ingress if r is not rule]
+    assert others and all(p["port"] != "http-authz" for r in others for p in r["ports"])
+
+
+def test_http_door_flags() -> None:
+    flags = args()
+    assert flags["--http-authz-prefix"] == "/authz"
+    # The edge Envoy in front (Emissary, the Istio ingress gateway) appends
+    # its peer to x-forwarded-for: one trusted entry from the right.
+    assert flags["--trusted-forwarded-hops"] == "1"
+    # source.principal stays unknown through the HTTP door (see
+    # docs/deploy-istio.md): XFCC is neither trusted nor forwarded to it.
+    assert "--trust-xfcc" not in flags
 
 
 def test_probes_use_the_http_port() -> None:
@@ -422,28 +522,136 @@ def test_namespace_enforces_the_restricted_pod_security_standard() -> None:
 # -- Istio and Edge Stack point at authz ------------------------------------------
 
 
-def service_address() -> tuple[str, str, int, int]:
+class ServiceAddress(NamedTuple):
+    name: str
+    namespace: str
+    #: port name -> port number
+    ports: dict[str, int]
+
+    @property
+    def fqdn(self) -> str:
+        return f"{self.name}.{self.namespace}.svc.cluster.local"
+
+
+def service_address() -> ServiceAddress:
     (kustomization,) = [d.body for d in load_docs(K8S / "kustomization.yaml")]
     service = find("Service", "authz", under=K8S)
     ports = {p["name"]: p["port"] for p in service["spec"]["ports"]}
-    return service["metadata"]["name"], kustomization["namespace"], ports["grpc"], ports["http"]
+    return ServiceAddress(service["metadata"]["name"], kustomization["namespace"], ports)
+
+
+def policy() -> dict[str, Any]:
+    config_map = find("ConfigMap", "authz-policy", under=K8S)
+    return yaml.safe_load(config_map["data"]["policy.yaml"])  # type: ignore[no-any-return]
+
+
+def headers_the_policy_reads() -> set[str]:
+    """The request headers the deployed policy decides on: where its
+    credentials are (issuers' ``from``, the API key header) and the headers
+    its ``when`` conditions read."""
+    config = policy()
+    names: set[str] = set()
+    for issuer in config["issuers"]:
+        for place in issuer.get("from", [{"header": "authorization"}]):
+            names.add(place.get("header", "cookie"))
+    names.add(config["api_keys"]["header"])
+    for rule in config["rules"]:
+        names |= set(re.findall(r'request\.headers\["([^"]+)"\]', rule.get("when") or ""))
+    assert "authorization" in names and "x-tenant" in names, names
+    return names
+
+
+def headers_the_http_door_needs() -> set[str]:
+    """What an HTTP-door call must carry for the door to decide as the gRPC
+    door would: the policy's headers, x-request-id (echoed in denials),
+    x-forwarded-proto (request.scheme) and, with trusted hops, x-forwarded-for."""
+    needed = headers_the_policy_reads() | {"x-request-id", "x-forwarded-proto"}
+    if int(args().get("--trusted-forwarded-hops", "0")) > 0:
+        needed.add("x-forwarded-for")
+    if "--trust-xfcc" in args():
+        needed.add("x-forwarded-client-cert")
+    return needed
+
+
+def headers_the_policy_sets() -> set[str]:
+    """The headers an allow from authz sets on the upstream request."""
+    config = policy()["response"]
+    return set(config.get("headers", {})) | {config["identity_token"]["header"]}
+
+
+#: What authz's denials carry besides the JSON body (docs/http-door.md).
+DENIAL_HEADERS = {"content-type", "cache-control", "www-authenticate"}
+#: Emissary's own additions for `proto: http` (emissary-ingress/emissary,
+#: python/ambassador/envoy/v3/v3httpfilter.py: AllowedRequestHeaders,
+#: AllowedAuthorizationHeaders); the latter list serves both directions.
+EMISSARY_REQUEST_HEADERS = {
+    "authorization",
+    "cookie",
+    "from",
+    "proxy-authorization",
+    "user-agent",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+}
+EMISSARY_AUTHORIZATION_HEADERS = {
+    "location",
+    "authorization",
+    "proxy-authenticate",
+    "set-cookie",
+    "www-authenticate",
+}
+
+
+def providers_by_kind(mesh: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The mesh config's extension providers, by their one provider field."""
+    by_kind: dict[str, dict[str, Any]] = {}
+    for provider in mesh["extensionProviders"]:
+        (kind,) = set(provider) - {"name"}
+        assert kind not in by_kind, kind
+        by_kind[kind] = provider
+    return by_kind
 
 
 def identity_token() -> dict[str, Any]:
-    config_map = find("ConfigMap", "authz-policy", under=K8S)
-    policy = yaml.safe_load(config_map["data"]["policy.yaml"])
-    return policy["response"]["identity_token"]  # type: ignore[no-any-return]
+    return policy()["response"]["identity_token"]  # type: ignore[no-any-return]
 
 
-def test_mesh_extension_provider_targets_the_authz_service() -> None:
-    name, namespace, grpc, _ = service_address()
+def test_mesh_extension_providers_target_the_authz_service() -> None:
+    address = service_address()
     for source, mesh in mesh_configs():
-        (provider,) = mesh["extensionProviders"]
-        grpc_provider = provider["envoyExtAuthzGrpc"]
-        assert grpc_provider["service"] == f"{name}.{namespace}.svc.cluster.local", source
-        assert grpc_provider["port"] == grpc, source
-        assert grpc_provider["failOpen"] is False, source
-        assert "includeRequestHeadersInCheck" not in grpc_provider, source
+        providers = providers_by_kind(mesh)
+        assert set(providers) == {"envoyExtAuthzGrpc", "envoyExtAuthzHttp"}, source
+
+        assert providers["envoyExtAuthzGrpc"]["name"] == "authz", source
+        grpc = providers["envoyExtAuthzGrpc"]["envoyExtAuthzGrpc"]
+        assert grpc["service"] == address.fqdn, source
+        assert grpc["port"] == address.ports["grpc"], source
+        assert grpc["failOpen"] is False, source
+        assert grpc["statusOnError"] == "503", source
+        assert "includeRequestHeadersInCheck" not in grpc, source
+        assert "includeRequestBodyInCheck" not in grpc, source
+
+        assert providers["envoyExtAuthzHttp"]["name"] == "authz-http", source
+        http = providers["envoyExtAuthzHttp"]["envoyExtAuthzHttp"]
+        assert http["service"] == address.fqdn, source
+        assert http["port"] == address.ports["http-authz"], source
+        assert http["pathPrefix"] == args()["--http-authz-prefix"], source
+        assert http["failOpen"] is False, source
+        assert http["statusOnError"] == "503", source
+        assert http["timeout"] == grpc["timeout"], source
+        # Envoy adds only host, method, path and content-length by itself.
+        forwarded = set(http["includeRequestHeadersInCheck"])
+        assert len(forwarded) == len(http["includeRequestHeadersInCheck"]), source
+        assert forwarded == headers_the_http_door_needs(), source
+        upstream = http["headersToUpstreamOnAllow"]
+        assert len(set(upstream)) == len(upstream), source
+        assert set(upstream) == headers_the_policy_sets(), source
+        assert set(http["headersToDownstreamOnDeny"]) == DENIAL_HEADERS, source
+        assert "headersToDownstreamOnAllow" not in http, source
+        assert "includeAdditionalHeadersInCheck" not in http, source
+        assert "includeRequestBodyInCheck" not in http, source
+        assert "includeHeadersInCheck" not in http, source
 
 
 def test_custom_policies_name_the_mesh_provider() -> None:
@@ -466,16 +674,13 @@ def test_custom_policies_name_the_mesh_provider() -> None:
 
 
 def test_request_authentication_trusts_the_identity_token_authz_issues() -> None:
-    name, namespace, _, http = service_address()
+    address = service_address()
     token = identity_token()
     (rule,) = find("RequestAuthentication", "authz-identity-token")["spec"]["jwtRules"]
     assert rule["issuer"] == token["issuer"]
     assert rule["audiences"] == [token["audience"]]
     assert rule["fromHeaders"] == [{"name": token["header"]}]
-    assert (
-        rule["jwksUri"]
-        == f"http://{name}.{namespace}.svc.cluster.local:{http}/.well-known/jwks.json"
-    )
+    assert rule["jwksUri"] == f"http://{address.fqdn}:{address.ports['http']}/.well-known/jwks.json"
     assert rule["forwardOriginalToken"] is True
     allow = find("AuthorizationPolicy", "require-authz-identity")["spec"]
     assert allow["action"] == "ALLOW"
@@ -503,9 +708,9 @@ def test_istiod_may_fetch_the_jwks() -> None:
 
 
 def test_edge_stack_resources_target_the_authz_service() -> None:
-    name, namespace, grpc, _ = service_address()
-    address = f"{name}.{namespace}:{grpc}"
-    auth_service = find("AuthService", "authz", under=EDGE)["spec"]
+    service = service_address()
+    address = f"{service.name}.{service.namespace}:{service.ports['grpc']}"
+    auth_service = find("AuthService", "authz", under=AUTH_GRPC)["spec"]
     external = find("Filter", "authz", under=EDGE)["spec"]["External"]
     for spec in (auth_service, external):
         assert spec["auth_service"] == address
@@ -519,6 +724,48 @@ def test_edge_stack_resources_target_the_authz_service() -> None:
     }
 
 
+def test_the_http_auth_service_targets_the_http_door() -> None:
+    service = service_address()
+    spec = find("AuthService", "authz", under=AUTH_HTTP)["spec"]
+    assert (
+        spec["auth_service"] == f"{service.name}.{service.namespace}:{service.ports['http-authz']}"
+    )
+    assert spec["proto"] == "http"
+    assert spec["path_prefix"] == args()["--http-authz-prefix"]
+    assert spec["failure_mode_allow"] is False
+    assert spec["status_on_error"] == {"code": 503}
+    # gRPC-only, or never wanted (authz refuses a body on the HTTP door).
+    for absent in ("protocol_version", "include_body", "allow_request_body", "add_auth_headers"):
+        assert absent not in spec, absent
+    # Every header the door needs reaches it: Emissary's defaults plus the list.
+    requested = spec["allowed_request_headers"]
+    assert len(set(requested)) == len(requested)
+    assert not set(requested) & EMISSARY_REQUEST_HEADERS, "already sent by Emissary"
+    assert headers_the_http_door_needs() <= set(requested) | EMISSARY_REQUEST_HEADERS
+    assert "x-forwarded-client-cert" not in requested
+    # One list for both directions: the upstream headers of an allow and the
+    # client headers of a denial.
+    answered = set(spec["allowed_authorization_headers"]) | EMISSARY_AUTHORIZATION_HEADERS
+    assert headers_the_policy_sets() | DENIAL_HEADERS <= answered
+    assert (
+        set(spec["allowed_authorization_headers"])
+        == (headers_the_policy_sets() | DENIAL_HEADERS) - EMISSARY_AUTHORIZATION_HEADERS
+    )
+
+
+def test_the_two_auth_services_are_alternatives() -> None:
+    """Emissary round-robins between AuthServices: the gRPC and HTTP variants
+    share name and namespace, so applying one replaces the other."""
+    grpc = find("AuthService", "authz", under=AUTH_GRPC)
+    http = find("AuthService", "authz", under=AUTH_HTTP)
+    assert (grpc["metadata"]["name"], grpc["metadata"]["namespace"]) == (
+        http["metadata"]["name"],
+        http["metadata"]["namespace"],
+    )
+    auth_services = [d for d in objects() if d.body["kind"] == "AuthService"]
+    assert sorted(d.path.parent for d in auth_services) == [AUTH_GRPC, AUTH_HTTP]
+
+
 def test_mappings_show_bypass_and_context_extensions() -> None:
     mappings = [d.body for d in objects() if d.body["kind"] == "Mapping"]
     assert any(m["spec"].get("bypass_auth") is True for m in mappings)
@@ -529,17 +776,36 @@ def test_mappings_show_bypass_and_context_extensions() -> None:
     ]
     assert {"route": "orders-admin"} in contexts
     # The policy rule reading that context exists.
-    policy = yaml.safe_load(find("ConfigMap", "authz-policy", under=K8S)["data"]["policy.yaml"])
-    assert any("context.route" in (r.get("when") or "") for r in policy["rules"])
+    rules = [r for r in policy()["rules"] if "context" in (r.get("when") or "")]
+    assert any("context.route" in r["when"] for r in rules)
+    # The HTTP door cannot carry context, so a deny rule reading it matches
+    # there (fails closed): each is scoped by paths to the routes whose
+    # Mappings tag them, not left to deny every request through that door.
+    prefixes = {
+        m["spec"]["auth_context_extensions"]["route"]: m["spec"]["prefix"]
+        for m in mappings
+        if "auth_context_extensions" in m["spec"]
+    }
+    deny_rules = [r for r in rules if r["effect"] == "deny"]
+    assert deny_rules
+    for rule in deny_rules:
+        assert rule.get("paths"), rule["name"]
+        routes = re.findall(r'context\.route == "([^"]+)"', rule["when"])
+        assert routes, rule["name"]
+        for route in routes:
+            assert f"{prefixes[route]}**" in rule["paths"], (rule["name"], route)
 
 
 def test_timeouts_agree() -> None:
     seconds = {
-        float(m["extensionProviders"][0]["envoyExtAuthzGrpc"]["timeout"].removesuffix("s"))
-        for _, m in mesh_configs()
+        float(provider[kind]["timeout"].removesuffix("s"))
+        for _, mesh in mesh_configs()
+        for kind, provider in providers_by_kind(mesh).items()
     }
     milliseconds = {
-        find("AuthService", "authz")["spec"]["timeout_ms"],
+        find("AuthService", "authz", under=AUTH_GRPC)["spec"]["timeout_ms"],
+        find("AuthService", "authz", under=AUTH_HTTP)["spec"]["timeout_ms"],
         find("Filter", "authz")["spec"]["External"]["timeout_ms"],
     }
+    assert len(seconds) == 1
     assert {s * 1000 for s in seconds} == milliseconds

@@ -175,7 +175,10 @@ def test_admin_route_context_refuses_api_keys(
     cluster: Cluster, capsys: pytest.CaptureFixture[str]
 ) -> None:
     request = check_request_json(
-        "GET", "/api/orders", headers={"x-api-key": API_KEY}, context={"route": "orders-admin"}
+        "GET",
+        "/api/orders/admin/7",
+        headers={"x-api-key": API_KEY},
+        context={"route": "orders-admin"},
     )
     decision = cluster.decide(capsys, request)
     assert (decision["allowed"], decision["status"], decision["rule"]) == (
@@ -183,6 +186,18 @@ def test_admin_route_context_refuses_api_keys(
         403,
         "admin-routes-need-user-token",
     )
+
+
+def test_route_context_outside_the_admin_paths_is_not_read(
+    cluster: Cluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The context rule is scoped to the admin Mapping's paths (the HTTP door
+    cannot carry context, and a deny rule reading it fails closed there)."""
+    request = check_request_json(
+        "GET", "/api/orders", headers={"x-api-key": API_KEY}, context={"route": "orders-admin"}
+    )
+    decision = cluster.decide(capsys, request)
+    assert (decision["allowed"], decision["status"]) == (True, 200)
 
 
 def test_admin_route_context_admits_user_tokens(
