@@ -1,6 +1,6 @@
 """The authz benchmark: peers compared in one run on one machine.
 
-    scripts/bench [--quick] [--workers 2] [--duration 10] [--runs 3] [--tokens 1000000]
+    scripts/bench [--quick] [--workers 2] [--duration 10] [--runs 3] [--tokens 1000000] [--sections ...]
 
 Prints and writes (``benchmarks/out/results.md``) one table:
 
@@ -15,7 +15,13 @@ Prints and writes (``benchmarks/out/results.md``) one table:
 5. what telemetry costs a cached Check;
 6. a cache miss in-process (``core_bench.py``): the server's Check with every
    cache missed, and the same figure scaled to the machine the targets were
-   set on by how fast PyJWT's own RS256 decode runs on each.
+   set on by how fast PyJWT's own RS256 decode runs on each;
+7. the HTTP door (run right after 2, sharing its Envoy alone): wrk through the
+   same edge Envoy to authz's gRPC door, its HTTP door
+   (``--http-authz-address``) and bare granian (``bare_granian.py``), with
+   Envoy's, the server's and wrk's CPU per request; authz's gRPC door
+   directly against the bare grpcio server pinned one per core; p99 through
+   Envoy at 26% of the HTTP door's capacity, HTTP door vs bare granian.
 
 Before a figure is printed, the run is checked to have really decided: the
 server's own counters (authz ``/metrics``, the bare server's count) and
@@ -33,6 +39,7 @@ import json
 import os
 import platform
 import re
+import resource
 import shutil
 import signal
 import statistics
@@ -188,9 +195,44 @@ def wrk(url: str, duration: float, headers: dict[str, str], threads: int = 2, co
             "socket_errors": errors.group(1) if errors else None, "p50": pct("50"), "p99": pct("99")}
 
 
+def process_cpu() -> dict[int, float]:
+    """CPU seconds (user + system, all threads) of every live process below
+    this one: Envoy and the servers under test. The load generator is counted
+    apart, once it has exited (``resource.RUSAGE_CHILDREN``)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[int, float] = {}
+    todo = [os.getpid()]
+    while todo:
+        pid = todo.pop()
+        try:
+            for task in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{task}/children") as handle:
+                    todo += [int(child) for child in handle.read().split()]
+            if pid != os.getpid():
+                with open(f"/proc/{pid}/stat") as handle:
+                    fields = handle.read().rsplit(")", 1)[1].split()
+                out[pid] = (int(fields[11]) + int(fields[12])) / tick
+        except (OSError, ValueError):
+            continue
+    return out
+
+
 def median_of(runs: list[dict[str, Any]], key: str) -> float | None:
     values = [r[key] for r in runs if r.get(key) is not None]
     return statistics.median(values) if values else None
+
+
+def cpu_per_request(runs: list[dict[str, Any]]) -> dict[str, float]:
+    """The medians of :meth:`Bench.envoy_once`'s CPU µs per request."""
+    return {key: value for key in ("envoy_cpu_us", "server_cpu_us", "load_cpu_us")
+            if (value := median_of(runs, key)) is not None}
+
+
+def cpu_note(cpu: dict[str, float]) -> str:
+    if not cpu:
+        return ""
+    server = f", server {cpu['server_cpu_us']:.0f}" if cpu.get("server_cpu_us", 0) >= 0.5 else ""
+    return f"CPU µs/request: Envoy {cpu['envoy_cpu_us']:.0f}{server}, wrk {cpu['load_cpu_us']:.0f}"
 
 
 class Bare:
@@ -226,10 +268,10 @@ class BareGranian:
     """benchmarks/bare_granian.py as a process (embedded granian, the layout of
     authz's HTTP door); ``stop()`` returns its count."""
 
-    def __init__(self, workers: int, server: str = "embed") -> None:
+    def __init__(self, workers: int, server: str = "embed", pin: bool = False) -> None:
         self.port = free_port()
         self.proc = Proc([sys.executable, str(ROOT / "benchmarks" / "bare_granian.py"), "--workers", str(workers),
-                          "--port", str(self.port), "--server", server], name="bare-granian")
+                          "--port", str(self.port), "--server", server, *(["--pin"] if pin else [])], name="bare-granian")
         line = self.proc.wait_for(r"^(not )?ready")
         if not line.startswith("ready"):
             self.proc.stop()
@@ -242,6 +284,13 @@ class BareGranian:
     def stop(self) -> int:
         self.proc.stop()
         return sum(int(n) for n in re.findall(r"answered (\d+)", "\n".join(self.proc.lines)))
+
+
+def authz_auto_pins(workers: int) -> bool:
+    """Whether ``authz serve --pin-workers auto`` pins ``workers`` workers here."""
+    from authz.server.cpus import cgroup_cpu_limit, pinned_cpu
+
+    return pinned_cpu("auto", 0, workers, limit=cgroup_cpu_limit()) is not None
 
 
 def authz_flag(flag: str) -> bool:
@@ -378,13 +427,22 @@ class Bench:
         try:
             try:
                 before = envoy.stats()
+                cpu_before, load_before = process_cpu(), resource.getrusage(resource.RUSAGE_CHILDREN)
                 result = wrk(f"http://127.0.0.1:{listen}{path}", self.args.duration, self.headers)
+                cpu_after, load_after = process_cpu(), resource.getrusage(resource.RUSAGE_CHILDREN)
                 after = envoy.stats()
             finally:
                 envoy.stop()
         finally:
             server = finish()
         assert result["non2xx"] == 0 and not result["socket_errors"], result
+        # CPU per request: Envoy's, the server's (every other process below
+        # this one), wrk's.
+        envoy_pid, requests = envoy.proc.popen.pid, max(1, result["requests"])
+        spent = {pid: cpu_after[pid] - cpu_before[pid] for pid in cpu_after if pid in cpu_before}
+        result["envoy_cpu_us"] = spent.get(envoy_pid, 0.0) * 1e6 / requests
+        result["server_cpu_us"] = sum(v for pid, v in spent.items() if pid != envoy_pid) * 1e6 / requests
+        result["load_cpu_us"] = ((load_after.ru_utime + load_after.ru_stime) - (load_before.ru_utime + load_before.ru_stime)) * 1e6 / requests
         check(result, {k: after.get(k, 0) - before.get(k, 0) for k in after}, server)
         return result
 
@@ -396,7 +454,8 @@ class Bench:
 
         def run(name: str, start: Start, check: Verify) -> Row:
             runs = [self.envoy_once(start, check, path) for _ in range(a.runs)]
-            row = Row("envoy", name, median_of(runs, "rps"), median_of(runs, "p50"), median_of(runs, "p99"))
+            row = Row("envoy", name, median_of(runs, "rps"), median_of(runs, "p50"), median_of(runs, "p99"),
+                      extra=cpu_per_request(runs))
             self.add(row)
             return row
 
@@ -468,6 +527,11 @@ class Bench:
         # address; the HTTP door knows it only from x-forwarded-for, which
         # the Envoy in front (use_remote_address) sets: one trusted hop.
         door = ["--http-authz-prefix", HTTP_PREFIX, "--trusted-forwarded-hops", "1"]
+        # authz runs with its default --pin-workers auto through Envoy; bare
+        # granian is pinned alike, so the two differ only in the deciding.
+        pin = authz_flag("--pin-workers")
+        auto_pins = pin and authz_auto_pins(w)
+        layout = ("pinned: --pin-workers auto" if auto_pins else "unpinned: --pin-workers auto") if pin else "unpinned"
 
         def warm(listen: int) -> None:
             # One call through Envoy: the door answers, the decision is cached.
@@ -505,7 +569,7 @@ class Bench:
             return start
 
         def granian_start() -> tuple[EnvoyProc, int, Callable[[], dict[str, Any]]]:
-            server = BareGranian(w)
+            server = BareGranian(w, pin=auto_pins)
             try:
                 envoy, listen = envoy_for_authz([server.address], self.tmp, "granian", protocol="http")
                 warm(listen)
@@ -524,6 +588,7 @@ class Bench:
             if "all" in server:  # authz: every decision an allow, from the decision cache
                 assert server["all"] == server["allowed"], ("not every decision was an allow", server)
                 assert server["hits"] >= server["allowed"] * 0.99, ("the cache-hit scenario missed the cache", server)
+            result.update(ext_authz_ok=ok, counted=counted)
 
         alone = next((r for r in self.rows if r.section == "envoy" and r.scenario.startswith("Envoy alone")), None)
         if alone is None:
@@ -531,9 +596,12 @@ class Bench:
                 envoy, listen = envoy_alone(self.tmp, "alone")
                 return envoy, listen, dict
             runs = [self.envoy_once(alone_start, lambda r, s, x: None) for _ in range(a.runs)]
-            alone = Row("http", "Envoy alone (direct response)", median_of(runs, "rps"), median_of(runs, "p50"), median_of(runs, "p99"))
+            alone = Row("http", "Envoy alone (direct response)", median_of(runs, "rps"), median_of(runs, "p50"),
+                        median_of(runs, "p99"), extra=cpu_per_request(runs))
+            alone.note = cpu_note(alone.extra)
         else:
-            alone = Row("http", alone.scenario, alone.rps, alone.p50, alone.p99, note="the envoy section's row")
+            alone = Row("http", alone.scenario, alone.rps, alone.p50, alone.p99, extra=dict(alone.extra),
+                        note="; ".join(filter(None, ["the envoy section's row", cpu_note(alone.extra)])))
         self.add(alone)
 
         cases = {"grpc": authz_start("grpc"), "http": authz_start("http"), "granian": granian_start}
@@ -544,33 +612,41 @@ class Bench:
 
         def envoy_row(name: str, scenario: str) -> Row:
             runs = results[name]
-            row = Row("http", scenario, median_of(runs, "rps"), median_of(runs, "p50"), median_of(runs, "p99"))
+            row = Row("http", scenario, median_of(runs, "rps"), median_of(runs, "p50"), median_of(runs, "p99"),
+                      extra=cpu_per_request(runs))
             if row.rps and alone.rps:
                 row.note = f"{row.rps / alone.rps:.2f}x Envoy alone"
+            # What the run's verification saw, summed over the runs.
+            row.extra.update(requests=sum(r["requests"] for r in runs), non2xx=sum(r["non2xx"] for r in runs),
+                             ext_authz_ok=sum(r["ext_authz_ok"] for r in runs), counted=sum(r["counted"] for r in runs))
+            who = "authz's allowed decisions" if name != "granian" else "granian's answers"
+            row.extra["verified"] = (f"{row.extra['requests']:,} requests, {row.extra['non2xx']} non-2xx, "
+                                     f"{row.extra['ext_authz_ok']:,} ext_authz.ok, {row.extra['counted']:,.0f} {who}")
             return row
 
-        grpc_row = envoy_row("grpc", f"Envoy + authz gRPC door, {w} workers (per-worker ports), cache hit")
-        http_row = envoy_row("http", f"Envoy + authz HTTP door, {w} workers (one SO_REUSEPORT port), cache hit")
-        granian_row = envoy_row("granian", f"Envoy + bare granian (bare_granian.py, answers 200 undecided), {w} workers")
+        grpc_row = envoy_row("grpc", f"Envoy + authz gRPC door, {w} workers ({layout}; per-worker ports), cache hit")
+        http_row = envoy_row("http", f"Envoy + authz HTTP door, {w} workers ({layout}; one SO_REUSEPORT port), cache hit")
+        granian_row = envoy_row("granian", f"Envoy + bare granian (bare_granian.py: 200, no decision), {w} workers "
+                                           f"({'pinned' if auto_pins else 'unpinned'}, as authz)")
         if http_row.rps and grpc_row.rps and granian_row.rps:
-            http_row.extra = {"vs_grpc": http_row.rps / grpc_row.rps, "vs_granian": http_row.rps / granian_row.rps}
+            http_row.extra.update(vs_grpc=http_row.rps / grpc_row.rps, vs_granian=http_row.rps / granian_row.rps)
             http_row.note += (f"; {http_row.extra['vs_grpc']:.2f}x the gRPC door; "
                               f"{http_row.extra['vs_granian']:.2f}x bare granian")
         for row in (grpc_row, http_row, granian_row):
+            row.note = "; ".join(filter(None, [row.note, row.extra["verified"], cpu_note(row.extra)]))
             self.add(row)
 
         # Directly (no Envoy): authz's gRPC door against the bare grpcio server,
         # the same workers, pinned one per core where each can be.
-        pin = authz_flag("--pin-workers")
         pinned_runs: dict[str, list[dict[str, Any]]] = {"bare": [], "authz": []}
         for _ in range(a.runs):
             bare = Bare(w, pin=True)
             try:
                 result = h2load(bare.endpoints[0], self.hit_body, a.duration)
             finally:
-                count = bare.stop()
-            assert count >= result["succeeded"] * 0.99 and result["failed"] == 0, (count, result)
-            pinned_runs["bare"].append({"rps": count / a.duration})
+                answered = bare.stop()
+            assert answered >= result["succeeded"] * 0.99 and result["failed"] == 0, (answered, result)
+            pinned_runs["bare"].append({"rps": answered / a.duration})
             with Authz(self.policy, workers=w, extra=["--pin-workers", "on"] if pin else []) as authz:
                 authz.check(check_request_json("GET", "/api/orders/0", headers=self.headers))  # warm the cache
                 before = metrics(authz.http)
@@ -614,7 +690,7 @@ class Bench:
                 assert server["all"] == server["allowed"] >= result["ok"], (server, result)
             return result
 
-        def alone_start() -> tuple[EnvoyProc, int, Callable[[], dict[str, Any]]]:
+        def fixed_alone() -> tuple[EnvoyProc, int, Callable[[], dict[str, Any]]]:
             envoy, listen = envoy_alone(self.tmp, "fixed-alone")
             return envoy, listen, dict
 
@@ -622,7 +698,7 @@ class Bench:
         for _ in range(a.runs):
             fixed["http"].append(at_rate(cases["http"]))
             fixed["granian"].append(at_rate(cases["granian"]))
-            fixed["alone"].append(at_rate(alone_start))
+            fixed["alone"].append(at_rate(fixed_alone))
         share = f"{HTTP_RATE_SHARE:.0%} of the HTTP door's capacity through Envoy"
         for name, scenario in (("http", f"Envoy + authz HTTP door at {rate} req/s, {w} workers"),
                                ("granian", f"Envoy + bare granian at {rate} req/s, {w} workers"),
@@ -782,6 +858,7 @@ class Bench:
         if one and hit and one.rps and hit.rps and w > 1:
             ratio = hit.rps / one.rps
             out.append(f"Scaling: {w} workers give {ratio:.2f}x one (target >= 1.7): {'met' if ratio >= 1.7 else 'NOT met'}")
+        out += self.http_targets()
         telemetry = find("telemetry", "cached")
         if telemetry and hit and hit.rps:
             cost = telemetry.extra["telemetry_us"]
@@ -789,6 +866,39 @@ class Bench:
             shown = f"{cost:.2f} µs" if cost > 0 else f"no measurable cost ({cost:+.2f} µs, within noise)"
             out.append(f"Telemetry on the cached hot path: {shown} of the {1e6 * w / hit.rps:.0f} µs "
                        f"of worker time per Check = {share:.1%} of throughput (target <= 10%): {'met' if share <= 0.10 else 'NOT met'}")
+        return out
+
+
+    def http_targets(self) -> list[str]:
+        """The HTTP door's targets (section 7)."""
+        def find(prefix: str) -> Row | None:
+            return next((r for r in self.rows if r.section == "http" and r.scenario.startswith(prefix)), None)
+
+        def verdict(ok: bool) -> str:
+            return "met" if ok else "NOT met"
+
+        out = []
+        grpc, http, granian = find("Envoy + authz gRPC door, "), find("Envoy + authz HTTP door, "), find("Envoy + bare granian (")
+        if grpc and http and grpc.rps and http.rps:
+            ratio = http.rps / grpc.rps
+            out.append(f"HTTP door through Envoy: {ratio:.2f}x the gRPC door ({http.rps:,.0f} vs {grpc.rps:,.0f} req/s; "
+                       f"target >= 2.0): {verdict(ratio >= 2.0)}")
+        if granian and http and granian.rps and http.rps:
+            ratio = http.rps / granian.rps
+            out.append(f"HTTP door through Envoy: {ratio:.2f}x bare granian ({http.rps:,.0f} vs {granian.rps:,.0f} req/s; "
+                       f"target >= 0.8): {verdict(ratio >= 0.8)}")
+        bare, direct = find("direct: bare grpcio"), find("direct: authz gRPC door")
+        if bare and direct and bare.rps and direct.rps:
+            ratio = direct.rps / bare.rps
+            pinned = "pinned" if direct.extra.get("pinned") else "unpinned: no --pin-workers in this authz"
+            out.append(f"Direct gRPC, cache hit: authz ({pinned}) {ratio:.2f}x the bare grpcio server pinned one per core "
+                       f"({direct.rps:,.0f} vs {bare.rps:,.0f} Checks/s; target >= 0.8): {verdict(ratio >= 0.8)}")
+        door_fixed, granian_fixed = find("Envoy + authz HTTP door at "), find("Envoy + bare granian at ")
+        if door_fixed and granian_fixed and door_fixed.p99 is not None and granian_fixed.p99 is not None:
+            gap = door_fixed.p99 - granian_fixed.p99
+            out.append(f"p99 through Envoy at {door_fixed.extra['fixed_rate']} req/s ({HTTP_RATE_SHARE:.0%} of the HTTP door's "
+                       f"capacity): HTTP door {door_fixed.p99:.2f} ms, bare granian {granian_fixed.p99:.2f} ms, "
+                       f"{gap:+.2f} ms (target: within 2 ms of bare granian): {verdict(gap <= 2.0)}")
         return out
 
 
@@ -805,7 +915,9 @@ def main() -> int:
                              "machine's capacity")
     parser.add_argument("--tokens", type=int, default=1_000_000, help="unique tokens for the memory section")
     parser.add_argument("--miss-tokens", type=int, default=60_000, help="unique tokens per cache-miss run")
-    parser.add_argument("--sections", default="direct,envoy,fixed,memory,telemetry,miss")
+    parser.add_argument("--sections", default="direct,envoy,http,fixed,memory,telemetry,miss",
+                        help="which sections, in this order (http: the HTTP door, section 7, right after envoy "
+                             "so it shares its Envoy alone)")
     parser.add_argument("--out", default=str(OUT / "results.md"))
     args = parser.parse_args()
     if args.quick:
@@ -816,7 +928,7 @@ def main() -> int:
             return 2
     bench = Bench(args)
     sections = {"direct": bench.direct, "envoy": bench.through_envoy, "fixed": bench.fixed_rate,
-                "memory": bench.memory, "telemetry": bench.telemetry, "miss": bench.miss}
+                "memory": bench.memory, "telemetry": bench.telemetry, "miss": bench.miss, "http": bench.http_door}
     for name in args.sections.split(","):
         sections[name]()
     table = bench.table()

@@ -26,6 +26,10 @@ def test_benchmark_smoke_run(tmp_path: Path) -> None:
     table = out.read_text()
     for scenario in ("bare Python server", "authz cache hit, 1 worker", "authz cache miss, unique RS256",
                      "authz cache miss, unique ES256", "Envoy alone", "native jwt_authn", "Envoy + bare Python ext_authz",
-                     "Envoy + authz", "at 300 req/s", "unique tokens", "cached Check", "every cache missed"):
+                     "Envoy + authz", "at 300 req/s", "unique tokens", "cached Check", "every cache missed",
+                     "Envoy + authz gRPC door", "Envoy + authz HTTP door", "Envoy + bare granian",
+                     "direct: bare grpcio server", "direct: authz gRPC door"):
         assert scenario in table, scenario
     assert "## Targets" in table
+    for target in ("the gRPC door", "bare granian", "the bare grpcio server pinned", "within 2 ms of bare granian"):
+        assert target in table, target
