@@ -12,7 +12,6 @@ Nothing here imports gRPC, so ``authz check`` uses it offline.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Hashable, Mapping
 from operator import attrgetter
 from typing import Any, Literal, NamedTuple
@@ -26,6 +25,7 @@ from authz.decision import Decision
 from authz.errors import OUTCOMES, Reason
 from authz.policy import Reads
 from authz.request import ATTRIBUTES, Request
+from authz.wire import cache_digest
 from authz.wire.denial import denied_body, echoed_request_id
 
 CheckRequest = external_auth_pb2.CheckRequest
@@ -178,10 +178,6 @@ def denied_response(reason: Reason, request_id: str | None) -> Any:
     return response
 
 
-def _digest(text: str) -> bytes:
-    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=20).digest()
-
-
 def _never(_check: Any) -> None:
     return None
 
@@ -193,8 +189,7 @@ def make_cache_key(reads: Reads, credential_headers: tuple[str, ...]) -> Callabl
     the query), each read where :data:`FIELDS` says. An attribute with a
     pseudo-header fallback keys on both the field and the header, so equal
     keys mean equal inputs to the decision. The parts are gathered in a list
-    and digested through its ``repr``, which tells every string, absence
-    (None) and number apart.
+    and digested (:func:`authz.wire.cache_digest`).
 
     Requests it cannot key (headers sent as raw bytes, a policy reading
     ``now``) give None: decided uncached. A digest, not the values, is kept:
@@ -237,7 +232,7 @@ def make_cache_key(reads: Reads, credential_headers: tuple[str, ...]) -> Callabl
             parts.append(sorted(attributes.context_extensions.items()))
         elif context_names:
             parts.extend(map(attributes.context_extensions.get, context_names))
-        return _digest(repr(parts))
+        return cache_digest(parts)
 
     return key
 

@@ -22,7 +22,6 @@ the path must be decided exactly as the client sent it (``raw_path``).
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
@@ -31,6 +30,7 @@ from authz.decision import Decision
 from authz.errors import OUTCOMES, Reason
 from authz.policy import Policy, Reads
 from authz.request import ATTRIBUTES, Request
+from authz.wire import cache_digest
 from authz.wire.denial import denied_body, echoed_request_id
 
 #: The most header bytes (names and values) a call may carry.
@@ -234,10 +234,6 @@ def _never(_call: Call) -> None:
     return None
 
 
-def _digest(text: str) -> bytes:
-    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=20).digest()
-
-
 _DENIED_HEADERS = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
 
 
@@ -312,7 +308,7 @@ class HttpDoor:
                                 call.method if with_method else None, *map(headers.get, names)]
             if every_header:
                 parts.append(sorted(headers.items()))
-            return _digest(repr(parts))
+            return cache_digest(parts)
 
         return key
 
