@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import shutil
@@ -13,7 +14,7 @@ import pytest
 
 from testkit.idp import FakeIdP
 from testkit.paths import ACCEPTANCE
-from testkit.procs import Authz
+from testkit.procs import Authz, free_port, http_get
 from testkit.requests import check_request_json
 from testkit.tokens import claims, jwks, public_jwk, rsa_key, token
 
@@ -130,3 +131,54 @@ roles:
             assert authz.proc.popen.wait(30) == 0
             with pytest.raises(grpc.RpcError):  # no longer accepting
                 authz.stub.Check(json_format.ParseDict(request, external_auth_pb2.CheckRequest()), timeout=2)
+
+
+def test_the_http_door_follows_reloads_and_drains_on_sigterm(tmp_path: Path) -> None:
+    """The HTTP door shares the worker's policy (a reload reaches it) and its
+    drain: a call in flight at SIGTERM, waiting for a key set, is answered."""
+    key = rsa_key("drain-http")
+    with FakeIdP() as idp:
+        idp.jwks = jwks(public_jwk(key, kid="k1", alg="RS256"))
+        idp.mode = "gate"
+        policy = tmp_path / "policy.yaml"
+        text = f"""
+version: 1
+issuers:
+  - name: slow
+    issuer: {idp.issuer}
+    audiences: [orders-api]
+    jwks_uri: {idp.url}/jwks
+    algorithms: [RS256]
+    jwks: {{fetch_timeout: 20s}}
+roles:
+  reader: [{{methods: [GET], paths: ["/api/**"]}}]
+rules:
+  - {{name: open, effect: allow, paths: [/open], anonymous: true}}
+"""
+        policy.write_text(text)
+        bearer = token(claims(iss=idp.issuer, groups=None, roles=["reader"]), key=key, kid="k1")
+        door = f"127.0.0.1:{free_port()}"
+        authz = Authz(policy, workers=1, extra=["--http-authz-address", door])
+        with authz, concurrent.futures.ThreadPoolExecutor(1) as pool:
+            assert idp.wait_for_hits("/jwks", 1)
+            assert http_get(f"http://{door}/open")[0] == 200
+            mark = authz.proc.mark()
+            _write(policy, text.replace("paths: [/open]", "paths: [/elsewhere]"))
+            authz.proc.wait_for("policy reloaded", since=mark)
+            assert http_get(f"http://{door}/open")[0] == 401  # the reload reached the HTTP door
+
+            call = pool.submit(http_get, f"http://{door}/api/orders", {"authorization": f"Bearer {bearer}"})
+            for _ in range(2000):
+                if _metric(authz, "authz_checks_in_flight") >= 1:
+                    break
+            else:
+                pytest.fail("the call never reached the worker")
+            mark = authz.proc.mark()
+            authz.proc.popen.send_signal(signal.SIGTERM)
+            authz.proc.wait_for("stopping: draining", since=mark)
+            idp.gate.set()
+            status, _headers, body = call.result(timeout=20)
+            assert status == 200, body  # answered, and allowed, during the drain
+            assert authz.proc.popen.wait(30) == 0
+            with pytest.raises(OSError):  # no longer accepting
+                http_get(f"http://{door}/open")
