@@ -78,9 +78,8 @@ class ResponsePlan:
         fresh_until = None
         if signer is not None:
             if view.identity.authenticated:
-                token, issued = signer.token(view.identity, view.request.source_principal, view.now)
+                token, fresh_until = signer.token(view.identity, view.request.source_principal, view.now)
                 set_headers.append((signer.header, token))
-                fresh_until = issued + signer.reuse_window
             else:
                 remove.append(signer.header)
         return tuple(set_headers), tuple(dict.fromkeys(remove)), notes, fresh_until

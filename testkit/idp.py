@@ -25,6 +25,7 @@ class FakeIdP:
         self.hits: Counter[str] = Counter()
         self._release = threading.Event()
         self.gate = threading.Event()  # mode "gate": /jwks answers normally once this is set
+        self.redirect_to: str | None = None  # where /moved redirects (default: /jwks)
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         idp = self
@@ -57,6 +58,12 @@ class FakeIdP:
                         self._send(200, b"<html></html>", "text/html")
                     else:
                         self._send(500, b"error", "text/plain")
+                    return
+                if path == "/moved":  # a redirect to the key set, or wherever redirect_to says
+                    self.send_response(302)
+                    self.send_header("location", idp.redirect_to or "/jwks")
+                    self.send_header("content-length", "0")
+                    self.end_headers()
                     return
                 if path != "/jwks":
                     self._send(404, b"not found", "text/plain")

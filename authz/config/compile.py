@@ -25,7 +25,8 @@ from authz.config.messages import read_yaml, validate, yaml_type
 from authz.config.source import Located, Path
 from authz.errors import ConfigError
 from authz.identity.api_key import ApiKeyEntry, ApiKeySource
-from authz.identity.jwks import FileKeys, KeyRegistry, check_url
+from authz.identity.fetch import check_url
+from authz.identity.jwks import FileKeys, KeyRegistry
 from authz.identity.jws import ALGORITHMS
 from authz.identity.jwt import JwtIssuer, JwtSource, TokenLocation
 from authz.identity.keys import parse_ec_key, public_jwk

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import ipaddress
-import json
 import logging
 import random
 import threading
@@ -30,41 +28,14 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
+from authz.identity.fetch import MAX_DOCUMENT_BYTES, FetchError, check_url, fetch_json
 from authz.identity.keys import KeySet, parse_jwks
 
 if TYPE_CHECKING:
     import aiohttp
 
 log = logging.getLogger("authz.jwks")
-
-MAX_DOCUMENT_BYTES = 1024 * 1024
-
-
-class FetchError(Exception):
-    """A key set or discovery document could not be fetched or used."""
-
-
-def is_loopback_url(url: str) -> bool:
-    host = urlsplit(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def check_url(url: str) -> str | None:
-    """Why a key or issuer URL is unacceptable, or None: https, or plain http
-    to a loopback address only."""
-    parts = urlsplit(url)
-    if parts.scheme == "https" and parts.hostname:
-        return None
-    if parts.scheme == "http" and is_loopback_url(url):
-        return None
-    return "must be an https URL (plain http only to a loopback address)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,29 +149,6 @@ def default_fetch_loop() -> FetchLoop:
     if _DEFAULT_LOOP is None:
         _DEFAULT_LOOP = FetchLoop()
     return _DEFAULT_LOOP
-
-
-async def fetch_json(session: aiohttp.ClientSession, url: str, max_bytes: int) -> Any:
-    """GET a JSON document of at most ``max_bytes`` (no time bound here: the
-    caller bounds the whole fetch)."""
-    async with session.get(url, allow_redirects=True, max_redirects=3) as response:
-        if response.status != 200:
-            raise FetchError(f"HTTP {response.status} from {url}")
-        if response.content_length is not None and response.content_length > max_bytes:
-            raise FetchError(f"document from {url} larger than {max_bytes} bytes")
-        body = bytearray()
-        async for chunk in response.content.iter_chunked(65536):
-            body += chunk
-            if len(body) > max_bytes:
-                raise FetchError(f"document from {url} larger than {max_bytes} bytes")
-    try:
-        return json.loads(bytes(body), parse_constant=_no_constant)
-    except (ValueError, RecursionError):
-        raise FetchError(f"document from {url} is not JSON") from None
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(name)
 
 
 @dataclass

@@ -26,11 +26,15 @@ _ES256 = ec.ECDSA(hashes.SHA256())
 class IdentityTokenSigner:
     """Signs the short-lived ES256 identity token upstreams receive.
 
+    A token never outlives the credential it was made from: its ``exp`` is
+    ``iat + ttl`` or the credential's own expiry, whichever is sooner.
+
     The same caller (kind, subject, issuer, roles, scopes, peer) gets the
     same token for half its lifetime, so a user moving across paths (each a
     decision-cache miss) costs one signature, not one per request; decisions
     carrying a token are cached no longer than that half, so an upstream
-    always receives a token with at least half its lifetime left.
+    always receives a token with at least half its lifetime left. A token is
+    reused only for a credential that lives at least as long.
 
     The JWS is assembled here rather than by ``jwt.encode``, whose JSON and
     header handling cost more than the ECDSA signature itself
@@ -55,30 +59,35 @@ class IdentityTokenSigner:
         object.__setattr__(self, "_reuse", LRUCache(self.reuse_entries))
         object.__setattr__(self, "_lock", threading.Lock())
 
-    @property
-    def reuse_window(self) -> float:
-        return self.ttl / 2
-
-    def token(self, identity: Identity, principal: str, now: float) -> tuple[str, int]:
-        """(token, iat): a fresh one, or the caller's own from less than
-        ``reuse_window`` ago."""
+    def token(self, identity: Identity, principal: str, now: float) -> tuple[str, float]:
+        """(token, fresh until): a fresh token, or the caller's own while it
+        is in the first half of its lifetime and expires no later than this
+        credential. "Fresh until" is the end of that half: how long an answer
+        carrying the token may be reused."""
         key = (identity.kind, identity.subject, identity.issuer, identity.roles, identity.scopes, principal)
+        limit = identity.expires_at
         with self._lock:
             found = self._reuse.get(key)
-        if found is not None and 0 <= now - found[1] < self.reuse_window:
-            return found  # type: ignore[no-any-return]
+        if found is not None:
+            token, issued, expires = found
+            fresh_until = issued + (expires - issued) / 2
+            if issued <= now < fresh_until and (limit is None or expires <= limit):
+                return token, fresh_until
         issued = int(now)
-        made = (self.sign(identity, principal, issued), issued)
+        expires = issued + int(self.ttl)
+        if limit is not None:
+            expires = max(issued, min(expires, int(limit)))
+        made = (self.sign(identity, principal, issued, expires), issued, expires)
         with self._lock:
             self._reuse[key] = made
-        return made
+        return made[0], issued + (expires - issued) / 2
 
-    def sign(self, identity: Identity, principal: str, issued: int) -> str:
+    def sign(self, identity: Identity, principal: str, issued: int, expires: int) -> str:
         claims: dict[str, Any] = {
             "iss": self.issuer,
             "aud": self.audience,
             "iat": issued,
-            "exp": issued + int(self.ttl),
+            "exp": expires,
             "kind": identity.kind,
             "roles": sorted(identity.roles),
             "scopes": list(identity.scopes),

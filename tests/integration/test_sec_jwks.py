@@ -176,6 +176,20 @@ def test_sec_30_discovery_naming_the_issuer_is_used(tmp_path: Path, idp: FakeIdP
         assert _check(authz, _bearer(idp, KEY, "k1")).status.code == OK
 
 
+def test_sec_44_a_key_set_redirect_is_followed_only_where_a_key_url_may_point(tmp_path: Path, idp: FakeIdP) -> None:
+    idp.jwks = jwks(public_jwk(KEY, kid="k1"))
+    policy = _policy(tmp_path, idp)
+    policy.write_text(policy.read_text().replace(f"{idp.url}/jwks", f"{idp.url}/moved"))
+    with Authz(policy, workers=1) as authz:  # a loopback test server: http may redirect to http
+        _wait_issuer(authz, "ok")
+        assert _check(authz, _bearer(idp, KEY, "k1")).status.code == OK
+    idp.redirect_to = "http://keys.example.com/jwks"  # plain http off this machine: never fetched
+    with Authz(policy, workers=1) as authz:
+        issuer = _wait_issuer(authz, "failed")
+        assert "must be an https URL" in issuer["last_error"]
+        assert _check(authz, _bearer(idp, KEY, "k1"), timeout=5).status.code == UNAUTHENTICATED
+
+
 # -- E. Faults --------------------------------------------------------------------
 
 @pytest.mark.parametrize("mode, error", [
