@@ -1,6 +1,8 @@
 """The decision pipeline: one function, read top to bottom.
 
-Phase 0, request shape: a path that cannot be matched safely is refused (403).
+Phase 0, request shape: a path that cannot be matched safely is refused
+    (403 ``invalid_path``), and so is an authority that is not host[:port]
+    (403 ``invalid_request``).
 Phase 1, credential: the first credential source present in the request
     decides; a presented credential that does not verify is a 401, whatever
     the rules say. None presented: the mTLS peer if ``peers`` lists it, else
@@ -25,6 +27,7 @@ from typing import Any, Protocol
 from authz.decision import Decision
 from authz.errors import CredentialError, InvalidPath, Reason
 from authz.identity.base import ANONYMOUS, Identity, TokenCache
+from authz.matchers import valid_authority
 from authz.paths import normalize_path, split_path
 from authz.policy import Matcher, Policy
 from authz.request import Request, View
@@ -120,6 +123,9 @@ class Engine:
         except InvalidPath as exc:
             _note(trace, "request", "path", "invalid", str(exc))
             return self._deny(Reason.INVALID_PATH, ANONYMOUS, detail=str(exc), trace=trace)
+        if not valid_authority(request.host):
+            _note(trace, "request", "authority", "invalid", "not host[:port]")
+            return self._deny(Reason.INVALID_REQUEST, ANONYMOUS, detail="the authority is not host[:port]", trace=trace)
         _note(trace, "request", f"{request.method} {path}", "normalized")
 
         # Phase 1: credential -> identity.

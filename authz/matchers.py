@@ -78,6 +78,18 @@ def compile_methods(methods: Iterable[str]) -> frozenset[str]:
     return frozenset(out)
 
 
+#: An authority as RFC 3986 allows it for HTTP, and no more: a host name (or
+#: IP address) or a bracketed IPv6 literal, and at most one port. No
+#: userinfo, no second port, nothing a host matcher could read two ways.
+_AUTHORITY = re.compile(r"(?:[a-z0-9._~-]+|\[[0-9a-f:.]+\])(?::[0-9]{1,5})?", re.IGNORECASE)
+
+
+def valid_authority(host: str) -> bool:
+    """Whether ``host`` is a plain ``host[:port]`` (the empty string, no
+    authority at all, is left to the rules)."""
+    return not host or _AUTHORITY.fullmatch(host) is not None
+
+
 def split_host(host: str) -> tuple[str, str | None]:
     """Split an :authority into (lower-case host without trailing dot, port or None).
 

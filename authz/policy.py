@@ -125,8 +125,8 @@ class Reads:
     """The request attributes a decision depends on, besides the credential.
 
     ``headers``/``context`` are the names read, or None for "all of them".
-    The path (without query) is always read: its validity alone decides
-    ``invalid_path``.
+    The path (without query) and the host are always read: their validity
+    alone decides ``invalid_path`` and ``invalid_request``.
     """
 
     method: bool = False
@@ -144,9 +144,10 @@ class Reads:
     now: bool = False
 
     def attributes(self) -> tuple[str, ...]:
-        """The :data:`authz.request.ATTRIBUTES` a decision reads: the path
-        always, the others as flagged."""
-        return tuple(name for name in ATTRIBUTES if name == "path" or getattr(self, name))
+        """The :data:`authz.request.ATTRIBUTES` a decision reads: the path and
+        the host always (their shape alone can refuse a request), the others
+        as flagged."""
+        return tuple(name for name in ATTRIBUTES if name in ("path", "host") or getattr(self, name))
 
     @classmethod
     def from_paths(cls, paths: set[AttrPath]) -> Reads:

@@ -620,3 +620,18 @@ issuers:
     in_cookie = engine.decide(request(headers={"cookie": f"b_token={b_token}"}))
     assert (in_cookie.status, in_cookie.reason.value) == (403, "no_permission")
     assert in_cookie.identity is not None and in_cookie.identity.source == "b"
+
+
+@pytest.mark.parametrize("host", [
+    "admin.example.com:80:80", "x@admin.example.com", "admin.example.com:", "admin.example.com:8o",
+    "admin example.com", "[::1", "admin.example.com:123456", "admin.example.com/", "a\\b",
+])
+def test_an_authority_that_is_not_host_port_is_an_invalid_request(engine: Engine, host: str) -> None:
+    decision = engine.decide(request("GET", "/healthz", host=host))
+    assert (decision.allowed, decision.reason, decision.status) == (False, Reason.INVALID_REQUEST, 403)
+
+
+@pytest.mark.parametrize("host", ["api.example.com", "api.example.com:8443", "10.0.0.1:80", "[::1]:8080", "[::1]",
+                                  "my_host.internal", ""])
+def test_a_plain_authority_is_decided_by_the_rules(engine: Engine, host: str) -> None:
+    assert engine.decide(request("GET", "/healthz", host=host)).allowed

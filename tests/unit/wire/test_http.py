@@ -130,7 +130,7 @@ def test_the_cache_key_changes_with_exactly_the_attributes_the_policy_reads(read
     base = key(DOOR.parse(scope()))
     for name in _CHANGED:
         changed = key(DOOR.parse(_changed(name)))
-        assert (changed != base) == (name in (read, "path")), (read, name)
+        assert (changed != base) == (name in (read, "path", "host")), (read, name)
 
 
 def test_keys_of_the_two_doors_never_collide() -> None:
