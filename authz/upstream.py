@@ -10,7 +10,7 @@ copy never reaches the upstream.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from authz.cel import EvaluationError, Expression
@@ -44,6 +44,17 @@ class ResponsePlan:
     headers: tuple[tuple[str, Expression], ...] = ()
     remove: tuple[str, ...] = ()
     identity_token: IdentityTokenSigner | None = None
+    #: The underscore spelling of every header it sets or removes
+    #: (``x_user_id`` for ``x-user-id``), always removed: WSGI, CGI and Rack
+    #: upstreams read both spellings as one name, so a client-sent twin must
+    #: never reach them beside authz's value.
+    twins: tuple[str, ...] = field(init=False, default=())
+
+    def __post_init__(self) -> None:
+        names = [name for name, _ in self.headers] + list(self.remove)
+        if self.identity_token is not None:
+            names.append(self.identity_token.header)
+        object.__setattr__(self, "twins", tuple(dict.fromkeys(n.replace("-", "_") for n in names if "-" in n)))
 
     def jwks(self) -> dict[str, Any]:
         return {"keys": list(self.identity_token.jwks) if self.identity_token else []}
@@ -53,7 +64,7 @@ class ResponsePlan:
         allowed request; "fresh until" bounds how long the answer may be
         reused (the identity token's reuse window), None when unbounded."""
         set_headers: list[tuple[str, str]] = []
-        remove = list(self.remove)
+        remove = [*self.remove, *self.twins]
         notes: list[str] = []
         total = 0
         for name, expression in self.headers:

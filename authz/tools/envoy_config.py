@@ -32,10 +32,12 @@ from envoy_data_plane.envoy.config.core.v3 import (
     GrpcServiceEnvoyGrpc,
     Http1ProtocolOptions,
     Http2ProtocolOptions,
+    HttpProtocolOptionsHeadersWithUnderscoresAction,
     HttpUri,
     SocketAddress,
     TransportSocket,
 )
+from envoy_data_plane.envoy.config.core.v3 import HttpProtocolOptions as CoreHttpProtocolOptions
 from envoy_data_plane.envoy.config.endpoint.v3 import (
     ClusterLoadAssignment,
     Endpoint,
@@ -207,6 +209,11 @@ def _hcm(options: EnvoyOptions, filters: list[HttpFilter], routes: list[Route], 
         normalize_path=True,
         merge_slashes=True,
         use_remote_address=True,
+        # A header spelt with underscores (x_user_id) is dropped before any
+        # filter: upstreams that read headers through CGI names (WSGI, Rack)
+        # take it for the header authz sets (authz removes the twins too).
+        common_http_protocol_options=CoreHttpProtocolOptions(
+            headers_with_underscores_action=HttpProtocolOptionsHeadersWithUnderscoresAction.DROP_HEADER),
         route_config=RouteConfiguration(
             name="local",
             virtual_hosts=[VirtualHost(name="all", domains=["*"], routes=routes)],

@@ -40,10 +40,11 @@ def test_valid_token_reaches_upstream_with_verified_identity(stack: tuple[Authz,
         # Forged by the client: authz's answer must replace or strip these.
         "x-user-id": "root",
         "x-identity-token": "forged",
+        "x_user_id": "root",  # the underscore twin WSGI/Rack upstreams read as x-user-id
     })
     assert status == 200, body
     seen = json.loads(body)["headers"]
-    assert seen["x-user-id"] == "alice"
+    assert seen["x-user-id"] == "alice" and "x_user_id" not in seen
     assert "authorization" not in seen  # response.remove
     identity_token = seen["x-identity-token"]
     assert identity_token != "forged"

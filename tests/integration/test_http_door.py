@@ -46,10 +46,10 @@ def test_an_allow_sets_the_upstream_headers_and_removes_the_credential(edge: tup
     before = _ext_authz(envoy)
     status, _headers, body = http_get(envoy.url + "/api/orders/7", {
         "authorization": f"Bearer {token(claims(sub='alice'))}", "x-tenant": "t1",
-        "x-user-id": "root", "x-identity-token": "forged"})
+        "x-user-id": "root", "x-identity-token": "forged", "x_user_id": "root"})
     assert status == 200, body
     seen = json.loads(body)["headers"]
-    assert seen["x-user-id"] == "alice"
+    assert seen["x-user-id"] == "alice" and "x_user_id" not in seen  # nor its underscore twin
     assert seen["x-identity-token"] != "forged" and seen["x-identity-token"].count(".") == 2
     assert "authorization" not in seen and "x-envoy-auth-headers-to-remove" not in seen
     assert _ext_authz(envoy).get("ok", 0) == before.get("ok", 0) + 1

@@ -154,7 +154,7 @@ def test_anonymous_allow_rule(engine: Engine) -> None:
     # Headers computed from the identity have no value for an anonymous
     # caller: removed, so that a client-sent copy never passes.
     assert decision.headers == ()
-    assert set(decision.remove) == {"authorization", "x-user-id"}
+    assert set(decision.remove) == {"authorization", "x-user-id", "x_user_id"}  # and its underscore twin
 
 
 def test_anonymous_caller_without_permission_gets_401_with_challenge(engine: Engine) -> None:

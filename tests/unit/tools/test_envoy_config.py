@@ -21,6 +21,10 @@ SHIPPED = {
     "edge.yaml": ["--shape", "edge", "--authz", "127.0.0.1:9191", "--listen", "0.0.0.0:8080", "--upstream", "127.0.0.1:8000"],
     "sidecar.yaml": ["--shape", "sidecar", "--authz", "127.0.0.1:9191", "--listen", "0.0.0.0:15006",
                      "--upstream", "127.0.0.1:8000", "--protect", "/api/"],
+    "edge-http.yaml": ["--shape", "edge", "--protocol", "http", "--authz", "127.0.0.1:9292", "--listen", "0.0.0.0:8080",
+                       "--upstream", "127.0.0.1:8000"],
+    "sidecar-http.yaml": ["--shape", "sidecar", "--protocol", "http", "--authz", "127.0.0.1:9292",
+                          "--listen", "0.0.0.0:15006", "--upstream", "127.0.0.1:8000", "--protect", "/api/"],
 }
 
 
@@ -31,14 +35,16 @@ def test_shipped_configs_are_the_generator_output(name: str) -> None:
     assert (DEPLOY / name).read_text() == run.stdout, f"deploy/envoy/{name} is stale: regenerate it with authz envoy-config"
 
 
-def test_edge_config_validates() -> None:
-    envoy_validate(DEPLOY / "edge.yaml")
+@pytest.mark.parametrize("name", ["edge.yaml", "edge-http.yaml"])
+def test_edge_config_validates(name: str) -> None:
+    envoy_validate(DEPLOY / name)
 
 
-def test_sidecar_config_validates_with_real_certificates(tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", ["sidecar.yaml", "sidecar-http.yaml"])
+def test_sidecar_config_validates_with_real_certificates(tmp_path: Path, name: str) -> None:
     ca = MeshCA(tmp_path)
     chain, key = ca.workload("spiffe://cluster.local/ns/shop/sa/orders", "orders")
-    text = (DEPLOY / "sidecar.yaml").read_text()
+    text = (DEPLOY / name).read_text()
     text = (text.replace("/etc/certs/cert-chain.pem", str(chain)).replace("/etc/certs/key.pem", str(key))
             .replace("/etc/certs/root-cert.pem", str(ca.cert_path)))
     config = tmp_path / "sidecar.yaml"
@@ -46,14 +52,15 @@ def test_sidecar_config_validates_with_real_certificates(tmp_path: Path) -> None
     envoy_validate(config)
 
 
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
 @pytest.mark.parametrize("shape", ["edge", "sidecar"])
-def test_generated_variants_validate(tmp_path: Path, shape: str) -> None:
+def test_generated_variants_validate(tmp_path: Path, shape: str, protocol: str) -> None:
     ca = MeshCA(tmp_path)
     chain, key = ca.workload("spiffe://cluster.local/ns/a/sa/b", "w")
-    options = EnvoyOptions(shape=shape, authz=["127.0.0.1:9201", "127.0.0.1:9202"], direct_response=True,
+    options = EnvoyOptions(shape=shape, authz=["127.0.0.1:9201", "127.0.0.1:9202"], direct_response=True, protocol=protocol,
                            cert_chain=str(chain), private_key=str(key), ca_cert=str(ca.cert_path),
                            protected_prefixes=["/api/", "/admin/"], timeout=0.25)
-    config = tmp_path / f"{shape}.yaml"
+    config = tmp_path / f"{shape}-{protocol}.yaml"
     config.write_text(render(options))
     envoy_validate(config)
 
