@@ -89,20 +89,19 @@ class View:
     def _build(self, root: str) -> Any:
         request = self.request
         if root == "request":
-            query: dict[str, str] = {}
-            if self.query:
-                for key, value in parse_qsl(self.query, keep_blank_values=True):
-                    query.setdefault(key, value)
             headers = request.headers
-            return {
+            built = {
                 "method": request.method,
                 "host": request.host,
                 "path": self.path,
-                "query": query,
                 # Read, never written: a plain dict is handed over as it is.
                 "headers": headers if type(headers) is dict else dict(headers),
                 "scheme": request.scheme,
             }
+            query = _query(self.query)
+            if query is not None:
+                built["query"] = query
+            return built
         if root == "source":
             return {"address": request.source_address, "port": request.source_port, "principal": request.source_principal}
         if root == "destination":
@@ -118,3 +117,16 @@ class View:
         if root == "now":
             return datetime.datetime.fromtimestamp(self.now, datetime.UTC)
         raise KeyError(root)
+
+
+def _query(text: str) -> dict[str, str] | None:
+    """The query's parameters, or None when a name appears more than once
+    (``?tenant=a&tenant=b``, or ``tenan%74=b`` beside ``tenant=a``):
+    frameworks disagree on which value counts, so ``request.query`` is then
+    absent and every expression that reads it fails closed (a deny rule
+    matches, an allow rule does not)."""
+    if not text:
+        return {}
+    pairs = parse_qsl(text, keep_blank_values=True)
+    query = dict(pairs)
+    return query if len(query) == len(pairs) else None

@@ -635,3 +635,20 @@ def test_an_authority_that_is_not_host_port_is_an_invalid_request(engine: Engine
                                   "my_host.internal", ""])
 def test_a_plain_authority_is_decided_by_the_rules(engine: Engine, host: str) -> None:
     assert engine.decide(request("GET", "/healthz", host=host)).allowed
+
+
+def test_a_repeated_query_parameter_fails_closed(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(textwrap.dedent("""
+        version: 1
+        rules:
+          - {name: reports, effect: allow, paths: ["/reports"], anonymous: true, when: 'request.query.tenant == "t1"'}
+          - {name: open, effect: allow, paths: ["/open"], anonymous: true}
+          - {name: not-t2, effect: deny, paths: ["/open"], when: 'request.query.tenant == "t2"'}
+    """))
+    engine = Engine(load_policy(str(policy)))
+    assert engine.decide(request("GET", "/reports?tenant=t1")).allowed
+    assert not engine.decide(request("GET", "/reports?tenant=t1&tenant=t2")).allowed  # the allow does not match
+    assert engine.decide(request("GET", "/open?tenant=t1")).allowed
+    denied = engine.decide(request("GET", "/open?tenant=t1&tenant=t1"))  # the deny matches
+    assert (denied.allowed, denied.reason, denied.rule) == (False, Reason.DENIED_BY_RULE, "not-t2")
