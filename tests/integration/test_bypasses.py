@@ -1,4 +1,4 @@
-"""Bypass classes closed, through real Envoy and both doors (docs/security.md 45, 48)."""
+"""Bypass classes closed, through real Envoy and both doors (docs/security.md 45, 46, 48)."""
 
 from __future__ import annotations
 
@@ -60,3 +60,9 @@ def test_the_identity_token_never_outlives_the_users_token(envoy: Envoy) -> None
     assert issued["exp"] < issued["iat"] + 60
 
 
+@pytest.mark.parametrize("host", ["api.example.com:80:80", "x@api.example.com"])
+def test_an_odd_authority_never_reaches_a_public_route(envoy: Envoy, host: str) -> None:
+    assert http_get(envoy.url + "/healthz?tenant=t1", {"host": "api.example.com"})[0] == 200  # the control
+    status, _headers, body = http_get(envoy.url + "/healthz?tenant=t1", {"host": host})
+    # Envoy passes such an authority on; authz refuses it before any rule.
+    assert status == 403 and json.loads(body)["reason"] == "invalid_request", (status, body)
