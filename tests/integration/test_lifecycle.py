@@ -45,6 +45,30 @@ def _metric(authz: Authz, line_prefix: str) -> float:
     return 0.0
 
 
+def _slow_issuer_policy(idp: FakeIdP) -> str:
+    """A policy whose one issuer's key set arrives only when ``idp.gate`` opens."""
+    return f"""
+version: 1
+issuers:
+  - name: slow
+    issuer: {idp.issuer}
+    audiences: [orders-api]
+    jwks_uri: {idp.url}/jwks
+    algorithms: [RS256]
+    jwks: {{fetch_timeout: 20s}}
+roles:
+  reader: [{{methods: [GET], paths: ["/api/**"]}}]
+"""
+
+
+def _wait_in_flight(authz: Authz) -> None:
+    """Until a check is in flight in the worker (it counts it on entry)."""
+    for _ in range(2000):
+        if _metric(authz, "authz_checks_in_flight") >= 1:
+            return
+    pytest.fail("the check never reached the worker")
+
+
 def test_reload_applies_valid_changes_and_keeps_the_last_good_policy(tmp_path: Path) -> None:
     policy = _policy_dir(tmp_path)
     original = policy.read_text()
@@ -94,18 +118,7 @@ def test_sigterm_answers_in_flight_checks_and_exits_0(tmp_path: Path) -> None:
         idp.jwks = jwks(public_jwk(key, kid="k1", alg="RS256"))
         idp.mode = "gate"  # the key set arrives only when the test opens the gate
         policy = tmp_path / "policy.yaml"
-        policy.write_text(f"""
-version: 1
-issuers:
-  - name: slow
-    issuer: {idp.issuer}
-    audiences: [orders-api]
-    jwks_uri: {idp.url}/jwks
-    algorithms: [RS256]
-    jwks: {{fetch_timeout: 20s}}
-roles:
-  reader: [{{methods: [GET], paths: ["/api/**"]}}]
-""")
+        policy.write_text(_slow_issuer_policy(idp))
         bearer = token(claims(iss=idp.issuer, groups=None, roles=["reader"]), key=key, kid="k1")
         authz = Authz(policy, workers=1)
         with authz:
@@ -117,11 +130,7 @@ roles:
 
             future = authz.stub.Check.future(json_format.ParseDict(request, external_auth_pb2.CheckRequest()), timeout=20)
             # The check is in flight once the worker counts it.
-            for _ in range(2000):
-                if _metric(authz, "authz_checks_in_flight") >= 1:
-                    break
-            else:
-                pytest.fail("the check never reached the worker")
+            _wait_in_flight(authz)
             mark = authz.proc.mark()
             authz.proc.popen.send_signal(signal.SIGTERM)
             authz.proc.wait_for("stopping: draining", since=mark)
@@ -141,20 +150,7 @@ def test_the_http_door_follows_reloads_and_drains_on_sigterm(tmp_path: Path) -> 
         idp.jwks = jwks(public_jwk(key, kid="k1", alg="RS256"))
         idp.mode = "gate"
         policy = tmp_path / "policy.yaml"
-        text = f"""
-version: 1
-issuers:
-  - name: slow
-    issuer: {idp.issuer}
-    audiences: [orders-api]
-    jwks_uri: {idp.url}/jwks
-    algorithms: [RS256]
-    jwks: {{fetch_timeout: 20s}}
-roles:
-  reader: [{{methods: [GET], paths: ["/api/**"]}}]
-rules:
-  - {{name: open, effect: allow, paths: [/open], anonymous: true}}
-"""
+        text = _slow_issuer_policy(idp) + "rules:\n  - {name: open, effect: allow, paths: [/open], anonymous: true}\n"
         policy.write_text(text)
         bearer = token(claims(iss=idp.issuer, groups=None, roles=["reader"]), key=key, kid="k1")
         door = f"127.0.0.1:{free_port()}"
@@ -168,11 +164,7 @@ rules:
             assert http_get(f"http://{door}/open")[0] == 401  # the reload reached the HTTP door
 
             call = pool.submit(http_get, f"http://{door}/api/orders", {"authorization": f"Bearer {bearer}"})
-            for _ in range(2000):
-                if _metric(authz, "authz_checks_in_flight") >= 1:
-                    break
-            else:
-                pytest.fail("the call never reached the worker")
+            _wait_in_flight(authz)
             mark = authz.proc.mark()
             authz.proc.popen.send_signal(signal.SIGTERM)
             authz.proc.wait_for("stopping: draining", since=mark)
