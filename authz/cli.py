@@ -190,8 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS (default: gRPC's). Clients that open streams "
                             "before reading SETTINGS get some refused, so leave it unset for Envoy")
     serve.add_argument("--max-concurrent-checks", type=int, default=2000,
-                       help="checks a worker decides at once; more are refused at once with RESOURCE_EXHAUSTED, "
-                            "which Envoy (failure_mode_allow: false) turns into a denial (default %(default)s)")
+                       help="checks a worker decides at once, per door; more are refused at once (gRPC: "
+                            "RESOURCE_EXHAUSTED; HTTP door: 503), which Envoy (failure_mode_allow: false) turns "
+                            "into a denial (default %(default)s)")
     serve.add_argument("--drain-timeout", type=float, default=10.0, help="seconds to finish in-flight checks on SIGTERM")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.add_argument("--dry-run", action="store_true",
