@@ -52,6 +52,10 @@ CRD_SCHEMAS: dict[tuple[str, str], str] = {
         "security.istio.io/v1",
         "RequestAuthentication",
     ): "security.istio.io_requestauthentication_v1.json",
+    (
+        "networking.istio.io/v1",
+        "DestinationRule",
+    ): "networking.istio.io_destinationrule_v1.json",
     ("install.istio.io/v1alpha1", "IstioOperator"): "install.istio.io_istiooperator_v1alpha1.json",
     ("getambassador.io/v3alpha1", "AuthService"): "getambassador.io_authservice_v3alpha1.json",
     ("getambassador.io/v3alpha1", "Mapping"): "getambassador.io_mapping_v3alpha1.json",
