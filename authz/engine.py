@@ -98,7 +98,7 @@ class Engine:
     def _would_deny(self, request: Request, denial: Decision, trace: Trace | None) -> Decision:
         raw_path, query = split_path(request.path)
         try:
-            path = normalize_path(raw_path)
+            path = normalize_path(raw_path, self.policy.paths)
         except InvalidPath:
             path = raw_path
         view = View(request, path, query, denial.identity, self.clock.time())
@@ -119,7 +119,7 @@ class Engine:
         # Phase 0: request shape.
         raw_path, query = split_path(request.path)
         try:
-            path = normalize_path(raw_path)
+            path = normalize_path(raw_path, self.policy.paths)
         except InvalidPath as exc:
             _note(trace, "request", "path", "invalid", str(exc))
             return self._deny(Reason.INVALID_PATH, ANONYMOUS, detail=str(exc), trace=trace)

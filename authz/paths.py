@@ -6,13 +6,20 @@ are merged (the order Envoy's ``normalize_path`` + ``merge_slashes`` use). Paths
 whose meaning depends on how the upstream decodes them are refused outright:
 encoded '/', '\\' and NUL, and dot segments carrying parameters (``/..;/``,
 which Tomcat and Jetty resolve as ``..`` while a matcher would see a name).
+Paths longer than the policy's limit are refused before anything else, so no
+later step ever works on an unbounded input.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from authz.errors import InvalidPath
+
+#: The longest path (as sent, without the query) matched by default; longer
+#: ones are ``invalid_path`` (``paths.max_length``; docs/security.md 50).
+MAX_PATH_LENGTH = 8192
 
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 _PERCENT = re.compile(r"%(.{0,2})", re.DOTALL)
@@ -22,6 +29,17 @@ _UNSAFE_CHARS = re.compile(r"[^\x21-\x7e]|\\")
 # Encoded '/', '\' and NUL change what an upstream sees as segments or strings.
 _FORBIDDEN_ESCAPES = frozenset({"2F", "5C", "00"})
 _DOT_WITH_PARAMS = re.compile(r"/\.\.?;")
+
+
+@dataclass(frozen=True, slots=True)
+class PathRules:
+    """How a policy reads request paths (its ``paths`` settings)."""
+
+    #: The longest path, as sent and without its query, that is matched.
+    max_length: int = MAX_PATH_LENGTH
+
+
+DEFAULT_RULES = PathRules()
 
 
 def _normalize_escape(match: re.Match[str]) -> str:
@@ -58,14 +76,17 @@ def split_path(raw: str) -> tuple[str, str]:
     return path, query
 
 
-def normalize_path(raw_path: str) -> str:
+def normalize_path(raw_path: str, rules: PathRules = DEFAULT_RULES) -> str:
     """Return the normalized form of a path (without query).
 
     Raises :class:`InvalidPath` for anything that is not a plain origin-form
-    path: not starting with '/', control characters, spaces, backslashes or
-    non-ASCII characters, malformed or forbidden percent-escapes (``%2F``,
-    ``%5C``, ``%00``), and ``.``/``..`` segments with parameters (``..;``).
+    path: longer than ``rules.max_length``, not starting with '/', control
+    characters, spaces, backslashes or non-ASCII characters, malformed or
+    forbidden percent-escapes (``%2F``, ``%5C``, ``%00``), and ``.``/``..``
+    segments with parameters (``..;``).
     """
+    if len(raw_path) > rules.max_length:
+        raise InvalidPath(f"path longer than {rules.max_length} characters")
     if not raw_path.startswith("/"):
         raise InvalidPath("path is not in origin form")
     if _UNSAFE_CHARS.search(raw_path):

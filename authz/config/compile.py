@@ -141,8 +141,7 @@ class _Compiler:
         if peers or response.identity_token is not None:
             reads.add(("source", "principal"))
 
-        cache = model.cache
-        decision_ttl = cache.decisions.ttl
+        cache, decision_ttl = model.cache, model.cache.decisions.ttl
         if response.identity_token is not None:
             # A cached answer carries its identity token: reuse it for at
             # most half its lifetime, so upstreams always get >= ttl/2.
@@ -164,6 +163,7 @@ class _Compiler:
             deny_ttl=min(cache.decisions.deny_ttl, decision_ttl),
             token_cache_size=cache.tokens.max_entries,
             peers_line=self.located.line(("peers",), key=True) if peers else 0,
+            paths=model.paths.rules(),
             credential_headers=tuple(dict.fromkeys(
                 (s.location.header_name if isinstance(s, JwtSource) else s.header) for s in sources
             )),
@@ -352,12 +352,12 @@ class _Compiler:
                 return None
             if not items:
                 self.problem((*path, field), "an empty list matches nothing; omit the field to match any")
-                ok = False
-                return None
-            for i, item in enumerate(items):
-                if self.attempt((*path, field, i), functools.partial(build, [item])) is None:
-                    ok = False
-            return build(items) if ok else None
+            elif all([self.attempt((*path, field, i), functools.partial(build, [item])) is not None for i, item in enumerate(items)]):
+                built = self.attempt((*path, field), functools.partial(build, items))  # each alone, then together
+                if built is not None:
+                    return built
+            ok = False
+            return None
 
         hosts = each("hosts", config.hosts, matchers.compile_hosts)
         methods = each("methods", config.methods, matchers.compile_methods)

@@ -418,6 +418,16 @@ def test_paths_are_matched_normalized_and_without_query(engine: Engine) -> None:
     assert_decision(decide(engine, "GET", "/healthz/../api/orders"), 401, Reason.MISSING_CREDENTIAL)
 
 
+def test_a_path_over_the_limit_is_invalid_whatever_the_credential(tmp_path: Path) -> None:
+    engine = make_engine(tmp_path, policy_text() + "paths:\n  max_length: 1024\n")
+    near = "/healthz" + "/" * (1024 - len("/healthz"))  # 1024 characters: merged to /healthz/
+    assert decide(engine, "GET", "/healthz" + "?q=" + "x" * 5000).allowed  # the query does not count
+    assert_decision(decide(engine, "GET", near), 401, Reason.MISSING_CREDENTIAL)
+    assert_decision(decide(engine, "GET", near + "/"), 403, Reason.INVALID_PATH)
+    long = "/api/orders/" + "7" * 2000
+    assert_decision(decide(engine, "GET", long, bearer=mint(), headers={"x-tenant": "t1"}), 403, Reason.INVALID_PATH)
+
+
 def test_hosts_and_methods(tmp_path: Path) -> None:
     text = policy_text().replace("rules:\n", textwrap.dedent("""\
         rules:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from authz.errors import InvalidPath
-from authz.paths import normalize_path, split_path
+from authz.paths import MAX_PATH_LENGTH, PathRules, normalize_path, split_path
 
 
 @pytest.mark.parametrize(
@@ -98,6 +98,20 @@ def test_refusal_says_why() -> None:
         normalize_path("/a%2")
     with pytest.raises(InvalidPath, match="non-ASCII"):
         normalize_path("/é")
+
+
+def test_a_path_over_the_limit_is_refused_before_anything_else() -> None:
+    at_limit = "/" + "a" * (MAX_PATH_LENGTH - 1)
+    assert normalize_path(at_limit) == at_limit
+    with pytest.raises(InvalidPath, match=f"longer than {MAX_PATH_LENGTH} characters"):
+        normalize_path(at_limit + "a")
+    # Measured as sent: dot segments or escapes that normalization would shrink still count.
+    with pytest.raises(InvalidPath, match="longer than"):
+        normalize_path("/a" + "/." * MAX_PATH_LENGTH)
+    short = PathRules(max_length=300)
+    assert normalize_path("/" + "b" * 299, short) == "/" + "b" * 299
+    with pytest.raises(InvalidPath, match="longer than 300 characters"):
+        normalize_path("/" + "b" * 300, short)
 
 
 def test_normalized_path_is_stable() -> None:

@@ -89,6 +89,18 @@ def test_file_that_is_not_utf8(tmp_path: Path) -> None:
     assert run.stderr.splitlines() == [f"{policy}:1: cannot read the file: not UTF-8 text"]
 
 
+def test_a_pattern_list_too_large_for_one_matcher_is_reported_at_its_line(tmp_path: Path) -> None:
+    # Each pattern is fine alone; together they exceed what one automaton may hold.
+    patterns = "".join(f"      - /{'x*' * 100}{i}\n" for i in range(1000))
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(f"version: 1\nrules:\n  - name: big\n    effect: deny\n    paths:\n{patterns}")
+    run = validate(str(policy))
+    assert run.returncode == 2
+    assert run.stderr.splitlines() == [
+        f"{policy}:5: rules[0].paths: 1000 patterns with wildcards are too many or too long for one matcher",
+    ]
+
+
 def test_alias_expansion_is_bounded(tmp_path: Path) -> None:
     # "Billion laughs": nine levels of ten aliases would be 10^9 values.
     lines = ["version: 1", 'a0: &a0 ["x"]']
