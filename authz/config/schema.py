@@ -159,9 +159,10 @@ class PathsSpec(Model):
     """:class:`authz.paths.PathRules` as written in a policy."""
 
     max_length: int = Field(default=MAX_PATH_LENGTH, ge=256, le=65536)
+    matrix_parameters: Literal["refuse", "strip"] = "refuse"
 
     def rules(self) -> PathRules:
-        return PathRules(max_length=self.max_length)
+        return PathRules(max_length=self.max_length, strip_parameters=self.matrix_parameters == "strip")
 
 
 class PolicySpec(Model):

@@ -42,8 +42,6 @@ from authz.paths import MAX_PATH_LENGTH, PathRules, normalize_path, split_path
         ("/a%20b", "/a%20b"),
         ("/caf%c3%a9", "/caf%C3%A9"),
         ("/a%252Fb", "/a%252Fb"),
-        # Path parameters are kept as part of the segment.
-        ("/a/b;v=1/c", "/a/b;v=1/c"),
     ],
 )
 def test_normalize(raw: str, normalized: str) -> None:
@@ -91,6 +89,52 @@ def test_refused(raw: str) -> None:
         normalize_path(raw)
 
 
+# Path parameters (docs/security.md 49), in every position a segment can have them.
+PARAMETERS = [
+    ("/api/admin;x/users", "/api/admin/users"),  # a middle segment
+    ("/api;x/admin/users", "/api/admin/users"),  # the first segment
+    ("/api/admin/users;jsessionid=1", "/api/admin/users"),  # the last segment
+    ("/api/admin/users;", "/api/admin/users"),  # an empty parameter
+    ("/api/admin;a=1;b=2/users", "/api/admin/users"),  # several in one segment
+    ("/api;a/admin;b/users;c", "/api/admin/users"),  # in every segment
+    ("/;x/api/admin", "/api/admin"),  # an empty segment with a parameter
+    ("/api/;x/admin", "/api/admin"),
+    ("/api/admin/;x", "/api/admin/"),
+    ("/;x", "/"),
+    ("/api/public/x;y/../../admin", "/api/admin"),  # before a dot segment
+    ("/api/public/../admin;x/users", "/api/admin/users"),  # after a dot segment
+    ("/api/%61dmin;x/users", "/api/admin/users"),  # beside an escape that decodes
+    ("/api//admin;x//users", "/api/admin/users"),  # beside slashes that merge
+    ("/api/admin;x=/users", "/api/admin/users"),
+    ("/api/admin;x=a,b/users", "/api/admin/users"),
+]
+
+
+@pytest.mark.parametrize(("raw", "stripped"), PARAMETERS)
+def test_path_parameters_are_refused_by_default(raw: str, stripped: str) -> None:
+    with pytest.raises(InvalidPath, match="path parameter"):
+        normalize_path(raw)
+
+
+@pytest.mark.parametrize(("raw", "stripped"), PARAMETERS)
+def test_path_parameters_are_removed_from_every_segment_when_the_policy_says_so(raw: str, stripped: str) -> None:
+    assert normalize_path(raw, PathRules(strip_parameters=True)) == stripped
+
+
+@pytest.mark.parametrize("raw", [
+    # An encoded ';' is a delimiter to a server that decodes first and a
+    # plain character to one that does not: refused in both modes.
+    "/api/admin%3Bx/users", "/api/admin%3bx/users", "/api%3B/admin", "/%3b", "/api/admin/users%3B",
+    # '..;' and '.;' are '..' and '.' to Tomcat and Jetty: refused in both modes.
+    "/api/public/..;/admin", "/api/public/.;x/admin", "/api/public/%2e%2e;/admin", "/api/public/%2E;/admin",
+    "/..;", "/api/.;",
+])
+@pytest.mark.parametrize("strip", [False, True])
+def test_encoded_semicolons_and_dot_segments_with_parameters_are_always_refused(raw: str, strip: bool) -> None:
+    with pytest.raises(InvalidPath, match=r"encoded ';'|'\.\.;'"):
+        normalize_path(raw, PathRules(strip_parameters=strip))
+
+
 def test_refusal_says_why() -> None:
     with pytest.raises(InvalidPath, match="encoded '/'"):
         normalize_path("/a%2Fb")
@@ -98,6 +142,10 @@ def test_refusal_says_why() -> None:
         normalize_path("/a%2")
     with pytest.raises(InvalidPath, match="non-ASCII"):
         normalize_path("/é")
+    with pytest.raises(InvalidPath, match=r"path parameter \(';'\) in path"):
+        normalize_path("/a;b")
+    with pytest.raises(InvalidPath, match="encoded ';' in path"):
+        normalize_path("/a%3Bb", PathRules(strip_parameters=True))
 
 
 def test_a_path_over_the_limit_is_refused_before_anything_else() -> None:
@@ -119,6 +167,10 @@ def test_normalized_path_is_stable() -> None:
     for raw in ("/a/%2e%2e/b//c/./d/..", "/%7e/x%3f", "/a//../b"):
         once = normalize_path(raw)
         assert normalize_path(once) == once
+    strip = PathRules(strip_parameters=True)
+    for raw, _stripped in PARAMETERS:
+        once = normalize_path(raw, strip)
+        assert normalize_path(once) == normalize_path(once, strip) == once
 
 
 @pytest.mark.parametrize(
