@@ -52,12 +52,16 @@ def cmd_validate(args: argparse.Namespace) -> int:
     roles = len(policy.roles)
     rules = len(policy.deny_rules) + len(policy.allow_rules)
     print(f"{args.config}: valid ({len(policy.issuers)} issuer(s), {roles} role(s), {rules} rule(s))")
+    from authz.config.advice import trailing_slash_warnings
+
+    warnings = trailing_slash_warnings(policy)
     if args.door == "http":
         from authz.wire.http import HttpDoorSettings, unknowable
 
         settings = HttpDoorSettings(forwarded_hops=args.trusted_forwarded_hops, trust_xfcc=args.trust_xfcc)
-        for line in unknowable(policy, settings):
-            print(f"{args.config}:{line}", file=sys.stderr)
+        warnings += unknowable(policy, settings)
+    for line in sorted(warnings, key=lambda text: int(text.partition(":")[0])):
+        print(f"{args.config}:{line}", file=sys.stderr)
     return 0
 
 

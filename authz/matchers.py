@@ -88,11 +88,12 @@ def compile_globs(patterns: Iterable[str]) -> Globs:
     return Globs(patterns, frozenset(p for p in patterns if "*" not in p), automaton)
 
 
-def compile_paths(patterns: Iterable[str]) -> Globs:
+def compile_paths(patterns: Iterable[str], *, fold_case: bool = False) -> Globs:
     """Path globs, matched against the normalized path. A pattern that no
     normalized path can match (dot segments, '//', characters that are
-    refused or percent-encoded in a path) is an error, not a silent miss."""
-    patterns = list(patterns)
+    refused or percent-encoded in a path) is an error, not a silent miss.
+    ``fold_case``: the paths matched are lower-cased, so the patterns are too."""
+    patterns = [p.lower() for p in patterns] if fold_case else list(patterns)
     for pattern in patterns:
         if not pattern.startswith("/"):
             raise ValueError(f"path pattern {pattern!r} must start with '/'")

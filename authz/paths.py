@@ -12,7 +12,9 @@ else, so no later step ever works on an unbounded input.
 Path parameters (``/api/admin;x/users``, which Tomcat, Jetty and Spring serve
 as ``/api/admin/users``) are refused unless the policy says the upstream uses
 them (``paths.matrix_parameters: strip``); then every segment's parameters are
-removed before matching, as those servers do (docs/security.md 49).
+removed before matching, as those servers do (docs/security.md 49). Case
+matters unless the policy says the upstream ignores it
+(``paths.case_sensitive: false``; docs/security.md 51).
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ class PathRules:
     max_length: int = MAX_PATH_LENGTH
     #: Remove ``;parameters`` from every segment instead of refusing them.
     strip_parameters: bool = False
+    #: Lower-case the normalized path (the policy's path patterns are too).
+    fold_case: bool = False
 
 
 DEFAULT_RULES = PathRules()
@@ -97,7 +101,8 @@ def normalize_path(raw_path: str, rules: PathRules = DEFAULT_RULES) -> str:
     characters, spaces, backslashes or non-ASCII characters, malformed or
     forbidden percent-escapes (``%2F``, ``%5C``, ``%00``, ``%3B``),
     ``.``/``..`` segments with parameters (``..;``), and any other ``;``
-    unless ``rules.strip_parameters``, which removes them instead.
+    unless ``rules.strip_parameters``, which removes them instead. With
+    ``rules.fold_case`` the result is lower-cased.
     """
     if len(raw_path) > rules.max_length:
         raise InvalidPath(f"path longer than {rules.max_length} characters")
@@ -117,4 +122,4 @@ def normalize_path(raw_path: str, rules: PathRules = DEFAULT_RULES) -> str:
         raw_path = _remove_dot_segments(raw_path)
     if "//" in raw_path:
         raw_path = _SLASHES.sub("/", raw_path)
-    return raw_path
+    return raw_path.lower() if rules.fold_case else raw_path

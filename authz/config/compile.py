@@ -61,7 +61,7 @@ def load_policy(path: str, *, registry: KeyRegistry | None = None) -> Policy:
     model = validate(located, schema.PolicySpec)
     if located.problems or model is None:
         raise ConfigError(located.problems)
-    compiler = _Compiler(located, os.path.dirname(os.path.abspath(path)), registry or KeyRegistry())
+    compiler = _Compiler(located, os.path.dirname(os.path.abspath(path)), registry or KeyRegistry(), fold_case=not model.paths.case_sensitive)
     policy = compiler.compile(model)
     if compiler.problems:
         raise ConfigError(compiler.problems)
@@ -69,13 +69,14 @@ def load_policy(path: str, *, registry: KeyRegistry | None = None) -> Policy:
 
 
 class _Compiler:
-    def __init__(self, located: Located, base: str, registry: KeyRegistry) -> None:
+    def __init__(self, located: Located, base: str, registry: KeyRegistry, *, fold_case: bool = False) -> None:
         self.located = located
         self.base = base
         self.registry = registry
         self.problems = located.problems
         # Every file the policy reads, in order: a reload watches them.
         self.files: dict[str, None] = {os.path.abspath(located.file): None}
+        self.fold_case = fold_case  # paths.case_sensitive: false lower-cases the path patterns
 
     def problem(self, path: Path, message: str) -> None:
         self.located.problem(path, message)
@@ -361,7 +362,7 @@ class _Compiler:
 
         hosts = each("hosts", config.hosts, matchers.compile_hosts)
         methods = each("methods", config.methods, matchers.compile_methods)
-        paths = each("paths", config.paths, matchers.compile_paths)
+        paths = each("paths", config.paths, functools.partial(matchers.compile_paths, fold_case=self.fold_case))
         source_ips = each("source_ips", config.source_ips, matchers.compile_cidrs)
         principals = each("principals", config.principals, matchers.compile_globs)
         when = None

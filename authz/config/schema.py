@@ -160,9 +160,11 @@ class PathsSpec(Model):
 
     max_length: int = Field(default=MAX_PATH_LENGTH, ge=256, le=65536)
     matrix_parameters: Literal["refuse", "strip"] = "refuse"
+    case_sensitive: bool = True
 
     def rules(self) -> PathRules:
-        return PathRules(max_length=self.max_length, strip_parameters=self.matrix_parameters == "strip")
+        return PathRules(max_length=self.max_length, strip_parameters=self.matrix_parameters == "strip",
+                         fold_case=not self.case_sensitive)
 
 
 class PolicySpec(Model):

@@ -49,10 +49,10 @@ def envoy(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
 
 
 @pytest.fixture(scope="module", params=["grpc", "http"])
-def matrix_envoy(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Envoy]:
-    """As ``envoy``, for an upstream that uses matrix parameters."""
-    tmp = tmp_path_factory.mktemp(f"matrix-{request.param}")
-    yield from _stack(request.param, tmp, "\npaths:\n  matrix_parameters: strip\n")
+def lenient_envoy(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Envoy]:
+    """As ``envoy``, for an upstream that uses matrix parameters and ignores case."""
+    tmp = tmp_path_factory.mktemp(f"lenient-{request.param}")
+    yield from _stack(request.param, tmp, "\npaths:\n  matrix_parameters: strip\n  case_sensitive: false\n")
 
 
 def _get(envoy: Envoy, path: str) -> tuple[int, str]:
@@ -108,13 +108,26 @@ def test_envoy_resolves_dot_segments_before_authz_sees_parameters(envoy: Envoy) 
     assert _get(envoy, "/open/x;y/../admin/users") == (403, "denied_by_rule")
 
 
-def test_with_matrix_parameters_stripped_the_deny_rule_still_matches(matrix_envoy: Envoy) -> None:
-    status, _headers, body = http_get(matrix_envoy.url + "/open/x;v=1")
+def test_with_matrix_parameters_stripped_the_deny_rule_still_matches(lenient_envoy: Envoy) -> None:
+    status, _headers, body = http_get(lenient_envoy.url + "/open/x;v=1")
     assert status == 200, body
     assert json.loads(body)["path"] == "/open/x;v=1"  # the upstream still gets its parameters
     for path in ("/open/admin;x/users", "/open;x/admin/users", "/open/admin/users;jsessionid=1", "/open/;x/admin"):
-        assert _get(matrix_envoy, path) == (403, "denied_by_rule"), path
-    assert _get(matrix_envoy, "/open/admin%3Bx/users") == (403, "invalid_path")
+        assert _get(lenient_envoy, path) == (403, "denied_by_rule"), path
+    assert _get(lenient_envoy, "/open/admin%3Bx/users") == (403, "invalid_path")
+
+
+def test_case_matters_as_written(envoy: Envoy) -> None:
+    # /open/ADMIN is another path: the allow rule covers it, the deny rule does not.
+    assert _get(envoy, "/open/ADMIN/users") == (200, "allowed")
+    assert _get(envoy, "/open/admin/") == (403, "denied_by_rule")  # '/**' covers the trailing slash
+
+
+def test_case_is_folded_when_the_policy_says_the_upstream_ignores_it(lenient_envoy: Envoy) -> None:
+    # Every rule sees the path lower-cased.
+    for path in ("/open/ADMIN/users", "/OPEN/Admin", "/Open/admin/"):
+        assert _get(lenient_envoy, path) == (403, "denied_by_rule"), path
+    assert _get(lenient_envoy, "/OPEN/x") == (200, "allowed")
 
 
 def test_hostile_globs_decide_at_once_and_long_paths_are_refused(envoy: Envoy) -> None:

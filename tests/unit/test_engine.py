@@ -462,6 +462,20 @@ def test_with_matrix_parameters_stripped_every_rule_sees_the_path_without_them(t
     assert_decision(decide(engine, "GET", "/api/public/..;/admin"), 403, Reason.INVALID_PATH)
 
 
+def test_case_matters_unless_the_policy_says_the_upstream_ignores_it(tmp_path: Path) -> None:
+    sensitive = make_engine(tmp_path / "sensitive", MATRIX_POLICY)
+    # As written: /api/ADMIN is another path, which the allow rule covers.
+    assert_decision(decide(sensitive, "GET", "/api/ADMIN/users"), 200, Reason.ALLOWED, "open")
+    assert_decision(decide(sensitive, "GET", "/API/admin/users"), 401, Reason.MISSING_CREDENTIAL)
+    folded = make_engine(tmp_path / "folded", MATRIX_POLICY.replace('"/api/admin/**"', '"/API/Admin/**"')
+                         + "paths:\n  case_sensitive: false\n")
+    for path in ("/api/ADMIN/users", "/API/admin/users", "/Api/Admin", "/api/admin/"):
+        assert_decision(decide(folded, "GET", path), 403, Reason.DENIED_BY_RULE, "no-admin")
+    # CEL sees the lower-cased path too.
+    assert_decision(decide(folded, "GET", "/API/Secret"), 403, Reason.DENIED_BY_RULE, "no-secret")
+    assert_decision(decide(folded, "GET", "/API/Other"), 200, Reason.ALLOWED, "open")
+
+
 def test_hosts_and_methods(tmp_path: Path) -> None:
     text = policy_text().replace("rules:\n", textwrap.dedent("""\
         rules:

@@ -75,6 +75,15 @@ def test_path_globs(pattern: str, path: str, expected: bool) -> None:
     assert path_matches(pattern, path) is expected
 
 
+def test_folded_path_patterns_are_lower_case() -> None:
+    globs = compile_paths(["/API/Admin/**", "/Health"], fold_case=True)
+    assert globs.patterns == ("/api/admin/**", "/health")
+    assert globs.matches("/api/admin/x") and globs.matches("/health")
+    # The path is folded before matching (authz.paths); an upper-case one is not.
+    assert not globs.matches("/API/admin/x")
+    assert not compile_paths(["/API/Admin/**"]).matches("/api/admin/x")
+
+
 def test_several_path_patterns_are_alternatives() -> None:
     globs = compile_paths(["/api/orders", "/api/orders/*"])
     assert globs.matches("/api/orders")

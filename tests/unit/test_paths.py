@@ -135,6 +135,13 @@ def test_encoded_semicolons_and_dot_segments_with_parameters_are_always_refused(
         normalize_path(raw, PathRules(strip_parameters=strip))
 
 
+def test_case_is_kept_unless_the_policy_folds_it() -> None:
+    assert normalize_path("/API/Admin/%7eX%3f") == "/API/Admin/~X%3F"
+    folded = PathRules(fold_case=True)
+    assert normalize_path("/API/Admin/%7eX%3f", folded) == "/api/admin/~x%3f"
+    assert normalize_path("/API;X/Admin", PathRules(strip_parameters=True, fold_case=True)) == "/api/admin"
+
+
 def test_refusal_says_why() -> None:
     with pytest.raises(InvalidPath, match="encoded '/'"):
         normalize_path("/a%2Fb")
