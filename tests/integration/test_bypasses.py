@@ -1,4 +1,4 @@
-"""Bypass classes closed, through real Envoy and both doors (docs/security.md 45, 46, 48, 49, 50)."""
+"""Bypass classes closed, through real Envoy and both doors (docs/security.md 45, 46, 48, 49, 50, 51)."""
 
 from __future__ import annotations
 
