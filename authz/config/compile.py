@@ -15,13 +15,12 @@ import re
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from cryptography.hazmat.primitives.asymmetric import ec
-
 from authz import matchers
 from authz.cel import CelError, Expression, compile_expression
 from authz.config import schema
 from authz.config.keyfiles import parse_jwks_file, read_key_file
 from authz.config.messages import read_yaml, validate, yaml_type
+from authz.config.response import compile_response
 from authz.config.source import Located, Path
 from authz.errors import ConfigError
 from authz.identity.api_key import ApiKeyEntry, ApiKeySource
@@ -29,11 +28,8 @@ from authz.identity.fetch import check_url
 from authz.identity.jwks import FileKeys, KeyRegistry
 from authz.identity.jws import ALGORITHMS
 from authz.identity.jwt import JwtIssuer, JwtSource, TokenLocation
-from authz.identity.keys import parse_ec_key, public_jwk
 from authz.identity.peer import PeerRoles
-from authz.identity.token import IdentityTokenSigner
 from authz.policy import Matcher, Policy, Reads, Rule, next_generation
-from authz.upstream import ResponsePlan
 
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9a-z-]+")
 _COOKIE_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
@@ -132,13 +128,15 @@ class _Compiler:
             for name, perms in model.roles.items()
         }
         rules = self.rules(model.rules)
-        response = self.response(model.response)
+        credential_headers = tuple(dict.fromkeys(
+            (s.location.header_name if isinstance(s, JwtSource) else s.header) for s in sources
+        ))
+        response = compile_response(self, model.response, credential_headers)
 
         reads: set[tuple[str, ...]] = set()
         for matcher in itertools.chain(*roles.values(), (rule.matcher for rule in rules)):
             reads |= matcher.reads()
-        for _name, expression in response.headers:
-            reads |= expression.reads
+        reads |= response.reads()
         if peers or response.identity_token is not None:
             reads.add(("source", "principal"))
 
@@ -165,9 +163,7 @@ class _Compiler:
             token_cache_size=cache.tokens.max_entries,
             peers_line=self.located.line(("peers",), key=True) if peers else 0,
             paths=model.paths.rules(),
-            credential_headers=tuple(dict.fromkeys(
-                (s.location.header_name if isinstance(s, JwtSource) else s.header) for s in sources
-            )),
+            credential_headers=credential_headers,
         )
 
     # -- issuers ------------------------------------------------------------
@@ -387,7 +383,7 @@ class _Compiler:
                 out.append(Rule(config.name, config.effect, matcher, config.anonymous, config.dry_run))
         return out
 
-    # -- response -------------------------------------------------------------
+    # -- header names (the response section is compiled in authz.config.response) --
 
     def header_name(self, name: str, path: Path, message: str = _UNSETTABLE_HEADER, *, fold: bool = False) -> str | None:
         """``name`` (lower-cased with ``fold``) if it names a header authz may
@@ -398,53 +394,3 @@ class _Compiler:
             return header
         self.problem(path, message.format(name))
         return None
-
-    def response(self, config: schema.ResponseSpec) -> ResponsePlan:
-        headers = []
-        for name, source in config.headers.items():
-            path: Path = ("response", "headers", name)
-            if self.header_name(name, path) is None:
-                continue
-            expression = self.cel(path, source, "string")
-            if expression is not None:
-                headers.append((name, expression))
-        remove = []
-        for i, name in enumerate(config.remove):
-            if self.header_name(name, ("response", "remove", i)) is not None:
-                if name in config.headers:
-                    self.problem(("response", "remove", i), f"{name!r} is both set and removed")
-                remove.append(name)
-        signer = None
-        if config.identity_token is not None:
-            signer = self.identity_token(config.identity_token, set(config.headers) | set(remove))
-        return ResponsePlan(tuple(headers), tuple(remove), signer)
-
-    def identity_token(self, config: schema.IdentityTokenSpec, taken: set[str]) -> IdentityTokenSigner | None:
-        path: Path = ("response", "identity_token")
-        ok = self.header_name(config.header, (*path, "header")) is not None
-        if config.header in taken:
-            self.problem((*path, "header"), f"{config.header!r} is also set or removed in response")
-            ok = False
-        private = self.key_file(config.signing_key, (*path, "signing_key"), parse_ec_key)
-        if private is not None and not isinstance(private, ec.EllipticCurvePrivateKey):
-            self.problem((*path, "signing_key"), f"key file {config.signing_key!r} holds a public key; signing needs the private key")
-            private = None
-        jwks = []
-        for i, name in enumerate(config.extra_public_keys):
-            extra = self.key_file(name, (*path, "extra_public_keys", i), parse_ec_key)
-            if extra is not None:
-                public = extra.public_key() if isinstance(extra, ec.EllipticCurvePrivateKey) else extra
-                jwks.append(public_jwk(public))
-        if private is None or not ok:
-            return None
-        own = public_jwk(private.public_key())
-        return IdentityTokenSigner(
-            header=config.header,
-            issuer=config.issuer,
-            audience=config.audience,
-            ttl=config.ttl,
-            key=private,
-            kid=own["kid"],
-            jwks=(own, *(k for k in jwks if k["kid"] != own["kid"])),
-        )
-

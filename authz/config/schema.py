@@ -137,6 +137,11 @@ class ResponseSpec(Model):
     headers: dict[str, str] = Field(default_factory=dict)
     remove: list[str] = Field(default_factory=list)
     identity_token: IdentityTokenSpec | None = None
+    #: Envoy dynamic metadata on allow: key -> CEL expression (any JSON-like value).
+    metadata: dict[str, str] = Field(default_factory=dict)
+    #: Headers for the client on allow: name -> CEL expression, or a list of them
+    #: (each giving a string, or a list of strings: one header each).
+    client_headers: dict[str, str | list[str]] = Field(default_factory=dict)
 
 
 class DecisionCacheSpec(Model):
