@@ -27,6 +27,9 @@ SHIPPED = {
                        "--upstream", "127.0.0.1:8000"],
     "sidecar-http.yaml": ["--shape", "sidecar", "--protocol", "http", "--authz", "127.0.0.1:9292",
                           "--listen", "0.0.0.0:15006", "--upstream", "127.0.0.1:8000", "--protect", "/api/"],
+    "edge-rate-limits.yaml": ["--shape", "edge", "--authz", "127.0.0.1:9191", "--listen", "0.0.0.0:8080",
+                              "--upstream", "127.0.0.1:8000", "--access-log", "/dev/stdout", "--metadata-key", "sub",
+                              "--metadata-key", "tier", "--rate-limit-by", "tier", "--local-rate-limit", "tier=free:3/1m"],
 }
 
 
@@ -37,7 +40,7 @@ def test_shipped_configs_are_the_generator_output(name: str) -> None:
     assert (DEPLOY / name).read_text() == run.stdout, f"deploy/envoy/{name} is stale: regenerate it with authz envoy-config"
 
 
-@pytest.mark.parametrize("name", ["edge.yaml", "edge-http.yaml"])
+@pytest.mark.parametrize("name", ["edge.yaml", "edge-http.yaml", "edge-rate-limits.yaml"])
 def test_edge_config_validates(name: str) -> None:
     envoy_validate(DEPLOY / name)
 
