@@ -61,6 +61,8 @@ CRD_SCHEMAS: dict[tuple[str, str], str] = {
     ("getambassador.io/v3alpha1", "Mapping"): "getambassador.io_mapping_v3alpha1.json",
     ("getambassador.io/v3alpha1", "Filter"): "getambassador.io_filter_v3alpha1.json",
     ("getambassador.io/v3alpha1", "FilterPolicy"): "getambassador.io_filterpolicy_v3alpha1.json",
+    ("getambassador.io/v3alpha1", "RateLimitService"): "getambassador.io_ratelimitservice_v3alpha1.json",
+    ("networking.istio.io/v1alpha3", "EnvoyFilter"): "networking.istio.io_envoyfilter_v1alpha3.json",
 }
 MESH_CONFIG_SCHEMA = "istio.mesh.v1alpha1_meshconfig_extensionproviders.hand.json"
 ISTIO_OPERATOR_SPEC_SCHEMA = "install.istio.io_istiooperatorspec.hand.json"
