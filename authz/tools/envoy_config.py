@@ -94,8 +94,8 @@ from envoy_data_plane.envoy.type.matcher.v3 import (
 )
 from envoy_data_plane.google.protobuf import Any as AnyMessage
 
-from authz.tools import envoy_resilience as resilience
 from authz.tools import envoy_metadata
+from authz.tools import envoy_resilience as resilience
 from authz.tools.envoy_metadata import LocalLimit
 
 EXT_AUTHZ = "envoy.filters.http.ext_authz"
