@@ -57,6 +57,12 @@ def _paths(tree: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
 PATHS = _paths(VALID)[1:]
 
 
+def _holds(container: Any, key: Any) -> bool:
+    if isinstance(container, dict):
+        return key in container
+    return isinstance(container, list) and isinstance(key, int) and key < len(container)
+
+
 @st.composite
 def mutated_trees(draw: st.DrawFn) -> Any:
     """The fuzz policy with one to three values replaced, removed, or given a sibling."""
@@ -64,12 +70,13 @@ def mutated_trees(draw: st.DrawFn) -> Any:
     for _ in range(draw(st.integers(1, 3))):
         path = draw(st.sampled_from(PATHS))
         parent: Any = document
-        try:
-            for part in path[:-1]:
-                parent = parent[part]
-            last = path[-1]
-            parent[last]  # the path may be gone after an earlier mutation
-        except (KeyError, IndexError, TypeError):
+        for part in path[:-1]:
+            if not _holds(parent, part):
+                parent = None  # an earlier mutation removed or replaced the path
+                break
+            parent = parent[part]
+        last = path[-1]
+        if not _holds(parent, last):
             continue
         action = draw(st.sampled_from(["replace", "remove", "add"]))
         if action == "replace":
