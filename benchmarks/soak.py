@@ -416,6 +416,36 @@ def envoy_counters(envoy: Envoy) -> dict[str, int]:
     return out
 
 
+def authz_counters(authz: Authz) -> dict[str, float]:
+    """authz's decisions by reason and cache lookups by outcome (``/metrics``, all workers)."""
+    from testkit.procs import http_get
+
+    _status, _headers, body = http_get(authz.http + "/metrics")
+    out: dict[str, float] = {}
+    for line in body.decode().splitlines():
+        if line.startswith(("authz_decisions_total{", "authz_cache_requests_total{")):
+            name, value = line.rsplit(" ", 1)
+            out[name] = out.get(name, 0.0) + float(value)
+    return out
+
+
+def _grouped(counts: dict[str, float], metric: str, label: str, **only: str) -> dict[str, int]:
+    """``metric``'s counts summed by one label, of the series whose labels include ``only``."""
+    out: Counter[str] = Counter()
+    for name, value in counts.items():
+        if name.startswith(metric + "{"):
+            labels = {k: v.strip('"') for k, v in (part.split("=", 1) for part in name[len(metric) + 1:-1].split(","))}
+            if all(labels.get(k) == v for k, v in only.items()):
+                out[labels[label]] += int(value)
+    return dict(out)
+
+
+def decided_line(counts: dict[str, float]) -> str:
+    reasons = _grouped(counts, "authz_decisions_total", "reason")
+    caches = {cache: _grouped(counts, "authz_cache_requests_total", "outcome", cache=cache) for cache in ("decisions", "tokens")}
+    return f"authz during the soak: decisions by reason {json.dumps(reasons)}; cache lookups {json.dumps(caches)}"
+
+
 def main() -> int:
     # The stack's modules are imported here, not at the top: the load
     # generator's process (spawned) imports this module and needs none of them.
@@ -467,6 +497,7 @@ def main() -> int:
             print(f"soak: {rate:,.0f} req/s for {args.minutes:g} min, {args.workers} workers, mix {args.mix}; "
                   f"RSS baseline after {warmup:g} min; key rotation at {args.minutes / 2:g} min", flush=True)
             before = envoy_counters(envoy)
+            decided_before = authz_counters(authz)
             process, results = run_client({**base, "rate": rate, "seconds": seconds}, generation)
             cpu = CpuMeter({"load generator": process.pid, "Envoy": envoy.proc.popen.pid,
                             "authz supervisor": authz.proc.popen.pid})
@@ -489,6 +520,8 @@ def main() -> int:
             sampler.stop.set()
             sampler.sample()
             after = envoy_counters(envoy)
+            decided = {k: v - decided_before.get(k, 0.0) for k, v in authz_counters(authz).items()}
+            print(decided_line(decided))
             report.finish({k: v - before.get(k, 0) for k, v in after.items()}, idp.jwks_fetches)
             if args.authz_log is not None:
                 args.authz_log.write_text(authz.proc.output(last=len(authz.proc.lines)) + "\n")

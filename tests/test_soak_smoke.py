@@ -31,4 +31,7 @@ def test_soak_smoke_run() -> None:
     assert re.search(r"RSS after warm-up \(MB\): w0 [\d.]+ -> peak [\d.]+, last [\d.]+ .*; w1 ", out), out
     assert re.search(r"CPU during the soak, % of one core: load generator \d+, Envoy \d+, authz supervisor \d+, "
                      r"worker 0 \d+, worker 1 \d+", out), out
+    # authz decided the mix: repeated tokens from its decision cache, new ones verified.
+    caches = re.search(r'cache lookups \{"decisions": \{"hit": (\d+), "miss": (\d+)\}', out)
+    assert caches and int(caches.group(1)) > 0 and int(caches.group(2)) > 0, out
     assert re.search(r"^verdict: RSS growth after warm-up .*; unexpected outcomes \d+ of \d+", out, re.MULTILINE), out
