@@ -22,9 +22,11 @@ authorization step is under load). Then:
    ``/readyz`` lists).
 
 Prints one line per interval (requests, p50/p99/max, outcomes that were not
-the expected ones by class, RSS per worker), Envoy's ext_authz counters, and
-a verdict: RSS growth after the warm-up (goal < 10 %) and unexpected outcomes
+the expected ones by class, RSS per worker); then the CPU each process used,
+Envoy's ext_authz counters, authz's decisions and cache lookups, and a
+verdict: RSS growth after the warm-up (goal < 10 %) and unexpected outcomes
 (goal 0). A valid token is expected to get 200, a forged or expired one 401.
+benchmarks/README.md ("The soak") says more.
 
 The policy's caches are sized from the rate so that they fill during the
 warm-up: growth after it is then a leak, not a cache filling up.
@@ -250,11 +252,10 @@ def _done(bucket: Interval) -> bool:
 def client_main(config: dict[str, Any], generation: Any, results: Any) -> None:
     try:
         import uvloop
-
-        uvloop.install()
     except ImportError:
-        pass
-    asyncio.run(_load(config, generation, results))
+        asyncio.run(_load(config, generation, results))
+    else:
+        uvloop.run(_load(config, generation, results))
 
 
 # -- the stack and the measurements ---------------------------------------------------
@@ -552,7 +553,7 @@ class Report:
         self.length = interval
         self.unexpected: Counter[str] = Counter()
         self.ok: Counter[str] = Counter()
-        self.answered = 0
+        self.sent = 0
         self.p99: list[float] = []
         print(f"{'interval':>9} {'sent':>7} {'answered':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}  "
               f"{'RSS MB per worker':<22} unexpected", flush=True)
@@ -562,7 +563,7 @@ class Report:
         bad = {k: v for k, v in item["outcomes"].items() if not k.startswith("ok")}
         self.unexpected.update(bad)
         self.ok.update({k: v for k, v in item["outcomes"].items() if k.startswith("ok")})
-        self.answered += item["answered"]
+        self.sent += item["sent"]
         if item["p99_ms"] is not None:
             self.p99.append(item["p99_ms"])
         shown = " ".join(f"w{i} {v:.1f}" for i, v in sorted(rss.items()))
@@ -586,14 +587,14 @@ class Report:
         print(f"key-set fetches: {jwks_fetches}; expected answers by key generation: "
               + ", ".join(f"{k.split(':')[1]}: {v}" for k, v in sorted(self.ok.items())))
         print(f"Envoy during the soak (ext_authz counters that moved, the authz cluster's): {json.dumps(envoy)}")
-        print(f"unexpected outcomes by class: {json.dumps(dict(self.unexpected), sort_keys=True) or '{}'}")
+        print(f"unexpected outcomes by class: {json.dumps(dict(self.unexpected), sort_keys=True)}")
         if self.sampler.restarts:
             print("worker restarts: " + "; ".join(self.sampler.restarts))
         worst = max((g for *_rest, g in growth.values()), default=float("nan"))
         unexpected = sum(self.unexpected.values()) + len(self.sampler.restarts)
         rss_ok = bool(growth) and worst < 10
         print(f"verdict: RSS growth after warm-up {worst:+.1f} % (goal < 10 %): {'met' if rss_ok else 'NOT met'}; "
-              f"unexpected outcomes {unexpected} of {self.answered} (goal 0): {'met' if unexpected == 0 else 'NOT met'}; "
+              f"unexpected outcomes {unexpected} of {self.sent} requests (goal 0): {'met' if unexpected == 0 else 'NOT met'}; "
               f"p99 per interval median {statistics.median(self.p99) if self.p99 else 0:.2f} ms, "
               f"worst {max(self.p99, default=0):.2f} ms", flush=True)
 
