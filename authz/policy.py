@@ -87,11 +87,7 @@ class Matcher:
         return True, note
 
     def __post_init__(self) -> None:
-        reads = Reads.from_paths(self.reads())
-        names = set(reads.attributes())
-        if reads.context is None or reads.context:
-            names.add("context")
-        object.__setattr__(self, "attributes", frozenset(names))
+        object.__setattr__(self, "attributes", Reads.from_paths(self.reads()).names())
 
     def reads(self) -> set[AttrPath]:
         out: set[AttrPath] = set()
@@ -148,6 +144,14 @@ class Reads:
         the host always (their shape alone can refuse a request), the others
         as flagged."""
         return tuple(name for name in ATTRIBUTES if name in ("path", "host") or getattr(self, name))
+
+    def names(self) -> frozenset[str]:
+        """:meth:`attributes`, and ``"context"`` when any of it is read: the
+        names a door may list as unknown (``Request.unknown``)."""
+        names = set(self.attributes())
+        if self.context is None or self.context:
+            names.add("context")
+        return frozenset(names)
 
     @classmethod
     def from_paths(cls, paths: set[AttrPath]) -> Reads:

@@ -103,20 +103,31 @@ class View:
                 built["query"] = query
             return built
         if root == "source":
-            return {"address": request.source_address, "port": request.source_port, "principal": request.source_principal}
+            peer: dict[str, Any] = {"address": request.source_address, "port": request.source_port,
+                                    "principal": request.source_principal}
+            return _known(peer, "source_", request.unknown) if request.unknown else peer
         if root == "destination":
-            return {
+            local: dict[str, Any] = {
                 "address": request.destination_address,
                 "port": request.destination_port,
                 "principal": request.destination_principal,
             }
+            return _known(local, "destination_", request.unknown) if request.unknown else local
         if root == "context":
-            return dict(request.context)
+            # Unknown as a whole: an empty map, so every key read is missing.
+            return {} if "context" in request.unknown else dict(request.context)
         if root == "identity":
             return self.identity.cel_value()
         if root == "now":
             return datetime.datetime.fromtimestamp(self.now, datetime.UTC)
         raise KeyError(root)
+
+
+def _known(fields: dict[str, Any], prefix: str, unknown: frozenset[str]) -> dict[str, Any]:
+    """``fields`` without those the door could not know: an expression that
+    reads one then fails (a response header or metadata key is left out)
+    instead of reading an empty value as if the door had carried it."""
+    return {name: value for name, value in fields.items() if prefix + name not in unknown}
 
 
 def _query(text: str) -> dict[str, str] | None:

@@ -74,6 +74,9 @@ class ResponsePlan:
     client_headers: tuple[tuple[str, Expression], ...] = ()
     #: Dynamic metadata: (key, expression) pairs, keys unique.
     metadata: tuple[tuple[str, Expression], ...] = ()
+    #: The policy-file line of each expression, by ``"header NAME"``,
+    #: ``"client header NAME"`` or ``"metadata KEY"`` (for messages).
+    lines: dict[str, int] = field(default_factory=dict)
     #: The underscore spelling of every header it sets or removes
     #: (``x_user_id`` for ``x-user-id``), always removed: WSGI, CGI and Rack
     #: upstreams read both spellings as one name, so a client-sent twin must

@@ -59,7 +59,10 @@ def compile_response(compiler: _Compiler, config: schema.ResponseSpec, credentia
         upstream.add(config.identity_token.header)
     client = client_headers(compiler, config, upstream)
     metadata = metadata_plan(compiler, config, upstream | set(config.client_headers), credential_headers)
-    return ResponsePlan(tuple(headers), tuple(remove), signer, client, metadata)
+    lines = {f"header {name}": compiler.located.line(("response", "headers", name)) for name, _ in headers}
+    lines.update((f"client header {name}", compiler.located.line(("response", "client_headers", name))) for name, _ in client)
+    lines.update((f"metadata {key}", compiler.located.line(("response", "metadata", key))) for key, _ in metadata)
+    return ResponsePlan(tuple(headers), tuple(remove), signer, client, metadata, lines)
 
 
 def client_headers(compiler: _Compiler, config: schema.ResponseSpec, upstream: set[str]) -> tuple[tuple[str, Expression], ...]:

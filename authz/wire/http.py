@@ -106,6 +106,13 @@ def unknowable(policy: Policy, settings: HttpDoorSettings) -> list[str]:
             note(permission.line, f"role {role!r} permission {index}", permission.attributes, "never allows")
     if policy.peers and "source_principal" in unknown:
         note(policy.peers_line, "peers", frozenset({"source_principal"}), "grants no roles")
+    plan = policy.response
+    for kind, what, pairs in (("header", "response header", plan.headers),
+                              ("client header", "client header", plan.client_headers),
+                              ("metadata", "metadata key", plan.metadata)):
+        for name, expression in pairs:
+            reads = Reads.from_paths(set(expression.reads)).names()
+            note(plan.lines.get(f"{kind} {name}", 0), f"{what} {name!r}", reads, "is left out")
     return [f"{line}: {message}" for line, message in sorted(found)]
 
 

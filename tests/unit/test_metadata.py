@@ -14,6 +14,7 @@ from authz.config import load_policy
 from authz.engine import Engine
 from authz.errors import ConfigError, Reason
 from authz.metadata import MAX_VALUE, Unrepresentable, as_text, carried
+from testkit.requests import request
 from tests.unit.test_engine import FixedClock, decide, mint, policy_text, write_policy
 
 RESPONSE = """\
@@ -149,3 +150,23 @@ def test_the_cache_key_covers_what_metadata_and_client_headers_read(tmp_path: Pa
     reads = engine.policy.reads
     assert reads.headers is not None and "x-plan" in reads.headers
     assert reads.context is not None and "echo" in reads.context
+
+
+def test_what_the_door_did_not_carry_is_left_out_not_read_as_empty(tmp_path: Path) -> None:
+    # The HTTP door cannot know the client's port, the destination or
+    # context_extensions: an expression reading one
+    # leaves its header or key out, as a failing one does, rather than
+    # sending "" or 0 as if the door had carried it.
+    engine = engine_with(tmp_path, "  metadata:\n    client: source.port\n    dest: destination.port\n"
+                         "    tier: context.tier\n  client_headers:\n    x-from: string(source.port)\n")
+    unknown = frozenset({"source_port", "destination_port", "context"})
+    decision = engine.decide(request("GET", "/api/feed", bearer=mint(), context={"tier": "gold"})._replace(unknown=unknown))
+    assert decision.allowed
+    metadata = decision.envoy_metadata()
+    assert not {"client", "dest", "tier"} & set(metadata)
+    assert decision.client_headers == ()
+    assert decision.omitted == (("client_header", "x-from"), ("metadata", "client"), ("metadata", "dest"),
+                                ("metadata", "tier"))
+    known = engine.decide(request("GET", "/api/feed", bearer=mint(), context={"tier": "gold"}))
+    assert (known.envoy_metadata()["client"], known.envoy_metadata()["dest"], known.envoy_metadata()["tier"]) == (
+        40000, 8080, "gold")

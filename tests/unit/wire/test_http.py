@@ -173,13 +173,21 @@ def test_validate_names_each_rule_that_reads_what_the_http_door_cannot_know(tmp_
         "  - {name: nets, effect: deny, source_ips: [10.0.0.0/8]}\n"
         "  - {name: mesh, effect: allow, paths: ['/m'], when: 'destination.principal != \"\"'}\n"
         "  - {name: plain, effect: allow, paths: ['/p'], methods: [GET]}\n"
+        "response:\n"
+        "  headers:\n"
+        "    x-user-id: identity.subject\n"
+        "    x-client-ip: source.address\n"
+        "  metadata:\n"
+        "    tier: context.tier\n"
     )
     loaded = load_policy(str(policy))
     warnings = unknowable(loaded, HttpDoorSettings())
-    assert [w.split(":", 1)[0] for w in warnings] == ["2", "5", "7", "8"]
+    assert [w.split(":", 1)[0] for w in warnings] == ["2", "5", "7", "8", "13", "15"]
     assert "peers reads source.principal (known only with --trust-xfcc)" in warnings[0]
     assert "context" in warnings[1] and "never allows" in warnings[1]
     assert "'nets' reads source.address" in warnings[2] and "matches every request" in warnings[2]
     assert "destination.principal (never sent by this protocol)" in warnings[3]
+    assert "response header 'x-client-ip' reads source.address" in warnings[4] and "is left out" in warnings[4]
+    assert "metadata key 'tier' reads context" in warnings[5]
     trusted = unknowable(loaded, HttpDoorSettings(forwarded_hops=1, trust_xfcc=True))
-    assert [w.split(":", 1)[0] for w in trusted] == ["5", "8"]
+    assert [w.split(":", 1)[0] for w in trusted] == ["5", "8", "15"]
