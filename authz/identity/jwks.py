@@ -187,7 +187,10 @@ class RemoteKeys:
         self._loop = loop or default_fetch_loop()
         self._monotonic = monotonic
         self._state = _State()
-        self._lock = threading.Lock()
+        # Re-entrant: a fetch can finish on the loop thread before submit()
+        # returns, and then its done-callback (_clear_inflight) runs at once,
+        # in the thread that still holds this lock inside _start_locked.
+        self._lock = threading.RLock()
         self._inflight: concurrent.futures.Future[bool] | None = None
         self._last_kid_refetch: float | None = None
         self._refresher: concurrent.futures.Future[Any] | None = None

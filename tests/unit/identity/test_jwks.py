@@ -3,7 +3,10 @@ cooldown, shared in-flight fetches, key-removal notifications."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import concurrent.futures
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -110,3 +113,39 @@ def test_oversized_documents_are_cut_off(loop: FetchLoop) -> None:
         keys = _keys(idp, loop, clock)
         assert keys.fetch_now().result(timeout=10) is False
         assert "larger than 1048576 bytes" in keys.status()["last_error"]
+
+
+class _FetchFinishesFirst(FetchLoop):
+    """A real fetch loop whose fetches finish before ``submit`` returns, as they
+    do when the loop thread wins the race against a local, fast key server."""
+
+    def submit(self, coro: Any) -> concurrent.futures.Future[Any]:
+        future = super().submit(coro)
+        concurrent.futures.wait([future], timeout=10)
+        return future
+
+
+def _bounded(call: Callable[[], Any]) -> Any:
+    """``call()`` on a daemon thread; fails (instead of hanging) if it deadlocks."""
+    result: list[Any] = []
+    thread = threading.Thread(target=lambda: result.append(call()), daemon=True)
+    thread.start()
+    thread.join(timeout=20)
+    assert not thread.is_alive(), "deadlocked"
+    return result[0]
+
+
+def test_a_fetch_that_finishes_before_submit_returns_does_not_deadlock() -> None:
+    clock = Clock()
+    loop = _FetchFinishesFirst()
+    try:
+        with FakeIdP() as idp:
+            idp.jwks = jwks(public_jwk(A, kid="a"))
+            keys = _keys(idp, loop, clock)
+            assert _bounded(keys.fetch_now).result(timeout=10) is True
+            assert _bounded(keys.refetch_unknown_kid).result(timeout=10) is True
+            clock.now += 31
+            assert _bounded(keys.wait_for_keys).result(timeout=10) is True
+            assert idp.jwks_fetches == 3
+    finally:
+        loop.close()
