@@ -14,7 +14,9 @@ wait on within its own deadline (docs/security.md D and E):
 - keys that leave the set stop verifying at once, and listeners are told so
   that decisions cached for their tokens are dropped.
 
-A :class:`KeyRegistry` keeps the remote sets across policy reloads.
+A :class:`KeyRegistry` keeps the remote sets across policy reloads, and hands
+every set it makes its one key-change listener when the set is made: no set
+can exist without it, and none holds it twice (docs/security.md 52).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from authz.identity.fetch import MAX_DOCUMENT_BYTES, FetchError, check_url, fetch_json
@@ -162,11 +164,16 @@ class _State:
     failures: int = 0  # consecutive, for backoff
     failures_total: int = 0
     jwks_uri: str | None = None
-    listeners: list[Callable[[str, frozenset[str]], None]] = field(default_factory=list)
+
+
+#: ``listener(issuer_name, removed_thumbprints)``, run on the fetch thread
+#: after a new set without those keys is in place.
+KeyListener = Callable[[str, frozenset[str]], None]
 
 
 class RemoteKeys:
-    """The cached key set of one remote issuer."""
+    """The cached key set of one remote issuer. Its ``listeners`` are fixed
+    when it is made."""
 
     def __init__(
         self,
@@ -178,6 +185,7 @@ class RemoteKeys:
         *,
         loop: FetchLoop | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        listeners: Iterable[KeyListener] = (),
     ) -> None:
         self.name = name
         self.issuer = issuer
@@ -194,6 +202,7 @@ class RemoteKeys:
         self._inflight: concurrent.futures.Future[bool] | None = None
         self._last_kid_refetch: float | None = None
         self._refresher: concurrent.futures.Future[Any] | None = None
+        self.listeners: tuple[KeyListener, ...] = tuple(listeners)
 
     # -- the decision side (any thread) -------------------------------------
 
@@ -223,11 +232,6 @@ class RemoteKeys:
                 return None
             self._last_kid_refetch = now
             return self._start_locked()
-
-    def add_listener(self, listener: Callable[[str, frozenset[str]], None]) -> None:
-        """``listener(issuer_name, removed_thumbprints)`` runs on the fetch
-        thread when keys leave the set."""
-        self._state.listeners.append(listener)
 
     def status(self) -> dict[str, Any]:
         state = self._state
@@ -328,7 +332,7 @@ class RemoteKeys:
             removed = old.thumbprints - keyset.thumbprints
             if removed:
                 log.info("issuer %s: %d key(s) left the key set", self.name, len(removed))
-                for listener in list(state.listeners):
+                for listener in self.listeners:
                     try:
                         listener(self.name, frozenset(removed))
                     except Exception:
@@ -366,24 +370,32 @@ class RemoteKeys:
 
 class KeyRegistry:
     """Remote key sets that outlive a policy: a reload that keeps an issuer
-    keeps its cached keys instead of fetching them again."""
+    keeps its cached keys instead of fetching them again.
 
-    def __init__(self, loop: FetchLoop | None = None) -> None:
+    ``on_change`` is the key-change listener of every set the registry makes,
+    given to each when it is made: whatever reloads come and go, each set has
+    it exactly once, and a set made later can never be mistaken for one made
+    earlier."""
+
+    def __init__(self, loop: FetchLoop | None = None, *, on_change: KeyListener | None = None) -> None:
         self.loop = loop
+        self.on_change = on_change
         self._sets: dict[tuple[Any, ...], RemoteKeys] = {}
 
     def get(self, name: str, issuer: str, jwks_uri: str | None, algorithms: frozenset[str], settings: JwksSettings) -> RemoteKeys:
         key = (name, issuer, jwks_uri, algorithms, settings)
         found = self._sets.get(key)
         if found is None:
-            found = RemoteKeys(name, issuer, jwks_uri, algorithms, settings, loop=self.loop)
+            listeners = () if self.on_change is None else (self.on_change,)
+            found = RemoteKeys(name, issuer, jwks_uri, algorithms, settings, loop=self.loop, listeners=listeners)
             self._sets[key] = found
         return found
 
     def retain(self, keep: Iterable[RemoteKeys]) -> None:
-        """Stop and forget the sets no longer in use."""
-        keep_ids = {id(k) for k in keep}
+        """Stop and forget the sets no longer in use (compared as objects,
+        never by ``id``, which a later object may reuse)."""
+        kept = list(keep)
         for key, keys in list(self._sets.items()):
-            if id(keys) not in keep_ids:
+            if not any(keys is k for k in kept):
                 keys.stop()
                 del self._sets[key]

@@ -1,16 +1,18 @@
 """The remote key-set cache with an injected clock: staleness, the refetch
-cooldown, shared in-flight fetches, key-removal notifications."""
+cooldown, shared in-flight fetches, key-removal notifications, and the
+key-change listener of docs/security.md 52 across reloads."""
 
 from __future__ import annotations
 
 import concurrent.futures
+import gc
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
-from authz.identity.jwks import FetchLoop, JwksSettings, RemoteKeys
+from authz.identity.jwks import FetchLoop, JwksSettings, KeyListener, KeyRegistry, RemoteKeys
 from testkit.idp import FakeIdP
 from testkit.tokens import jwks, public_jwk, rsa_key
 
@@ -34,9 +36,10 @@ def loop() -> Iterator[FetchLoop]:
 
 
 def _keys(idp: FakeIdP, loop: FetchLoop, clock: Clock, *, max_stale: float = 86400.0,
-          min_refetch_interval: float = 30.0) -> RemoteKeys:
+          min_refetch_interval: float = 30.0, listeners: tuple[KeyListener, ...] = ()) -> RemoteKeys:
     settings = JwksSettings(fetch_timeout=2.0, max_stale=max_stale, min_refetch_interval=min_refetch_interval)
-    return RemoteKeys("remote", idp.issuer, idp.url + "/jwks", frozenset({"RS256"}), settings, loop=loop, monotonic=clock)
+    return RemoteKeys("remote", idp.issuer, idp.url + "/jwks", frozenset({"RS256"}), settings, loop=loop,
+                      monotonic=clock, listeners=listeners)
 
 
 def test_last_good_keys_serve_until_max_stale_then_none(loop: FetchLoop) -> None:
@@ -89,8 +92,7 @@ def test_listeners_hear_about_keys_that_left(loop: FetchLoop) -> None:
     heard: list[tuple[str, frozenset[str]]] = []
     with FakeIdP() as idp:
         idp.jwks = jwks(public_jwk(A, kid="a"), public_jwk(B, kid="b"))
-        keys = _keys(idp, loop, clock)
-        keys.add_listener(lambda name, removed: heard.append((name, removed)))
+        keys = _keys(idp, loop, clock, listeners=(lambda name, removed: heard.append((name, removed)),))
         assert keys.fetch_now().result(timeout=10)
         before = keys.current()
         assert before is not None
@@ -149,3 +151,31 @@ def test_a_fetch_that_finishes_before_submit_returns_does_not_deadlock() -> None
             assert idp.jwks_fetches == 3
     finally:
         loop.close()
+
+
+# -- docs/security.md 52: key-change races ----------------------------------------
+
+def test_sec_52_every_set_a_registry_makes_has_its_listener_once_across_many_reloads(loop: FetchLoop) -> None:
+    heard: list[str] = []
+
+    def on_change(name: str, removed: frozenset[str]) -> None:
+        heard.append(name)
+
+    registry = KeyRegistry(loop, on_change=on_change)
+    algorithms = frozenset({"RS256"})
+    with FakeIdP() as idp:
+        for cycle in range(40):
+            # Each reload changes the issuer's settings, so each makes a new set
+            # and drops the last; once collected, its id is free for the next.
+            settings = JwksSettings(fetch_timeout=1.0 + cycle % 2)
+            keys = registry.get("remote", idp.issuer, idp.url + "/jwks", algorithms, settings)
+            assert registry.get("remote", idp.issuer, idp.url + "/jwks", algorithms, settings) is keys
+            registry.retain([keys])
+            gc.collect()
+            assert keys.listeners == (on_change,)
+            idp.jwks = jwks(public_jwk(A, kid="a"), public_jwk(B, kid="b"))
+            assert keys.fetch_now().result(timeout=10)
+            idp.jwks = jwks(public_jwk(B, kid="b"))
+            assert keys.fetch_now().result(timeout=10)
+            assert heard == ["remote"] * (cycle + 1), f"cycle {cycle}: the removal went unheard"
+            del keys
