@@ -73,12 +73,16 @@ class Worker:
             self.service = CheckService(state, self.telemetry, decision_log=decision_log,
                                         tracer=tracer_from_environment(), max_waiting=self.options.threads // 2)
         else:
-            self.service.state = state  # atomic swap: in-flight checks keep the old state
+            # In-flight checks keep the old state, but its caches are closed
+            # first: key changes reach only the state in force.
+            self.service.state.retire()
+            self.service.state = state
         self.registry.retain(remote)
         self.telemetry.generation = policy.generation
 
     def _keys_changed(self, issuer: str, removed: frozenset[str]) -> None:
-        # Runs on the key-fetch thread: only raise flags here.
+        # Runs on the key-fetch thread, after the new set is in place: bump
+        # the caches' epochs and raise their flags, nothing more.
         if self.service is not None:
             self.service.state.invalidate()
 

@@ -1,20 +1,27 @@
 """The remote key-set cache with an injected clock: staleness, the refetch
 cooldown, shared in-flight fetches, key-removal notifications, and the
-key-change listener of docs/security.md 52 across reloads."""
+key-change races of docs/security.md 52 (listeners across reloads; a token
+verified while its key leaves the set)."""
 
 from __future__ import annotations
 
 import concurrent.futures
 import gc
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
+from authz.errors import InvalidToken
 from authz.identity.jwks import FetchLoop, JwksSettings, KeyListener, KeyRegistry, RemoteKeys
+from authz.identity.jwt import JwtIssuer, JwtSource, TokenLocation
+from authz.server.cache import VerifiedTokenCache
 from testkit.idp import FakeIdP
-from testkit.tokens import jwks, public_jwk, rsa_key
+from testkit.keys import PausingKeys
+from testkit.requests import request
+from testkit.tokens import claims, jwks, public_jwk, rsa_key, token
 
 A = rsa_key("jwks-cache-a")
 B = rsa_key("jwks-cache-b")
@@ -179,3 +186,51 @@ def test_sec_52_every_set_a_registry_makes_has_its_listener_once_across_many_rel
             assert keys.fetch_now().result(timeout=10)
             assert heard == ["remote"] * (cycle + 1), f"cycle {cycle}: the removal went unheard"
             del keys
+
+
+def _source(keys: PausingKeys, issuer: str) -> JwtSource:
+    location = TokenLocation(header="authorization", prefix="Bearer ")
+    return JwtSource(location, [JwtIssuer(
+        name="remote", issuer=issuer, audiences=frozenset({"orders-api"}), algorithms=frozenset({"RS256"}),
+        leeway=0.0, roles_claim=("groups",), scopes_claim=("scope",), locations=(location,), token_types=None,
+        max_token_size=16384, keys=keys)])
+
+
+def test_sec_52_a_token_verified_while_its_key_leaves_the_set_is_not_cached(loop: FetchLoop) -> None:
+    cache = VerifiedTokenCache(100, time=time.time, monotonic=time.monotonic)
+    settings = JwksSettings(fetch_timeout=2.0)
+    with FakeIdP() as idp, concurrent.futures.ThreadPoolExecutor(1) as pool:
+        # The listener is what the worker's does: the key set changed, invalidate.
+        keys = RemoteKeys("remote", idp.issuer, idp.url + "/jwks", frozenset({"RS256"}), settings, loop=loop,
+                          listeners=(lambda _name, _removed: cache.invalidate(),))
+        idp.jwks = jwks(public_jwk(A, kid="a"), public_jwk(B, kid="b"))
+        assert keys.fetch_now().result(timeout=10)
+        pausing = PausingKeys(keys)
+        source = _source(pausing, idp.issuer)
+
+        # The control: with no key change, a token verified once is served from the cache.
+        control = request(bearer=token(claims(iss=idp.issuer, sub="control"), key=A, kid="a"))
+        assert source.authenticate(control, now=time.time(), cache=cache) is not None
+        lookups = pausing.lookups
+        assert source.authenticate(control, now=time.time(), cache=cache) is not None
+        assert pausing.lookups == lookups
+
+        # The race: the verification has read the set holding "a"; "a" leaves
+        # the set (and the listener runs) before the verified token is put.
+        raced = request(bearer=token(claims(iss=idp.issuer, sub="raced"), key=A, kid="a"))
+        pausing.arm()
+        verifying = pool.submit(source.authenticate, raced, now=time.time(), cache=cache)
+        assert pausing.reached.wait(10)
+        idp.jwks = jwks(public_jwk(B, kid="b"))
+        assert keys.fetch_now().result(timeout=10)
+        pausing.release.set()
+        identity = verifying.result(timeout=10)
+        assert identity is not None and identity.subject == "raced"  # it was in flight: answered with the old set
+
+        # ...but not stored: asked again, it is verified afresh, and "a" is gone.
+        lookups = pausing.lookups
+        with pytest.raises(InvalidToken, match="unknown kid"):
+            source.authenticate(raced, now=time.time(), cache=cache)
+        assert pausing.lookups == lookups + 1
+        with pytest.raises(InvalidToken, match="unknown kid"):
+            source.authenticate(control, now=time.time(), cache=cache)
