@@ -218,14 +218,14 @@ class RemoteKeys:
         """The fetch to wait for when no usable set is held: the one in
         flight, or a new one unless the refetch cooldown holds."""
         with self._lock:
-            if self._inflight is not None:
-                return self._inflight
+            if (running := self._running_locked()) is not None:
+                return running
         return self.refetch_unknown_kid()
 
     def refetch_unknown_kid(self) -> concurrent.futures.Future[bool] | None:
         with self._lock:
-            if self._inflight is not None:
-                return self._inflight
+            if (running := self._running_locked()) is not None:
+                return running
             now = self._monotonic()
             last = self._last_kid_refetch
             if last is not None and now - last < self.settings.min_refetch_interval:
@@ -273,9 +273,16 @@ class RemoteKeys:
 
     def fetch_now(self) -> concurrent.futures.Future[bool]:
         with self._lock:
-            if self._inflight is not None:
-                return self._inflight
+            if (running := self._running_locked()) is not None:
+                return running
             return self._start_locked()
+
+    def _running_locked(self) -> concurrent.futures.Future[bool] | None:
+        """The fetch under way, if any. One that has finished is not, even
+        before its done-callback clears it: its waiters may wake first, and
+        a fetch they ask for next must be a new one."""
+        future = self._inflight
+        return future if future is not None and not future.done() else None
 
     def _start_locked(self) -> concurrent.futures.Future[bool]:
         future = self._loop.submit(self._fetch_once())

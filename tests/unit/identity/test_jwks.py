@@ -160,6 +160,49 @@ def test_a_fetch_that_finishes_before_submit_returns_does_not_deadlock() -> None
         loop.close()
 
 
+class _LateCallbacks(concurrent.futures.Future):  # type: ignore[type-arg]
+    """A fetch's future whose done-callbacks run only when the test says: its
+    waiters wake first (concurrent.futures wakes them before it runs the callbacks)."""
+
+    def __init__(self, held: list[Callable[[], object]]) -> None:
+        super().__init__()
+        self._held = held
+
+    def add_done_callback(self, fn: Callable[[Any], object]) -> None:
+        self._held.append(lambda: fn(self))
+
+
+class _CallbacksRunLate(FetchLoop):
+    def __init__(self) -> None:
+        super().__init__()
+        self.held: list[Callable[[], object]] = []
+
+    def submit(self, coro: Any) -> concurrent.futures.Future[Any]:
+        outer = _LateCallbacks(self.held)
+        super().submit(coro).add_done_callback(lambda inner: outer.set_result(inner.result()))
+        return outer
+
+
+def test_a_finished_fetch_is_never_handed_out_as_the_one_in_flight() -> None:
+    clock = Clock()
+    heard: list[frozenset[str]] = []
+    loop = _CallbacksRunLate()
+    try:
+        with FakeIdP() as idp:
+            idp.jwks = jwks(public_jwk(A, kid="a"), public_jwk(B, kid="b"))
+            keys = _keys(idp, loop, clock, listeners=(lambda _name, removed: heard.append(removed),))
+            first = keys.fetch_now()
+            assert first.result(timeout=10) is True  # done; its callback has not run yet
+            idp.jwks = jwks(public_jwk(B, kid="b"))
+            second = keys.fetch_now()
+            assert second is not first
+            assert second.result(timeout=10) is True and len(heard) == 1
+            for callback in loop.held:
+                callback()
+    finally:
+        loop.close()
+
+
 # -- docs/security.md 52: key-change races ----------------------------------------
 
 def test_sec_52_every_set_a_registry_makes_has_its_listener_once_across_many_reloads(loop: FetchLoop) -> None:
