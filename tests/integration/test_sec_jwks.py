@@ -192,6 +192,9 @@ def test_sec_52_after_reloads_a_removed_keys_cached_tokens_are_refused_on_both_d
                                                              f"fetch_timeout: {1 + cycle % 2}s"))
                 os.replace(staged, policy)
                 authz.proc.wait_for("policy reloaded", since=mark)
+                # The new set's first fetch is its own, not a check's refetch
+                # (which would hold back the unknown-kid refetch below).
+                _wait_issuer(authz, "ok")
                 for envoy in (via_grpc, via_http):
                     assert get(envoy, old) == (200, "allowed")
             # Both doors now hold cached allows for the token.
