@@ -11,7 +11,7 @@ from pathlib import Path
 from google.protobuf import json_format
 
 from authz.cli import build_parser
-from authz.identity.jwks import RemoteKeys
+from authz.identity.jwks import RemoteKeys, default_fetch_loop
 from authz.server.options import ServeOptions
 from authz.server.worker import Worker
 from authz.wire.grpc import CheckRequest, CheckResponse
@@ -91,3 +91,4 @@ def test_sec_52_after_many_reloads_each_key_set_has_one_listener_and_a_removed_k
         finally:
             for keys in live:
                 keys.stop()
+            default_fetch_loop().close()  # the worker's registry fetches on the process's loop
