@@ -46,10 +46,6 @@ _ENV = _cel.NewEnv(
     extensions=[ext_strings.ExtStrings(), ext_encoders.ExtEncoders()],
 )
 
-_BOOL = _cel.Type.BOOL
-_STRING = _cel.Type.STRING
-_DYN = _cel.Type.DYN
-
 
 class CelError(ValueError):
     """An expression that does not compile, or has the wrong result type.
@@ -115,8 +111,24 @@ class EvaluationError(Exception):
     """A CEL expression failed at run time."""
 
 
+#: The result types :func:`compile_expression` accepts for each kind of
+#: result, by the runtime's type name ("dyn" is checked when evaluated).
+_RESULTS: dict[str, frozenset[str]] = {
+    "bool": frozenset({"BOOL", "DYN"}),
+    "string": frozenset({"STRING", "DYN"}),
+    "strings": frozenset({"STRING", "DYN", "LIST<STRING>", "LIST<DYN>"}),
+}
+#: What a "value" result (JSON-like: null, bool, number, string, list, map)
+#: can never hold.
+_NOT_VALUES = ("BYTES", "TIMESTAMP", "DURATION", "TYPE", "ERROR")
+_EXPECTED = {"bool": "bool", "string": "string", "strings": "a string or a list of strings",
+             "value": "a string, number, bool, list or map"}
+
+
 def compile_expression(source: str, *, result: str) -> Expression:
-    """Compile ``source``; ``result`` is "bool" or "string" (the expected type).
+    """Compile ``source``; ``result`` is the expected type: "bool",
+    "string", "strings" (a string or a list of strings) or "value" (what
+    JSON can hold: no bytes, timestamps or durations).
 
     Raises :class:`CelError` with the runtime's message (first line only).
     """
@@ -126,10 +138,13 @@ def compile_expression(source: str, *, result: str) -> Expression:
         program = _ENV.compile(source)
     except RuntimeError as exc:
         raise _compile_error(str(exc)) from None
-    want = _BOOL if result == "bool" else _STRING
-    got = program.return_type()
-    if got not in (want, _DYN):
-        raise CelError(f"expression gives {got.name().lower()}, expected {result}")
+    got = program.return_type().name()
+    if result == "value":
+        fits = not any(kind in got for kind in _NOT_VALUES)
+    else:
+        fits = got in _RESULTS[result]
+    if not fits:
+        raise CelError(f"expression gives {got.lower()}, expected {_EXPECTED[result]}")
     reads = analyse_reads(source)
     roots = tuple(sorted({path[0] for path in reads}))
     path = next(iter(reads)) if len(reads) == 1 and _PLAIN_PATH.fullmatch(source) else None

@@ -52,12 +52,16 @@ def cmd_validate(args: argparse.Namespace) -> int:
     roles = len(policy.roles)
     rules = len(policy.deny_rules) + len(policy.allow_rules)
     print(f"{args.config}: valid ({len(policy.issuers)} issuer(s), {roles} role(s), {rules} rule(s))")
+    from authz.config.advice import trailing_slash_warnings
+
+    warnings = trailing_slash_warnings(policy)
     if args.door == "http":
         from authz.wire.http import HttpDoorSettings, unknowable
 
         settings = HttpDoorSettings(forwarded_hops=args.trusted_forwarded_hops, trust_xfcc=args.trust_xfcc)
-        for line in unknowable(policy, settings):
-            print(f"{args.config}:{line}", file=sys.stderr)
+        warnings += unknowable(policy, settings)
+    for line in sorted(warnings, key=lambda text: int(text.partition(":")[0])):
+        print(f"{args.config}:{line}", file=sys.stderr)
     return 0
 
 
@@ -125,7 +129,13 @@ def cmd_token(args: argparse.Namespace) -> int:
 
 def cmd_envoy_config(args: argparse.Namespace) -> int:
     from authz.tools.envoy_config import EnvoyOptions, render
+    from authz.tools.envoy_metadata import LocalLimit
 
+    try:
+        local_limits = [LocalLimit.parse(text) for text in args.local_rate_limit]
+    except ValueError as exc:
+        print(f"authz envoy-config: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     options = EnvoyOptions(
         shape=args.shape,
         authz=[a for a in args.authz.split(",") if a],
@@ -141,6 +151,11 @@ def cmd_envoy_config(args: argparse.Namespace) -> int:
         protocol=args.protocol,
         path_prefix=args.path_prefix,
         upstream_headers=args.upstream_header or ["x-user-id", "x-identity-token"],
+        access_log=args.access_log,
+        metadata_keys=args.metadata_key,
+        client_headers=args.client_header,
+        rate_limit_by=[tuple(k.strip() for k in keys.split(",")) for keys in args.rate_limit_by],
+        local_rate_limits=local_limits,
     )
     try:
         text = render(options)
@@ -190,8 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS (default: gRPC's). Clients that open streams "
                             "before reading SETTINGS get some refused, so leave it unset for Envoy")
     serve.add_argument("--max-concurrent-checks", type=int, default=2000,
-                       help="checks a worker decides at once; more are refused at once with RESOURCE_EXHAUSTED, "
-                            "which Envoy (failure_mode_allow: false) turns into a denial (default %(default)s)")
+                       help="checks a worker decides at once, per door; more are refused at once (gRPC: "
+                            "RESOURCE_EXHAUSTED; HTTP door: 503), which Envoy (failure_mode_allow: false) turns "
+                            "into a denial (default %(default)s)")
     serve.add_argument("--drain-timeout", type=float, default=10.0, help="seconds to finish in-flight checks on SIGTERM")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.add_argument("--dry-run", action="store_true",
@@ -234,6 +250,18 @@ def build_parser() -> argparse.ArgumentParser:
     envoy.add_argument("--trust-domain", default="cluster.local", help="sidecar: accepted SPIFFE trust domain")
     envoy.add_argument("--protect", action="append", metavar="PREFIX",
                        help="sidecar: path prefix the CUSTOM policy covers (repeatable; default /)")
+    envoy.add_argument("--access-log", default=None, metavar="PATH",
+                       help="write a JSON access log line per request here, with authz's metadata (reason, rule, issuer "
+                            "and each --metadata-key) under 'authz'; the path is logged without its query")
+    envoy.add_argument("--metadata-key", action="append", default=[], metavar="KEY",
+                       help="a response.metadata key of the policy to log (and, http, to take from authz's answer); repeatable")
+    envoy.add_argument("--client-header", action="append", default=[], metavar="NAME",
+                       help="http: a response.client_headers name Envoy passes to the client on allow (e.g. set-cookie); repeatable")
+    envoy.add_argument("--rate-limit-by", action="append", default=[], metavar="KEY[,KEY...]",
+                       help="a route rate-limit action making a descriptor of these metadata keys; repeatable")
+    envoy.add_argument("--local-rate-limit", action="append", default=[], metavar="KEY=VALUE[,...]:N/PERIOD",
+                       help="local_ratelimit (after ext_authz): N requests per PERIOD for that descriptor, e.g. "
+                            "tier=free:3/1m (VALUE * for a bucket per value); other requests are not limited; repeatable")
     envoy.add_argument("--output", "-o", default="-", help="write to this file instead of stdout")
     envoy.set_defaults(func=cmd_envoy_config)
 

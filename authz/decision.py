@@ -27,13 +27,34 @@ class Decision(NamedTuple):
     valid_until: float | None = None
     cacheable: bool = True
     dry_run_denials: tuple[str, ...] = ()
+    #: Headers for the client (allow only), in order; a name may repeat.
+    client_headers: tuple[tuple[str, str], ...] = ()
+    #: The dynamic metadata ``response.metadata`` computed (allow only);
+    #: :meth:`envoy_metadata` adds the keys every answer carries.
+    metadata: tuple[tuple[str, Any], ...] = ()
+    #: ("client_header" | "metadata", name) left out of the answer (metrics).
+    omitted: tuple[tuple[str, str], ...] = ()
 
     def slim(self) -> Decision:
         """The decision as a cache entry keeps it: what logs, metrics and
-        traces need, without the claims, headers or detail (the prepared
-        response holds what the wire needs)."""
+        traces need, without the claims, headers, metadata or detail (the
+        prepared response holds what the wire needs)."""
         return Decision(self.allowed, self.reason, self.rule, self.identity.slim(), (), (), None,
-                        self.valid_until, self.cacheable, self.dry_run_denials)
+                        self.valid_until, self.cacheable, self.dry_run_denials, omitted=self.omitted)
+
+    def envoy_metadata(self) -> dict[str, Any]:
+        """The dynamic metadata of the answer: the reason code, the rule and
+        the issuer's name (configured name, ``api_key`` or ``peer``) on every
+        answer, allow or deny; on an allow, the policy's keys too. Never a
+        credential, and on a denial never a claim value."""
+        out: dict[str, Any] = {"reason": self.reason.value}
+        if self.rule:
+            out["rule"] = self.rule
+        if self.identity.source:
+            out["issuer"] = self.identity.source
+        if self.allowed and self.metadata:
+            out.update(self.metadata)
+        return out
 
     @property
     def challenge(self) -> str | None:
@@ -67,4 +88,6 @@ class Decision(NamedTuple):
             },
             "detail": self.detail,
             "dry_run_denials": list(self.dry_run_denials),
+            "client_headers": [list(pair) for pair in self.client_headers],
+            "metadata": self.envoy_metadata(),
         }

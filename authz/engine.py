@@ -14,7 +14,8 @@ Phase 3, deny rules: any match is a 403 (a rule whose ``when`` fails to
 Phase 4, permissions: a role with a matching permission, or a matching allow
     rule, allows (a ``when`` that fails counts as not matched).
 Phase 5, default: 401 with a challenge for an anonymous caller, 403 otherwise.
-Phase 6, response: headers and identity token for the upstream.
+Phase 6, response: headers and identity token for the upstream, headers
+    for the client, dynamic metadata for Envoy.
 """
 
 from __future__ import annotations
@@ -98,18 +99,19 @@ class Engine:
     def _would_deny(self, request: Request, denial: Decision, trace: Trace | None) -> Decision:
         raw_path, query = split_path(request.path)
         try:
-            path = normalize_path(raw_path)
+            path = normalize_path(raw_path, self.policy.paths)
         except InvalidPath:
             path = raw_path
         view = View(request, path, query, denial.identity, self.clock.time())
-        headers, remove, _notes, fresh_until = self.policy.response.build(view)
+        built = self.policy.response.build(view)
         label = f"{denial.reason.value}:{denial.rule or '-'}"
         _note(trace, "dry run", label, "would deny; allowed")
         return Decision(
-            allowed=True, reason=Reason.ALLOWED, rule=None, identity=denial.identity, headers=headers,
-            remove=remove, detail=denial.detail, valid_until=_earliest(denial.valid_until, fresh_until),
+            allowed=True, reason=Reason.ALLOWED, rule=None, identity=denial.identity, headers=built.headers,
+            remove=built.remove, detail=denial.detail, valid_until=_earliest(denial.valid_until, built.fresh_until),
             cacheable=denial.cacheable,
             dry_run_denials=(*denial.dry_run_denials, label),
+            client_headers=built.client_headers, metadata=built.metadata, omitted=built.omitted,
         )
 
     def _decide(self, request: Request, may_wait: bool, trace: Trace | None) -> Decision:
@@ -119,7 +121,7 @@ class Engine:
         # Phase 0: request shape.
         raw_path, query = split_path(request.path)
         try:
-            path = normalize_path(raw_path)
+            path = normalize_path(raw_path, self.policy.paths)
         except InvalidPath as exc:
             _note(trace, "request", "path", "invalid", str(exc))
             return self._deny(Reason.INVALID_PATH, ANONYMOUS, detail=str(exc), trace=trace)
@@ -168,20 +170,23 @@ class Engine:
             reason = Reason.NO_PERMISSION if identity.authenticated else Reason.MISSING_CREDENTIAL
             return self._deny(reason, identity, trace=trace, would_deny=would_deny)
 
-        # Phase 6: what the upstream learns.
-        headers, remove, notes, fresh_until = policy.response.build(view)
-        for text in notes:
-            _note(trace, "response", "header", "omitted", text)
+        # Phase 6: what the upstream, the client and Envoy learn.
+        built = policy.response.build(view)
+        for text in built.notes:
+            _note(trace, "response", text.partition(":")[0], "omitted", text.partition(": ")[2])
         return Decision(
             allowed=True,
             reason=Reason.ALLOWED,
             rule=granted,
             identity=identity,
-            headers=headers,
-            remove=remove,
-            valid_until=_earliest(identity.expires_at, fresh_until),
+            headers=built.headers,
+            remove=built.remove,
+            valid_until=_earliest(identity.expires_at, built.fresh_until),
             cacheable=not policy.reads.now,
             dry_run_denials=tuple(would_deny),
+            client_headers=built.client_headers,
+            metadata=built.metadata,
+            omitted=built.omitted,
         )
 
     def decide_blocking(self, request: Request, *, timeout: float, trace: Trace | None = None) -> Decision:

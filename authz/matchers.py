@@ -3,6 +3,10 @@
 Each matcher is built once at config load. Patterns are validated by the
 ``compile_*`` functions, which raise ``ValueError`` with a message fit for a
 ``FILE:LINE: message`` report.
+
+Globs (paths, principals) run on RE2 automata, never on a backtracking
+engine: a match costs time linear in the text whatever patterns the policy
+holds (docs/security.md 50).
 """
 
 from __future__ import annotations
@@ -13,6 +17,9 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
+
+import re2
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -45,15 +52,48 @@ def glob_regex(pattern: str) -> str:
     return out
 
 
-def compile_globs(patterns: Iterable[str]) -> re.Pattern[str]:
-    return re.compile("|".join(f"(?:{glob_regex(p)})" for p in patterns))
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.never_capture = True
+_RE2_OPTIONS.log_errors = False
 
 
-def compile_paths(patterns: Iterable[str]) -> re.Pattern[str]:
+@dataclass(frozen=True, slots=True, eq=False)
+class Globs:
+    """Compiled globs: the patterns without a wildcard in a set, the others
+    as one RE2 automaton (which has no backtracking: linear in the text)."""
+
+    patterns: tuple[str, ...]
+    exact: frozenset[str]
+    automaton: Any  # a compiled re2 pattern, or None
+
+    def matches(self, text: str) -> bool:
+        """Whether ``text`` matches one of the patterns as a whole."""
+        if text in self.exact:
+            return True
+        # bytes, not str: the wrapper then skips mapping byte offsets back to
+        # characters, which costs more than the match.
+        return self.automaton is not None and self.automaton.fullmatch(text.encode()) is not None
+
+
+def compile_globs(patterns: Iterable[str]) -> Globs:
+    patterns = tuple(patterns)
+    wild = [p for p in patterns if "*" in p]
+    automaton = None
+    if wild:
+        source = "|".join(f"(?:{glob_regex(p)})" for p in wild)
+        try:
+            automaton = re2.compile(source, _RE2_OPTIONS)
+        except re2.error:
+            raise ValueError(f"{len(wild)} patterns with wildcards are too many or too long for one matcher") from None
+    return Globs(patterns, frozenset(p for p in patterns if "*" not in p), automaton)
+
+
+def compile_paths(patterns: Iterable[str], *, fold_case: bool = False) -> Globs:
     """Path globs, matched against the normalized path. A pattern that no
     normalized path can match (dot segments, '//', characters that are
-    refused or percent-encoded in a path) is an error, not a silent miss."""
-    patterns = list(patterns)
+    refused or percent-encoded in a path) is an error, not a silent miss.
+    ``fold_case``: the paths matched are lower-cased, so the patterns are too."""
+    patterns = [p.lower() for p in patterns] if fold_case else list(patterns)
     for pattern in patterns:
         if not pattern.startswith("/"):
             raise ValueError(f"path pattern {pattern!r} must start with '/'")

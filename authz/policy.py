@@ -9,13 +9,13 @@ exactly which request attributes its matchers and CEL expressions read
 from __future__ import annotations
 
 import itertools
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from authz.cel import AttrPath, EvaluationError, Expression
-from authz.matchers import HostMatcher, IPNetwork
+from authz.matchers import Globs, HostMatcher, IPNetwork
+from authz.paths import DEFAULT_RULES, PathRules
 from authz.request import ATTRIBUTES, View
 
 if TYPE_CHECKING:
@@ -38,9 +38,9 @@ class Matcher:
 
     hosts: HostMatcher | None = None
     methods: frozenset[str] | None = None
-    paths: re.Pattern[str] | None = None
+    paths: Globs | None = None
     source_ips: tuple[IPNetwork, ...] | None = None
-    principals: re.Pattern[str] | None = None
+    principals: Globs | None = None
     when: Expression | None = None
     #: Its line in the policy file (for messages about it), 0 when unknown.
     line: int = 0
@@ -55,7 +55,7 @@ class Matcher:
         request = view.request
         if self.methods is not None and request.method.upper() not in self.methods:
             return False, None
-        if self.paths is not None and self.paths.fullmatch(view.path) is None:
+        if self.paths is not None and not self.paths.matches(view.path):
             return False, None
         if self.hosts is not None and not self.hosts.matches(request.host):
             return False, None
@@ -63,7 +63,7 @@ class Matcher:
             unknown = ", ".join(sorted(request.unknown.intersection(self.attributes)))
             return fail_closed, f"reads {unknown}, which this door cannot know"
         if self.principals is not None and (
-            not request.source_principal or self.principals.fullmatch(request.source_principal) is None
+            not request.source_principal or not self.principals.matches(request.source_principal)
         ):
             return False, None
         note = None
@@ -211,3 +211,5 @@ class Policy:
     credential_headers: tuple[str, ...] = field(default=())
     #: The line of ``peers`` in the policy file, for messages about it.
     peers_line: int = 0
+    #: How request paths are read before any rule sees them.
+    paths: PathRules = DEFAULT_RULES

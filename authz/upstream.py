@@ -1,42 +1,66 @@
-"""What the upstream learns on allow: headers computed by CEL, headers
-removed, and the identity token.
+"""What Envoy learns on allow: headers for the upstream (computed by CEL,
+removed, the identity token), headers for the client, and dynamic metadata.
 
 Header values are sanitized: CR, LF, NUL, other controls and non-ASCII are
 percent-encoded, never passed raw. Every header authz sets is also stripped
 from the client's request when authz has no value for it, so a client-sent
-copy never reaches the upstream.
+copy never reaches the upstream. An expression that fails leaves its header
+or metadata key out; it never turns the allow into a denial.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
-from authz.cel import EvaluationError, Expression
+from authz.cel import AttrPath, EvaluationError, Expression
 from authz.identity.token import IdentityTokenSigner
+from authz.metadata import Unrepresentable, as_text, carried
 from authz.request import View
+from authz.sanitize import sanitize_header_value
+
+__all__ = ["MAX_ADDED_BYTES", "MAX_ADDED_HEADERS", "MAX_HEADER_VALUE", "Built", "ResponsePlan", "sanitize_header_value"]
 
 MAX_HEADER_VALUE = 8192
+#: What one answer may add in all (upstream headers, client headers and
+#: metadata, which the HTTP door carries as headers): within Envoy's limits.
 MAX_ADDED_BYTES = 60 * 1024
 MAX_ADDED_HEADERS = 100
 
-_SAFE_VALUE = re.compile(r"[\x20-\x24\x26-\x7e]*")  # printable ASCII except '%'
+
+class Built(NamedTuple):
+    """What :meth:`ResponsePlan.build` makes of one allowed request."""
+
+    headers: tuple[tuple[str, str], ...]
+    remove: tuple[str, ...]
+    notes: list[str]
+    #: How long the answer may be reused (the identity token's reuse window), None when unbounded.
+    fresh_until: float | None
+    client_headers: tuple[tuple[str, str], ...] = ()
+    metadata: tuple[tuple[str, Any], ...] = ()
+    #: ("client_header" | "metadata", name) for each one left out because its
+    #: expression failed or its value could not be sent (counted in metrics).
+    omitted: tuple[tuple[str, str], ...] = ()
 
 
-def sanitize_header_value(value: str) -> str:
-    """Printable ASCII passes unchanged; anything else (and '%', so the
-    result decodes unambiguously) is percent-encoded as UTF-8."""
-    if _SAFE_VALUE.fullmatch(value):
-        return value
-    out = []
-    for char in value:
-        if "\x20" <= char <= "\x7e" and char != "%":
-            out.append(char)
-        else:
-            out.extend(f"%{byte:02X}" for byte in char.encode("utf-8", "surrogatepass"))
-    return "".join(out)
+class _Budget:
+    """Envoy's limits on what one answer adds, shared by everything it adds."""
 
+    __slots__ = ("count", "total")
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.count = 0
+
+    def take(self, name: str, value: str) -> bool:
+        if len(value) > MAX_HEADER_VALUE or self.count >= MAX_ADDED_HEADERS:
+            return False
+        size = len(name) + len(value)
+        if self.total + size > MAX_ADDED_BYTES:
+            return False
+        self.total += size
+        self.count += 1
+        return True
 
 
 @dataclass(frozen=True, eq=False)
@@ -44,6 +68,12 @@ class ResponsePlan:
     headers: tuple[tuple[str, Expression], ...] = ()
     remove: tuple[str, ...] = ()
     identity_token: IdentityTokenSigner | None = None
+    #: Headers for the client: (name, expression) pairs, a name possibly
+    #: more than once (``Set-Cookie``); each expression gives a string or a
+    #: list of strings, one header each.
+    client_headers: tuple[tuple[str, Expression], ...] = ()
+    #: Dynamic metadata: (key, expression) pairs, keys unique.
+    metadata: tuple[tuple[str, Expression], ...] = ()
     #: The underscore spelling of every header it sets or removes
     #: (``x_user_id`` for ``x-user-id``), always removed: WSGI, CGI and Rack
     #: upstreams read both spellings as one name, so a client-sent twin must
@@ -59,14 +89,19 @@ class ResponsePlan:
     def jwks(self) -> dict[str, Any]:
         return {"keys": list(self.identity_token.jwks) if self.identity_token else []}
 
-    def build(self, view: View) -> tuple[tuple[tuple[str, str], ...], tuple[str, ...], list[str], float | None]:
-        """(headers to set, headers to remove, notes, fresh until) for an
-        allowed request; "fresh until" bounds how long the answer may be
-        reused (the identity token's reuse window), None when unbounded."""
+    def reads(self) -> set[AttrPath]:
+        """What its expressions read (the decision cache keys on it)."""
+        out: set[AttrPath] = set()
+        for _name, expression in (*self.headers, *self.client_headers, *self.metadata):
+            out |= expression.reads
+        return out
+
+    def build(self, view: View) -> Built:
+        """Everything an allowed request's answer adds."""
+        budget = _Budget()
         set_headers: list[tuple[str, str]] = []
         remove = [*self.remove, *self.twins]
         notes: list[str] = []
-        total = 0
         for name, expression in self.headers:
             try:
                 value = expression.evaluate(view.variables(expression.roots))
@@ -79,8 +114,7 @@ class ResponsePlan:
                 remove.append(name)
                 continue
             value = sanitize_header_value(value)
-            total += len(name) + len(value)
-            if len(value) > MAX_HEADER_VALUE or total > MAX_ADDED_BYTES or len(set_headers) >= MAX_ADDED_HEADERS:
+            if not budget.take(name, value):
                 notes.append(f"header {name}: over Envoy's header limits, dropped")
                 remove.append(name)
                 continue
@@ -93,4 +127,53 @@ class ResponsePlan:
                 set_headers.append((signer.header, token))
             else:
                 remove.append(signer.header)
-        return tuple(set_headers), tuple(dict.fromkeys(remove)), notes, fresh_until
+        omitted: list[tuple[str, str]] = []
+        client = self._client_headers(view, budget, notes, omitted) if self.client_headers else ()
+        metadata = self._metadata(view, budget, notes, omitted) if self.metadata else ()
+        return Built(tuple(set_headers), tuple(dict.fromkeys(remove)), notes, fresh_until, client, metadata,
+                     tuple(omitted))
+
+    def _client_headers(self, view: View, budget: _Budget, notes: list[str],
+                        omitted: list[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+        out: list[tuple[str, str]] = []
+        for name, expression in self.client_headers:
+            try:
+                value = expression.evaluate(view.variables(expression.roots))
+            except EvaluationError as exc:
+                notes.append(f"client header {name}: {exc}")
+                omitted.append(("client_header", name))
+                continue
+            values = value if isinstance(value, list) else [value]
+            if not all(isinstance(item, str) for item in values):
+                notes.append(f"client header {name}: not a string or a list of strings")
+                omitted.append(("client_header", name))
+                continue
+            for item in values:
+                if not item:
+                    continue  # "" sends nothing: how a policy says "not this time"
+                text = sanitize_header_value(item)
+                if not budget.take(name, text):
+                    notes.append(f"client header {name}: over Envoy's header limits, dropped")
+                    omitted.append(("client_header", name))
+                    continue
+                out.append((name, text))
+        return tuple(out)
+
+    def _metadata(self, view: View, budget: _Budget, notes: list[str],
+                  omitted: list[tuple[str, str]]) -> tuple[tuple[str, Any], ...]:
+        out: list[tuple[str, Any]] = []
+        for key, expression in self.metadata:
+            try:
+                value = carried(expression.evaluate(view.variables(expression.roots)))
+            except (EvaluationError, Unrepresentable) as exc:
+                notes.append(f"metadata {key}: {exc}")
+                omitted.append(("metadata", key))
+                continue
+            if value is None or value == "":
+                continue  # null or "" leaves the key out: nothing to log or limit by
+            if not budget.take(key, as_text(value)):
+                notes.append(f"metadata {key}: over Envoy's header limits, dropped")
+                omitted.append(("metadata", key))
+                continue
+            out.append((key, value))
+        return tuple(out)

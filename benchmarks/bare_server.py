@@ -8,7 +8,8 @@ like.
         [--mode uvloop|aio|sync] [--pin]
 
 On SIGTERM every worker prints ``answered N`` (the server-side count the
-benchmark trusts) and exits.
+benchmark trusts) and exits. Like authz, it reports SERVING on the gRPC
+health service, which the generated Envoy configs check.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from concurrent import futures
 
 import grpc
 from google.rpc import status_pb2
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from authz._proto.envoy.service.auth.v3 import external_auth_pb2
 
@@ -57,6 +59,9 @@ def worker(index: int, args: argparse.Namespace) -> None:
         server = grpc.server(futures.ThreadPoolExecutor(args.threads), options=options)
         server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
             SERVICE, {"Check": grpc.unary_unary_rpc_method_handler(check_sync)})])
+        servicer = health.HealthServicer()
+        servicer.set(SERVICE, health_pb2.HealthCheckResponse.SERVING)
+        health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
         for address in addresses:
             server.add_insecure_port(address)
         server.start()
@@ -75,6 +80,9 @@ def worker(index: int, args: argparse.Namespace) -> None:
         server = grpc.aio.server(options=options)
         server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
             SERVICE, {"Check": grpc.unary_unary_rpc_method_handler(check)})])
+        servicer = health.aio.HealthServicer()
+        await servicer.set(SERVICE, health_pb2.HealthCheckResponse.SERVING)
+        health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
         for address in addresses:
             server.add_insecure_port(address)
         await server.start()

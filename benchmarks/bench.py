@@ -779,7 +779,9 @@ class Bench:
         result = json.loads(run.stdout.strip().splitlines()[-1])
         row = Row("telemetry", "cached Check, µs in-process", note=(
             f"{result['with_telemetry_us']:.2f} µs with metrics, {result['without_telemetry_us']:.2f} µs without "
-            f"({result['telemetry_us']:.2f} µs of telemetry); {result['retained_allocations_per_hit']:.2f} blocks retained per hit"))
+            f"({result['telemetry_us']:.2f} µs of telemetry); {result['with_metadata_us']:.2f} µs with the policy's "
+            f"metadata and client headers ({result['metadata_vs_without_metadata_pct']:+.1f} %); "
+            f"{result['retained_allocations_per_hit']:.2f} blocks retained per hit"))
         row.extra = result
         self.add(row)
 

@@ -2,7 +2,8 @@
 
 Serves ``/.well-known/openid-configuration`` and ``/jwks`` over HTTP from a
 thread, counts every request per path, and can answer 500/404, HTML, ``{}``,
-a 10 MB body, or hang until the test ends.
+a 10 MB body, hang until the test ends, or drop the connection unanswered
+(a provider that is down).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ HUGE = 10 * 1024 * 1024
 class FakeIdP:
     def __init__(self) -> None:
         self.jwks: dict[str, Any] = {"keys": []}
-        self.mode = "ok"  # for /jwks: ok | 500 | 404 | html | empty-object | huge | hang | gate
+        self.mode = "ok"  # for /jwks: ok | 500 | 404 | html | empty-object | huge | hang | gate | drop
         self.discovery_mode = "ok"  # for discovery: ok | 500 | html | hang
         self.discovery_issuer: str | None = None  # override the discovery "issuer"
         self.hits: Counter[str] = Counter()
@@ -44,6 +45,9 @@ class FakeIdP:
                 mode = idp.discovery_mode if path == "/.well-known/openid-configuration" else idp.mode
                 if mode == "hang":
                     idp._release.wait(30)
+                    return
+                if mode == "drop":  # down: the connection closes with no answer
+                    self.close_connection = True
                     return
                 if mode == "gate":
                     idp.gate.wait(30)

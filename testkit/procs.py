@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -172,6 +173,20 @@ def http_get(url: str, headers: dict[str, str] | None = None, *, method: str = "
         return error.code, {k.lower(): v for k, v in error.headers.items()}, error.read()
 
 
+def wait_listening(port: int, proc: Proc, timeout: float = 30.0) -> None:
+    """Until 127.0.0.1:``port`` accepts a connection (each refusal is
+    immediate), or AssertionError after ``timeout`` seconds or when ``proc``
+    has exited."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline or proc.popen.poll() is not None:
+                raise AssertionError(f"{proc.name}: port {port} never accepted; output:\n" + proc.output(60)) from None
+
+
 def envoy_validate(config: Path) -> None:
     """``envoy --mode validate`` accepts ``config`` (AssertionError with Envoy's output if not)."""
     run = subprocess.run(["envoy", "--mode", "validate", "-c", str(config), "-l", "warning"],
@@ -201,6 +216,9 @@ class Envoy:
     def __enter__(self) -> Envoy:
         self.proc.wait_for("starting main dispatch loop")
         self.proc.wait_for("all dependencies initialized. starting workers")
+        # The workers open the listener a moment after that line (later still
+        # when the authz cluster is health checked): until it accepts.
+        wait_listening(self.listen_port, self.proc)
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -15,13 +15,12 @@ import re
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from cryptography.hazmat.primitives.asymmetric import ec
-
 from authz import matchers
 from authz.cel import CelError, Expression, compile_expression
 from authz.config import schema
 from authz.config.keyfiles import parse_jwks_file, read_key_file
 from authz.config.messages import read_yaml, validate, yaml_type
+from authz.config.response import compile_response
 from authz.config.source import Located, Path
 from authz.errors import ConfigError
 from authz.identity.api_key import ApiKeyEntry, ApiKeySource
@@ -29,11 +28,8 @@ from authz.identity.fetch import check_url
 from authz.identity.jwks import FileKeys, KeyRegistry
 from authz.identity.jws import ALGORITHMS
 from authz.identity.jwt import JwtIssuer, JwtSource, TokenLocation
-from authz.identity.keys import parse_ec_key, public_jwk
 from authz.identity.peer import PeerRoles
-from authz.identity.token import IdentityTokenSigner
 from authz.policy import Matcher, Policy, Reads, Rule, next_generation
-from authz.upstream import ResponsePlan
 
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9a-z-]+")
 _COOKIE_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
@@ -61,7 +57,7 @@ def load_policy(path: str, *, registry: KeyRegistry | None = None) -> Policy:
     model = validate(located, schema.PolicySpec)
     if located.problems or model is None:
         raise ConfigError(located.problems)
-    compiler = _Compiler(located, os.path.dirname(os.path.abspath(path)), registry or KeyRegistry())
+    compiler = _Compiler(located, os.path.dirname(os.path.abspath(path)), registry or KeyRegistry(), fold_case=not model.paths.case_sensitive)
     policy = compiler.compile(model)
     if compiler.problems:
         raise ConfigError(compiler.problems)
@@ -69,13 +65,14 @@ def load_policy(path: str, *, registry: KeyRegistry | None = None) -> Policy:
 
 
 class _Compiler:
-    def __init__(self, located: Located, base: str, registry: KeyRegistry) -> None:
+    def __init__(self, located: Located, base: str, registry: KeyRegistry, *, fold_case: bool = False) -> None:
         self.located = located
         self.base = base
         self.registry = registry
         self.problems = located.problems
         # Every file the policy reads, in order: a reload watches them.
         self.files: dict[str, None] = {os.path.abspath(located.file): None}
+        self.fold_case = fold_case  # paths.case_sensitive: false lower-cases the path patterns
 
     def problem(self, path: Path, message: str) -> None:
         self.located.problem(path, message)
@@ -131,18 +128,19 @@ class _Compiler:
             for name, perms in model.roles.items()
         }
         rules = self.rules(model.rules)
-        response = self.response(model.response)
+        credential_headers = tuple(dict.fromkeys(
+            (s.location.header_name if isinstance(s, JwtSource) else s.header) for s in sources
+        ))
+        response = compile_response(self, model.response, credential_headers)
 
         reads: set[tuple[str, ...]] = set()
         for matcher in itertools.chain(*roles.values(), (rule.matcher for rule in rules)):
             reads |= matcher.reads()
-        for _name, expression in response.headers:
-            reads |= expression.reads
+        reads |= response.reads()
         if peers or response.identity_token is not None:
             reads.add(("source", "principal"))
 
-        cache = model.cache
-        decision_ttl = cache.decisions.ttl
+        cache, decision_ttl = model.cache, model.cache.decisions.ttl
         if response.identity_token is not None:
             # A cached answer carries its identity token: reuse it for at
             # most half its lifetime, so upstreams always get >= ttl/2.
@@ -164,9 +162,8 @@ class _Compiler:
             deny_ttl=min(cache.decisions.deny_ttl, decision_ttl),
             token_cache_size=cache.tokens.max_entries,
             peers_line=self.located.line(("peers",), key=True) if peers else 0,
-            credential_headers=tuple(dict.fromkeys(
-                (s.location.header_name if isinstance(s, JwtSource) else s.header) for s in sources
-            )),
+            paths=model.paths.rules(),
+            credential_headers=credential_headers,
         )
 
     # -- issuers ------------------------------------------------------------
@@ -352,16 +349,16 @@ class _Compiler:
                 return None
             if not items:
                 self.problem((*path, field), "an empty list matches nothing; omit the field to match any")
-                ok = False
-                return None
-            for i, item in enumerate(items):
-                if self.attempt((*path, field, i), functools.partial(build, [item])) is None:
-                    ok = False
-            return build(items) if ok else None
+            elif all([self.attempt((*path, field, i), functools.partial(build, [item])) is not None for i, item in enumerate(items)]):
+                built = self.attempt((*path, field), functools.partial(build, items))  # each alone, then together
+                if built is not None:
+                    return built
+            ok = False
+            return None
 
         hosts = each("hosts", config.hosts, matchers.compile_hosts)
         methods = each("methods", config.methods, matchers.compile_methods)
-        paths = each("paths", config.paths, matchers.compile_paths)
+        paths = each("paths", config.paths, functools.partial(matchers.compile_paths, fold_case=self.fold_case))
         source_ips = each("source_ips", config.source_ips, matchers.compile_cidrs)
         principals = each("principals", config.principals, matchers.compile_globs)
         when = None
@@ -386,7 +383,7 @@ class _Compiler:
                 out.append(Rule(config.name, config.effect, matcher, config.anonymous, config.dry_run))
         return out
 
-    # -- response -------------------------------------------------------------
+    # -- header names (the response section is compiled in authz.config.response) --
 
     def header_name(self, name: str, path: Path, message: str = _UNSETTABLE_HEADER, *, fold: bool = False) -> str | None:
         """``name`` (lower-cased with ``fold``) if it names a header authz may
@@ -397,53 +394,3 @@ class _Compiler:
             return header
         self.problem(path, message.format(name))
         return None
-
-    def response(self, config: schema.ResponseSpec) -> ResponsePlan:
-        headers = []
-        for name, source in config.headers.items():
-            path: Path = ("response", "headers", name)
-            if self.header_name(name, path) is None:
-                continue
-            expression = self.cel(path, source, "string")
-            if expression is not None:
-                headers.append((name, expression))
-        remove = []
-        for i, name in enumerate(config.remove):
-            if self.header_name(name, ("response", "remove", i)) is not None:
-                if name in config.headers:
-                    self.problem(("response", "remove", i), f"{name!r} is both set and removed")
-                remove.append(name)
-        signer = None
-        if config.identity_token is not None:
-            signer = self.identity_token(config.identity_token, set(config.headers) | set(remove))
-        return ResponsePlan(tuple(headers), tuple(remove), signer)
-
-    def identity_token(self, config: schema.IdentityTokenSpec, taken: set[str]) -> IdentityTokenSigner | None:
-        path: Path = ("response", "identity_token")
-        ok = self.header_name(config.header, (*path, "header")) is not None
-        if config.header in taken:
-            self.problem((*path, "header"), f"{config.header!r} is also set or removed in response")
-            ok = False
-        private = self.key_file(config.signing_key, (*path, "signing_key"), parse_ec_key)
-        if private is not None and not isinstance(private, ec.EllipticCurvePrivateKey):
-            self.problem((*path, "signing_key"), f"key file {config.signing_key!r} holds a public key; signing needs the private key")
-            private = None
-        jwks = []
-        for i, name in enumerate(config.extra_public_keys):
-            extra = self.key_file(name, (*path, "extra_public_keys", i), parse_ec_key)
-            if extra is not None:
-                public = extra.public_key() if isinstance(extra, ec.EllipticCurvePrivateKey) else extra
-                jwks.append(public_jwk(public))
-        if private is None or not ok:
-            return None
-        own = public_jwk(private.public_key())
-        return IdentityTokenSigner(
-            header=config.header,
-            issuer=config.issuer,
-            audience=config.audience,
-            ttl=config.ttl,
-            key=private,
-            kid=own["kid"],
-            jwks=(own, *(k for k in jwks if k["kid"] != own["kid"])),
-        )
-

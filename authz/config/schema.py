@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from authz.identity.jwks import JwksSettings
+from authz.paths import MAX_PATH_LENGTH, PathRules
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -136,6 +137,11 @@ class ResponseSpec(Model):
     headers: dict[str, str] = Field(default_factory=dict)
     remove: list[str] = Field(default_factory=list)
     identity_token: IdentityTokenSpec | None = None
+    #: Envoy dynamic metadata on allow: key -> CEL expression (any JSON-like value).
+    metadata: dict[str, str] = Field(default_factory=dict)
+    #: Headers for the client on allow: name -> CEL expression, or a list of them
+    #: (each giving a string, or a list of strings: one header each).
+    client_headers: dict[str, str | list[str]] = Field(default_factory=dict)
 
 
 class DecisionCacheSpec(Model):
@@ -154,6 +160,18 @@ class CacheSpec(Model):
     tokens: TokenCacheSpec = Field(default_factory=TokenCacheSpec)
 
 
+class PathsSpec(Model):
+    """:class:`authz.paths.PathRules` as written in a policy."""
+
+    max_length: int = Field(default=MAX_PATH_LENGTH, ge=256, le=65536)
+    matrix_parameters: Literal["refuse", "strip"] = "refuse"
+    case_sensitive: bool = True
+
+    def rules(self) -> PathRules:
+        return PathRules(max_length=self.max_length, strip_parameters=self.matrix_parameters == "strip",
+                         fold_case=not self.case_sensitive)
+
+
 class PolicySpec(Model):
     version: Literal[1]
     issuers: list[IssuerSpec] = Field(default_factory=list)
@@ -163,3 +181,4 @@ class PolicySpec(Model):
     rules: list[RuleSpec] = Field(default_factory=list)
     response: ResponseSpec = Field(default_factory=ResponseSpec)
     cache: CacheSpec = Field(default_factory=CacheSpec)
+    paths: PathsSpec = Field(default_factory=PathsSpec)

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from authz.identity.base import Identity
-from authz.matchers import glob_regex
+from authz.matchers import Globs, compile_globs
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -14,11 +13,11 @@ class PeerRoles:
     """Globs over ``source.principal`` ('*' within a path segment, '**'
     across segments) and the roles each grants."""
 
-    patterns: tuple[tuple[str, re.Pattern[str], frozenset[str]], ...] = ()
+    patterns: tuple[tuple[str, Globs, frozenset[str]], ...] = ()
 
     @classmethod
     def compile(cls, peers: dict[str, frozenset[str]]) -> PeerRoles:
-        return cls(tuple((glob, re.compile(glob_regex(glob)), roles) for glob, roles in peers.items()))
+        return cls(tuple((glob, compile_globs([glob]), roles) for glob, roles in peers.items()))
 
     def __bool__(self) -> bool:
         return bool(self.patterns)
@@ -28,8 +27,8 @@ class PeerRoles:
         if not principal:
             return None
         found: frozenset[str] | None = None
-        for _glob, regex, roles in self.patterns:
-            if regex.fullmatch(principal):
+        for _glob, globs, roles in self.patterns:
+            if globs.matches(principal):
                 found = roles if found is None else found | roles
         return found
 

@@ -29,22 +29,41 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 class HttpAuthzApp:
-    """The ASGI application: one Check per call, never an exception to granian."""
+    """The ASGI application: one Check per call, never an exception to granian.
 
-    def __init__(self, service: Callable[[], CheckService | None], door: HttpDoor) -> None:
+    At most ``max_in_flight`` calls are decided at once (``authz serve
+    --max-concurrent-checks``, as the gRPC door's limit); a call beyond it
+    is refused at once with a 503, which Envoy counts as an error of its
+    authorization server and turns into its ``status_on_error`` (403), as
+    it does the gRPC door's RESOURCE_EXHAUSTED. Calls are decided on one
+    event loop, so those in flight together are the ones waiting for a key
+    set; they wait at most ``DEFAULT_WAIT``."""
+
+    def __init__(self, service: Callable[[], CheckService | None], door: HttpDoor, max_in_flight: int) -> None:
         self.service = service
         self.door = door
+        self.max_in_flight = max_in_flight
+        self.in_flight = 0  # touched only on the event loop's thread
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
         service = self.service()
         if service is None:
-            status, headers, body = 503, [(b"content-type", b"text/plain")], b"no policy loaded\n"
+            status, headers, body = 503, _TEXT, b"no policy loaded\n"
+        elif self.in_flight >= self.max_in_flight:
+            status, headers, body = 503, _TEXT, b"overloaded\n"
         else:
-            status, headers, body = await service.check_async(self.door, scope, DEFAULT_WAIT)
+            self.in_flight += 1
+            try:
+                status, headers, body = await service.check_async(self.door, scope, DEFAULT_WAIT)
+            finally:
+                self.in_flight -= 1
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+
+_TEXT = [(b"content-type", b"text/plain")]
 
 
 class HttpDoorServer:

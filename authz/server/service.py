@@ -213,6 +213,8 @@ class CheckService:
                 telemetry.decisions[(decision.reason.value, _issuer_label(decision))] += 1
                 for rule in decision.dry_run_denials:
                     telemetry.dry_run_denials[rule] += 1
+                for omitted in decision.omitted:
+                    telemetry.omissions[omitted] += 1
         if answer is None or decision is None:
             return
         if self.decision_log is not None and self.decision_log.wanted(decision):

@@ -46,6 +46,7 @@ CHECK_LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.
 METRICS: dict[str, MetricInfo] = {m.name: m for m in (
     MetricInfo("authz_decisions_total", "counter", "Decisions made, by reason code and by the identity's issuer (issuer name, api_key, peer or none).", ("reason", "issuer")),
     MetricInfo("authz_dry_run_denials_total", "counter", "Denials a dry-run rule (or --dry-run) would have made, by rule.", ("rule",)),
+    MetricInfo("authz_response_omissions_total", "counter", "Answers sent without a client header or metadata key the policy computes, because its expression failed or its value could not be sent, by kind (client_header, metadata) and name.", ("kind", "name")),
     MetricInfo("authz_check_duration_seconds", "histogram", "Time to answer one Check inside authz, from request bytes to response bytes.", ()),
     MetricInfo("authz_checks_in_flight", "gauge", "Checks being decided right now.", ()),
     MetricInfo("authz_cache_requests_total", "counter", "Cache lookups, by cache (decisions, tokens) and outcome (hit, miss).", ("cache", "outcome")),
@@ -86,6 +87,7 @@ class Telemetry:
     def __init__(self, *, sources: Callable[[], dict[str, Any]] | None = None) -> None:
         self.decisions: Counter[tuple[str, str]] = Counter()
         self.dry_run_denials: Counter[str] = Counter()
+        self.omissions: Counter[tuple[str, str]] = Counter()
         self.in_flight = 0
         self.generation = 0
         self.latency = LatencyHistogram()
@@ -103,6 +105,8 @@ class Telemetry:
             "authz_decisions_total": {
                 labels(reason=reason, issuer=issuer): n for (reason, issuer), n in list(self.decisions.items())},
             "authz_dry_run_denials_total": {labels(rule=rule): n for rule, n in list(self.dry_run_denials.items())},
+            "authz_response_omissions_total": {
+                labels(kind=kind, name=name): n for (kind, name), n in list(self.omissions.items())},
             "authz_check_duration_seconds": {(): self.latency.point()},
             "authz_checks_in_flight": {(): self.in_flight},
             "authz_cache_requests_total": {

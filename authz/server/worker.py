@@ -236,7 +236,8 @@ class Worker:
         if self.http_door is not None and self.options.http_authz_address:
             from authz.server.http_door import HttpAuthzApp, HttpDoorServer
 
-            http_door = HttpDoorServer(HttpAuthzApp(lambda: self.service, self.http_door), self.options.http_authz_address)
+            app = HttpAuthzApp(lambda: self.service, self.http_door, self.options.max_concurrent_checks)
+            http_door = HttpDoorServer(app, self.options.http_authz_address)
             http_door.start()
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         self.ready = True

@@ -94,6 +94,10 @@ from envoy_data_plane.envoy.type.matcher.v3 import (
 )
 from envoy_data_plane.google.protobuf import Any as AnyMessage
 
+from authz.tools import envoy_metadata
+from authz.tools import envoy_resilience as resilience
+from authz.tools.envoy_metadata import LocalLimit
+
 EXT_AUTHZ = "envoy.filters.http.ext_authz"
 RBAC = "envoy.filters.http.rbac"
 ISTIO_SHADOW_PREFIX = "istio_ext_authz_"
@@ -127,6 +131,19 @@ class EnvoyOptions:
     # http: the headers authz may set for the upstream (a policy's response headers
     # and identity-token header), copied from its 200.
     upstream_headers: Sequence[str] = ("x-user-id", "x-identity-token")
+    # What routes checks around a lost authz process (authz.tools.envoy_resilience):
+    # all of them unless the fault benchmark measures fewer.
+    resilience: Sequence[str] = resilience.MEASURES
+    # What Envoy does with authz's answer (authz/tools/envoy_metadata.py): a
+    # JSON access log file, the metadata keys it logs (and, http, takes from
+    # authz's headers) besides reason/rule/issuer, the headers authz may send
+    # the client on allow (http), rate-limit descriptors made of metadata keys
+    # (one tuple of keys per descriptor), and local_ratelimit buckets for them.
+    access_log: str | None = None
+    metadata_keys: Sequence[str] = ()
+    client_headers: Sequence[str] = ()
+    rate_limit_by: Sequence[Sequence[str]] = ()
+    local_rate_limits: Sequence[LocalLimit] = ()
 
 
 def _address(host_port: str) -> Address:
@@ -138,7 +155,8 @@ def _duration(seconds: float) -> datetime.timedelta:
     return datetime.timedelta(seconds=seconds)
 
 
-def _cluster(name: str, endpoints: Sequence[str], *, http2: bool) -> Cluster:
+def _cluster(name: str, endpoints: Sequence[str], *, http2: bool, connect_timeout: datetime.timedelta | None = None,
+             **extra: Any) -> Cluster:
     protocol = (
         HttpProtocolOptionsExplicitHttpConfig(http2_protocol_options=Http2ProtocolOptions())
         if http2 else HttpProtocolOptionsExplicitHttpConfig(http_protocol_options=Http1ProtocolOptions())
@@ -147,7 +165,7 @@ def _cluster(name: str, endpoints: Sequence[str], *, http2: bool) -> Cluster:
     return Cluster(
         name=name,
         type=ClusterDiscoveryType.STATIC,
-        connect_timeout=_duration(1.0),
+        connect_timeout=connect_timeout or _duration(1.0),
         lb_policy=ClusterLbPolicy.LEAST_REQUEST if len(endpoints) > 1 else ClusterLbPolicy.ROUND_ROBIN,
         typed_extension_protocol_options={
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": AnyMessage.pack(options),
@@ -158,6 +176,19 @@ def _cluster(name: str, endpoints: Sequence[str], *, http2: bool) -> Cluster:
                 LbEndpoint(endpoint=Endpoint(address=_address(e))) for e in endpoints
             ])],
         ),
+        **extra,
+    )
+
+
+def _authz_cluster(options: EnvoyOptions) -> Cluster:
+    """The cluster of authz's endpoints, routing around one that is lost."""
+    measures = options.resilience
+    return _cluster(
+        "authz", options.authz, http2=options.protocol == "grpc",
+        connect_timeout=resilience.connect_timeout(options.timeout),
+        circuit_breakers=resilience.circuit_breakers(measures),
+        outlier_detection=resilience.outlier_detection(measures),
+        health_checks=resilience.health_checks(options.protocol, measures),
     )
 
 
@@ -175,9 +206,11 @@ def _ext_authz(options: EnvoyOptions, **extra: Any) -> ExtAuthz:
         service = HttpService(
             server_uri=HttpUri(uri="http://authz", cluster="authz", timeout=_duration(options.timeout)),
             path_prefix=options.path_prefix,
+            retry_policy=resilience.retry_policy("http", options.resilience, options.timeout),
             authorization_response=AuthorizationResponse(
                 allowed_upstream_headers=_exact(options.upstream_headers),
                 allowed_client_headers=_exact(DENIAL_HEADERS),
+                **envoy_metadata.authorization_response(options),
             ),
         )
         return ExtAuthz(
@@ -190,7 +223,8 @@ def _ext_authz(options: EnvoyOptions, **extra: Any) -> ExtAuthz:
             **extra,
         )
     return ExtAuthz(
-        grpc_service=GrpcService(envoy_grpc=GrpcServiceEnvoyGrpc(cluster_name="authz"), timeout=_duration(options.timeout)),
+        grpc_service=GrpcService(envoy_grpc=GrpcServiceEnvoyGrpc(cluster_name="authz"), timeout=_duration(options.timeout),
+                                 retry_policy=resilience.retry_policy("grpc", options.resilience, options.timeout)),
         transport_api_version=ApiVersion.V3,
         failure_mode_allow=False,
         clear_route_cache=True,
@@ -218,7 +252,9 @@ def _hcm(options: EnvoyOptions, filters: list[HttpFilter], routes: list[Route], 
             name="local",
             virtual_hosts=[VirtualHost(name="all", domains=["*"], routes=routes)],
         ),
-        http_filters=[*filters, HttpFilter(name="envoy.filters.http.router", typed_config=AnyMessage.pack(Router()))],
+        http_filters=[*filters, *envoy_metadata.filters_after_authz(options),
+                      HttpFilter(name="envoy.filters.http.router", typed_config=AnyMessage.pack(Router()))],
+        access_log=envoy_metadata.access_logs(options),
         **extra,
     )
     return Filter(name="envoy.filters.network.http_connection_manager", typed_config=AnyMessage.pack(manager))
@@ -228,7 +264,8 @@ def _to_upstream(options: EnvoyOptions, prefix: str, **extra: Any) -> Route:
     if options.direct_response:
         action = DirectResponseAction(status=200, body=DataSource(inline_string="ok\n"))
         return Route(match=RouteMatch(prefix=prefix), direct_response=action, **extra)
-    return Route(match=RouteMatch(prefix=prefix), route=RouteAction(cluster="upstream"), **extra)
+    return Route(match=RouteMatch(prefix=prefix),
+                 route=RouteAction(cluster="upstream", rate_limits=envoy_metadata.rate_limits(options)), **extra)
 
 
 def edge(options: EnvoyOptions) -> Bootstrap:
@@ -311,7 +348,7 @@ def sidecar(options: EnvoyOptions) -> Bootstrap:
 
 
 def _bootstrap(options: EnvoyOptions, listener: Listener) -> Bootstrap:
-    authz = _cluster("authz", options.authz, http2=options.protocol == "grpc")
+    authz = _authz_cluster(options)
     return Bootstrap(
         admin=Admin(address=_address(options.admin)),
         static_resources=BootstrapStaticResources(
@@ -325,10 +362,12 @@ def render(options: EnvoyOptions) -> str:
     bootstrap = edge(options) if options.shape == "edge" else sidecar(options)
     document = bootstrap.to_dict()
     _explicit_fail_closed(document)
+    resilience.fix_json_names(document)
     header = (
         f"# Envoy bootstrap, shape '{options.shape}', generated by: authz envoy-config "
         f"--shape {options.shape} --authz {','.join(options.authz)}"
-        + (f" --protocol http --path-prefix {options.path_prefix}" if options.protocol == "http" else "") + "\n"
+        + (f" --protocol http --path-prefix {options.path_prefix}" if options.protocol == "http" else "")
+        + envoy_metadata.flags(options) + "\n"
     )
     return header + yaml.safe_dump(document, sort_keys=False, default_flow_style=False)
 

@@ -35,6 +35,7 @@ CheckResponse = external_auth_pb2.CheckResponse
 AUTHORIZATION_SERVICE: str = external_auth_pb2.DESCRIPTOR.services_by_name["Authorization"].full_name
 
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+_APPEND = base_pb2.HeaderValueOption.APPEND_IF_EXISTS_OR_ADD
 
 
 class Field(NamedTuple):
@@ -147,27 +148,43 @@ def _add_headers(options: Any, headers: Any) -> None:
         option.append_action = _OVERWRITE
 
 
+def _add_client_headers(options: Any, headers: Any) -> None:
+    """Headers for the client, each added beside what the upstream answered
+    (two ``set-cookie`` are two headers)."""
+    for name, value in headers:
+        option = options.add()
+        option.header.key = name
+        option.header.value = value
+        option.append_action = _APPEND
+
+
 def to_response(decision: Decision, request_id: str | None) -> Any:
     """The CheckResponse for a decision. Never empty: an empty response
-    means allow to Envoy, so every response carries an explicit status."""
+    means allow to Envoy, so every response carries an explicit status.
+    Its ``dynamic_metadata`` is what Envoy keeps under the ext_authz
+    filter's namespace, on allow and on deny (:meth:`Decision.envoy_metadata`)."""
     if decision.allowed:
         response = CheckResponse()
         response.status.code = 0  # present, though zero
         ok = response.ok_response
         _add_headers(ok.headers, decision.headers)
         ok.headers_to_remove.extend(decision.remove)
+        if decision.client_headers:
+            _add_client_headers(ok.response_headers_to_add, decision.client_headers)
+        response.dynamic_metadata.update(decision.envoy_metadata())
         return response
-    return denied_response(decision.reason, request_id)
+    return denied_response(decision.reason, request_id, decision.envoy_metadata())
 
 
 _DENIED_HEADERS = (("content-type", "application/json"), ("cache-control", "no-store"))
 
 
-def denied_response(reason: Reason, request_id: str | None) -> Any:
+def denied_response(reason: Reason, request_id: str | None, metadata: Mapping[str, Any] | None = None) -> Any:
     outcome = OUTCOMES[reason]
     response = CheckResponse()
     response.status.code = outcome.grpc_code
     response.status.message = reason.value
+    response.dynamic_metadata.update(metadata if metadata is not None else {"reason": reason.value})
     denied = response.denied_response
     # envoy.type.v3.StatusCode's numbers are the HTTP status codes themselves.
     denied.status.code = outcome.http_status  # type: ignore[assignment]

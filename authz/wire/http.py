@@ -28,6 +28,7 @@ from typing import Any, Literal, NamedTuple
 
 from authz.decision import Decision
 from authz.errors import OUTCOMES, Reason
+from authz.metadata import as_text
 from authz.policy import Policy, Reads
 from authz.request import ATTRIBUTES, Request
 from authz.wire import cache_digest
@@ -237,20 +238,35 @@ def _never(_call: Call) -> None:
 _DENIED_HEADERS = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
 
 
+def _pairs(pairs: Any) -> list[tuple[bytes, bytes]]:
+    return [(name.encode("ascii"), value.encode("ascii")) for name, value in pairs]
+
+
 def to_answer(decision: Decision, request_id: str | None) -> Answer:
     """(status, headers, body) for Envoy: 200 with the upstream headers (and
-    the removals) to allow; the reason's status, challenge and JSON body to
-    deny (the same body as the gRPC door's)."""
+    the removals) and the client's headers to allow; the reason's status,
+    challenge and JSON body to deny (the same body as the gRPC door's).
+
+    Dynamic metadata travels as one header per key, named as the key (Envoy
+    stores each under its header name, ``dynamic_metadata_from_headers``),
+    on allow and on deny: a string as it is, any other value as its JSON
+    text. The policy's names never collide (``authz.config.response``), and
+    Envoy copies none of these headers to the client or the upstream unless
+    its configuration lists them."""
+    metadata = [(key.encode("ascii"), as_text(value).encode("ascii"))
+                for key, value in decision.envoy_metadata().items()]
     if decision.allowed:
-        headers = [(name.encode("ascii"), value.encode("ascii")) for name, value in decision.headers]
+        headers = _pairs(decision.headers)
         if decision.remove:
             headers.append((HEADERS_TO_REMOVE.encode("ascii"), ",".join(decision.remove).encode("ascii")))
-        return 200, headers, b""
+        if decision.client_headers:
+            headers += _pairs(decision.client_headers)
+        return 200, headers + metadata, b""
     outcome = OUTCOMES[decision.reason]
     headers = list(_DENIED_HEADERS)
     if outcome.challenge is not None:
         headers.append((b"www-authenticate", outcome.challenge.encode("ascii")))
-    return outcome.http_status, headers, denied_body(decision.reason, request_id)
+    return outcome.http_status, headers + metadata, denied_body(decision.reason, request_id)
 
 
 class HttpDoor:

@@ -52,11 +52,17 @@ CRD_SCHEMAS: dict[tuple[str, str], str] = {
         "security.istio.io/v1",
         "RequestAuthentication",
     ): "security.istio.io_requestauthentication_v1.json",
+    (
+        "networking.istio.io/v1",
+        "DestinationRule",
+    ): "networking.istio.io_destinationrule_v1.json",
     ("install.istio.io/v1alpha1", "IstioOperator"): "install.istio.io_istiooperator_v1alpha1.json",
     ("getambassador.io/v3alpha1", "AuthService"): "getambassador.io_authservice_v3alpha1.json",
     ("getambassador.io/v3alpha1", "Mapping"): "getambassador.io_mapping_v3alpha1.json",
     ("getambassador.io/v3alpha1", "Filter"): "getambassador.io_filter_v3alpha1.json",
     ("getambassador.io/v3alpha1", "FilterPolicy"): "getambassador.io_filterpolicy_v3alpha1.json",
+    ("getambassador.io/v3alpha1", "RateLimitService"): "getambassador.io_ratelimitservice_v3alpha1.json",
+    ("networking.istio.io/v1alpha3", "EnvoyFilter"): "networking.istio.io_envoyfilter_v1alpha3.json",
 }
 MESH_CONFIG_SCHEMA = "istio.mesh.v1alpha1_meshconfig_extensionproviders.hand.json"
 ISTIO_OPERATOR_SPEC_SCHEMA = "install.istio.io_istiooperatorspec.hand.json"

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from authz.metadata import BUILTIN
 from testkit.procs import Authz, free_port
 from tests.deploy.manifests import find, mesh_configs
 from tests.deploy.test_manifests import (
@@ -152,8 +153,18 @@ def client(**headers: str) -> dict[str, str]:
     return base
 
 
+def metadata_headers() -> frozenset[str]:
+    """The headers that carry authz's dynamic metadata (docs/http-door.md):
+    for Envoy's dynamic_metadata_from_headers, never to be passed on."""
+    return frozenset(BUILTIN) | frozenset(policy()["response"].get("metadata", {}))
+
+
 def passed_on(headers: dict[str, str]) -> set[str]:
-    return set(headers) - TRANSPORT_HEADERS - {REMOVE}
+    return set(headers) - TRANSPORT_HEADERS - {REMOVE} - metadata_headers()
+
+
+def test_sec_55_no_proxy_passes_the_metadata_headers_on(proxy: Proxy) -> None:
+    assert metadata_headers().isdisjoint(proxy.upstream | proxy.client_on_deny)
 
 
 @pytest.fixture(params=sorted(PROXIES))

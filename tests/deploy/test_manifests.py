@@ -80,6 +80,7 @@ def test_every_document_is_checked_by_some_schema() -> None:
     assert ("security.istio.io/v1", "AuthorizationPolicy") in kinds
     assert ("getambassador.io/v3alpha1", "AuthService") in kinds
     assert ("getambassador.io/v3alpha1", "Filter") in kinds
+    assert ("networking.istio.io/v1", "DestinationRule") in kinds
 
 
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
@@ -176,6 +177,12 @@ def test_kubernetes_validation_fails_on_a_broken_copy(
         ),
         # A bad name in metadata.
         ("AuthService", "authz", "metadata.labels", {"app": 1}, None),
+        # The DestinationRule: a misspelt field would be pruned, and the
+        # outlier detection it configures silently not be there.
+        ("DestinationRule", "authz", "spec.trafficPolicy.outlierDetection.consecutiveLocalOriginFailures", None,
+         "consecutiveLocalOriginFailure"),
+        ("DestinationRule", "authz", "spec.trafficPolicy.outlierDetection", None, "outlierDetections"),
+        ("DestinationRule", "authz", "spec.trafficPolicy.connectionPool.tcp.connectTimeout", 250, None),
     ],
 )
 def test_crd_validation_fails_on_a_broken_copy(
@@ -652,6 +659,23 @@ def test_mesh_extension_providers_target_the_authz_service() -> None:
         assert "includeAdditionalHeadersInCheck" not in http, source
         assert "includeRequestBodyInCheck" not in http, source
         assert "includeHeadersInCheck" not in http, source
+
+
+def test_the_destination_rule_routes_around_a_lost_pod_and_never_ejects_on_answers() -> None:
+    destination_rule = find("DestinationRule", "authz")
+    rule = destination_rule["spec"]
+    assert rule["host"] == service_address().fqdn
+    assert destination_rule["metadata"]["namespace"] == service_address().namespace
+    outlier = rule["trafficPolicy"]["outlierDetection"]
+    assert outlier["splitExternalLocalOriginErrors"] is True and outlier["consecutiveLocalOriginFailures"] >= 1
+    # authz's answers (a 503 from an overloaded HTTP door) eject nobody.
+    assert outlier["consecutive5xxErrors"] == 0 and outlier["consecutiveGatewayErrors"] == 0
+    assert 0 < outlier["maxEjectionPercent"] < 100
+    # A connect to a vanished pod gives up well within the providers' timeout.
+    connect = float(rule["trafficPolicy"]["connectionPool"]["tcp"]["connectTimeout"].removesuffix("s"))
+    timeouts = {float(provider[kind]["timeout"].removesuffix("s"))
+                for _, mesh in mesh_configs() for kind, provider in providers_by_kind(mesh).items()}
+    assert connect <= min(timeouts) / 2
 
 
 def test_custom_policies_name_the_mesh_provider() -> None:

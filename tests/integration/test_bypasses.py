@@ -1,4 +1,4 @@
-"""Bypass classes closed, through real Envoy and both doors (docs/security.md 45, 46, 48)."""
+"""Bypass classes closed, through real Envoy and both doors (docs/security.md 45, 46, 48, 49, 50, 51)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 import shutil
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -20,23 +21,44 @@ pytestmark = pytest.mark.integration
 EXTRA_RULES = """rules:
   - {name: reports, effect: allow, paths: [/reports], anonymous: true, when: 'request.query.tenant == "t1"'}
   - {name: no-t2, effect: deny, paths: [/healthz], when: 'request.query.tenant == "t2"'}
+  - {name: open, effect: allow, paths: ["/open/**"], anonymous: true}
+  - {name: no-open-admin, effect: deny, paths: ["/open/admin/**"]}
+  - {name: hostile, effect: deny, paths: ["/open/files/*a*a*a*a*b", "/open/**/a/**/b/**/c"]}
 """
+
+
+def _stack(door_kind: str, tmp: Path, policy_tail: str = "") -> Iterator[Envoy]:
+    """Echo behind Envoy (the edge shape) calling authz's ``door_kind`` door,
+    on the acceptance policy with EXTRA_RULES and ``policy_tail`` added."""
+    for name in ("policy.yaml", "corp.jwks.json", "identity-es256.pem"):
+        shutil.copy(ACCEPTANCE / name, tmp / name)
+    policy = tmp / "policy.yaml"
+    policy.write_text(policy.read_text().replace("rules:\n", EXTRA_RULES, 1) + policy_tail)
+    door = f"127.0.0.1:{free_port()}"
+    extra = ["--http-authz-address", door, "--http-authz-prefix", "/authz", "--trusted-forwarded-hops", "1"]
+    with Echo() as echo, Authz(policy, workers=1, extra=extra) as authz:
+        options = EnvoyOptions(shape="edge", authz=[authz.grpc_address if door_kind == "grpc" else door],
+                               upstream=echo.address, protocol=door_kind, path_prefix="/authz")
+        with Envoy(tmp, options) as proxy:
+            yield proxy
 
 
 @pytest.fixture(scope="module", params=["grpc", "http"])
 def envoy(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Envoy]:
-    tmp = tmp_path_factory.mktemp(f"bypass-{request.param}")
-    for name in ("policy.yaml", "corp.jwks.json", "identity-es256.pem"):
-        shutil.copy(ACCEPTANCE / name, tmp / name)
-    policy = tmp / "policy.yaml"
-    policy.write_text(policy.read_text().replace("rules:\n", EXTRA_RULES, 1))
-    door = f"127.0.0.1:{free_port()}"
-    extra = ["--http-authz-address", door, "--http-authz-prefix", "/authz", "--trusted-forwarded-hops", "1"]
-    with Echo() as echo, Authz(policy, workers=1, extra=extra) as authz:
-        options = EnvoyOptions(shape="edge", authz=[authz.grpc_address if request.param == "grpc" else door],
-                               upstream=echo.address, protocol=request.param, path_prefix="/authz")
-        with Envoy(tmp, options) as proxy:
-            yield proxy
+    yield from _stack(request.param, tmp_path_factory.mktemp(f"bypass-{request.param}"))
+
+
+@pytest.fixture(scope="module", params=["grpc", "http"])
+def lenient_envoy(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Envoy]:
+    """As ``envoy``, for an upstream that uses matrix parameters and ignores case."""
+    tmp = tmp_path_factory.mktemp(f"lenient-{request.param}")
+    yield from _stack(request.param, tmp, "\npaths:\n  matrix_parameters: strip\n  case_sensitive: false\n")
+
+
+def _get(envoy: Envoy, path: str) -> tuple[int, str]:
+    """(status, reason) of a GET through Envoy; the reason of a 200 is "allowed"."""
+    status, _headers, body = http_get(envoy.url + path)
+    return status, json.loads(body)["reason"] if status != 200 else "allowed"
 
 
 def test_a_repeated_query_parameter_fails_closed(envoy: Envoy) -> None:
@@ -66,3 +88,55 @@ def test_an_odd_authority_never_reaches_a_public_route(envoy: Envoy, host: str) 
     status, _headers, body = http_get(envoy.url + "/healthz?tenant=t1", {"host": host})
     # Envoy passes such an authority on; authz refuses it before any rule.
     assert status == 403 and json.loads(body)["reason"] == "invalid_request", (status, body)
+
+
+
+@pytest.mark.parametrize("path", [
+    "/open/admin;x/users", "/open;x/admin/users", "/open/admin/users;jsessionid=1", "/open/;x/admin",
+    "/open/admin;/users", "/open/admin%3Bx/users", "/open/admin%3bx/users", "/open/x;y",
+])
+def test_a_path_parameter_is_refused_wherever_it_is(envoy: Envoy, path: str) -> None:
+    assert _get(envoy, "/open/x") == (200, "allowed")  # the controls
+    assert _get(envoy, "/open/admin/users") == (403, "denied_by_rule")
+    # Envoy passes ';' and '%3B' on as they are; authz refuses them before any rule.
+    assert _get(envoy, path) == (403, "invalid_path")
+
+
+def test_envoy_resolves_dot_segments_before_authz_sees_parameters(envoy: Envoy) -> None:
+    # normalize_path in the generated config removes '/x;y/..' first, so
+    # authz sees /open/admin/users and the deny rule matches it.
+    assert _get(envoy, "/open/x;y/../admin/users") == (403, "denied_by_rule")
+
+
+def test_with_matrix_parameters_stripped_the_deny_rule_still_matches(lenient_envoy: Envoy) -> None:
+    status, _headers, body = http_get(lenient_envoy.url + "/open/x;v=1")
+    assert status == 200, body
+    assert json.loads(body)["path"] == "/open/x;v=1"  # the upstream still gets its parameters
+    for path in ("/open/admin;x/users", "/open;x/admin/users", "/open/admin/users;jsessionid=1", "/open/;x/admin"):
+        assert _get(lenient_envoy, path) == (403, "denied_by_rule"), path
+    assert _get(lenient_envoy, "/open/admin%3Bx/users") == (403, "invalid_path")
+
+
+def test_case_matters_as_written(envoy: Envoy) -> None:
+    # /open/ADMIN is another path: the allow rule covers it, the deny rule does not.
+    assert _get(envoy, "/open/ADMIN/users") == (200, "allowed")
+    assert _get(envoy, "/open/admin/") == (403, "denied_by_rule")  # '/**' covers the trailing slash
+
+
+def test_case_is_folded_when_the_policy_says_the_upstream_ignores_it(lenient_envoy: Envoy) -> None:
+    # Every rule sees the path lower-cased.
+    for path in ("/open/ADMIN/users", "/OPEN/Admin", "/Open/admin/"):
+        assert _get(lenient_envoy, path) == (403, "denied_by_rule"), path
+    assert _get(lenient_envoy, "/OPEN/x") == (200, "allowed")
+
+
+def test_hostile_globs_decide_at_once_and_long_paths_are_refused(envoy: Envoy) -> None:
+    # Near misses of the 'hostile' deny rule's globs, just under the 8192
+    # character limit: a backtracking matcher would not answer these for
+    # hours (http_get gives up after 10 s).
+    assert _get(envoy, "/open/files/" + "a" * 8100) == (200, "allowed")
+    assert _get(envoy, "/open" + "/a/b" * 2040) == (200, "allowed")
+    assert _get(envoy, "/open/files/" + "a" * 8100 + "b") == (403, "denied_by_rule")
+    assert _get(envoy, "/open" + "/a/b" * 2040 + "/c") == (403, "denied_by_rule")
+    # Over the limit: refused before any rule, whatever it would have matched.
+    assert _get(envoy, "/open/" + "a" * 8200) == (403, "invalid_path")

@@ -1,6 +1,7 @@
 """Both doors decide alike: the same client request, sent as a gRPC
 CheckRequest and as Envoy's HTTP ext_authz call, gets the same decision,
-status, reason, challenge and upstream headers (docs/architecture.md)."""
+status, reason, challenge, upstream headers, client headers and dynamic
+metadata (docs/architecture.md)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from hypothesis import strategies as st
 
 from authz.config import load_policy
 from authz.engine import SystemClock
+from authz.metadata import BUILTIN, as_text
 from authz.server.service import CheckService, PolicyState
 from authz.server.telemetry import Telemetry
 from authz.wire.grpc import GRPC, CheckRequest, CheckResponse
@@ -58,6 +60,16 @@ def client_requests(draw: st.DrawFn) -> dict[str, Any]:
 
 
 DOOR = HttpDoor(HttpDoorSettings(PREFIX, forwarded_hops=1, trust_xfcc=True))
+# What the acceptance policy adds for the client and for Envoy here.
+EXTRA_RESPONSE = """\
+  metadata:
+    sub: identity.subject
+    roles: identity.roles
+    tenant: identity.claims.tenant
+  client_headers:
+    set-cookie: ['"seen=" + identity.subject', '"kind=" + identity.kind']
+"""
+METADATA_KEYS = {*BUILTIN, "sub", "roles", "tenant"}
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +77,9 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> CheckService:
     tmp = tmp_path_factory.mktemp("doors")
     for name in ("policy.yaml", "corp.jwks.json", "identity-es256.pem"):
         shutil.copy(ACCEPTANCE / name, tmp / name)
-    state = PolicyState(load_policy(str(tmp / "policy.yaml")), SystemClock(), doors=(GRPC, DOOR))
+    policy = tmp / "policy.yaml"
+    policy.write_text(policy.read_text().replace("  remove: [authorization]\n", "  remove: [authorization]\n" + EXTRA_RESPONSE))
+    state = PolicyState(load_policy(str(policy)), SystemClock(), doors=(GRPC, DOOR))
     return CheckService(state, Telemetry())
 
 
@@ -75,12 +89,16 @@ def _grpc(service: CheckService, call: dict[str, Any]) -> tuple[Any, ...]:
                                                        source=call["source"], principal=call["principal"]),
                                     CheckRequest())
     response = CheckResponse.FromString(service.check_sync(message.SerializeToString(), None))
+    # The HTTP door carries each value as a header: a string as it is, others as JSON.
+    metadata = {key: as_text(value) for key, value in json_format.MessageToDict(response.dynamic_metadata).items()}
     if response.HasField("ok_response"):
-        headers = {h.header.key: h.header.value for h in response.ok_response.headers}
-        return _outcome(200, "allowed", headers, list(response.ok_response.headers_to_remove))
+        ok = response.ok_response
+        headers = {h.header.key: h.header.value for h in ok.headers}
+        client = [(h.header.key, h.header.value) for h in ok.response_headers_to_add]
+        return _outcome(200, "allowed", headers, list(ok.headers_to_remove), client, metadata)
     denied = response.denied_response
     headers = {h.header.key: h.header.value for h in denied.headers}
-    return _outcome(denied.status.code, json.loads(denied.body)["reason"], headers, [])
+    return _outcome(denied.status.code, json.loads(denied.body)["reason"], headers, [], [], metadata)
 
 
 def _http(service: CheckService, call: dict[str, Any]) -> tuple[Any, ...]:
@@ -92,17 +110,22 @@ def _http(service: CheckService, call: dict[str, Any]) -> tuple[Any, ...]:
     scope = {"type": "http", "method": call["method"], "raw_path": (PREFIX + call["path"]).encode(),
              "query_string": call["query"].encode(), "headers": headers}
     status, answer, body = asyncio.run(service.check_async(DOOR, scope, 1.0))
-    found = {k.decode(): v.decode() for k, v in answer}
+    pairs = [(k.decode(), v.decode()) for k, v in answer]
+    # Envoy sorts the answer's headers by name, as its configuration lists them.
+    client = [(k, v) for k, v in pairs if k == "set-cookie"]
+    metadata = {k: v for k, v in pairs if k in METADATA_KEYS}
+    found = {k: v for k, v in pairs if k != "set-cookie" and k not in METADATA_KEYS}
     removed = found.pop("x-envoy-auth-headers-to-remove", "")
     if status == 200:
-        return _outcome(200, "allowed", found, removed.split(",") if removed else [])
-    return _outcome(status, json.loads(body)["reason"], found, [])
+        return _outcome(200, "allowed", found, removed.split(",") if removed else [], client, metadata)
+    return _outcome(status, json.loads(body)["reason"], found, [], client, metadata)
 
 
-def _outcome(status: int, reason: str, headers: dict[str, str], removed: list[str]) -> tuple[Any, ...]:
+def _outcome(status: int, reason: str, headers: dict[str, str], removed: list[str],
+             client: list[tuple[str, str]], metadata: dict[str, str]) -> tuple[Any, ...]:
     token_present = "x-identity-token" in headers
     headers = {k: v for k, v in headers.items() if k != "x-identity-token"}
-    return status, reason, sorted(headers.items()), sorted(removed), token_present
+    return status, reason, sorted(headers.items()), sorted(removed), token_present, client, sorted(metadata.items())
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -133,3 +156,19 @@ def test_an_attribute_the_http_door_cannot_know_fails_closed(tmp_path: Path) -> 
     assert _http(service, {**call, "path": "/open"})[:2] == (200, "allowed")
     # An allow rule that reads what the door cannot know does not allow.
     assert _http(service, {**call, "path": "/ctx", "method": "POST"})[:2] == (401, "missing_credential")
+
+
+def test_both_doors_send_the_same_metadata_and_client_headers(service: CheckService) -> None:
+    headers = {"authorization": f"Bearer {TOKENS['alice-t1']}", "x-tenant": "t1"}
+    call: dict[str, Any] = {"method": "GET", "path": "/api/orders/1", "query": "", "source": "198.51.100.7",
+                            "principal": "", "headers": headers}
+    grpc, http = _grpc(service, call), _http(service, call)
+    assert grpc == http
+    assert grpc[5] == [("set-cookie", "seen=alice"), ("set-cookie", "kind=jwt")]
+    assert dict(grpc[6]) == {"reason": "allowed", "rule": "orders-reader", "issuer": "corp", "sub": "alice",
+                             "roles": '["orders-reader"]', "tenant": "t1"}
+    # A denial: reason, rule and issuer only, through either door.
+    denied = {**call, "headers": {**headers, "x-tenant": "t2"}}
+    grpc, http = _grpc(service, denied), _http(service, denied)
+    assert grpc == http
+    assert dict(grpc[6]) == {"reason": "denied_by_rule", "rule": "tenant-isolation", "issuer": "corp"}

@@ -4,13 +4,24 @@ written as Prometheus text; the serve options reach every worker whole."""
 from __future__ import annotations
 
 import pickle
+import shutil
+from pathlib import Path
 from typing import Any
 
+from google.protobuf import json_format
+
 from authz.cli import build_parser
+from authz.config import load_policy
+from authz.engine import SystemClock
 from authz.server import metrics
 from authz.server.cache import Stats
 from authz.server.options import ServeOptions
+from authz.server.service import CheckService, PolicyState
 from authz.server.telemetry import METRICS, Snapshot, Telemetry, labels
+from authz.wire.grpc import CheckRequest, CheckResponse
+from testkit.paths import ACCEPTANCE
+from testkit.requests import check_request_json
+from testkit.tokens import claims, token
 
 
 def _worker(decided: int, *, in_flight: int, generation: int, age: float, latency: float) -> Snapshot:
@@ -21,6 +32,7 @@ def _worker(decided: int, *, in_flight: int, generation: int, age: float, latenc
     telemetry = Telemetry(sources=lambda: {"caches": {"decisions": (stats, 1)}, "jwks": key_sets})
     telemetry.decisions[("allowed", "corp")] += decided
     telemetry.dry_run_denials["blocked-networks"] += 1
+    telemetry.omissions[("metadata", "tier")] += 1
     telemetry.in_flight, telemetry.generation = in_flight, generation
     telemetry.latency.record(latency)
     snapshot = telemetry.snapshot()
@@ -42,6 +54,7 @@ def test_snapshots_merge_as_each_metric_says() -> None:
     samples = _samples(metrics.render(merged))
     assert samples['authz_decisions_total{issuer="corp",reason="allowed"}'] == 8
     assert samples['authz_dry_run_denials_total{rule="blocked-networks"}'] == 2
+    assert samples['authz_response_omissions_total{kind="metadata",name="tier"}'] == 2
     assert samples['authz_cache_requests_total{cache="decisions",outcome="hit"}'] == 2 + 4
     assert samples['authz_cache_entries{cache="decisions"}'] == 2
     assert samples['authz_jwks_fetches_total{issuer="remote",outcome="failure"}'] == 2
@@ -80,3 +93,21 @@ def test_serve_options_are_the_flags_and_pickle() -> None:
     assert pickle.loads(pickle.dumps(options)) == options  # handed as is to every worker process
     assert (options.max_streams_per_connection, options.worker_port(2)) == (7, 9002)
     assert ServeOptions.from_args(build_parser().parse_args(["serve", "--config", "p.yaml"])).worker_port(0) is None
+
+
+def test_sec_55_a_key_left_out_is_counted_on_every_answer_cached_or_not(tmp_path: Path) -> None:
+    for name in ("policy.yaml", "corp.jwks.json", "identity-es256.pem"):
+        shutil.copy(ACCEPTANCE / name, tmp_path / name)
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(policy.read_text().replace(
+        "  remove: [authorization]\n", "  remove: [authorization]\n  metadata:\n    tier: identity.claims.tier\n"))
+    state = PolicyState(load_policy(str(policy)), SystemClock())
+    service = CheckService(state, Telemetry(sources=lambda: {"caches": state.cache_sources()}))
+    raw = json_format.ParseDict(check_request_json("GET", "/api/orders/1", headers={
+        "authorization": f"Bearer {token(claims())}", "x-tenant": "t1"}), CheckRequest()).SerializeToString()
+    for _ in range(2):  # a miss, then a hit
+        response = CheckResponse.FromString(service.check_sync(raw, None))
+        assert response.HasField("ok_response") and "tier" not in response.dynamic_metadata
+    snapshot = service.telemetry.snapshot()
+    assert snapshot["authz_response_omissions_total"] == {labels(kind="metadata", name="tier"): 2}
+    assert snapshot["authz_cache_requests_total"][labels(cache="decisions", outcome="hit")] == 1

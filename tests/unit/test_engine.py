@@ -418,6 +418,64 @@ def test_paths_are_matched_normalized_and_without_query(engine: Engine) -> None:
     assert_decision(decide(engine, "GET", "/healthz/../api/orders"), 401, Reason.MISSING_CREDENTIAL)
 
 
+def test_a_path_over_the_limit_is_invalid_whatever_the_credential(tmp_path: Path) -> None:
+    engine = make_engine(tmp_path, policy_text() + "paths:\n  max_length: 1024\n")
+    near = "/healthz" + "/" * (1024 - len("/healthz"))  # 1024 characters: merged to /healthz/
+    assert decide(engine, "GET", "/healthz" + "?q=" + "x" * 5000).allowed  # the query does not count
+    assert_decision(decide(engine, "GET", near), 401, Reason.MISSING_CREDENTIAL)
+    assert_decision(decide(engine, "GET", near + "/"), 403, Reason.INVALID_PATH)
+    long = "/api/orders/" + "7" * 2000
+    assert_decision(decide(engine, "GET", long, bearer=mint(), headers={"x-tenant": "t1"}), 403, Reason.INVALID_PATH)
+
+
+MATRIX_POLICY = """\
+version: 1
+rules:
+  - {name: no-admin, effect: deny, paths: ["/api/admin/**"]}
+  - {name: no-secret, effect: deny, when: 'request.path.startsWith("/api/secret")'}
+  - {name: open, effect: allow, anonymous: true, paths: ["/api/**"]}
+"""
+
+
+@pytest.mark.parametrize("path", ["/api/admin;x/users", "/api;x/admin/users", "/api/admin/users;x", "/;x/api/admin",
+                                  "/api/public;x/../admin", "/api/other;v=1", "/api/admin%3Bx/users"])
+def test_path_parameters_are_invalid_by_default(tmp_path: Path, path: str) -> None:
+    engine = make_engine(tmp_path, MATRIX_POLICY)
+    assert_decision(decide(engine, "GET", "/api/other"), 200, Reason.ALLOWED, "open")  # the control
+    assert_decision(decide(engine, "GET", path), 403, Reason.INVALID_PATH)
+    assert_decision(decide(engine, "GET", path, bearer=mint()), 403, Reason.INVALID_PATH)
+
+
+def test_with_matrix_parameters_stripped_every_rule_sees_the_path_without_them(tmp_path: Path) -> None:
+    engine = make_engine(tmp_path, MATRIX_POLICY + "paths:\n  matrix_parameters: strip\n")
+    for path in ("/api/admin;x/users", "/api;x/admin/users", "/api/admin;x", "/;x/api/admin/users",
+                 "/api/public;x/../admin/users", "/api/admin/users;jsessionid=1"):
+        assert_decision(decide(engine, "GET", path), 403, Reason.DENIED_BY_RULE, "no-admin")
+    # CEL's request.path is the stripped path too.
+    assert_decision(decide(engine, "GET", "/api/sec;x/../secret;y/z"), 403, Reason.DENIED_BY_RULE, "no-secret")
+    # Allow rules match on the stripped path as well.
+    assert_decision(decide(engine, "GET", "/api/other;v=1"), 200, Reason.ALLOWED, "open")
+    assert_decision(decide(engine, "GET", "/other;x/../api/x"), 200, Reason.ALLOWED, "open")
+    assert_decision(decide(engine, "GET", "/api;x/../other"), 401, Reason.MISSING_CREDENTIAL)
+    # An encoded ';' and '..;' stay refused.
+    assert_decision(decide(engine, "GET", "/api/admin%3Bx/users"), 403, Reason.INVALID_PATH)
+    assert_decision(decide(engine, "GET", "/api/public/..;/admin"), 403, Reason.INVALID_PATH)
+
+
+def test_case_matters_unless_the_policy_says_the_upstream_ignores_it(tmp_path: Path) -> None:
+    sensitive = make_engine(tmp_path / "sensitive", MATRIX_POLICY)
+    # As written: /api/ADMIN is another path, which the allow rule covers.
+    assert_decision(decide(sensitive, "GET", "/api/ADMIN/users"), 200, Reason.ALLOWED, "open")
+    assert_decision(decide(sensitive, "GET", "/API/admin/users"), 401, Reason.MISSING_CREDENTIAL)
+    folded = make_engine(tmp_path / "folded", MATRIX_POLICY.replace('"/api/admin/**"', '"/API/Admin/**"')
+                         + "paths:\n  case_sensitive: false\n")
+    for path in ("/api/ADMIN/users", "/API/admin/users", "/Api/Admin", "/api/admin/"):
+        assert_decision(decide(folded, "GET", path), 403, Reason.DENIED_BY_RULE, "no-admin")
+    # CEL sees the lower-cased path too.
+    assert_decision(decide(folded, "GET", "/API/Secret"), 403, Reason.DENIED_BY_RULE, "no-secret")
+    assert_decision(decide(folded, "GET", "/API/Other"), 200, Reason.ALLOWED, "open")
+
+
 def test_hosts_and_methods(tmp_path: Path) -> None:
     text = policy_text().replace("rules:\n", textwrap.dedent("""\
         rules:

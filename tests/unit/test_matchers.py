@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 
 import pytest
+import re2
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from authz.matchers import (
     compile_cidrs,
@@ -20,7 +24,7 @@ from authz.matchers import (
 
 
 def path_matches(pattern: str, path: str) -> bool:
-    return compile_paths([pattern]).fullmatch(path) is not None
+    return compile_paths([pattern]).matches(path)
 
 
 # -- paths -------------------------------------------------------------------
@@ -71,14 +75,23 @@ def test_path_globs(pattern: str, path: str, expected: bool) -> None:
     assert path_matches(pattern, path) is expected
 
 
+def test_folded_path_patterns_are_lower_case() -> None:
+    globs = compile_paths(["/API/Admin/**", "/Health"], fold_case=True)
+    assert globs.patterns == ("/api/admin/**", "/health")
+    assert globs.matches("/api/admin/x") and globs.matches("/health")
+    # The path is folded before matching (authz.paths); an upper-case one is not.
+    assert not globs.matches("/API/admin/x")
+    assert not compile_paths(["/API/Admin/**"]).matches("/api/admin/x")
+
+
 def test_several_path_patterns_are_alternatives() -> None:
-    regex = compile_paths(["/api/orders", "/api/orders/*"])
-    assert regex.fullmatch("/api/orders")
-    assert regex.fullmatch("/api/orders/7")
-    assert not regex.fullmatch("/api/orders/7/items")
-    # fullmatch binds the whole alternation, not just its last branch.
-    assert not regex.fullmatch("/api/ordersjunk")
-    assert not regex.fullmatch("junk/api/orders")
+    globs = compile_paths(["/api/orders", "/api/orders/*"])
+    assert globs.matches("/api/orders")
+    assert globs.matches("/api/orders/7")
+    assert not globs.matches("/api/orders/7/items")
+    # The match binds the whole alternation, not just its last branch.
+    assert not globs.matches("/api/ordersjunk")
+    assert not globs.matches("junk/api/orders")
 
 
 @pytest.mark.parametrize(
@@ -100,6 +113,60 @@ def test_several_path_patterns_are_alternatives() -> None:
 def test_bad_path_patterns(pattern: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         compile_paths([pattern])
+
+
+# -- linear matching (docs/security.md 50) -----------------------------------
+
+HOSTILE = [
+    "/**/a/**/b/**/c",
+    "/files/*a*a*a*a*b",
+    "/*a*a*a*a*a*a*a*a*b",
+    "/**/**/**/**/**/**/x",
+    "/**/*a*/**/*b*/**/*c*/d",
+]
+
+
+def test_wildcard_globs_run_on_re2_and_plain_ones_on_a_set() -> None:
+    globs = compile_paths(["/api/orders", "/api/orders/*", "/files/*.json"])
+    assert globs.exact == frozenset({"/api/orders"})
+    # An RE2 automaton (no backtracking), never a Python regex.
+    assert isinstance(globs.automaton, re2._Regexp) and not isinstance(globs.automaton, re.Pattern)
+    assert compile_paths(["/a", "/b"]).automaton is None
+
+
+@pytest.mark.parametrize("pattern", HOSTILE)
+def test_hostile_patterns_decide_hostile_paths(pattern: str) -> None:
+    # Shapes that send a backtracking engine into exponential or polynomial
+    # time on a long path; here, on short ones, the answers are the same.
+    backtracking = re.compile(glob_regex(pattern))
+    globs = compile_paths([pattern])
+    for path in ("/" + "a/" * 12, "/files/" + "a" * 20, "/" + "a" * 20 + "b", "/a/b/c", "/x/a/y/b/z/c",
+                 "/xay/xby/xcy/d", "/" + "x/" * 6 + "x"):
+        assert globs.matches(path) is (backtracking.fullmatch(path) is not None), (pattern, path)
+
+
+_SEGMENT = st.sampled_from(["a", "b", "ab", "*", "a*", "*b", "*a*", "**", "x.y"])
+_PATH_SEGMENT = st.sampled_from(["", "a", "b", "ab", "ba", "aab", "x.y", "xay"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(pattern=st.lists(_SEGMENT, min_size=1, max_size=5), path=st.lists(_PATH_SEGMENT, min_size=0, max_size=6))
+def test_re2_globs_answer_as_the_backtracking_regex_did(pattern: list[str], path: list[str]) -> None:
+    glob, text = "/" + "/".join(pattern), "/" + "/".join(path)
+    expected = re.compile(glob_regex(glob)).fullmatch(text) is not None
+    assert compile_globs([glob]).matches(text) is expected, (glob, text)
+
+
+def test_more_patterns_than_one_automaton_holds_is_a_config_error() -> None:
+    with pytest.raises(ValueError, match="1000 patterns with wildcards are too many or too long for one matcher"):
+        compile_paths(["/" + "x*" * 100 + str(i) for i in range(1000)])
+
+
+def test_non_ascii_principals_match_by_character() -> None:
+    # '*' is one character or more of a segment, also when a character is several UTF-8 bytes.
+    assert compile_globs(["spiffe://td/ns/*/sa/x"]).matches("spiffe://td/ns/\u00e9/sa/x")
+    assert compile_globs(["spiffe://td/ns/caf*"]).matches("spiffe://td/ns/caf\u00e9")
+    assert not compile_globs(["spiffe://td/ns/*"]).matches("spiffe://td/ns/\u00e9/x")
 
 
 # -- principals (globs without the leading '/') ------------------------------
@@ -124,7 +191,7 @@ def test_bad_path_patterns(pattern: str, message: str) -> None:
     ],
 )
 def test_principal_globs(pattern: str, principal: str, expected: bool) -> None:
-    assert (compile_globs([pattern]).fullmatch(principal) is not None) is expected
+    assert compile_globs([pattern]).matches(principal) is expected
 
 
 def test_glob_regex_rejects_partial_double_star() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from authz.errors import InvalidPath
-from authz.paths import normalize_path, split_path
+from authz.paths import MAX_PATH_LENGTH, PathRules, normalize_path, split_path
 
 
 @pytest.mark.parametrize(
@@ -42,8 +42,6 @@ from authz.paths import normalize_path, split_path
         ("/a%20b", "/a%20b"),
         ("/caf%c3%a9", "/caf%C3%A9"),
         ("/a%252Fb", "/a%252Fb"),
-        # Path parameters are kept as part of the segment.
-        ("/a/b;v=1/c", "/a/b;v=1/c"),
     ],
 )
 def test_normalize(raw: str, normalized: str) -> None:
@@ -91,6 +89,59 @@ def test_refused(raw: str) -> None:
         normalize_path(raw)
 
 
+# Path parameters (docs/security.md 49), in every position a segment can have them.
+PARAMETERS = [
+    ("/api/admin;x/users", "/api/admin/users"),  # a middle segment
+    ("/api;x/admin/users", "/api/admin/users"),  # the first segment
+    ("/api/admin/users;jsessionid=1", "/api/admin/users"),  # the last segment
+    ("/api/admin/users;", "/api/admin/users"),  # an empty parameter
+    ("/api/admin;a=1;b=2/users", "/api/admin/users"),  # several in one segment
+    ("/api;a/admin;b/users;c", "/api/admin/users"),  # in every segment
+    ("/;x/api/admin", "/api/admin"),  # an empty segment with a parameter
+    ("/api/;x/admin", "/api/admin"),
+    ("/api/admin/;x", "/api/admin/"),
+    ("/;x", "/"),
+    ("/api/public/x;y/../../admin", "/api/admin"),  # before a dot segment
+    ("/api/public/../admin;x/users", "/api/admin/users"),  # after a dot segment
+    ("/api/%61dmin;x/users", "/api/admin/users"),  # beside an escape that decodes
+    ("/api//admin;x//users", "/api/admin/users"),  # beside slashes that merge
+    ("/api/admin;x=/users", "/api/admin/users"),
+    ("/api/admin;x=a,b/users", "/api/admin/users"),
+]
+
+
+@pytest.mark.parametrize(("raw", "stripped"), PARAMETERS)
+def test_path_parameters_are_refused_by_default(raw: str, stripped: str) -> None:
+    with pytest.raises(InvalidPath, match="path parameter"):
+        normalize_path(raw)
+
+
+@pytest.mark.parametrize(("raw", "stripped"), PARAMETERS)
+def test_path_parameters_are_removed_from_every_segment_when_the_policy_says_so(raw: str, stripped: str) -> None:
+    assert normalize_path(raw, PathRules(strip_parameters=True)) == stripped
+
+
+@pytest.mark.parametrize("raw", [
+    # An encoded ';' is a delimiter to a server that decodes first and a
+    # plain character to one that does not: refused in both modes.
+    "/api/admin%3Bx/users", "/api/admin%3bx/users", "/api%3B/admin", "/%3b", "/api/admin/users%3B",
+    # '..;' and '.;' are '..' and '.' to Tomcat and Jetty: refused in both modes.
+    "/api/public/..;/admin", "/api/public/.;x/admin", "/api/public/%2e%2e;/admin", "/api/public/%2E;/admin",
+    "/..;", "/api/.;",
+])
+@pytest.mark.parametrize("strip", [False, True])
+def test_encoded_semicolons_and_dot_segments_with_parameters_are_always_refused(raw: str, strip: bool) -> None:
+    with pytest.raises(InvalidPath, match=r"encoded ';'|'\.\.;'"):
+        normalize_path(raw, PathRules(strip_parameters=strip))
+
+
+def test_case_is_kept_unless_the_policy_folds_it() -> None:
+    assert normalize_path("/API/Admin/%7eX%3f") == "/API/Admin/~X%3F"
+    folded = PathRules(fold_case=True)
+    assert normalize_path("/API/Admin/%7eX%3f", folded) == "/api/admin/~x%3f"
+    assert normalize_path("/API;X/Admin", PathRules(strip_parameters=True, fold_case=True)) == "/api/admin"
+
+
 def test_refusal_says_why() -> None:
     with pytest.raises(InvalidPath, match="encoded '/'"):
         normalize_path("/a%2Fb")
@@ -98,6 +149,24 @@ def test_refusal_says_why() -> None:
         normalize_path("/a%2")
     with pytest.raises(InvalidPath, match="non-ASCII"):
         normalize_path("/é")
+    with pytest.raises(InvalidPath, match=r"path parameter \(';'\) in path"):
+        normalize_path("/a;b")
+    with pytest.raises(InvalidPath, match="encoded ';' in path"):
+        normalize_path("/a%3Bb", PathRules(strip_parameters=True))
+
+
+def test_a_path_over_the_limit_is_refused_before_anything_else() -> None:
+    at_limit = "/" + "a" * (MAX_PATH_LENGTH - 1)
+    assert normalize_path(at_limit) == at_limit
+    with pytest.raises(InvalidPath, match=f"longer than {MAX_PATH_LENGTH} characters"):
+        normalize_path(at_limit + "a")
+    # Measured as sent: dot segments or escapes that normalization would shrink still count.
+    with pytest.raises(InvalidPath, match="longer than"):
+        normalize_path("/a" + "/." * MAX_PATH_LENGTH)
+    short = PathRules(max_length=300)
+    assert normalize_path("/" + "b" * 299, short) == "/" + "b" * 299
+    with pytest.raises(InvalidPath, match="longer than 300 characters"):
+        normalize_path("/" + "b" * 300, short)
 
 
 def test_normalized_path_is_stable() -> None:
@@ -105,6 +174,10 @@ def test_normalized_path_is_stable() -> None:
     for raw in ("/a/%2e%2e/b//c/./d/..", "/%7e/x%3f", "/a//../b"):
         once = normalize_path(raw)
         assert normalize_path(once) == once
+    strip = PathRules(strip_parameters=True)
+    for raw, _stripped in PARAMETERS:
+        once = normalize_path(raw, strip)
+        assert normalize_path(once) == normalize_path(once, strip) == once
 
 
 @pytest.mark.parametrize(

@@ -89,6 +89,42 @@ def test_file_that_is_not_utf8(tmp_path: Path) -> None:
     assert run.stderr.splitlines() == [f"{policy}:1: cannot read the file: not UTF-8 text"]
 
 
+def test_a_pattern_list_too_large_for_one_matcher_is_reported_at_its_line(tmp_path: Path) -> None:
+    # Each pattern is fine alone; together they exceed what one automaton may hold.
+    patterns = "".join(f"      - /{'x*' * 100}{i}\n" for i in range(1000))
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(f"version: 1\nrules:\n  - name: big\n    effect: deny\n    paths:\n{patterns}")
+    run = validate(str(policy))
+    assert run.returncode == 2
+    assert run.stderr.splitlines() == [
+        f"{policy}:5: rules[0].paths: 1000 patterns with wildcards are too many or too long for one matcher",
+    ]
+
+
+def test_warnings_go_to_stderr_by_line_and_leave_the_policy_valid(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(textwrap.dedent("""\
+        version: 1
+        rules:
+          - {name: internal, effect: deny, paths: [/internal]}
+          - {name: lan, effect: allow, anonymous: true, source_ips: [10.0.0.0/8]}
+          - {name: admin, effect: deny, paths: [/admin, /admin/**]}
+          - {name: debug, effect: deny, paths: [/debug]}
+    """))
+    slash = ("warning: deny rule {0!r} matches '/{0}' but not '/{0}/', which routers that ignore a trailing slash "
+             "serve alike; write '/{0}/**' (it matches '/{0}', '/{0}/' and every path below) or add '/{0}/'")
+    run = validate(str(policy))
+    assert run.returncode == 0 and run.stdout.startswith(f"{policy}: valid (")
+    assert run.stderr.splitlines() == [f"{policy}:3: " + slash.format("internal"), f"{policy}:6: " + slash.format("debug")]
+    # With the HTTP door's warnings, in line order.
+    run = subprocess.run([sys.executable, "-m", "authz", "validate", "--config", str(policy), "--door", "http"],
+                         capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert run.returncode == 0
+    lines = run.stderr.splitlines()
+    assert [line.split(":")[1] for line in lines] == ["3", "4", "6"]
+    assert "allow rule 'lan' reads source.address" in lines[1]
+
+
 def test_alias_expansion_is_bounded(tmp_path: Path) -> None:
     # "Billion laughs": nine levels of ten aliases would be 10^9 values.
     lines = ["version: 1", 'a0: &a0 ["x"]']

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,6 +27,9 @@ SHIPPED = {
                        "--upstream", "127.0.0.1:8000"],
     "sidecar-http.yaml": ["--shape", "sidecar", "--protocol", "http", "--authz", "127.0.0.1:9292",
                           "--listen", "0.0.0.0:15006", "--upstream", "127.0.0.1:8000", "--protect", "/api/"],
+    "edge-rate-limits.yaml": ["--shape", "edge", "--authz", "127.0.0.1:9191", "--listen", "0.0.0.0:8080",
+                              "--upstream", "127.0.0.1:8000", "--access-log", "/dev/stdout", "--metadata-key", "sub",
+                              "--metadata-key", "tier", "--rate-limit-by", "tier", "--local-rate-limit", "tier=free:3/1m"],
 }
 
 
@@ -35,7 +40,7 @@ def test_shipped_configs_are_the_generator_output(name: str) -> None:
     assert (DEPLOY / name).read_text() == run.stdout, f"deploy/envoy/{name} is stale: regenerate it with authz envoy-config"
 
 
-@pytest.mark.parametrize("name", ["edge.yaml", "edge-http.yaml"])
+@pytest.mark.parametrize("name", ["edge.yaml", "edge-http.yaml", "edge-rate-limits.yaml"])
 def test_edge_config_validates(name: str) -> None:
     envoy_validate(DEPLOY / name)
 
@@ -76,3 +81,66 @@ def test_a_typo_in_a_typed_config_fails_at_generation() -> None:
         from envoy_data_plane.envoy.config.core.v3 import GrpcService
 
         GrpcService(timeout="1s")  # type: ignore[arg-type]
+
+
+def _document(shape: str, protocol: str, **options: object) -> dict[str, object]:
+    import yaml
+
+    text = render(EnvoyOptions(shape=shape, authz=["127.0.0.1:9201", "127.0.0.1:9202"], protocol=protocol,
+                               timeout=0.8, **options))  # type: ignore[arg-type]
+    return dict(yaml.safe_load(text))
+
+
+def _authz_parts(document: dict[str, object]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The authz cluster and the ext_authz call (grpc_service or http_service)."""
+    clusters = document["staticResources"]["clusters"]  # type: ignore[index]
+    (cluster,) = [c for c in clusters if c["name"] == "authz"]
+    (ext_authz,) = [f["typedConfig"] for f in _walk(document) if f.get("name") == "envoy.filters.http.ext_authz"]
+    service = ext_authz.get("grpcService") or ext_authz["httpService"]
+    return cluster, service
+
+
+def _walk(node: Any) -> Iterator[dict[str, Any]]:
+    if isinstance(node, dict):
+        yield node
+        for value in node.values():
+            yield from _walk(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _walk(value)
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+@pytest.mark.parametrize("shape", ["edge", "sidecar"])
+def test_the_authz_cluster_routes_around_a_lost_worker(shape: str, protocol: str) -> None:
+    """docs/security.md 53: what authz.tools.envoy_resilience puts in every
+    generated config (the fault benchmark measured each part)."""
+    cluster, service = _authz_parts(_document(shape, protocol))
+    retry = service["retryPolicy"]
+    on = set(retry["retryOn"].split(","))
+    # Only failures where authz never answered; never its answers or overload.
+    assert {"connect-failure", "reset", "refused-stream"} <= on
+    assert not on & {"5xx", "gateway-error", "resource-exhausted", "retriable-4xx", "retriable-status-codes"}
+    assert on - {"connect-failure", "reset", "refused-stream"} == ({"unavailable"} if protocol == "grpc" else set())
+    assert retry["numRetries"] == 2
+    assert [p["name"] for p in retry["retryHostPredicate"]] == ["envoy.retry_host_predicates.previous_hosts"]
+    # Envoy makes max_interval each attempt's timeout: the whole call's timeout.
+    assert retry["retryBackOff"]["maxInterval"] == "0.800s"
+    assert cluster["connectTimeout"] == "0.200s"
+    (thresholds,) = cluster["circuitBreakers"]["thresholds"]
+    assert thresholds["maxRetries"] >= thresholds["maxRequests"]
+    outlier = cluster["outlierDetection"]
+    assert outlier["splitExternalLocalOriginErrors"] is True and outlier["consecutiveLocalOriginFailure"] == 3
+    assert outlier["enforcingConsecutive5xx"] == 0  # authz's answers (overload's 503) eject nobody
+    assert "enforcingConsecutive5Xx" not in outlier
+    if protocol == "grpc":
+        (check,) = cluster["healthChecks"]
+        assert check["grpcHealthCheck"]["serviceName"] == "envoy.service.auth.v3.Authorization"
+    else:
+        assert "healthChecks" not in cluster  # one port shared by every worker
+
+
+def test_the_fault_benchmark_baseline_has_none_of_it() -> None:
+    cluster, service = _authz_parts(_document("edge", "grpc", resilience=()))
+    assert "retryPolicy" not in service
+    assert not {"circuitBreakers", "outlierDetection", "healthChecks"} & set(cluster)

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import pytest
+from google.protobuf import json_format
 
 from authz._proto.envoy.config.core.v3 import base_pb2
 from authz.decision import Decision
@@ -23,6 +24,7 @@ from authz.wire.grpc import (
 )
 
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+_APPEND = base_pb2.HeaderValueOption.APPEND_IF_EXISTS_OR_ADD
 
 
 def _wire(decision: Decision, request_id: str | None = None) -> CheckResponse:
@@ -59,16 +61,46 @@ def test_a_denial_carries_status_challenge_and_a_body_without_the_credential() -
     assert json.loads(denied.body) == {"error": "unauthenticated", "reason": "invalid_token", "request_id": "req-7"}
 
 
+def test_sec_55_an_allow_carries_client_headers_added_and_metadata() -> None:
+    identity = Identity(kind="jwt", subject="alice", source="corp")
+    decision = Decision(allowed=True, reason=Reason.ALLOWED, rule="orders-reader", identity=identity,
+                        client_headers=(("set-cookie", "a=1"), ("set-cookie", "b=2")),
+                        metadata=(("sub", "alice"), ("level", 3), ("roles", ["r"]), ("m", {"k": None})))
+    response = _wire(decision)
+    added = response.ok_response.response_headers_to_add
+    assert [(h.header.key, h.header.value) for h in added] == [("set-cookie", "a=1"), ("set-cookie", "b=2")]
+    # Added beside the upstream's own Set-Cookie, never replacing it.
+    assert all(h.append_action == _APPEND and not h.HasField("append") for h in added)
+    assert json_format.MessageToDict(response.dynamic_metadata) == {
+        "reason": "allowed", "rule": "orders-reader", "issuer": "corp",
+        "sub": "alice", "level": 3.0, "roles": ["r"], "m": {"k": None}}
+
+
+def test_sec_55_a_denial_carries_reason_rule_and_issuer_as_metadata() -> None:
+    identity = Identity(kind="jwt", subject="alice", source="corp", claims={"secret": "s"})
+    decision = Decision(allowed=False, reason=Reason.DENIED_BY_RULE, rule="tenant-isolation", identity=identity,
+                        metadata=(("sub", "alice"),))  # the engine sets none on a denial; none is sent if it did
+    response = _wire(decision)
+    assert response.HasField("denied_response")
+    assert json_format.MessageToDict(response.dynamic_metadata) == {
+        "reason": "denied_by_rule", "rule": "tenant-isolation", "issuer": "corp"}
+    response = _wire(Decision(allowed=False, reason=Reason.INVALID_TOKEN))
+    assert json_format.MessageToDict(response.dynamic_metadata) == {"reason": "invalid_token"}
+
+
 def test_a_cached_decision_keeps_who_and_why_but_no_claims_headers_or_detail() -> None:
     identity = Identity(kind="jwt", subject="alice", issuer="https://idp", source="corp", roles=frozenset({"r"}),
                         scopes=("s",), claims={"tenant": "t1"}, expires_at=99.0)
     decision = Decision(allowed=True, reason=Reason.ALLOWED, rule="r", identity=identity, headers=(("x", "y"),),
                         remove=("authorization",), detail="d", valid_until=50.0, cacheable=True,
-                        dry_run_denials=("no_permission:-",))
+                        dry_run_denials=("no_permission:-",), client_headers=(("set-cookie", "s=1"),),
+                        metadata=(("tenant", "t1"),), omitted=(("metadata", "tier"),))
     slim = decision.slim()
     assert (slim.allowed, slim.reason, slim.rule, slim.valid_until, slim.cacheable, slim.dry_run_denials) == (
         True, Reason.ALLOWED, "r", 50.0, True, ("no_permission:-",))
-    assert (slim.headers, slim.remove, slim.detail) == ((), (), None)
+    assert (slim.headers, slim.remove, slim.detail, slim.client_headers, slim.metadata) == ((), (), None, (), ())
+    # What was left out is counted on every answer, cached ones too.
+    assert slim.omitted == (("metadata", "tier"),)
     who = slim.identity
     assert (who.kind, who.subject, who.issuer, who.source, who.expires_at) == ("jwt", "alice", "https://idp", "corp", 99.0)
     assert dict(who.claims) == {}

@@ -9,6 +9,7 @@ import pytest
 
 from authz.decision import Decision
 from authz.errors import Reason
+from authz.identity.base import Identity
 from authz.policy import Reads
 from authz.request import ATTRIBUTES
 from authz.wire.http import (
@@ -99,7 +100,26 @@ def test_an_allow_is_a_200_with_upstream_headers_and_removals() -> None:
     status, headers, body = to_answer(Decision(True, Reason.ALLOWED, headers=(("x-user-id", "alice"),),
                                                remove=("authorization", "cookie")), "r")
     assert (status, body) == (200, b"")
-    assert headers == [(b"x-user-id", b"alice"), (b"x-envoy-auth-headers-to-remove", b"authorization,cookie")]
+    assert headers == [(b"x-user-id", b"alice"), (b"x-envoy-auth-headers-to-remove", b"authorization,cookie"),
+                       (b"reason", b"allowed")]
+
+
+def test_sec_55_client_headers_and_one_header_per_metadata_key() -> None:
+    identity = Identity(kind="jwt", subject="alice", source="corp")
+    decision = Decision(True, Reason.ALLOWED, rule="orders-reader", identity=identity,
+                        client_headers=(("set-cookie", "a=1"), ("set-cookie", "b=2")),
+                        metadata=(("sub", "alice"), ("level", 3), ("roles", ["r", "s"])))
+    status, headers, _body = to_answer(decision, None)
+    assert status == 200
+    assert headers == [(b"set-cookie", b"a=1"), (b"set-cookie", b"b=2"), (b"reason", b"allowed"),
+                       (b"rule", b"orders-reader"), (b"issuer", b"corp"), (b"sub", b"alice"), (b"level", b"3"),
+                       (b"roles", b'["r","s"]')]
+    # A denial: reason, rule and issuer beside the denial's own headers, nothing else.
+    denied = decision._replace(allowed=False, reason=Reason.DENIED_BY_RULE, rule="tenant-isolation")
+    status, headers, _body = to_answer(denied, None)
+    assert status == 403
+    assert headers[-3:] == [(b"reason", b"denied_by_rule"), (b"rule", b"tenant-isolation"), (b"issuer", b"corp")]
+    assert b"set-cookie" not in dict(headers) and b"sub" not in dict(headers)
 
 
 def test_a_denial_has_the_reason_status_challenge_and_body() -> None:
