@@ -64,7 +64,14 @@ ANONYMOUS = Identity(kind="anonymous")
 
 class TokenCache(Protocol):
     """Identities of tokens verified before, by digest (the engine is handed
-    one; :class:`authz.server.cache.VerifiedTokenCache` is the server's)."""
+    one; :class:`authz.server.cache.VerifiedTokenCache` is the server's).
 
+    ``epoch`` changes whenever keys leave a key set. A source reads it before
+    it looks at any key and hands it to ``put``, which refuses the identity if
+    the epoch moved meanwhile: a token verified with a key that has just been
+    removed is never stored (docs/security.md 52)."""
+
+    @property
+    def epoch(self) -> int: ...
     def get(self, key: bytes, now: float) -> Identity | None: ...
-    def put(self, key: bytes, identity: Identity, now: float) -> None: ...
+    def put(self, key: bytes, identity: Identity, now: float, *, epoch: int) -> None: ...

@@ -14,7 +14,9 @@ wait on within its own deadline (docs/security.md D and E):
 - keys that leave the set stop verifying at once, and listeners are told so
   that decisions cached for their tokens are dropped.
 
-A :class:`KeyRegistry` keeps the remote sets across policy reloads.
+A :class:`KeyRegistry` keeps the remote sets across policy reloads, and hands
+every set it makes its one key-change listener when the set is made: no set
+can exist without it, and none holds it twice (docs/security.md 52).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from authz.identity.fetch import MAX_DOCUMENT_BYTES, FetchError, check_url, fetch_json
@@ -162,11 +164,16 @@ class _State:
     failures: int = 0  # consecutive, for backoff
     failures_total: int = 0
     jwks_uri: str | None = None
-    listeners: list[Callable[[str, frozenset[str]], None]] = field(default_factory=list)
+
+
+#: ``listener(issuer_name, removed_thumbprints)``, run on the fetch thread
+#: after a new set without those keys is in place.
+KeyListener = Callable[[str, frozenset[str]], None]
 
 
 class RemoteKeys:
-    """The cached key set of one remote issuer."""
+    """The cached key set of one remote issuer. Its ``listeners`` are fixed
+    when it is made."""
 
     def __init__(
         self,
@@ -178,6 +185,7 @@ class RemoteKeys:
         *,
         loop: FetchLoop | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        listeners: Iterable[KeyListener] = (),
     ) -> None:
         self.name = name
         self.issuer = issuer
@@ -187,10 +195,14 @@ class RemoteKeys:
         self._loop = loop or default_fetch_loop()
         self._monotonic = monotonic
         self._state = _State()
-        self._lock = threading.Lock()
+        # Re-entrant: a fetch can finish on the loop thread before submit()
+        # returns, and then its done-callback (_clear_inflight) runs at once,
+        # in the thread that still holds this lock inside _start_locked.
+        self._lock = threading.RLock()
         self._inflight: concurrent.futures.Future[bool] | None = None
         self._last_kid_refetch: float | None = None
         self._refresher: concurrent.futures.Future[Any] | None = None
+        self.listeners: tuple[KeyListener, ...] = tuple(listeners)
 
     # -- the decision side (any thread) -------------------------------------
 
@@ -206,25 +218,20 @@ class RemoteKeys:
         """The fetch to wait for when no usable set is held: the one in
         flight, or a new one unless the refetch cooldown holds."""
         with self._lock:
-            if self._inflight is not None:
-                return self._inflight
+            if (running := self._running_locked()) is not None:
+                return running
         return self.refetch_unknown_kid()
 
     def refetch_unknown_kid(self) -> concurrent.futures.Future[bool] | None:
         with self._lock:
-            if self._inflight is not None:
-                return self._inflight
+            if (running := self._running_locked()) is not None:
+                return running
             now = self._monotonic()
             last = self._last_kid_refetch
             if last is not None and now - last < self.settings.min_refetch_interval:
                 return None
             self._last_kid_refetch = now
             return self._start_locked()
-
-    def add_listener(self, listener: Callable[[str, frozenset[str]], None]) -> None:
-        """``listener(issuer_name, removed_thumbprints)`` runs on the fetch
-        thread when keys leave the set."""
-        self._state.listeners.append(listener)
 
     def status(self) -> dict[str, Any]:
         state = self._state
@@ -266,9 +273,16 @@ class RemoteKeys:
 
     def fetch_now(self) -> concurrent.futures.Future[bool]:
         with self._lock:
-            if self._inflight is not None:
-                return self._inflight
+            if (running := self._running_locked()) is not None:
+                return running
             return self._start_locked()
+
+    def _running_locked(self) -> concurrent.futures.Future[bool] | None:
+        """The fetch under way, if any. One that has finished is not, even
+        before its done-callback clears it: its waiters may wake first, and
+        a fetch they ask for next must be a new one."""
+        future = self._inflight
+        return future if future is not None and not future.done() else None
 
     def _start_locked(self) -> concurrent.futures.Future[bool]:
         future = self._loop.submit(self._fetch_once())
@@ -325,7 +339,7 @@ class RemoteKeys:
             removed = old.thumbprints - keyset.thumbprints
             if removed:
                 log.info("issuer %s: %d key(s) left the key set", self.name, len(removed))
-                for listener in list(state.listeners):
+                for listener in self.listeners:
                     try:
                         listener(self.name, frozenset(removed))
                     except Exception:
@@ -363,24 +377,32 @@ class RemoteKeys:
 
 class KeyRegistry:
     """Remote key sets that outlive a policy: a reload that keeps an issuer
-    keeps its cached keys instead of fetching them again."""
+    keeps its cached keys instead of fetching them again.
 
-    def __init__(self, loop: FetchLoop | None = None) -> None:
+    ``on_change`` is the key-change listener of every set the registry makes,
+    given to each when it is made: whatever reloads come and go, each set has
+    it exactly once, and a set made later can never be mistaken for one made
+    earlier."""
+
+    def __init__(self, loop: FetchLoop | None = None, *, on_change: KeyListener | None = None) -> None:
         self.loop = loop
+        self.on_change = on_change
         self._sets: dict[tuple[Any, ...], RemoteKeys] = {}
 
     def get(self, name: str, issuer: str, jwks_uri: str | None, algorithms: frozenset[str], settings: JwksSettings) -> RemoteKeys:
         key = (name, issuer, jwks_uri, algorithms, settings)
         found = self._sets.get(key)
         if found is None:
-            found = RemoteKeys(name, issuer, jwks_uri, algorithms, settings, loop=self.loop)
+            listeners = () if self.on_change is None else (self.on_change,)
+            found = RemoteKeys(name, issuer, jwks_uri, algorithms, settings, loop=self.loop, listeners=listeners)
             self._sets[key] = found
         return found
 
     def retain(self, keep: Iterable[RemoteKeys]) -> None:
-        """Stop and forget the sets no longer in use."""
-        keep_ids = {id(k) for k in keep}
+        """Stop and forget the sets no longer in use (compared as objects,
+        never by ``id``, which a later object may reuse)."""
+        kept = list(keep)
         for key, keys in list(self._sets.items()):
-            if id(keys) not in keep_ids:
+            if not any(keys is k for k in kept):
                 keys.stop()
                 del self._sets[key]

@@ -232,8 +232,9 @@ class JwtSource:
         hit = cache.get(digest, now)
         if hit is not None:
             return hit
+        epoch = cache.epoch  # before any key is read: a key change from here on refuses the put
         identity = self.verify(token, now=now)
-        cache.put(digest, identity, now)
+        cache.put(digest, identity, now, epoch=epoch)
         return identity
 
     def verify(self, token: str, *, now: float) -> Identity:

@@ -4,8 +4,15 @@ Both caches are LRU-bounded (``cachetools.LRUCache``) and keep an absolute
 expiry per entry, checked on read, so no entry outlives the credential it
 was made from. Each is owned by one worker; reads and writes take a lock, because the
 worker's gRPC server may run Checks on a thread pool (uncontended, the lock
-costs ~0.1 µs). :meth:`invalidate` only raises a flag that the next access
-acts on, so it is safe from any thread (a key set changed on the fetch thread).
+costs ~0.1 µs). :meth:`~ExpiringLRU.invalidate` is safe from any thread (a
+key set changed on the fetch thread): it counts an epoch and raises a flag
+that the next access acts on.
+
+The epoch closes the race between computing a value and storing it
+(docs/security.md 52): a caller reads ``epoch`` before it reads any key, and
+``put`` refuses the value when an invalidation came in between, so nothing
+computed from a key that has since left its set is ever stored. Reading is
+untouched by it.
 """
 
 from __future__ import annotations
@@ -50,7 +57,15 @@ class ExpiringLRU(Generic[V]):
         self._monotonic = monotonic
         self._data: _Evicting | None = _Evicting(max_entries, self.stats) if max_entries > 0 else None
         self._stale = False
+        self._epoch = 0
+        self._retired = False
         self._lock = threading.Lock()
+
+    @property
+    def epoch(self) -> int:
+        """How many invalidations so far: read it before computing a value,
+        and hand it to :meth:`put`."""
+        return self._epoch
 
     def __len__(self) -> int:
         return len(self._data) if self._data is not None else 0
@@ -75,19 +90,34 @@ class ExpiringLRU(Generic[V]):
             self.stats.hits += 1
             return value  # type: ignore[no-any-return]
 
-    def put(self, key: Hashable, value: V, ttl: float) -> None:
+    def put(self, key: Hashable, value: V, ttl: float, *, epoch: int) -> None:
+        """Store ``value``, computed by a caller that read ``epoch`` before it
+        began; refused when the cache was invalidated (or retired) since."""
         data = self._data
         if data is None or ttl <= 0:
             return
         with self._lock:
+            if epoch != self._epoch or self._retired:
+                return
             if self._stale:
                 self._stale = False
                 data.clear()
             data[key] = (self._monotonic() + ttl, value)
 
     def invalidate(self) -> None:
-        """Drop every entry before the next access (safe from any thread)."""
-        self._stale = True
+        """Drop every entry before the next access, and refuse every value
+        computed before now (safe from any thread)."""
+        with self._lock:
+            self._epoch += 1
+            self._stale = True
+
+    def retire(self) -> None:
+        """Invalidate for good: nothing is served or stored from now on (a
+        policy that was replaced, which no key change reaches any more)."""
+        with self._lock:
+            self._retired = True
+            self._epoch += 1
+            self._stale = True
 
 
 class VerifiedTokenCache:
@@ -110,10 +140,17 @@ class VerifiedTokenCache:
             return None
         return identity
 
-    def put(self, key: bytes, identity: Identity, now: float) -> None:
+    @property
+    def epoch(self) -> int:
+        return self._lru.epoch
+
+    def put(self, key: bytes, identity: Identity, now: float, *, epoch: int) -> None:
         if identity.expires_at is None:
             return
-        self._lru.put(key, identity, identity.expires_at - now)
+        self._lru.put(key, identity, identity.expires_at - now, epoch=epoch)
 
     def invalidate(self) -> None:
         self._lru.invalidate()
+
+    def retire(self) -> None:
+        self._lru.retire()

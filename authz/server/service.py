@@ -65,9 +65,19 @@ class PolicyState:
         }
 
     def invalidate(self) -> None:
-        """Keys changed: forget verified tokens and cached decisions."""
+        """Keys changed: forget verified tokens and cached decisions, and
+        store nothing that was being computed meanwhile."""
+        # Tokens first: a decision that reads the decisions' epoch after this
+        # can only have been made with a token verified after it too.
         self.tokens.invalidate()
         self.decisions.invalidate()
+
+    def retire(self) -> None:
+        """This state was replaced: checks still running on it are answered,
+        but neither of its caches serves or stores anything again (key
+        changes reach only the state in force)."""
+        self.tokens.retire()
+        self.decisions.retire()
 
     def cache_sources(self) -> dict[str, Any]:
         return {
@@ -230,19 +240,22 @@ class CheckService:
             request = door.to_request(message)
         except door.invalid:
             return Answer(door.invalid_request, _INVALID_REQUEST_DECISION, "none", message, door)
+        epoch = state.decisions.epoch  # before any key is read: a key change from here on refuses the put
         try:
             decision = state.engine.decide(request)
         except KeysPending as pending:
             return _Waiting(door, state, message, request, key, pending.future)
-        return self._store(door, state, message, request, key, decision)
+        return self._store(door, state, message, request, key, decision, epoch)
 
     def _complete(self, waiting: _Waiting) -> Answer:
-        decision = waiting.state.engine.decide(waiting.request, may_wait=False)
-        return self._store(waiting.door, waiting.state, waiting.message, waiting.request, waiting.key, decision)
+        state = waiting.state
+        epoch = state.decisions.epoch
+        decision = state.engine.decide(waiting.request, may_wait=False)
+        return self._store(waiting.door, state, waiting.message, waiting.request, waiting.key, decision, epoch)
 
     @staticmethod
     def _store(door: Door, state: PolicyState, message: Any, request: Request, key: Hashable | None,
-               decision: Decision) -> Answer:
+               decision: Decision, epoch: int) -> Answer:
         response = door.answer(decision, echoed_request_id(request.headers))
         if key is not None and decision.cacheable:
             policy = state.policy
@@ -250,7 +263,7 @@ class CheckService:
             if decision.valid_until is not None:
                 ttl = min(ttl, decision.valid_until - state.clock.time())
             # The entry keeps a slim decision: 100,000 entries must fit a worker.
-            state.decisions.put(key, Cached(decision.slim(), response if decision.allowed else None), ttl)
+            state.decisions.put(key, Cached(decision.slim(), response if decision.allowed else None), ttl, epoch=epoch)
         return Answer(response, decision, "miss" if key is not None else "none", message, door)
 
     @staticmethod

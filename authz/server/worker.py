@@ -43,7 +43,9 @@ class Worker:
         self.index = index
         self.port = options.worker_port(index)  # besides the shared grpc_address
         self.control = control
-        self.registry = KeyRegistry()
+        # Every remote key set is made by this registry, which gives it this
+        # worker's listener when it is made (docs/security.md 52).
+        self.registry = KeyRegistry(on_change=self._keys_changed)
         self.clock = SystemClock()
         self.telemetry = Telemetry(sources=self._telemetry_sources)
         self.service: CheckService | None = None
@@ -51,7 +53,6 @@ class Worker:
         self.health: Any = None
         self.ready = False
         self.last_reload_error: str | None = None
-        self._listening_to: set[int] = set()
         self.http_door = HttpDoor(options.http_door()) if options.http_authz_address else None
         self.doors: tuple[Door, ...] = (GRPC,) if self.http_door is None else (GRPC, self.http_door)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -63,9 +64,6 @@ class Worker:
         state = PolicyState(policy, self.clock, dry_run=self.options.dry_run, doors=self.doors)
         remote = [issuer.keys for issuer in policy.issuers if isinstance(issuer.keys, RemoteKeys)]
         for keys in remote:
-            if id(keys) not in self._listening_to:
-                keys.add_listener(self._keys_changed)
-                self._listening_to.add(id(keys))
             keys.start()
         if self.service is None:
             decision_log = None
@@ -75,12 +73,16 @@ class Worker:
             self.service = CheckService(state, self.telemetry, decision_log=decision_log,
                                         tracer=tracer_from_environment(), max_waiting=self.options.threads // 2)
         else:
-            self.service.state = state  # atomic swap: in-flight checks keep the old state
+            # In-flight checks keep the old state, but its caches are closed
+            # first: key changes reach only the state in force.
+            self.service.state.retire()
+            self.service.state = state
         self.registry.retain(remote)
         self.telemetry.generation = policy.generation
 
     def _keys_changed(self, issuer: str, removed: frozenset[str]) -> None:
-        # Runs on the key-fetch thread: only raise flags here.
+        # Runs on the key-fetch thread, after the new set is in place: bump
+        # the caches' epochs and raise their flags, nothing more.
         if self.service is not None:
             self.service.state.invalidate()
 

@@ -19,9 +19,10 @@ import pytest
 from google.protobuf import json_format
 
 from authz._proto.envoy.service.auth.v3 import external_auth_pb2
+from authz.tools.envoy_config import EnvoyOptions
 from testkit.idp import FakeIdP
 from testkit.paths import ACCEPTANCE
-from testkit.procs import Authz
+from testkit.procs import Authz, Echo, Envoy, free_port, http_get
 from testkit.requests import check_request_json
 from testkit.tokens import b64, claims, ec_key, jwks, public_jwk, rsa_key, token
 
@@ -156,6 +157,57 @@ def test_sec_29_rotation_new_kid_works_removed_key_stops_and_its_cached_decision
         idp.jwks = jwks(public_jwk(new, kid="new"))
         assert _check(authz, _bearer(idp, new, "new")).status.code == OK  # unknown kid -> refetch -> works
         assert _check(authz, old_token).status.code == UNAUTHENTICATED  # the cached allow was dropped
+
+
+def _decision_hits(authz: Authz) -> float:
+    _status, _headers, body = authz.get("/metrics")
+    for line in body.decode().splitlines():
+        if line.startswith('authz_cache_requests_total{cache="decisions",outcome="hit"}'):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_sec_52_after_reloads_a_removed_keys_cached_tokens_are_refused_on_both_doors(tmp_path: Path, idp: FakeIdP) -> None:
+    idp.jwks = jwks(public_jwk(KEY, kid="old"))
+    policy = _policy(tmp_path, idp)
+    door = f"127.0.0.1:{free_port()}"
+    extra = ["--http-authz-address", door, "--http-authz-prefix", "/authz"]
+    with Echo() as echo, Authz(policy, workers=1, extra=extra) as authz:
+        envoys = {}
+        for protocol, target in (("grpc", authz.grpc_address), ("http", door)):
+            (tmp_path / protocol).mkdir()
+            envoys[protocol] = Envoy(tmp_path / protocol, EnvoyOptions(
+                shape="edge", authz=[target], upstream=echo.address, protocol=protocol, path_prefix="/authz"))
+        with envoys["grpc"] as via_grpc, envoys["http"] as via_http:
+            def get(envoy: Envoy, bearer: str) -> tuple[int, str]:
+                status, _headers, body = http_get(envoy.url + "/api/orders", {"authorization": f"Bearer {bearer}"})
+                return status, "allowed" if status == 200 else json.loads(body)["reason"]
+
+            old = _bearer(idp, KEY, "old")
+            # Reloads that each replace the issuer's key set with a new one.
+            for cycle in range(1, 7):
+                mark = authz.proc.mark()
+                staged = tmp_path / "policy.yaml.tmp"
+                staged.write_text(policy.read_text().replace(f"fetch_timeout: {1 + (cycle - 1) % 2}s",
+                                                             f"fetch_timeout: {1 + cycle % 2}s"))
+                os.replace(staged, policy)
+                authz.proc.wait_for("policy reloaded", since=mark)
+                # The new set's first fetch is its own, not a check's refetch
+                # (which would hold back the unknown-kid refetch below).
+                _wait_issuer(authz, "ok")
+                for envoy in (via_grpc, via_http):
+                    assert get(envoy, old) == (200, "allowed")
+            # Both doors now hold cached allows for the token.
+            hits = _decision_hits(authz)
+            assert get(via_grpc, old) == (200, "allowed") and get(via_http, old) == (200, "allowed")
+            assert _decision_hits(authz) == hits + 2
+            # The provider rotates: "old" leaves the set, which a token of the new key's unknown kid fetches.
+            new = rsa_key("sec-52-new")
+            idp.jwks = jwks(public_jwk(new, kid="new"))
+            assert get(via_grpc, _bearer(idp, new, "new")) == (200, "allowed")
+            assert get(via_grpc, old) == (401, "invalid_token")
+            assert get(via_http, old) == (401, "invalid_token")
+            assert get(via_http, _bearer(idp, new, "new", jti="http")) == (200, "allowed")
 
 
 def test_sec_30_discovery_naming_another_issuer_is_refused(tmp_path: Path, idp: FakeIdP) -> None:
