@@ -42,6 +42,8 @@ log = logging.getLogger("authz.supervisor")
 
 ASK_TIMEOUT = 5.0
 STARTUP_TIMEOUT = 60.0
+#: Seconds between two asks to a worker that is not ready yet.
+READY_POLL = 0.05
 
 
 class WorkerHandle:
@@ -155,14 +157,20 @@ class Supervisor:
         return 0
 
     async def _wait_ready(self, timeout: float) -> bool:
+        """Until every worker reports ready (a worker answers "not ready"
+        while it waits for its first key sets), at most ``timeout`` seconds."""
         deadline = time.monotonic() + timeout
         for worker in self.workers:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            status = await worker.ask({"op": "status"}, timeout=remaining)
-            if not status or not status.get("ready"):
-                return False
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                status = await worker.ask({"op": "status"}, timeout=remaining)
+                if status and status.get("ready"):
+                    break
+                if not worker.alive():
+                    return False
+                await asyncio.sleep(READY_POLL)
         return True
 
     async def _monitor(self) -> None:

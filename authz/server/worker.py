@@ -34,6 +34,10 @@ from authz.wire import Door
 from authz.wire.grpc import AUTHORIZATION_SERVICE, GRPC
 from authz.wire.http import HttpDoor
 
+#: Seconds a starting worker waits for its remote key sets' first fetch
+#: before it listens and reports SERVING.
+FIRST_FETCH_WAIT = 5.0
+
 log = logging.getLogger("authz.worker")
 
 
@@ -85,6 +89,23 @@ class Worker:
         # the caches' epochs and raise their flags, nothing more.
         if self.service is not None:
             self.service.state.invalidate()
+
+    async def _first_fetches(self, policy: Policy) -> None:
+        """Wait, at most :data:`FIRST_FETCH_WAIT` seconds, for the first fetch
+        of every remote key set before serving: a worker that comes back
+        after a crash would otherwise answer its first checks with
+        ``jwks_unavailable`` while the others, holding the keys, could have
+        answered them (Envoy's retries and health checks send calls to it as
+        soon as it listens and reports SERVING). An issuer that does not
+        answer in time delays nobody further: its checks wait for keys then."""
+        pending = [keys.fetch_now() for issuer in policy.issuers
+                   if isinstance(keys := issuer.keys, RemoteKeys) and keys.current() is None]
+        if not pending:
+            return
+        _done, late = await asyncio.wait([asyncio.wrap_future(f) for f in pending], timeout=FIRST_FETCH_WAIT)
+        if late:
+            log.warning("worker %d: %d key set(s) not fetched within %ss; serving, their checks wait for keys",
+                        self.index, len(late), FIRST_FETCH_WAIT)
 
     async def _load(self) -> Policy:
         loop = asyncio.get_running_loop()
@@ -185,6 +206,10 @@ class Worker:
         self._activate(policy)
         assert self.service is not None
         service = self.service
+        # Answer the supervisor (status: not ready yet) and SIGTERM from here on.
+        self._loop.add_signal_handler(signal.SIGTERM, self._request_stop)
+        threading.Thread(target=self._control_thread, name="authz-control", daemon=True).start()
+        await self._first_fetches(policy)
 
         options: list[tuple[str, Any]] = [
             ("grpc.so_reuseport", 1),
@@ -241,8 +266,6 @@ class Worker:
             http_door.start()
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         self.ready = True
-        self._loop.add_signal_handler(signal.SIGTERM, self._request_stop)
-        threading.Thread(target=self._control_thread, name="authz-control", daemon=True).start()
         log.info("worker %d (pid %d) serving gRPC (%s) on %s%s, policy generation %d", self.index, os.getpid(),
                  self.options.server, self.options.grpc_address,
                  f" and port {self.port}" if self.port else "", policy.generation)

@@ -11,10 +11,12 @@ from pathlib import Path
 
 import grpc
 import pytest
+from google.protobuf import json_format
 
+from authz._proto.envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from testkit.idp import FakeIdP
 from testkit.paths import ACCEPTANCE
-from testkit.procs import Authz, free_port, http_get
+from testkit.procs import Authz, free_port, http_get, wait_listening
 from testkit.requests import check_request_json
 from testkit.tokens import claims, jwks, public_jwk, rsa_key, token
 
@@ -112,6 +114,35 @@ def test_reload_applies_valid_changes_and_keeps_the_last_good_policy(tmp_path: P
         assert response.status.code == 0
 
 
+def test_a_starting_worker_serves_once_its_key_sets_are_fetched(tmp_path: Path) -> None:
+    """A worker (at start, or back after a crash) waits for its remote key
+    sets' first fetch before it listens and reports ready, so its first
+    checks are not denied for want of keys the other workers hold."""
+    key = rsa_key("start")
+    with FakeIdP() as idp:
+        idp.jwks = jwks(public_jwk(key, kid="k1", alg="RS256"))
+        idp.mode = "gate"
+        policy = tmp_path / "policy.yaml"
+        policy.write_text(_slow_issuer_policy(idp))
+        bearer = token(claims(iss=idp.issuer, groups=None, roles=["reader"]), key=key, kid="k1")
+        authz = Authz(policy, workers=1)
+        try:
+            assert idp.wait_for_hits("/jwks", 1)
+            wait_listening(authz.http_port, authz.proc)
+            assert http_get(authz.http + "/readyz")[0] == 503  # the key set is on its way: not ready
+            with grpc.insecure_channel(authz.grpc_address) as channel:  # and not listening for checks
+                stub = external_auth_pb2_grpc.AuthorizationStub(channel)
+                with pytest.raises(grpc.RpcError) as refused:
+                    stub.Check(json_format.ParseDict(check_request_json(), external_auth_pb2.CheckRequest()), timeout=2)
+                assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+        finally:
+            idp.gate.set()
+        with authz:
+            response = authz.check(check_request_json("GET", "/api/orders", headers={"authorization": f"Bearer {bearer}"}))
+            assert response.status.code == 0
+            assert idp.jwks_fetches == 1
+
+
 def test_sigterm_answers_in_flight_checks_and_exits_0(tmp_path: Path) -> None:
     key = rsa_key("drain")
     with FakeIdP() as idp:
@@ -124,10 +155,6 @@ def test_sigterm_answers_in_flight_checks_and_exits_0(tmp_path: Path) -> None:
         with authz:
             assert idp.wait_for_hits("/jwks", 1)
             request = check_request_json("GET", "/api/orders", headers={"authorization": f"Bearer {bearer}"})
-            from google.protobuf import json_format
-
-            from authz._proto.envoy.service.auth.v3 import external_auth_pb2
-
             future = authz.stub.Check.future(json_format.ParseDict(request, external_auth_pb2.CheckRequest()), timeout=20)
             # The check is in flight once the worker counts it.
             _wait_in_flight(authz)
