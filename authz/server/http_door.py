@@ -19,7 +19,7 @@ from typing import Any
 from granian.constants import HTTPModes, Interfaces
 from granian.server.embed import Server
 
-from authz.server.service import DEFAULT_WAIT, CheckService
+from authz.server.service import CheckService
 from authz.wire.http import HttpDoor
 
 log = logging.getLogger("authz.http_door")
@@ -37,7 +37,8 @@ class HttpAuthzApp:
     authorization server and turns into its ``status_on_error`` (403), as
     it does the gRPC door's RESOURCE_EXHAUSTED. Calls are decided on one
     event loop, so those in flight together are the ones waiting for a key
-    set; they wait at most ``DEFAULT_WAIT``."""
+    set; they wait at most ``DEFAULT_WAIT``, and within the call's timeout
+    (``x-envoy-expected-rq-timeout-ms``)."""
 
     def __init__(self, service: Callable[[], CheckService | None], door: HttpDoor, max_in_flight: int) -> None:
         self.service = service
@@ -56,7 +57,7 @@ class HttpAuthzApp:
         else:
             self.in_flight += 1
             try:
-                status, headers, body = await service.check_async(self.door, scope, DEFAULT_WAIT)
+                status, headers, body = await service.check_async(self.door, scope)
             finally:
                 self.in_flight -= 1
         await send({"type": "http.response.start", "status": status, "headers": headers})

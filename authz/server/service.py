@@ -141,15 +141,18 @@ class CheckService:
         answer: bytes = await self.check_async(GRPC, raw, _budget(context))
         return answer
 
-    async def check_async(self, door: Door, raw: Any, budget: float) -> Any:
+    async def check_async(self, door: Door, raw: Any, budget: float | None = None) -> Any:
         """One Check on an event loop, waiting up to ``budget`` seconds for a
-        key set. Always a decision: an exception or a missed deadline is a
-        denial, never an empty answer."""
+        key set (None: within the time the call itself says it has, see
+        ``Door.call_timeout``). Always a decision: an exception or a missed
+        deadline is a denial, never an empty answer."""
         started = self._enter()
         answer: Answer | None = None
         try:
             step = self._begin(door, raw)
             if isinstance(step, _Waiting):
+                if budget is None:
+                    budget = _within(door.call_timeout(step.message))
                 if budget > 0:
                     try:
                         await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(step.future)), budget)
@@ -299,7 +302,13 @@ class CheckService:
 
 
 def _budget(context: Any) -> float:
-    remaining = context.time_remaining() if context is not None else None
+    return _within(context.time_remaining() if context is not None else None)
+
+
+def _within(remaining: float | None) -> float:
+    """How long a Check with ``remaining`` seconds left (None: unknown) may
+    wait for a key set: :data:`DEFAULT_WAIT` at most, and short of the
+    deadline by a margin, so the denial still reaches Envoy in time."""
     if remaining is None:
         return DEFAULT_WAIT
     return min(DEFAULT_WAIT, float(remaining) - max(DEADLINE_MARGIN, float(remaining) / 10))

@@ -275,5 +275,10 @@ class GrpcDoor:
     invalid_request = _answer(Decision(allowed=False, reason=Reason.INVALID_REQUEST), None)
     internal_error = _answer(Decision(allowed=False, reason=Reason.INTERNAL_ERROR), None)
 
+    @staticmethod
+    def call_timeout(message: CheckRequest) -> float | None:
+        """None: a gRPC call's deadline comes with the call, not the message."""
+        return None
+
 
 GRPC = GrpcDoor()

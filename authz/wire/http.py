@@ -38,6 +38,9 @@ from authz.wire.denial import denied_body, echoed_request_id
 MAX_HEADER_BYTES = 64 * 1024
 #: Envoy lists the headers it must remove from the upstream request here.
 HEADERS_TO_REMOVE = "x-envoy-auth-headers-to-remove"
+#: The header in which Envoy states the call's timeout (the ext_authz
+#: ``http_service`` timeout), in milliseconds.
+EXPECTED_TIMEOUT = "x-envoy-expected-rq-timeout-ms"
 XFF = "x-forwarded-for"
 XFCC = "x-forwarded-client-cert"
 
@@ -292,6 +295,16 @@ class HttpDoor:
 
     def parse(self, scope: Mapping[str, Any]) -> Call:
         return parse(scope, self._prefix)
+
+    @staticmethod
+    def call_timeout(call: Call) -> float | None:
+        """The call's timeout as Envoy states it (``x-envoy-expected-rq-timeout-ms``,
+        the ext_authz ``http_service`` timeout), or None. Read only when a
+        check must wait for a key set, and only ever to wait less."""
+        value = call.headers.get(EXPECTED_TIMEOUT)
+        if value is None or not (value.isascii() and value.isdigit()) or len(value) > 9:
+            return None
+        return int(value) / 1000
 
     def _read(self, call: Call, name: str) -> Any:
         field = FIELDS[name]

@@ -142,3 +142,36 @@ def test_the_peer_spiffe_id_reaches_the_http_door_from_xfcc(sidecar: tuple[Envoy
     status, _headers, body = http_get(envoy.url + "/api/orders/1", {"x-forwarded-client-cert": f"URI={BILLING}"},
                                       context=client("spiffe://cluster.local/ns/shop/sa/stranger", "stranger"))
     assert status in (401, 403), body
+
+
+def test_a_check_waiting_for_keys_answers_within_envoys_timeout(tmp_path: Path) -> None:
+    """The HTTP door reads the call's timeout from Envoy's
+    x-envoy-expected-rq-timeout-ms: a check waiting for a key set that does
+    not come is denied by authz (401 jwks_unavailable) before Envoy gives up
+    on the call (which would be Envoy's own 403)."""
+    from testkit.idp import FakeIdP
+    from testkit.tokens import jwks, public_jwk, rsa_key
+
+    key = rsa_key("http-wait")
+    with FakeIdP() as idp:
+        idp.jwks = jwks(public_jwk(key, kid="k1", alg="RS256"))
+        idp.mode = "gate"  # the key set never arrives during the test
+        policy = tmp_path / "policy.yaml"
+        policy.write_text(
+            "version: 1\nissuers:\n"
+            f"  - {{name: slow, issuer: '{idp.issuer}', audiences: [orders-api], jwks_uri: '{idp.url}/jwks',\n"
+            "     algorithms: [RS256], jwks: {fetch_timeout: 20s}}\n"
+            "roles:\n  reader: [{methods: [GET], paths: ['/api/**']}]\n"
+        )
+        bearer = token(claims(iss=idp.issuer, groups=None, roles=["reader"]), key=key, kid="k1")
+        address, extra = _door("/authz")
+        try:
+            with Echo() as echo, Authz(policy, workers=1, extra=extra), \
+                    Envoy(tmp_path, EnvoyOptions(shape="edge", authz=[address], upstream=echo.address, protocol="http",
+                                                 path_prefix="/authz", timeout=2.0)) as envoy:
+                status, _headers, body = http_get(envoy.url + "/api/orders", {"authorization": f"Bearer {bearer}"})
+                assert status == 401, body
+                assert json.loads(body)["reason"] == "jwks_unavailable"
+                assert _ext_authz(envoy).get("error", 0) == 0
+        finally:
+            idp.gate.set()

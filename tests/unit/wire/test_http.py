@@ -191,3 +191,14 @@ def test_validate_names_each_rule_that_reads_what_the_http_door_cannot_know(tmp_
     assert "metadata key 'tier' reads context" in warnings[5]
     trusted = unknowable(loaded, HttpDoorSettings(forwarded_hops=1, trust_xfcc=True))
     assert [w.split(":", 1)[0] for w in trusted] == ["5", "8", "15"]
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("250", 0.25), ("2000", 2.0), (None, None), ("", None), ("-5", None), ("1e3", None), ("12 ", None),
+    ("9" * 10, None), ("²", None), ("٣", None),
+])
+def test_the_call_timeout_is_what_envoy_states_or_unknown(value: str | None, expected: float | None) -> None:
+    call = DOOR.parse(scope())
+    if value is not None:
+        call = call._replace(headers={**call.headers, "x-envoy-expected-rq-timeout-ms": value})
+    assert DOOR.call_timeout(call) == expected
