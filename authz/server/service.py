@@ -12,6 +12,7 @@ import asyncio
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +36,9 @@ log = logging.getLogger("authz.check")
 
 #: Longest a Check waits for a key set when the call carries no deadline.
 DEFAULT_WAIT = 5.0
+#: Seconds a threaded Check beyond the waiters' quota may wait for a young
+#: key-set fetch (see ``CheckService._young_for``).
+OVERFLOW_WAIT = 0.25
 #: Time kept back from the caller's deadline to answer before it expires:
 #: a tenth of what remains, at least 20 ms.
 DEADLINE_MARGIN = 0.02
@@ -124,14 +128,20 @@ class CheckService:
     """Answers Checks through every door for the policy in force (swapped on reload)."""
 
     def __init__(self, state: PolicyState, telemetry: Telemetry, *, decision_log: DecisionLog | None = None,
-                 tracer: Tracer | None = None, max_waiting: int = 1) -> None:
+                 tracer: Tracer | None = None, max_waiting: int = 1, overflow_wait: float = OVERFLOW_WAIT) -> None:
         self.state = state
         self.telemetry = telemetry
         self.decision_log = decision_log
         self.tracer = tracer
         self._lock = threading.Lock()
-        #: check_sync: how many pool threads may block waiting for a key set.
+        #: check_sync: how many pool threads may block waiting for a key set
+        #: for their whole budget; the others wait ``overflow_wait`` at most.
         self._waiters = threading.BoundedSemaphore(max(1, max_waiting))
+        self.overflow_wait = overflow_wait
+        #: Key-set fetches being waited for beyond the quota: when first seen.
+        self._young: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
+        #: check_sync: Checks blocked on a key-set fetch right now.
+        self.waiting = 0
 
     # The gRPC server flavours and the HTTP door share every step but the
     # wait for a key set.
@@ -181,15 +191,16 @@ class CheckService:
             step = self._begin(GRPC, raw)
             if isinstance(step, _Waiting):
                 budget = _budget(context)
-                # Only some pool threads may block on a key fetch, so a slow
-                # issuer can never take every thread from the other issuers.
+                # Only some pool threads may block on a key fetch for long, so
+                # a slow issuer can never take every thread from the other
+                # issuers; the others wait only while the fetch is young.
                 if budget > 0 and self._waiters.acquire(blocking=False):
                     try:
-                        step.future.result(timeout=budget)
-                    except Exception:
-                        log.debug("key fetch not done", exc_info=True)
+                        self._wait_for(step.future, budget)
                     finally:
                         self._waiters.release()
+                elif budget > 0:
+                    self._wait_for(step.future, min(budget, self._young_for(step.future)))
                 step = self._complete(step)
             answer = step
         except Exception as exc:
@@ -199,6 +210,30 @@ class CheckService:
             self._account(answer, started)
         response: bytes = answer.response
         return response
+
+    def _young_for(self, future: Any) -> float:
+        """How much longer a Check beyond the waiters' quota may wait for
+        ``future``: what is left of :data:`OVERFLOW_WAIT` since the first
+        such Check saw it. A fetch that answers fast (a key rotation) is
+        waited for by all; one that is slow holds the extra threads at most
+        that long per fetch, and unknown-``kid`` refetches are rate-limited."""
+        now = time.monotonic()
+        with self._lock:
+            first = self._young.setdefault(future, now)
+        return first + self.overflow_wait - now
+
+    def _wait_for(self, future: Any, seconds: float) -> None:
+        if seconds <= 0:
+            return
+        with self._lock:
+            self.waiting += 1
+        try:
+            future.result(timeout=seconds)
+        except Exception:
+            log.debug("key fetch not done", exc_info=True)
+        finally:
+            with self._lock:
+                self.waiting -= 1
 
     def _enter(self) -> float:
         with self._lock:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import json
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -133,3 +134,47 @@ def test_sec_52_a_replaced_policy_state_keeps_nothing_for_the_checks_still_on_it
         assert ask(bearer) == (200, "allowed")
         assert ask(bearer) == (200, "allowed")
         assert state.decisions.stats.hits == 1 and len(state.decisions) == 0 and len(state.tokens) == 0
+
+
+NEW = rsa_key("service-rotation-new")
+
+
+def _until(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + 10
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"never: {what}")
+
+
+@pytest.mark.parametrize("overflow_wait", [30.0, 0.0])
+def test_checks_beyond_the_waiters_quota_wait_for_a_young_fetch(
+        tmp_path: Path, fetch_loop: FetchLoop, overflow_wait: float) -> None:
+    """A rotation: tokens signed with a key the issuer has just published
+    arrive together. One pool thread may wait for the refetch for the call's
+    whole budget (max_waiting=1); the next waits too while the fetch is
+    young (``overflow_wait``), instead of being denied at once. With no
+    young-fetch wait (the control) it is denied at once."""
+    with FakeIdP() as idp, concurrent.futures.ThreadPoolExecutor(2) as pool:
+        idp.jwks = jwks(public_jwk(OLD, kid="old"))
+        policy = load_policy(str(_policy_file(tmp_path, idp)), registry=KeyRegistry(fetch_loop))
+        remote = policy.issuers[0].keys
+        assert isinstance(remote, RemoteKeys)
+        assert remote.fetch_now().result(timeout=10)
+        service = CheckService(PolicyState(policy, SystemClock(), doors=(GRPC, DOOR)), Telemetry(),
+                               max_waiting=1, overflow_wait=overflow_wait)
+        ask = _ask(service, "grpc")
+        idp.jwks = jwks(public_jwk(OLD, kid="old"), public_jwk(NEW, kid="new"))
+        idp.mode = "gate"  # the refetch is held until the test opens the gate
+        try:
+            first = pool.submit(ask, token(claims(iss=idp.issuer, sub="first"), key=NEW, kid="new"))
+            _until(lambda: service.waiting == 1, "the first check waits for the refetch")
+            second = pool.submit(ask, token(claims(iss=idp.issuer, sub="second"), key=NEW, kid="new"))
+            if overflow_wait:
+                _until(lambda: service.waiting == 2, "the second check waits too")
+            else:
+                assert second.result(timeout=10) == (401, "invalid_token")  # denied while the fetch is held
+        finally:
+            idp.gate.set()
+        assert first.result(timeout=10) == (200, "allowed")
+        if overflow_wait:
+            assert second.result(timeout=10) == (200, "allowed")
