@@ -127,20 +127,30 @@ def test_a_starting_worker_serves_once_its_key_sets_are_fetched(tmp_path: Path) 
         bearer = token(claims(iss=idp.issuer, groups=None, roles=["reader"]), key=key, kid="k1")
         authz = Authz(policy, workers=1)
         try:
-            assert idp.wait_for_hits("/jwks", 1)
-            wait_listening(authz.http_port, authz.proc)
-            assert http_get(authz.http + "/readyz")[0] == 503  # the key set is on its way: not ready
-            with grpc.insecure_channel(authz.grpc_address) as channel:  # and not listening for checks
-                stub = external_auth_pb2_grpc.AuthorizationStub(channel)
-                with pytest.raises(grpc.RpcError) as refused:
-                    stub.Check(json_format.ParseDict(check_request_json(), external_auth_pb2.CheckRequest()), timeout=2)
-                assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
-        finally:
-            idp.gate.set()
+            _not_ready_before_its_keys(authz, idp)
+        except BaseException:
+            authz.proc.stop()
+            raise
         with authz:
             response = authz.check(check_request_json("GET", "/api/orders", headers={"authorization": f"Bearer {bearer}"}))
             assert response.status.code == 0
             assert idp.jwks_fetches == 1
+
+
+def _not_ready_before_its_keys(authz: Authz, idp: FakeIdP) -> None:
+    """While ``idp`` holds the first key-set fetch: /readyz says 503 and the
+    gRPC port takes no check; then the fetch is let through."""
+    try:
+        assert idp.wait_for_hits("/jwks", 1)
+        wait_listening(authz.http_port, authz.proc)
+        assert http_get(authz.http + "/readyz")[0] == 503  # the key set is on its way: not ready
+        with grpc.insecure_channel(authz.grpc_address) as channel:  # and not listening for checks
+            stub = external_auth_pb2_grpc.AuthorizationStub(channel)
+            with pytest.raises(grpc.RpcError) as refused:
+                stub.Check(json_format.ParseDict(check_request_json(), external_auth_pb2.CheckRequest()), timeout=2)
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        idp.gate.set()
 
 
 def test_sigterm_answers_in_flight_checks_and_exits_0(tmp_path: Path) -> None:
