@@ -11,7 +11,7 @@ import http.client
 import json
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ import pytest
 from authz.tools.envoy_config import EnvoyOptions
 from authz.tools.envoy_metadata import LocalLimit
 from testkit.paths import ACCEPTANCE
-from testkit.procs import Authz, Echo, Envoy, free_port
+from testkit.procs import Authz, Echo, Envoy, free_port, http_get
 from testkit.tokens import claims, token
 
 pytestmark = pytest.mark.integration
@@ -90,26 +90,22 @@ def _unique(name: str) -> str:
 
 
 def _log_entry(edge: Edge, path: str, timeout: float = 15.0) -> dict[str, Any]:
-    """The access log line of the one request for ``path``, once Envoy has flushed it."""
-    found: dict[str, Any] | None = _wait(lambda: next((e for e in _log(edge) if e["path"] == path), None), timeout)
-    assert found is not None, f"no access log line for {path} within {timeout}s"
-    return found
+    """The access log line of the one request for ``path``: each round asks
+    Envoy to flush its access logs (admin ``/reopen_logs``), then reads the
+    file, until the line is there or ``timeout`` has passed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = next((e for e in _log(edge) if e["path"] == path), None)
+        if found is not None:
+            return found
+        assert time.monotonic() < deadline, f"no access log line for {path} within {timeout}s"
+        assert http_get(edge.envoy.admin + "/reopen_logs", method="POST")[0] == 200
 
 
 def _log(edge: Edge) -> list[dict[str, Any]]:
     if not edge.access_log.exists():
         return []
     return [json.loads(line) for line in edge.access_log.read_text().splitlines() if line.endswith("}")]
-
-
-def _wait(probe: Callable[[], Any], timeout: float) -> Any:
-    """``probe()`` once it gives something, polling until ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value is not None or time.monotonic() > deadline:
-            return value
-        time.sleep(0.05)
 
 
 def test_sec_55_metadata_reaches_the_access_log_and_no_token_does(edge: Edge) -> None:
