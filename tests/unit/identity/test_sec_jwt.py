@@ -5,9 +5,9 @@ decides with :meth:`Engine.decide` at a fixed clock, and asserts the
 decision (allowed, 401, reason, challenge). Each has a positive control: the
 same token without the defect is allowed, so every test can fail.
 
-"No JWKS fetch or signature check" is proven with :class:`CountingKeys`, a
-small real :class:`authz.identity.jwt.KeyProvider` that hands out the
-issuer's own key set and counts how often it was asked. Every signature check
+"No JWKS fetch or signature check" is proven with :class:`testkit.keys.PausingKeys`,
+never armed here: a small real :class:`authz.identity.jwt.KeyProvider` that
+hands out the issuer's own key set and counts how often it was asked. Every signature check
 starts by asking for the key set, so ``lookups == 0`` means the token was
 refused before any key was looked up or used.
 """
@@ -35,11 +35,11 @@ from authz.decision import Decision
 from authz.engine import Engine
 from authz.errors import ConfigError, InvalidToken
 from authz.identity.jws import parse_compact
-from authz.identity.jwt import JwtSource, KeyProvider
 from authz.identity.keys import KeySet
 from authz.policy import Policy
 from testkit import tokens
 from testkit.idp import FakeIdP
+from testkit.keys import PausingKeys, pausing
 from testkit.requests import request
 from testkit.tokens import b64, ec_key, encode_part, raw_sign, rsa_key
 
@@ -66,50 +66,11 @@ class FixedClock:
         return self.now
 
 
-class CountingKeys:
-    """A KeyProvider that serves an issuer's real keys and counts lookups."""
-
-    def __init__(self, inner: KeyProvider) -> None:
-        self.inner = inner
-        self.lookups = 0
-
-    def current(self) -> KeySet | None:
-        self.lookups += 1
-        return self.inner.current()
-
-    def wait_for_keys(self) -> Any:
-        return self.inner.wait_for_keys()
-
-    def refetch_unknown_kid(self) -> Any:
-        return self.inner.refetch_unknown_kid()
-
-    def status(self) -> dict[str, Any]:
-        return self.inner.status()
-
-    def start(self) -> None:
-        self.inner.start()
-
-    def stop(self) -> None:
-        self.inner.stop()
-
-
-def _counting(policy: Policy) -> tuple[Policy, dict[str, CountingKeys]]:
-    """The same compiled policy, with each issuer's keys behind a counter."""
-    counters = {issuer.name: CountingKeys(issuer.keys) for issuer in policy.issuers}
-    issuers = {issuer.name: dataclasses.replace(issuer, keys=counters[issuer.name]) for issuer in policy.issuers}
-    sources = tuple(
-        JwtSource(source.location, [issuers[i.name] for i in source.issuers.values()])
-        if isinstance(source, JwtSource) else source
-        for source in policy.credential_sources
-    )
-    return dataclasses.replace(policy, issuers=tuple(issuers.values()), credential_sources=sources), counters
-
-
 @dataclasses.dataclass
 class Setup:
     engine: Engine
     policy: Policy
-    counters: dict[str, CountingKeys]
+    counters: dict[str, PausingKeys]
 
     @property
     def lookups(self) -> int:
@@ -189,7 +150,7 @@ def make(tmp_path: Path) -> Callable[..., Setup]:
             "issuers": issuers,
             "roles": {"reader": [{"paths": ["/api/**"]}]},
         }, sort_keys=False))
-        policy, counters = _counting(load_policy(str(policy_file)))
+        policy, counters = pausing(load_policy(str(policy_file)))
         return Setup(Engine(policy, clock=FixedClock(now)), policy, counters)
 
     return build
