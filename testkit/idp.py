@@ -124,3 +124,22 @@ class FakeIdP:
     def wait_for_hits(self, path: str, count: int, timeout: float = 10.0) -> bool:
         with self._changed:
             return self._changed.wait_for(lambda: self.hits[path] >= count, timeout)
+
+
+def slow_issuer_policy(idp: FakeIdP, rules: str = "") -> str:
+    """A policy with one issuer, ``slow``, whose key set comes from ``idp``
+    (with ``idp.mode = "gate"``, only when ``idp.gate`` opens; a fetch may
+    take 20 s), a ``reader`` role for GET /api/**, and the ``rules:`` lines
+    given (YAML list items, two-space indented)."""
+    text = f"""version: 1
+issuers:
+  - name: slow
+    issuer: {idp.issuer}
+    audiences: [orders-api]
+    jwks_uri: {idp.url}/jwks
+    algorithms: [RS256]
+    jwks: {{fetch_timeout: 20s}}
+roles:
+  reader: [{{methods: [GET], paths: ["/api/**"]}}]
+"""
+    return text + (f"rules:\n{rules}" if rules else "")

@@ -149,7 +149,7 @@ def test_a_check_waiting_for_keys_answers_within_envoys_timeout(tmp_path: Path) 
     x-envoy-expected-rq-timeout-ms: a check waiting for a key set that does
     not come is denied by authz (401 jwks_unavailable) before Envoy gives up
     on the call (which would be Envoy's own 403)."""
-    from testkit.idp import FakeIdP
+    from testkit.idp import FakeIdP, slow_issuer_policy
     from testkit.tokens import jwks, public_jwk, rsa_key
 
     key = rsa_key("http-wait")
@@ -157,12 +157,7 @@ def test_a_check_waiting_for_keys_answers_within_envoys_timeout(tmp_path: Path) 
         idp.jwks = jwks(public_jwk(key, kid="k1", alg="RS256"))
         idp.mode = "gate"  # the key set never arrives during the test
         policy = tmp_path / "policy.yaml"
-        policy.write_text(
-            "version: 1\nissuers:\n"
-            f"  - {{name: slow, issuer: '{idp.issuer}', audiences: [orders-api], jwks_uri: '{idp.url}/jwks',\n"
-            "     algorithms: [RS256], jwks: {fetch_timeout: 20s}}\n"
-            "roles:\n  reader: [{methods: [GET], paths: ['/api/**']}]\n"
-        )
+        policy.write_text(slow_issuer_policy(idp))
         bearer = token(claims(iss=idp.issuer, groups=None, roles=["reader"]), key=key, kid="k1")
         address, extra = _door("/authz")
         try:

@@ -14,7 +14,7 @@ import pytest
 from google.protobuf import json_format
 
 from authz._proto.envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
-from testkit.idp import FakeIdP
+from testkit.idp import FakeIdP, slow_issuer_policy
 from testkit.paths import ACCEPTANCE
 from testkit.procs import Authz, free_port, http_get, wait_listening
 from testkit.requests import check_request_json
@@ -45,22 +45,6 @@ def _metric(authz: Authz, line_prefix: str) -> float:
         if line.startswith(line_prefix):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
-
-
-def _slow_issuer_policy(idp: FakeIdP) -> str:
-    """A policy whose one issuer's key set arrives only when ``idp.gate`` opens."""
-    return f"""
-version: 1
-issuers:
-  - name: slow
-    issuer: {idp.issuer}
-    audiences: [orders-api]
-    jwks_uri: {idp.url}/jwks
-    algorithms: [RS256]
-    jwks: {{fetch_timeout: 20s}}
-roles:
-  reader: [{{methods: [GET], paths: ["/api/**"]}}]
-"""
 
 
 def _wait_in_flight(authz: Authz) -> None:
@@ -123,7 +107,7 @@ def test_a_starting_worker_serves_once_its_key_sets_are_fetched(tmp_path: Path) 
         idp.jwks = jwks(public_jwk(key, kid="k1", alg="RS256"))
         idp.mode = "gate"
         policy = tmp_path / "policy.yaml"
-        policy.write_text(_slow_issuer_policy(idp))
+        policy.write_text(slow_issuer_policy(idp))
         bearer = token(claims(iss=idp.issuer, groups=None, roles=["reader"]), key=key, kid="k1")
         authz = Authz(policy, workers=1)
         try:
@@ -159,7 +143,7 @@ def test_sigterm_answers_in_flight_checks_and_exits_0(tmp_path: Path) -> None:
         idp.jwks = jwks(public_jwk(key, kid="k1", alg="RS256"))
         idp.mode = "gate"  # the key set arrives only when the test opens the gate
         policy = tmp_path / "policy.yaml"
-        policy.write_text(_slow_issuer_policy(idp))
+        policy.write_text(slow_issuer_policy(idp))
         bearer = token(claims(iss=idp.issuer, groups=None, roles=["reader"]), key=key, kid="k1")
         authz = Authz(policy, workers=1)
         with authz:
@@ -187,7 +171,7 @@ def test_the_http_door_follows_reloads_and_drains_on_sigterm(tmp_path: Path) -> 
         idp.jwks = jwks(public_jwk(key, kid="k1", alg="RS256"))
         idp.mode = "gate"
         policy = tmp_path / "policy.yaml"
-        text = _slow_issuer_policy(idp) + "rules:\n  - {name: open, effect: allow, paths: [/open], anonymous: true}\n"
+        text = slow_issuer_policy(idp, "  - {name: open, effect: allow, paths: [/open], anonymous: true}\n")
         policy.write_text(text)
         bearer = token(claims(iss=idp.issuer, groups=None, roles=["reader"]), key=key, kid="k1")
         door = f"127.0.0.1:{free_port()}"

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from authz.tools.envoy_config import EnvoyOptions
-from testkit.idp import FakeIdP
+from testkit.idp import FakeIdP, slow_issuer_policy
 from testkit.procs import Authz, Envoy, free_port, http_get
 from testkit.tokens import claims, jwks, public_jwk, rsa_key, token
 
@@ -24,19 +24,7 @@ EXCESS = 10
 def _policy(idp: FakeIdP) -> str:
     """One issuer whose key set arrives only when ``idp.gate`` opens, and a
     public route that needs no key: what it answers is the overload's doing."""
-    return f"""version: 1
-issuers:
-  - name: slow
-    issuer: {idp.issuer}
-    audiences: [orders-api]
-    jwks_uri: {idp.url}/jwks
-    algorithms: [RS256]
-    jwks: {{fetch_timeout: 20s}}
-roles:
-  reader: [{{methods: [GET], paths: ["/api/**"]}}]
-rules:
-  - {{name: public, effect: allow, paths: [/public], anonymous: true}}
-"""
+    return slow_issuer_policy(idp, "  - {name: public, effect: allow, paths: [/public], anonymous: true}\n")
 
 
 def _in_flight(authz: Authz) -> float:
