@@ -8,8 +8,9 @@ call costs when the server does no work at all.
 ``--server embed`` (the default) is the layout of authz's HTTP door: N worker
 processes, each running granian embedded (``granian.server.embed.Server``,
 ASGI without lifespan, the same options as ``authz.server.http_door``) on a
-thread of its own, all on one SO_REUSEPORT port. ``--server cli`` runs the
-granian CLI instead: ``granian --interface asgi --workers N`` (on Linux each
+thread of its own with the door's event loop (uvloop), all on one
+SO_REUSEPORT port. ``--server cli`` runs the
+granian CLI instead: ``granian --interface asgi --loop uvloop --workers N`` (on Linux each
 granian worker binds the port with SO_REUSEPORT as well).
 
 On SIGTERM every worker prints ``worker I answered N`` (the server-side
@@ -82,13 +83,15 @@ def embedded_worker(index: int, args: argparse.Namespace) -> None:
     from granian.constants import HTTPModes, Interfaces
     from granian.server.embed import Server
 
+    from authz.server.http_door import new_event_loop
+
     if args.pin:
         cpus = sorted(os.sched_getaffinity(0))
         os.sched_setaffinity(0, {cpus[index % len(cpus)]})
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     server = Server(app, address="127.0.0.1", port=args.port, interface=Interfaces.ASGINL, http=HTTPModes.auto,
                     websockets=False, log_enabled=False, backlog=1024)
-    loop = asyncio.new_event_loop()
+    loop = new_event_loop()
 
     def run() -> None:
         asyncio.set_event_loop(loop)
@@ -123,7 +126,8 @@ def main() -> int:
         granian = Path(sys.executable).parent / "granian"
         command = [str(granian) if granian.exists() else "granian", "--interface", "asgi", "--workers", str(args.workers),
                    "--host", "127.0.0.1", "--port", str(args.port), "--no-ws", "--backlog", "1024",
-                   "--log-level", "warning", "benchmarks.bare_granian:app"]
+                   "--log-level", "warning", "--loop", "uvloop",
+                   "benchmarks.bare_granian:app"]
         if args.pin:
             parser.error("--pin: the granian CLI spawns its own workers; pinning is for --server embed")
         child = subprocess.Popen(command, cwd=root, env={**os.environ, "PYTHONPATH": str(root)})

@@ -5,7 +5,8 @@ caches, metrics, logs, traces) as the worker's gRPC server.
 
 granian binds ``--http-authz-address`` with SO_REUSEPORT, so every worker
 listens on the same port and the kernel spreads Envoy's connections over
-them. It runs the ASGI interface (see :mod:`authz.wire.http` for why).
+them. It runs the ASGI interface (see :mod:`authz.wire.http` for why), on a
+uvloop event loop, as the worker's own.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 from granian.constants import HTTPModes, Interfaces
 from granian.server.embed import Server
 
-from authz.server.service import CheckService
+from authz.server.service import CheckService, Pending
 from authz.wire.http import HttpDoor
 
 log = logging.getLogger("authz.http_door")
@@ -55,16 +56,28 @@ class HttpAuthzApp:
         elif self.in_flight >= self.max_in_flight:
             status, headers, body = 503, _TEXT, b"overloaded\n"
         else:
-            self.in_flight += 1
-            try:
-                status, headers, body = await service.check_async(self.door, scope)
-            finally:
-                self.in_flight -= 1
+            answer = service.check_now(self.door, scope)  # a cache hit is answered without a coroutine
+            if answer.__class__ is Pending:
+                self.in_flight += 1
+                try:
+                    answer = await service.check_later(answer)
+                finally:
+                    self.in_flight -= 1
+            status, headers, body = answer
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
 
 _TEXT = [(b"content-type", b"text/plain")]
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's loop (a dependency everywhere but Windows), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - Windows
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
 
 
 class HttpDoorServer:
@@ -74,7 +87,7 @@ class HttpDoorServer:
         host, _, port = address.rpartition(":")
         self._server = Server(app, address=host.strip("[]") or "0.0.0.0", port=int(port), interface=Interfaces.ASGINL,
                               http=HTTPModes.auto, websockets=False, log_enabled=False, backlog=1024)
-        self._loop = asyncio.new_event_loop()
+        self._loop = new_event_loop()
         self._thread = threading.Thread(target=self._run, name="authz-http-door", daemon=True)
 
     def _run(self) -> None:

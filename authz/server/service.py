@@ -48,6 +48,7 @@ DEADLINE_MARGIN = 0.02
 class Cached:
     decision: Decision
     response: Any  # the prepared answer of the door that asked (allow); None: built per request
+    label: tuple[str, str]  # the decision's labels in authz_decisions_total (reason, issuer)
 
 
 class PolicyState:
@@ -98,18 +99,23 @@ def _issuer_label(decision: Decision) -> str:
     return decision.identity.source or "none"
 
 
+def _labels(decision: Decision) -> tuple[str, str]:
+    return decision.reason.value, _issuer_label(decision)
+
+
 class Answer:
     """What one Check produced, for the bookkeeping after it."""
 
-    __slots__ = ("cache", "decision", "door", "message", "response")
+    __slots__ = ("cache", "decision", "door", "label", "message", "response")
 
     def __init__(self, response: Any, decision: Decision | None, cache: str, message: Any = None,
-                 door: Door = GRPC) -> None:
+                 door: Door = GRPC, label: tuple[str, str] | None = None) -> None:
         self.response = response
         self.decision = decision
         self.cache = cache
         self.message = message
         self.door = door
+        self.label = label  # the decision's metric labels, when known beforehand (a cache hit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +128,17 @@ class _Waiting:
     request: Request
     key: Hashable | None
     future: Any
+
+
+class Pending:
+    """A Check waiting for a key set: what :meth:`CheckService.check_now`
+    gives when it cannot answer at once."""
+
+    __slots__ = ("started", "step")
+
+    def __init__(self, step: _Waiting, started: float) -> None:
+        self.step = step
+        self.started = started
 
 
 class CheckService:
@@ -156,29 +173,55 @@ class CheckService:
         key set (None: within the time the call itself says it has, see
         ``Door.call_timeout``). Always a decision: an exception or a missed
         deadline is a denial, never an empty answer."""
+        answer = self.check_now(door, raw)
+        if answer.__class__ is Pending:
+            return await self.check_later(answer, budget)
+        return answer
+
+    def check_now(self, door: Door, raw: Any) -> Any:
+        """The answer to one Check, or, when it needs a key set being
+        fetched, a :class:`Pending` to finish with :meth:`check_later` on an
+        event loop. A decision-cache hit is answered here without a
+        coroutine."""
         started = self._enter()
         answer: Answer | None = None
+        pending: Pending | None = None
         try:
             step = self._begin(door, raw)
             if isinstance(step, _Waiting):
-                if budget is None:
-                    budget = _within(door.call_timeout(step.message))
-                if budget > 0:
-                    try:
-                        await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(step.future)), budget)
-                    except TimeoutError:
-                        pass  # decided below without the keys: a clean denial
-                    except Exception:
-                        log.debug("key fetch failed", exc_info=True)
-                step = self._complete(step)
+                pending = Pending(step, started)  # accounted when check_later finishes it
+                return pending
             answer = step
-        except asyncio.CancelledError:
-            raise
         except Exception as exc:
             log.error("check failed, denying (internal_error)", exc_info=exc)
             answer = Answer(door.internal_error, _INTERNAL_ERROR_DECISION, "none", door=door)
         finally:
-            self._account(answer, started)
+            if pending is None:
+                self._account(answer, started)
+        return answer.response
+
+    async def check_later(self, pending: Pending, budget: float | None = None) -> Any:
+        """Finish a Check :meth:`check_now` left waiting for a key set."""
+        step = pending.step
+        answer: Answer | None = None
+        try:
+            if budget is None:
+                budget = _within(step.door.call_timeout(step.message))
+            if budget > 0:
+                try:
+                    await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(step.future)), budget)
+                except TimeoutError:
+                    pass  # decided below without the keys: a clean denial
+                except Exception:
+                    log.debug("key fetch failed", exc_info=True)
+            answer = self._complete(step)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.error("check failed, denying (internal_error)", exc_info=exc)
+            answer = Answer(step.door.internal_error, _INTERNAL_ERROR_DECISION, "none", door=step.door)
+        finally:
+            self._account(answer, pending.started)
         return answer.response
 
     def check_sync(self, raw: bytes, context: Any) -> bytes:
@@ -248,7 +291,7 @@ class CheckService:
             telemetry.in_flight -= 1
             telemetry.latency.record(elapsed)
             if decision is not None:
-                telemetry.decisions[(decision.reason.value, _issuer_label(decision))] += 1
+                telemetry.decisions[answer.label or _labels(decision)] += 1  # type: ignore[union-attr]
                 for rule in decision.dry_run_denials:
                     telemetry.dry_run_denials[rule] += 1
                 for omitted in decision.omitted:
@@ -273,7 +316,7 @@ class CheckService:
                 response = hit.response
                 if response is None:  # a denial: its body names this request's id
                     response = door.answer(hit.decision, door.request_id_of(message))
-                return Answer(response, hit.decision, "hit", message, door)
+                return Answer(response, hit.decision, "hit", message, door, hit.label)
         try:
             request = door.to_request(message)
         except door.invalid:
@@ -301,7 +344,7 @@ class CheckService:
             if decision.valid_until is not None:
                 ttl = min(ttl, decision.valid_until - state.clock.time())
             # The entry keeps a slim decision: 100,000 entries must fit a worker.
-            state.decisions.put(key, Cached(decision.slim(), response if decision.allowed else None), ttl, epoch=epoch)
+            state.decisions.put(key, Cached(decision.slim(), response if decision.allowed else None, _labels(decision)), ttl, epoch=epoch)
         return Answer(response, decision, "miss" if key is not None else "none", message, door)
 
     @staticmethod

@@ -201,7 +201,7 @@ def _never(_check: Any) -> None:
 
 def make_cache_key(reads: Reads, credential_headers: tuple[str, ...]) -> Callable[[Any], Hashable | None]:
     """A function from CheckRequest to the decision-cache key: a 160-bit
-    BLAKE2b digest over the credential headers and exactly the attributes
+    SHA-256 digest over the credential headers and exactly the attributes
     the policy reads (the path always; without its query unless a rule reads
     the query), each read where :data:`FIELDS` says. An attribute with a
     pseudo-header fallback keys on both the field and the header, so equal

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any, Literal, NamedTuple
 
 from authz.decision import Decision
@@ -144,14 +145,57 @@ if tuple(FIELDS) != ATTRIBUTES:  # pragma: no cover - caught by importing this m
     raise ImportError("authz.wire.http.FIELDS must read every attribute of authz.request.ATTRIBUTES, in order")
 
 
-class Call(NamedTuple):
-    """One HTTP call from Envoy, read once: the client's method and request
-    target (path and query as sent), and its headers (lower-case names,
-    repeated ones joined with ',')."""
+class Call:
+    """One HTTP call from Envoy, checked once: the client's method, the
+    request target as sent (``raw_path`` with the prefix, and the query),
+    and the headers (lower-case names, repeated ones joined with ',') as
+    bytes. Their text (:attr:`headers`, :attr:`target`) is decoded only
+    when asked for: a decision-cache hit reads the bytes alone."""
 
-    method: str
-    target: str
-    headers: dict[str, str]
+    __slots__ = ("_headers", "_prefix", "method", "path", "query", "raw")
+
+    def __init__(self, method: str, path: bytes, query: bytes, raw: dict[bytes, bytes], prefix: int = 0) -> None:
+        self.method = method
+        self.path = path
+        self.query = query
+        self.raw = raw
+        self._prefix = prefix
+        self._headers: dict[str, str] | None = None
+
+    @property
+    def target(self) -> str:
+        """The client's request target: its path and query, as it sent them."""
+        path = self.path[self._prefix:].decode("ascii")
+        return f"{path}?{self.query.decode('ascii')}" if self.query else path
+
+    @property
+    def headers(self) -> dict[str, str]:
+        if self._headers is None:  # parse() checked that every name is ASCII and every value UTF-8
+            self._headers = {name.decode("ascii"): value.decode("utf-8") for name, value in self.raw.items()}
+        return self._headers
+
+
+def _read_headers(pairs: list[tuple[bytes, bytes]]) -> tuple[dict[bytes, bytes], int]:
+    """The headers of an ASGI scope by lower-case name, repeated ones joined
+    with ',', and their size (names and values). The common call (ASCII,
+    lower-case names, none repeated: what Envoy sends) is read by C-level
+    steps; any other is read header by header."""
+    headers = dict(pairs)
+    flat = b"".join(chain.from_iterable(pairs))
+    if len(headers) == len(pairs) and flat.isascii() and (not headers or b"".join(headers).islower()):
+        return headers, len(flat)
+    headers = {}
+    size = 0
+    for name, value in pairs:
+        size += len(name) + len(value)
+        try:
+            name.decode("ascii")
+            value.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidCall("a header is not UTF-8") from None
+        name = name.lower()
+        headers[name] = headers[name] + b"," + value if name in headers else value
+    return headers, size
 
 
 def parse(scope: Mapping[str, Any], prefix: bytes) -> Call:
@@ -159,30 +203,18 @@ def parse(scope: Mapping[str, Any], prefix: bytes) -> Call:
     raw_path: bytes = scope.get("raw_path") or b""
     if not raw_path.startswith(prefix) or not raw_path.isascii():
         raise InvalidCall("path outside the configured prefix, or not ASCII")
-    target = raw_path[len(prefix):].decode("ascii")
     query: bytes = scope.get("query_string") or b""
-    if query:
-        if not query.isascii():
-            raise InvalidCall("query not ASCII")
-        target = f"{target}?{query.decode('ascii')}"
-    headers: dict[str, str] = {}
-    size = 0
-    for name_bytes, value_bytes in scope["headers"]:
-        size += len(name_bytes) + len(value_bytes)
-        try:
-            name = name_bytes.decode("ascii").lower()
-            value = value_bytes.decode("utf-8")
-        except UnicodeDecodeError:
-            raise InvalidCall("a header is not UTF-8") from None
-        headers[name] = f"{headers[name]},{value}" if name in headers else value
+    if query and not query.isascii():
+        raise InvalidCall("query not ASCII")
+    headers, size = _read_headers(scope["headers"])
     if size > MAX_HEADER_BYTES:
         raise InvalidCall("header block over the limit")
-    if headers.get("content-length", "0") != "0" or "transfer-encoding" in headers:
+    if headers.get(b"content-length", b"0") != b"0" or b"transfer-encoding" in headers:
         raise InvalidCall("a body where none is expected")
     method = scope.get("method") or ""
     if not method:
         raise InvalidCall("no method")
-    return Call(method, target, headers)
+    return Call(method, raw_path, query, headers, len(prefix))
 
 
 def forwarded_for(value: str | None, hops: int) -> str:
@@ -332,15 +364,14 @@ class HttpDoor:
             return _never
         read = [name for name in reads.attributes() if name not in self._unknown]
         sources = [FIELDS[name].header for name in read if FIELDS[name].header is not None]
-        names = tuple(credential_headers) + tuple(h for h in sources if h) + tuple(sorted(reads.headers or ()))
+        names = tuple(name.encode() for name in (*credential_headers, *(h for h in sources if h), *sorted(reads.headers or ())))
         with_method = "method" in read
         with_query = reads.query
         every_header = reads.headers is None
 
         def key(call: Call) -> Hashable | None:
-            headers = call.headers
-            target = call.target
-            parts: list[Any] = ["http", target if with_query else target.partition("?")[0],
+            headers = call.raw
+            parts: list[Any] = ["http", call.path, call.query if with_query else None,
                                 call.method if with_method else None, *map(headers.get, names)]
             if every_header:
                 parts.append(sorted(headers.items()))

@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 
 from authz.errors import OUTCOMES, Reason
 from authz.server.service import CheckService
-from authz.wire.http import HEADERS_TO_REMOVE
+from authz.wire.http import HEADERS_TO_REMOVE, InvalidCall
+from authz.wire.http import _read_headers as read_headers
 from tests.fuzz import budget
 from tests.fuzz.conftest import HTTP
 from tests.fuzz.strategies import (
@@ -102,3 +103,36 @@ def test_random_calls_are_decided(service: CheckService, scope: dict[str, Any]) 
     first = check(service, scope)
     event(first[1].value)
     assert check(service, scope) == first
+
+
+def _one_by_one(pairs: list[tuple[bytes, bytes]]) -> tuple[dict[str, str], int] | None:
+    """What the headers must read as, header by header: names lower-cased,
+    repeated ones joined with ','; None where a name is not ASCII or a value
+    not UTF-8."""
+    headers: dict[str, str] = {}
+    try:
+        for name, value in pairs:
+            text = name.decode("ascii").lower()
+            headers[text] = f"{headers[text]},{value.decode('utf-8')}" if text in headers else value.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return headers, sum(len(name) + len(value) for name, value in pairs)
+
+
+_NAMES = st.one_of(st.sampled_from([n.encode() for n in HEADER_NAMES]), st.sampled_from([b"X-Tenant", b"Host", b"a"]),
+                   st.binary(min_size=1, max_size=6))
+
+
+@budget(600)
+@given(pairs=st.lists(st.tuples(_NAMES, st.one_of(st.binary(max_size=12), st.text(max_size=6).map(str.encode))), max_size=6))
+def test_every_header_block_reads_as_it_does_header_by_header(pairs: list[tuple[bytes, bytes]]) -> None:
+    # The common block (ASCII, lower-case, none repeated) is read by C-level
+    # steps, any other one header by header: both must give the same.
+    expected = _one_by_one(pairs)
+    try:
+        headers, size = read_headers(pairs)
+    except InvalidCall:
+        assert expected is None
+        return
+    assert expected is not None
+    assert ({name.decode(): value.decode() for name, value in headers.items()}, size) == expected

@@ -96,6 +96,25 @@ def test_repeated_headers_are_joined_as_envoy_joins_them() -> None:
     assert call.headers["x-a"] == "1,2"
 
 
+@pytest.mark.parametrize("variant", ["upper-case name", "repeated header", "UTF-8 value"])
+def test_every_reading_of_the_headers_gives_the_same_call_and_key(variant: str) -> None:
+    # The common call is read by C-level steps; any other header by header.
+    # Both must give the same headers, text and decision-cache key.
+    base = scope(authorization="Bearer t", x_name="caf\u00e9" if variant == "UTF-8 value" else "cafe")
+    pairs = list(base["headers"])
+    if variant == "upper-case name":
+        pairs = [(name.upper() if name == b"authorization" else name, value) for name, value in pairs]
+    elif variant == "repeated header":
+        pairs = [p for p in pairs if p[0] != b"x-name"] + [(b"x-name", b"ca"), (b"x-name", b"fe")]
+        base["headers"] = [p for p in pairs if p[0] != b"x-name"] + [(b"x-name", b"ca,fe")]
+    other = DOOR.parse({**base, "headers": pairs})
+    common = DOOR.parse(base)
+    assert other.raw == common.raw and other.headers == common.headers
+    key = DOOR.make_cache_key(Reads(headers=None), ("authorization",))
+    assert key(other) == key(common)
+    assert common.headers["authorization"] == "Bearer t"
+
+
 def test_an_allow_is_a_200_with_upstream_headers_and_removals() -> None:
     status, headers, body = to_answer(Decision(True, Reason.ALLOWED, headers=(("x-user-id", "alice"),),
                                                remove=("authorization", "cookie")), "r")
@@ -198,7 +217,5 @@ def test_validate_names_each_rule_that_reads_what_the_http_door_cannot_know(tmp_
     ("9" * 10, None), ("²", None), ("٣", None),
 ])
 def test_the_call_timeout_is_what_envoy_states_or_unknown(value: str | None, expected: float | None) -> None:
-    call = DOOR.parse(scope())
-    if value is not None:
-        call = call._replace(headers={**call.headers, "x-envoy-expected-rq-timeout-ms": value})
-    assert DOOR.call_timeout(call) == expected
+    pairs = scope()["headers"] + ([] if value is None else [(b"x-envoy-expected-rq-timeout-ms", value.encode())])
+    assert DOOR.call_timeout(DOOR.parse({**scope(), "headers": pairs})) == expected
