@@ -182,13 +182,16 @@ class CheckService:
         """The answer to one Check, or, when it needs a key set being
         fetched, a :class:`Pending` to finish with :meth:`check_later` on an
         event loop. A decision-cache hit is answered here without a
-        coroutine."""
-        started = self._enter()
+        coroutine. Checks on one event loop overlap only while they wait, so
+        only a waiting one counts as in flight."""
+        started = time.perf_counter()
         answer: Answer | None = None
         pending: Pending | None = None
         try:
             step = self._begin(door, raw)
             if isinstance(step, _Waiting):
+                with self._lock:
+                    self.telemetry.in_flight += 1
                 pending = Pending(step, started)  # accounted when check_later finishes it
                 return pending
             answer = step
@@ -197,7 +200,7 @@ class CheckService:
             answer = Answer(door.internal_error, _INTERNAL_ERROR_DECISION, "none", door=door)
         finally:
             if pending is None:
-                self._account(answer, started)
+                self._account(answer, started, in_flight=False)
         return answer.response
 
     async def check_later(self, pending: Pending, budget: float | None = None) -> Any:
@@ -283,12 +286,13 @@ class CheckService:
             self.telemetry.in_flight += 1
         return time.perf_counter()
 
-    def _account(self, answer: Answer | None, started: float) -> None:
+    def _account(self, answer: Answer | None, started: float, *, in_flight: bool = True) -> None:
         elapsed = time.perf_counter() - started
         telemetry = self.telemetry
         decision = answer.decision if answer is not None else None
         with self._lock:
-            telemetry.in_flight -= 1
+            if in_flight:
+                telemetry.in_flight -= 1
             telemetry.latency.record(elapsed)
             if decision is not None:
                 telemetry.decisions[answer.label or _labels(decision)] += 1  # type: ignore[union-attr]

@@ -48,7 +48,7 @@ METRICS: dict[str, MetricInfo] = {m.name: m for m in (
     MetricInfo("authz_dry_run_denials_total", "counter", "Denials a dry-run rule (or --dry-run) would have made, by rule.", ("rule",)),
     MetricInfo("authz_response_omissions_total", "counter", "Answers sent without a client header or metadata key the policy computes, because its expression failed or its value could not be sent, by kind (client_header, metadata) and name.", ("kind", "name")),
     MetricInfo("authz_check_duration_seconds", "histogram", "Time to answer one Check inside authz, from request bytes to response bytes.", ()),
-    MetricInfo("authz_checks_in_flight", "gauge", "Checks being decided right now.", ()),
+    MetricInfo("authz_checks_in_flight", "gauge", "Checks being decided right now (on an event loop, those waiting for a key set: the others are decided one at a time).", ()),
     MetricInfo("authz_cache_requests_total", "counter", "Cache lookups, by cache (decisions, tokens) and outcome (hit, miss).", ("cache", "outcome")),
     MetricInfo("authz_cache_evictions_total", "counter", "Entries evicted by the LRU bound, by cache.", ("cache",)),
     MetricInfo("authz_cache_entries", "gauge", "Entries held, by cache.", ("cache",)),

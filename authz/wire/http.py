@@ -24,7 +24,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
-from itertools import chain
 from typing import Any, Literal, NamedTuple
 
 from authz.decision import Decision
@@ -181,9 +180,11 @@ def _read_headers(pairs: list[tuple[bytes, bytes]]) -> tuple[dict[bytes, bytes],
     lower-case names, none repeated: what Envoy sends) is read by C-level
     steps; any other is read header by header."""
     headers = dict(pairs)
-    flat = b"".join(chain.from_iterable(pairs))
-    if len(headers) == len(pairs) and flat.isascii() and (not headers or b"".join(headers).islower()):
-        return headers, len(flat)
+    if len(headers) == len(pairs):  # none repeated
+        names, values = b"".join(headers), b"".join(headers.values())
+        # islower: no upper-case letter (and at least one letter, so at least one header)
+        if names.islower() and names.isascii() and values.isascii():
+            return headers, len(names) + len(values)
     headers = {}
     size = 0
     for name, value in pairs:
