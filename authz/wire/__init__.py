@@ -8,6 +8,7 @@ servicer drives both through the same steps (:class:`Door`).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import marshal
 from collections.abc import Callable, Hashable, Mapping
@@ -41,14 +42,27 @@ class Door(Protocol):
         unknown, or told by the transport instead)."""
 
 
+#: How many recent keys' digests are remembered (per process; a few MB).
+DIGEST_MEMO = 4096
+
+
+@functools.lru_cache(maxsize=DIGEST_MEMO)
+def _digest(parts: tuple[Any, ...]) -> bytes:
+    return hashlib.sha256(marshal.dumps(parts)).digest()[:20]
+
+
 def cache_digest(parts: list[Any]) -> bytes:
     """The decision-cache key of a request: a SHA-256 digest, cut to 160
-    bits, of the values it was decided on (strings, bytes, numbers, None,
-    and tuples or lists of them). ``marshal`` writes each value with its
-    type and length, so different values never give the same bytes, and at
-    a third of the cost of ``repr``. A digest, not the values, is kept: a
-    token alone is ~1 KB, and 100,000 entries must fit a worker. SHA-256
-    rather than BLAKE2b: with the CPU's SHA instructions (x86-64 since
-    Zen and Ice Lake, ARMv8) it digests a token-sized key in 70 % of
-    BLAKE2b's time, and a digest is made on every Check."""
-    return hashlib.sha256(marshal.dumps(parts)).digest()[:20]
+    bits, of the values it was decided on. ``marshal`` writes each value
+    with its type and length, so different values never give the same bytes,
+    and at a third of the cost of ``repr``. A digest, not the values, is
+    kept: a token alone is ~1 KB, and 100,000 entries must fit a worker.
+
+    The digests of the :data:`DIGEST_MEMO` most recent keys are remembered
+    (``functools.lru_cache``, keyed by the values themselves): a caller
+    that repeats its request costs a hash of its values (SipHash, a quarter
+    of SHA-256's time) instead of a new digest. The memo finds equal tuples,
+    so each position must hold one type: strings, bytes, ints or None, or
+    tuples of them (never lists, nor True beside 1), where equal means the
+    same value."""
+    return _digest(tuple(parts))

@@ -244,9 +244,9 @@ def make_cache_key(reads: Reads, credential_headers: tuple[str, ...]) -> Callabl
         if destination_fields is not None:
             parts.append(destination_fields(attributes.destination))
         if every_header:
-            parts.append(sorted(headers.items()))
+            parts.append(tuple(sorted(headers.items())))
         if context_names is None:
-            parts.append(sorted(attributes.context_extensions.items()))
+            parts.append(tuple(sorted(attributes.context_extensions.items())))
         elif context_names:
             parts.extend(map(attributes.context_extensions.get, context_names))
         return cache_digest(parts)

@@ -375,7 +375,7 @@ class HttpDoor:
             parts: list[Any] = ["http", call.path, call.query if with_query else None,
                                 call.method if with_method else None, *map(headers.get, names)]
             if every_header:
-                parts.append(sorted(headers.items()))
+                parts.append(tuple(sorted(headers.items())))
             return cache_digest(parts)
 
         return key
