@@ -126,6 +126,24 @@ class FakeIdP:
             return self._changed.wait_for(lambda: self.hits[path] >= count, timeout)
 
 
+def remote_issuer_policy(idp: FakeIdP, *, name: str = "remote", issuer_lines: str = "", rest: str = "") -> str:
+    """A policy with one issuer, ``name``, whose key set comes from ``idp``
+    (RS256, roles from the ``groups`` claim), an ``orders-reader`` role for
+    GET /api/**, more lines of the issuer (``issuer_lines``, four-space
+    indented) and more top-level sections (``rest``)."""
+    return f"""version: 1
+issuers:
+  - name: {name}
+    issuer: {idp.issuer}
+    audiences: [orders-api]
+    jwks_uri: {idp.url}/jwks
+    algorithms: [RS256]
+    roles_claim: groups
+{issuer_lines}roles:
+  orders-reader: [{{methods: [GET], paths: ["/api/**"]}}]
+{rest}"""
+
+
 def slow_issuer_policy(idp: FakeIdP, rules: str = "") -> str:
     """A policy with one issuer, ``slow``, whose key set comes from ``idp``
     (with ``idp.mode = "gate"``, only when ``idp.gate`` opens; a fetch may

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from authz.tools.envoy_config import EnvoyOptions
-from testkit.idp import FakeIdP
+from testkit.idp import FakeIdP, remote_issuer_policy
 from testkit.load import Load
 from testkit.procs import Authz, Envoy, free_port, http_get
 from testkit.tokens import claims, jwks, public_jwk, rsa_key, token
@@ -39,22 +39,12 @@ BEFORE, AFTER = 300, 600
 
 
 def _policy(idp: FakeIdP, public: str = "[/public]") -> str:
-    return f"""version: 1
-issuers:
-  - name: idp
-    issuer: {idp.issuer}
-    audiences: [orders-api]
-    jwks_uri: {idp.url}/jwks
-    algorithms: [RS256]
-    roles_claim: groups
-roles:
-  orders-reader: [{{methods: [GET], paths: ["/api/**"]}}]
-rules:
+    return remote_issuer_policy(idp, name="idp", rest=f"""rules:
   - {{name: public, effect: allow, paths: {public}, anonymous: true}}
 cache:
   decisions: {{max_entries: 0}}
   tokens: {{max_entries: 0}}
-"""
+""")
 
 
 def _write(path: Path, text: str) -> None:

@@ -21,7 +21,7 @@ from authz.server.service import CheckService, PolicyState
 from authz.server.telemetry import Telemetry
 from authz.wire.grpc import GRPC, CheckRequest, CheckResponse
 from authz.wire.http import HttpDoor, HttpDoorSettings
-from testkit.idp import FakeIdP
+from testkit.idp import FakeIdP, remote_issuer_policy
 from testkit.keys import pausing
 from testkit.requests import check_request_json
 from testkit.tokens import claims, jwks, public_jwk, rsa_key, token
@@ -42,18 +42,7 @@ def fetch_loop() -> Iterator[FetchLoop]:
 
 def _policy_file(tmp: Path, idp: FakeIdP) -> Path:
     path = tmp / "policy.yaml"
-    path.write_text(f"""
-version: 1
-issuers:
-  - name: remote
-    issuer: {idp.issuer}
-    audiences: [orders-api]
-    jwks_uri: {idp.url}/jwks
-    algorithms: [RS256]
-    roles_claim: groups
-roles:
-  orders-reader: [{{methods: [GET], paths: ["/api/**"]}}]
-""")
+    path.write_text(remote_issuer_policy(idp))
     return path
 
 

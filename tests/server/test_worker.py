@@ -15,7 +15,7 @@ from authz.identity.jwks import RemoteKeys, default_fetch_loop
 from authz.server.options import ServeOptions
 from authz.server.worker import Worker
 from authz.wire.grpc import CheckRequest, CheckResponse
-from testkit.idp import FakeIdP
+from testkit.idp import FakeIdP, remote_issuer_policy
 from testkit.requests import check_request_json
 from testkit.tokens import claims, jwks, public_jwk, rsa_key, token
 
@@ -27,19 +27,7 @@ CYCLES = 30
 def _write_policy(path: Path, idp: FakeIdP, cycle: int) -> None:
     # Every reload changes the issuer's fetch settings, so every reload makes a
     # new key set and drops the last one (whose id the next may then reuse).
-    path.write_text(f"""
-version: 1
-issuers:
-  - name: remote
-    issuer: {idp.issuer}
-    audiences: [orders-api]
-    jwks_uri: {idp.url}/jwks
-    algorithms: [RS256]
-    roles_claim: groups
-    jwks: {{fetch_timeout: {1 + cycle % 2}s}}
-roles:
-  orders-reader: [{{methods: [GET], paths: ["/api/**"]}}]
-""")
+    path.write_text(remote_issuer_policy(idp, issuer_lines=f"    jwks: {{fetch_timeout: {1 + cycle % 2}s}}\n"))
 
 
 def _allowed(worker: Worker, bearer: str) -> bool:
