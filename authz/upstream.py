@@ -4,7 +4,8 @@ removed, the identity token), headers for the client, and dynamic metadata.
 Header values are sanitized: CR, LF, NUL, other controls and non-ASCII are
 percent-encoded, never passed raw. Every header authz sets is also stripped
 from the client's request when authz has no value for it, so a client-sent
-copy never reaches the upstream. An expression that fails leaves its header
+copy never reaches the upstream (nor one of its metadata keys, which the
+HTTP door answers as headers). An expression that fails leaves its header
 or metadata key out; it never turns the allow into a denial.
 """
 
@@ -15,7 +16,7 @@ from typing import Any, NamedTuple
 
 from authz.cel import AttrPath, EvaluationError, Expression
 from authz.identity.token import IdentityTokenSigner
-from authz.metadata import Unrepresentable, as_text, carried
+from authz.metadata import BUILTIN, Unrepresentable, as_text, carried
 from authz.request import View
 from authz.sanitize import sanitize_header_value
 
@@ -82,12 +83,33 @@ class ResponsePlan:
     #: upstreams read both spellings as one name, so a client-sent twin must
     #: never reach them beside authz's value.
     twins: tuple[str, ...] = field(init=False, default=())
+    #: Every header of the upstream request the policy owns: those it sets
+    #: (``headers``, the identity token's), removes, their twins, and its
+    #: metadata keys (authz's own included), which the HTTP door answers as
+    #: headers. A client-sent copy of any of them never reaches the upstream:
+    #: an answer sets it or removes it (:meth:`build`), and the configs
+    #: ``authz envoy-config`` writes strip them where no Check runs.
+    owned: tuple[str, ...] = field(init=False, default=())
+    #: What every allow removes: ``owned`` less what an answer may set.
+    _always_removed: tuple[str, ...] = field(init=False, default=())
 
     def __post_init__(self) -> None:
         names = [name for name, _ in self.headers] + list(self.remove)
         if self.identity_token is not None:
             names.append(self.identity_token.header)
-        object.__setattr__(self, "twins", tuple(dict.fromkeys(n.replace("-", "_") for n in names if "-" in n)))
+        twins = tuple(dict.fromkeys(n.replace("-", "_") for n in names if "-" in n))
+        object.__setattr__(self, "twins", twins)
+        keys = [*BUILTIN, *(key for key, _ in self.metadata)]
+        object.__setattr__(self, "_always_removed", tuple(dict.fromkeys([*self.remove, *twins, *keys])))
+        object.__setattr__(self, "owned", tuple(dict.fromkeys([*names, *twins, *keys])))
+
+    def upstream_headers(self) -> tuple[str, ...]:
+        """The headers an allow may set for the upstream (what Envoy's
+        ``allowed_upstream_headers`` must name for the HTTP door)."""
+        names = [name for name, _ in self.headers]
+        if self.identity_token is not None:
+            names.append(self.identity_token.header)
+        return tuple(names)
 
     def jwks(self) -> dict[str, Any]:
         return {"keys": list(self.identity_token.jwks) if self.identity_token else []}
@@ -103,7 +125,7 @@ class ResponsePlan:
         """Everything an allowed request's answer adds."""
         budget = _Budget()
         set_headers: list[tuple[str, str]] = []
-        remove = [*self.remove, *self.twins]
+        remove = list(self._always_removed)
         notes: list[str] = []
         for name, expression in self.headers:
             try:

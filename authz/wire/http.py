@@ -33,6 +33,7 @@ from authz.policy import Policy, Reads
 from authz.request import ATTRIBUTES, Request
 from authz.wire import cache_digest
 from authz.wire.denial import denied_body, echoed_request_id
+from authz.wire.http_headers import ENVOYS, PSEUDO_HEADERS, RENAMED, client_headers
 
 #: The most header bytes (names and values) a call may carry.
 MAX_HEADER_BYTES = 64 * 1024
@@ -142,6 +143,10 @@ FIELDS: Mapping[str, Field] = {
 }
 if tuple(FIELDS) != ATTRIBUTES:  # pragma: no cover - caught by importing this module in any test
     raise ImportError("authz.wire.http.FIELDS must read every attribute of authz.request.ATTRIBUTES, in order")
+
+#: Where the cache key finds a pseudo-header's value in the call.
+_PSEUDO_SOURCES = {pseudo: FIELDS[name].header for pseudo, name in PSEUDO_HEADERS.items()}
+
 
 
 class Call:
@@ -353,8 +358,8 @@ class HttpDoor:
         return value or ""
 
     def to_request(self, call: Call) -> Request:
-        return Request(headers=call.headers, unknown=self._unknown,
-                       **{name: self._read(call, name) for name in ATTRIBUTES})
+        attributes = {name: self._read(call, name) for name in ATTRIBUTES}
+        return Request(headers=client_headers(call.headers, attributes), unknown=self._unknown, **attributes)
 
     def make_cache_key(self, reads: Reads, credential_headers: tuple[str, ...]) -> Callable[[Call], Hashable | None]:
         """Like the gRPC door's key: a digest of the credential headers and
@@ -365,10 +370,17 @@ class HttpDoor:
             return _never
         read = [name for name in reads.attributes() if name not in self._unknown]
         sources = [FIELDS[name].header for name in read if FIELDS[name].header is not None]
-        names = tuple(name.encode() for name in (*credential_headers, *(h for h in sources if h), *sorted(reads.headers or ())))
-        with_method = "method" in read
-        with_query = reads.query
+        # A header the policy reads, where the call carries it: a
+        # pseudo-header in the request line or its own header (:path is the
+        # path and query, always keyed below), a renamed one under its name
+        # in the call; Envoy's own are never the client's: absent for it.
+        wanted = sorted(reads.headers or ())
+        renamed = {shown: name for name, shown in RENAMED.items()}
+        headers = [_PSEUDO_SOURCES.get(n) or renamed.get(n, n) for n in wanted if n not in ENVOYS]
+        names = tuple(name.encode() for name in (*credential_headers, *(h for h in sources if h), *headers) if name)
         every_header = reads.headers is None
+        with_method = "method" in read or ":method" in wanted or every_header
+        with_query = reads.query or ":path" in wanted or every_header
 
         def key(call: Call) -> Hashable | None:
             headers = call.raw
