@@ -13,6 +13,7 @@ from authz.errors import ConfigError
 
 if TYPE_CHECKING:
     from authz.policy import Policy
+    from authz.tools.policy_headers import PolicyHeaders
 
 EXIT_ALLOWED = 0
 EXIT_DENIED = 1
@@ -136,8 +137,14 @@ def cmd_envoy_config(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"authz envoy-config: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    if args.format == "envoy" and args.shape is None:
+        print("authz envoy-config: --shape edge|sidecar is required with --format envoy", file=sys.stderr)
+        return EXIT_USAGE
+    headers = _policy_headers(args)
+    if headers is None:
+        return EXIT_USAGE
     options = EnvoyOptions(
-        shape=args.shape,
+        shape=args.shape or "edge",
         authz=[a for a in args.authz.split(",") if a],
         listen=args.listen,
         upstream=args.upstream,
@@ -150,15 +157,24 @@ def cmd_envoy_config(args: argparse.Namespace) -> int:
         protected_prefixes=args.protect or ["/"],
         protocol=args.protocol,
         path_prefix=args.path_prefix,
-        upstream_headers=args.upstream_header or ["x-user-id", "x-identity-token"],
+        upstream_headers=headers.upstream,
         access_log=args.access_log,
-        metadata_keys=args.metadata_key,
-        client_headers=args.client_header,
+        metadata_keys=headers.metadata,
+        client_headers=headers.client,
+        owned_headers=headers.owned,
+        policy=args.config,
         rate_limit_by=[tuple(k.strip() for k in keys.split(",")) for keys in args.rate_limit_by],
         local_rate_limits=local_limits,
     )
     try:
-        text = render(options)
+        if args.format == "envoy":
+            text = render(options)
+        else:
+            from authz.tools import mesh_config
+
+            command = (f"authz envoy-config --format {args.format} --protocol {args.protocol} --authz {args.authz}"
+                       + (f" --config {args.config}" if args.config else ""))
+            text = mesh_config.render(options, headers, args.format, command)
     except ValueError as exc:
         print(f"authz envoy-config: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -168,6 +184,24 @@ def cmd_envoy_config(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(text)
     return 0
+
+
+def _policy_headers(args: argparse.Namespace) -> PolicyHeaders | None:
+    """What the config lists: read from ``--config``, else the defaults (said
+    on stderr), with the names given by flags added."""
+    from authz.tools.policy_headers import NOT_FROM_POLICY, PolicyHeaders
+
+    if args.config:
+        policy = _load_policy(args.config)
+        if policy is None:
+            return None
+        headers = PolicyHeaders.of(policy)
+    else:
+        headers = PolicyHeaders.defaults()
+    headers = headers.with_extra(tuple(args.upstream_header or ()), tuple(args.client_header), tuple(args.metadata_key))
+    if not args.config:
+        print(NOT_FROM_POLICY.format(upstream=", ".join(headers.upstream)), file=sys.stderr)
+    return headers
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -231,15 +265,23 @@ def build_parser() -> argparse.ArgumentParser:
     token.set_defaults(func=cmd_token)
 
     envoy = sub.add_parser("envoy-config", help="print an Envoy bootstrap (edge or sidecar shape) that calls authz")
-    envoy.add_argument("--shape", required=True, choices=["edge", "sidecar"],
+    envoy.add_argument("--shape", default=None, choices=["edge", "sidecar"],
                        help="edge: Emissary-style AuthService gateway; sidecar: Istio CUSTOM-policy inbound sidecar (mTLS)")
     envoy.add_argument("--authz", required=True, metavar="HOST:PORT[,HOST:PORT...]",
                        help="authz gRPC address(es); list each worker port to spread load evenly")
     envoy.add_argument("--protocol", choices=["grpc", "http"], default="grpc",
                        help="which door of authz Envoy calls: grpc (grpc_service) or http (http_service)")
     envoy.add_argument("--path-prefix", default="/authz", help="http: authz serve --http-authz-prefix (default %(default)s)")
+    envoy.add_argument("--config", default=None, metavar="POLICY",
+                       help="read what Envoy must pass on from this policy: the headers it sets, removes or signs, "
+                            "its client headers and metadata keys, and the headers it reads (without it: defaults, "
+                            "said on stderr)")
+    envoy.add_argument("--format", choices=["envoy", "istio", "emissary"], default="envoy",
+                       help="envoy: a bootstrap (the default); istio: the meshConfig extensionProviders entry; "
+                            "emissary: the AuthService")
     envoy.add_argument("--upstream-header", action="append", default=None, metavar="NAME",
-                       help="http: a header authz sets for the upstream (repeatable; default x-user-id, x-identity-token)")
+                       help="http: also a header authz sets for the upstream (repeatable; without --config: "
+                            "x-user-id, x-identity-token)")
     envoy.add_argument("--listen", default="0.0.0.0:8080", help="listener address (default %(default)s)")
     envoy.add_argument("--upstream", default="127.0.0.1:8000", help="the protected service (default %(default)s)")
     envoy.add_argument("--admin", default="127.0.0.1:9901", help="Envoy admin address (default %(default)s)")

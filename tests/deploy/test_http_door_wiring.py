@@ -182,9 +182,11 @@ def test_an_api_key_reads_orders_and_the_answer_survives_the_proxy(
     assert passed_on(headers) <= proxy.upstream
     removed = {h.strip() for h in headers[REMOVE].split(",")}
     response = policy()["response"]
-    # The policy's removals, and the underscore twin of every header authz sets or removes.
+    # The policy's removals, the underscore twin of every header authz sets or
+    # removes, and its metadata keys (authz's own too: the HTTP door answers them as headers).
     names = [*response["remove"], *response["headers"], response["identity_token"]["header"]]
-    assert removed == set(response["remove"]) | {n.replace("-", "_") for n in names if "-" in n}
+    assert removed == (set(response["remove"]) | {n.replace("-", "_") for n in names if "-" in n}
+                       | set(BUILTIN) | set(response.get("metadata", {})))
 
 
 def test_a_user_token_with_its_tenant_reads_orders(door: Door, proxy: Proxy) -> None:

@@ -19,6 +19,8 @@ from testkit.pki import MeshCA
 from testkit.procs import envoy_validate
 
 DEPLOY = REPO / "deploy" / "envoy"
+#: Each reads its header lists from the example policy (--config).
+POLICY = ["--config", "examples/policy.yaml"]
 SHIPPED = {
     "edge.yaml": ["--shape", "edge", "--authz", "127.0.0.1:9191", "--listen", "0.0.0.0:8080", "--upstream", "127.0.0.1:8000"],
     "sidecar.yaml": ["--shape", "sidecar", "--authz", "127.0.0.1:9191", "--listen", "0.0.0.0:15006",
@@ -35,7 +37,8 @@ SHIPPED = {
 
 @pytest.mark.parametrize("name", sorted(SHIPPED))
 def test_shipped_configs_are_the_generator_output(name: str) -> None:
-    run = subprocess.run([sys.executable, "-m", "authz", "envoy-config", *SHIPPED[name]], capture_output=True, text=True, timeout=60)
+    run = subprocess.run([sys.executable, "-m", "authz", "envoy-config", *SHIPPED[name], *POLICY], capture_output=True,
+                         text=True, timeout=60, cwd=REPO)
     assert run.returncode == 0, run.stderr
     assert (DEPLOY / name).read_text() == run.stdout, f"deploy/envoy/{name} is stale: regenerate it with authz envoy-config"
 
