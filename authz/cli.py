@@ -63,6 +63,18 @@ def cmd_validate(args: argparse.Namespace) -> int:
         warnings += unknowable(policy, settings)
     for line in sorted(warnings, key=lambda text: int(text.partition(":")[0])):
         print(f"{args.config}:{line}", file=sys.stderr)
+    if args.envoy_config:
+        from authz.tools.policy_headers import PolicyHeaders
+        from authz.tools.spoof_check import spoofable
+
+        try:
+            with open(args.envoy_config, encoding="utf-8") as handle:
+                text = handle.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            print(f"{args.envoy_config}: cannot read: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        for warning in spoofable(args.envoy_config, text, PolicyHeaders.of(policy)):
+            print(warning, file=sys.stderr)
     return 0
 
 
@@ -315,6 +327,9 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--trusted-forwarded-hops", type=int, default=0, metavar="N",
                           help="http: as authz serve --trusted-forwarded-hops")
     validate.add_argument("--trust-xfcc", action="store_true", help="http: as authz serve --trust-xfcc")
+    validate.add_argument("--envoy-config", default=None, metavar="FILE",
+                          help="also warn (FILE:LINE, on stderr) for each header the policy owns that a client could "
+                               "spoof through FILE: an Envoy bootstrap, an Emissary AuthService or an Istio mesh config")
     validate.set_defaults(func=cmd_validate)
 
     for name, explain, text in (
