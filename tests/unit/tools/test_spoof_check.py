@@ -1,0 +1,86 @@
+"""authz validate --envoy-config and authz envoy-config --config: the
+header lists read from the policy, and FILE:LINE warnings for a config that
+lets a client's copy of an owned header through (docs/security.md entry 56)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from authz.config import load_policy
+from authz.tools.envoy_config import EnvoyOptions, render
+from authz.tools.mesh_config import emissary, istio
+from authz.tools.policy_headers import PolicyHeaders
+from authz.tools.spoof_check import spoofable
+from testkit.paths import REPO
+from tests.deploy.manifests import crd_errors, mesh_config_errors
+
+EXAMPLE = REPO / "examples" / "policy.yaml"
+
+
+def headers() -> PolicyHeaders:
+    return PolicyHeaders.of(load_policy(str(EXAMPLE)))
+
+
+def test_the_lists_come_from_the_policy() -> None:
+    found = headers()
+    assert found.upstream == ("x-user-id", "x-user-roles", "x-identity-token")
+    assert {"x-user-roles", "x_user_roles", "authorization", "x-api-key", "sub", "tier", "reason"} <= set(found.owned)
+    assert found.request is not None and "authorization" in found.request and "x-tenant" in found.request
+
+
+def test_without_config_envoy_config_says_its_lists_are_defaults() -> None:
+    run = subprocess.run([sys.executable, "-m", "authz", "envoy-config", "--shape", "edge", "--authz", "a:1"],
+                         capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert run.returncode == 0 and "defaults" in run.stderr and "--config POLICY" in run.stderr
+    run = subprocess.run([sys.executable, "-m", "authz", "envoy-config", "--shape", "edge", "--authz", "a:1",
+                          "--config", str(EXAMPLE)], capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert run.returncode == 0 and run.stderr == ""
+
+
+def test_the_istio_and_emissary_output_fits_their_schemas() -> None:
+    for protocol in ("grpc", "http"):
+        options = EnvoyOptions(shape="edge", authz=["authz.authz.svc.cluster.local:9292"], protocol=protocol)
+        assert mesh_config_errors(istio(options, headers())) == []
+        assert crd_errors(emissary(options, headers())) == []
+    http = istio(EnvoyOptions(shape="edge", authz=["authz:9292"], protocol="http"), headers())
+    assert "x-user-roles" in http["extensionProviders"][0]["envoyExtAuthzHttp"]["headersToUpstreamOnAllow"]
+
+
+def test_a_generated_config_draws_no_warning_and_an_old_one_does(tmp_path: Path) -> None:
+    for protocol in ("grpc", "http"):
+        options = EnvoyOptions(shape="edge", authz=["a:1"], protocol=protocol, upstream_headers=headers().upstream,
+                               owned_headers=headers().owned)
+        assert spoofable("envoy.yaml", render(options), headers()) == []
+    old = render(EnvoyOptions(shape="edge", authz=["a:1"], protocol="http", owned_headers=[]))
+    warnings = spoofable("envoy.yaml", old, headers())
+    lines = old.splitlines()
+    listed = [w for w in warnings if "allowed_upstream_headers" in w]
+    assert len(listed) == 1 and "'x-user-roles'" in listed[0]
+    line = int(listed[0].split(":")[1])
+    assert "authorizationResponse" in lines[line - 1]
+    stripped = [w for w in warnings if "request_headers_to_remove" in w]
+    assert {w.split("'")[1] for w in stripped} == set(headers().owned)
+    assert all("disabled: true" in lines[int(w.split(":")[1]) - 1] for w in stripped)
+
+
+def test_istio_and_emissary_configs_are_read_with_their_lines() -> None:
+    mesh = {"extensionProviders": [{"name": "authz-http", "envoyExtAuthzHttp": {
+        "service": "authz", "port": 9292, "headersToUpstreamOnAllow": ["x-user-*"]}}]}
+    configmap = yaml.safe_dump({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "istio"},
+                                "data": {"mesh": yaml.safe_dump(mesh)}}, default_style=None)
+    text = "# comment\n---\n" + configmap
+    warnings = spoofable("mesh.yaml", text, headers())
+    assert [w.split("'")[1] for w in warnings] == ["x-identity-token"]  # x-user-* covers the other two
+    service = {"apiVersion": "getambassador.io/v3alpha1", "kind": "AuthService",
+               "spec": {"auth_service": "authz:9292", "proto": "http",
+                        "allowed_authorization_headers": ["x-user-id", "x-identity-token"]}}
+    text = yaml.safe_dump(service, sort_keys=False)
+    warnings = spoofable("auth.yaml", text, headers())
+    assert len(warnings) == 1 and "'x-user-roles'" in warnings[0]
+    assert "allowed_authorization_headers" in text.splitlines()[int(warnings[0].split(":")[1]) - 1]
+    grpc = {**service, "spec": {"auth_service": "authz:9191", "proto": "grpc"}}
+    assert spoofable("auth.yaml", yaml.safe_dump(grpc), headers()) == []
