@@ -84,3 +84,23 @@ def test_istio_and_emissary_configs_are_read_with_their_lines() -> None:
     assert "allowed_authorization_headers" in text.splitlines()[int(warnings[0].split(":")[1]) - 1]
     grpc = {**service, "spec": {"auth_service": "authz:9191", "proto": "grpc"}}
     assert spoofable("auth.yaml", yaml.safe_dump(grpc), headers()) == []
+
+
+SHIPPED_PROXY_CONFIGS = [
+    "deploy/istio/mesh/istio-operator.yaml", "deploy/istio/mesh/istiod-values.yaml",
+    "deploy/istio/mesh/mesh-configmap.yaml", "deploy/edge-stack/authservice-http/authservice.yaml",
+    "deploy/edge-stack/authservice/authservice.yaml",
+    *(f"deploy/envoy/{path.name}" for path in sorted((REPO / "deploy" / "envoy").glob("*.yaml"))),
+]
+
+
+def test_the_shipped_proxy_configs_let_no_owned_header_through(tmp_path: Path) -> None:
+    """The deployed policy (deploy/kubernetes) against the shipped mesh and
+    gateway configs, and the example policy against the shipped bootstraps
+    (generated from it)."""
+    from tests.deploy.test_policy_configmap import Cluster
+
+    deployed = PolicyHeaders.of(load_policy(str(Cluster(tmp_path).config)))
+    for name in SHIPPED_PROXY_CONFIGS:
+        policy = headers() if name.startswith("deploy/envoy/") else deployed
+        assert spoofable(name, (REPO / name).read_text(), policy) == [], name
