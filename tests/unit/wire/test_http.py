@@ -21,6 +21,7 @@ from authz.wire.http import (
     forwarded_for,
     to_answer,
 )
+from authz.wire.http_headers import CALL_HEADERS
 
 DOOR = HttpDoor(HttpDoorSettings("/authz", forwarded_hops=1, trust_xfcc=True))
 
@@ -219,3 +220,33 @@ def test_validate_names_each_rule_that_reads_what_the_http_door_cannot_know(tmp_
 def test_the_call_timeout_is_what_envoy_states_or_unknown(value: str | None, expected: float | None) -> None:
     pairs = scope()["headers"] + ([] if value is None else [(b"x-envoy-expected-rq-timeout-ms", value.encode())])
     assert DOOR.call_timeout(DOOR.parse({**scope(), "headers": pairs})) == expected
+
+
+def test_sec_57_request_headers_are_the_clients_named_as_through_the_grpc_door() -> None:
+    call = scope(b"/authz/a/b", b"q=1", x_custom="a", content_length="0", x_envoy_internal="true",
+                 x_envoy_expected_rq_timeout_ms="1000", x_envoy_attempt_count="1")
+    request = DOOR.to_request(DOOR.parse(call))
+    headers = request.headers
+    assert {k: headers[k] for k in (":authority", ":method", ":path", ":scheme")} == {
+        ":authority": "api.example.com", ":method": "GET", ":path": "/a/b?q=1", ":scheme": "https"}
+    assert headers["x-custom"] == "a" and "host" not in headers
+    assert not set(CALL_HEADERS) - {"host"} & set(headers)  # Envoy's own, for its call
+    assert DOOR.call_timeout(DOOR.parse(call)) == 1.0  # still read by the door itself
+
+
+@pytest.mark.parametrize(("name", "changed"), [
+    (":method", {"method": "POST"}), (":path", {"query_string": b"q=2"}),
+    (":authority", {"headers": [(b"host", b"other.example.com")]}),
+    (":scheme", {"headers": [(b"x-forwarded-proto", b"http")]}),
+])
+def test_sec_57_the_cache_key_finds_a_pseudo_header_where_the_call_carries_it(name: str, changed: dict[str, Any]) -> None:
+    key = DOOR.make_cache_key(Reads(headers=frozenset({name})), ())
+    base = scope()
+    other = {**base, **changed}
+    if "headers" in changed:
+        replaced = {k for k, _ in changed["headers"]}
+        other["headers"] = [(k, v) for k, v in base["headers"] if k not in replaced] + changed["headers"]
+    assert key(DOOR.parse(other)) != key(DOOR.parse(base))
+    # Envoy's own headers are no part of what a policy reads.
+    timeout = DOOR.make_cache_key(Reads(headers=frozenset({"x-envoy-expected-rq-timeout-ms"})), ())
+    assert timeout(DOOR.parse(scope(x_envoy_expected_rq_timeout_ms="5"))) == timeout(DOOR.parse(base))
