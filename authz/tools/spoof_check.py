@@ -14,8 +14,10 @@ several YAML documents. What is checked:
   left out is dropped from authz's answer, and the client's copy is not
   replaced. (authz removes what it owns but does not set; it cannot remove
   what it sets, since Envoy applies removals after the headers it sets.)
-- Envoy routes with ext_authz ``disabled``: no Check runs, so the route
-  must strip (``request_headers_to_remove``) every header the policy owns.
+- Envoy routes with ext_authz ``disabled`` and Emissary Mappings with
+  ``bypass_auth``: no Check runs, so the route must strip
+  (``request_headers_to_remove``, ``remove_request_headers``) every header
+  the policy owns.
 """
 
 from __future__ import annotations
@@ -104,6 +106,12 @@ class _Check:
         if isinstance(data, dict) and data.get("kind") == "AuthService":
             self.emissary(located, data)
             return
+        if isinstance(data, dict) and data.get("kind") == "Mapping":
+            spec = data.get("spec") if isinstance(data.get("spec"), dict) else {}
+            if spec.get("bypass_auth") is True:
+                self.stripped(located, ("spec", "bypass_auth"), spec.get("remove_request_headers") or [],
+                              "remove_request_headers", "this Mapping bypasses the AuthService")
+            return
         if isinstance(data, dict) and data.get("kind") == "ConfigMap" and isinstance(_get(data, "data"), dict) \
                 and isinstance(data["data"].get("mesh"), str):
             self.config_map(located, data["data"]["mesh"])
@@ -136,13 +144,16 @@ class _Check:
                 holder: Any = data
                 for part in path[:cut - 1]:
                     holder = holder[part]
-                stripped = _get(holder, "request_headers_to_remove") or []
-                for name in self.headers.owned:
-                    if name not in stripped:
-                        self.warn(located.line((*path, "disabled")),
-                                  f"{name!r}, which the policy owns, is not in this route's request_headers_to_remove: "
-                                  "ext_authz is disabled here, so a client-sent copy reaches the upstream")
+                self.stripped(located, (*path, "disabled"), _get(holder, "request_headers_to_remove") or [],
+                              "this route's request_headers_to_remove", "ext_authz is disabled here")
                 return
+
+    def stripped(self, located: Located, path: Path, listed: Any, where: str, why: str) -> None:
+        """Where no Check runs, every owned header must be stripped."""
+        for name in self.headers.owned:
+            if name not in listed:
+                self.warn(located.line(path), f"{name!r}, which the policy owns, is not in {where}: {why}, "
+                                              "so a client-sent copy reaches the upstream")
 
     def emissary(self, located: Located, data: dict[str, Any]) -> None:
         spec = data.get("spec") if isinstance(data.get("spec"), dict) else {}

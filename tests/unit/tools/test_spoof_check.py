@@ -84,12 +84,19 @@ def test_istio_and_emissary_configs_are_read_with_their_lines() -> None:
     assert "allowed_authorization_headers" in text.splitlines()[int(warnings[0].split(":")[1]) - 1]
     grpc = {**service, "spec": {"auth_service": "authz:9191", "proto": "grpc"}}
     assert spoofable("auth.yaml", yaml.safe_dump(grpc), headers()) == []
+    public = {"apiVersion": "getambassador.io/v3alpha1", "kind": "Mapping",
+              "spec": {"prefix": "/public/", "service": "web", "bypass_auth": True,
+                       "remove_request_headers": list(headers().owned[1:])}}
+    text = yaml.safe_dump(public, sort_keys=False)
+    warnings = spoofable("mappings.yaml", text, headers())
+    assert len(warnings) == 1 and f"'{headers().owned[0]}'" in warnings[0]
+    assert "bypass_auth" in text.splitlines()[int(warnings[0].split(":")[1]) - 1]
 
 
 SHIPPED_PROXY_CONFIGS = [
     "deploy/istio/mesh/istio-operator.yaml", "deploy/istio/mesh/istiod-values.yaml",
     "deploy/istio/mesh/mesh-configmap.yaml", "deploy/edge-stack/authservice-http/authservice.yaml",
-    "deploy/edge-stack/authservice/authservice.yaml",
+    "deploy/edge-stack/authservice/authservice.yaml", "deploy/edge-stack/authservice/mappings.yaml",
     *(f"deploy/envoy/{path.name}" for path in sorted((REPO / "deploy" / "envoy").glob("*.yaml"))),
 ]
 
