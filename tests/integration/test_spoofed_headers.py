@@ -2,8 +2,8 @@
 
 Class 1: a client-sent copy of a header the policy sets, removes or signs
 (conditional ones and metadata keys included) never reaches the upstream,
-through the configs ``authz envoy-config --config`` writes (edge, both
-doors) and through
+through the configs ``authz envoy-config --config`` writes (edge and mTLS
+sidecar, both doors) and through
 a hand-written one that lists the upstream headers but strips nothing itself.
 
 Class 2: the same requests through both doors present the same attributes
@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import json
 import shutil
+import ssl
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,10 +25,13 @@ from authz.config import load_policy
 from authz.tools.envoy_config import EnvoyOptions
 from authz.tools.policy_headers import PolicyHeaders
 from testkit.paths import ACCEPTANCE
+from testkit.pki import MeshCA
 from testkit.procs import Authz, Echo, Envoy, free_port, http_get
 from testkit.tokens import claims, token
 
 pytestmark = pytest.mark.integration
+
+BILLING = "spiffe://cluster.local/ns/shop/sa/billing"
 
 RESPONSE = """\
 response:
@@ -167,3 +172,45 @@ def test_both_doors_present_the_same_attributes(both_doors: tuple[Envoy, Envoy],
     # The pseudo-headers are there, and nothing Envoy set on its own call to the HTTP door.
     assert {":authority", ":method", ":path", ":scheme"} <= set(http_headers)
     assert not {"content-length", "x-envoy-internal", "x-envoy-expected-rq-timeout-ms", "host"} & set(http_headers)
+
+
+@pytest.fixture(scope="module", params=["grpc", "http"])
+def sidecar(request: pytest.FixtureRequest, policy: Path,
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Envoy, Any]]:
+    """The mTLS sidecar shape, its CUSTOM policy covering /api/ only."""
+    tmp = tmp_path_factory.mktemp(f"sidecar-{request.param}")
+    ca = MeshCA(tmp)
+    chain, key = ca.workload("spiffe://cluster.local/ns/shop/sa/orders", "orders")
+    grpc = f"127.0.0.1:{free_port()}"
+    http = f"127.0.0.1:{free_port()}"
+    extra = ["--grpc-address", grpc, "--http-authz-address", http, "--http-authz-prefix", "/authz",
+             "--trusted-forwarded-hops", "1", "--trust-xfcc"]
+    headers = PolicyHeaders.of(load_policy(str(policy)))
+    with Echo() as echo, Authz(policy, workers=1, extra=extra):
+        options = EnvoyOptions(shape="sidecar", authz=[grpc if request.param == "grpc" else http],
+                               upstream=echo.address, protocol=request.param, path_prefix="/authz",
+                               cert_chain=str(chain), private_key=str(key), ca_cert=str(ca.cert_path),
+                               protected_prefixes=["/api/"], upstream_headers=headers.upstream,
+                               metadata_keys=headers.metadata, owned_headers=headers.owned)
+        with Envoy(tmp, options) as envoy:
+            envoy.url = envoy.url.replace("http://", "https://")
+            caller_chain, caller_key = ca.workload(BILLING, "billing")
+            context = ssl.create_default_context(cafile=str(ca.cert_path))
+            context.load_cert_chain(str(caller_chain), str(caller_key))
+            yield envoy, context
+
+
+def test_sidecar_a_peer_allow_and_an_uncovered_path_carry_no_forged_header(sidecar: tuple[Envoy, Any]) -> None:
+    envoy, context = sidecar
+    status, _headers, body = http_get(envoy.url + "/api/orders/7", FORGED, context=context)
+    assert status == 200, body
+    seen = json.loads(body)["headers"]
+    assert seen["x-user-id"] == BILLING and seen["x-user-roles"] == "orders-reader"
+    for name in ("x-tenant", "tier", "reason", "x_user_roles"):  # a peer has no tenant claim
+        assert name not in seen, name
+    # Outside the CUSTOM policy's paths no Check runs: the route strips them.
+    status, _headers, body = http_get(envoy.url + "/public/page", FORGED, context=context)
+    assert status == 200, body
+    seen = json.loads(body)["headers"]
+    for name in FORGED:
+        assert name not in seen, name
