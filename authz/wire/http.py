@@ -101,8 +101,16 @@ def unknowable(policy: Policy, settings: HttpDoorSettings) -> list[str]:
             said = ", ".join(f"{_SHOWN[n]} ({_HOW_TO_KNOW.get(n, 'never sent by this protocol')})" for n in missing)
             found.append((line, f"warning: {what} reads {said}: through the HTTP door it {effect}"))
 
+    def envoys(line: int, what: str, reads: set[tuple[str, ...]], effect: str) -> None:
+        for name in sorted({p[2].lower() for p in reads if p[:2] == ("request", "headers") and len(p) > 2} & ENVOYS):
+            found.append((line, f"warning: {what} reads the header {name!r}, which through the HTTP door is "
+                                f"Envoy's own on its call, never the client's: there it {effect}"))
+
     for rule in policy.deny_rules:
         note(rule.matcher.line, f"deny rule {rule.name!r}", rule.matcher.attributes, "matches every request it covers")
+        envoys(rule.matcher.line, f"deny rule {rule.name!r}", rule.matcher.reads(), "matches every request it covers")
+    for rule in policy.allow_rules:
+        envoys(rule.matcher.line, f"allow rule {rule.name!r}", rule.matcher.reads(), "never allows")
     for rule in policy.allow_rules:
         note(rule.matcher.line, f"allow rule {rule.name!r}", rule.matcher.attributes, "never allows")
     for role, permissions in policy.roles.items():

@@ -250,3 +250,21 @@ def test_sec_57_the_cache_key_finds_a_pseudo_header_where_the_call_carries_it(na
     # Envoy's own headers are no part of what a policy reads.
     timeout = DOOR.make_cache_key(Reads(headers=frozenset({"x-envoy-expected-rq-timeout-ms"})), ())
     assert timeout(DOOR.parse(scope(x_envoy_expected_rq_timeout_ms="5"))) == timeout(DOOR.parse(base))
+
+
+def test_sec_57_validate_names_a_rule_that_reads_a_header_envoy_sets_on_its_own_call(tmp_path: Path) -> None:
+    from authz.config import load_policy
+    from authz.wire.http import unknowable
+
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        "version: 1\n"
+        "rules:\n"
+        "  - {name: bodies, effect: deny, when: 'request.headers[\"content-length\"] != \"0\"'}\n"
+        "  - {name: internal, effect: allow, when: 'request.headers[\"x-envoy-internal\"] == \"true\"'}\n"
+        "  - {name: fine, effect: allow, when: 'request.headers[\":authority\"] == \"a\"'}\n"
+    )
+    warnings = unknowable(load_policy(str(policy)), HttpDoorSettings(forwarded_hops=1, trust_xfcc=True))
+    assert [w.split(":", 1)[0] for w in warnings] == ["3", "4"]
+    assert "'content-length'" in warnings[0] and "matches every request" in warnings[0]
+    assert "'x-envoy-internal'" in warnings[1] and "never allows" in warnings[1]
