@@ -156,7 +156,6 @@ if tuple(FIELDS) != ATTRIBUTES:  # pragma: no cover - caught by importing this m
 _PSEUDO_SOURCES = {pseudo: FIELDS[name].header for pseudo, name in PSEUDO_HEADERS.items()}
 
 
-
 class Call:
     """One HTTP call from Envoy, checked once: the client's method, the
     request target as sent (``raw_path`` with the prefix, and the query),
