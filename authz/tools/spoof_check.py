@@ -45,6 +45,11 @@ def _get(node: Any, *names: str) -> Any:
     return None
 
 
+def _spec(data: dict[str, Any]) -> dict[str, Any]:
+    spec = data.get("spec")
+    return spec if isinstance(spec, dict) else {}
+
+
 def _walk(node: Any, path: Path = ()) -> Iterator[tuple[Path, Any]]:
     yield path, node
     if isinstance(node, dict):
@@ -107,7 +112,7 @@ class _Check:
             self.emissary(located, data)
             return
         if isinstance(data, dict) and data.get("kind") == "Mapping":
-            spec = data.get("spec") if isinstance(data.get("spec"), dict) else {}
+            spec = _spec(data)
             if spec.get("bypass_auth") is True:
                 self.stripped(located, ("spec", "bypass_auth"), spec.get("remove_request_headers") or [],
                               "remove_request_headers", "this Mapping bypasses the AuthService")
@@ -156,7 +161,7 @@ class _Check:
                                               "so a client-sent copy reaches the upstream")
 
     def emissary(self, located: Located, data: dict[str, Any]) -> None:
-        spec = data.get("spec") if isinstance(data.get("spec"), dict) else {}
+        spec = _spec(data)
         if str(spec.get("proto", "http")) != "http":
             return
         key = "allowed_authorization_headers"

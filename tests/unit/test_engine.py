@@ -154,7 +154,8 @@ def test_anonymous_allow_rule(engine: Engine) -> None:
     # Headers computed from the identity have no value for an anonymous
     # caller: removed, so that a client-sent copy never passes.
     assert decision.headers == ()
-    assert set(decision.remove) == {"authorization", "x-user-id", "x_user_id"}  # and its underscore twin
+    # and its underscore twin, and authz's metadata keys (the HTTP door answers them as headers)
+    assert set(decision.remove) == {"authorization", "x-user-id", "x_user_id", "reason", "rule", "issuer"}
 
 
 def test_anonymous_caller_without_permission_gets_401_with_challenge(engine: Engine) -> None:
