@@ -111,3 +111,19 @@ def test_the_shipped_proxy_configs_let_no_owned_header_through(tmp_path: Path) -
     for name in SHIPPED_PROXY_CONFIGS:
         policy = headers() if name.startswith("deploy/envoy/") else deployed
         assert spoofable(name, (REPO / name).read_text(), policy) == [], name
+
+
+def test_the_hand_written_fixture_leaves_nothing_spoofable_and_a_gap_is_found(tmp_path: Path) -> None:
+    """tests/fixtures/envoy/hand-written-http.yaml, which the integration
+    tests run, against the policy they use; then with one gap each."""
+    from tests.integration.test_spoofed_headers import HAND_WRITTEN, _policy
+
+    owned = PolicyHeaders.of(load_policy(str(_policy(tmp_path))))
+    text = HAND_WRITTEN.read_text()
+    assert spoofable("hand.yaml", text, owned) == []
+    narrower = text.replace("{prefix: x-user-}, ", "{exact: x-user-id}, ")
+    warnings = spoofable("hand.yaml", narrower, owned)
+    assert len(warnings) == 1 and "'x-user-roles'" in warnings[0] and "allowed_upstream_headers" in warnings[0]
+    leaky = text.replace(" tier]", "]")
+    warnings = spoofable("hand.yaml", leaky, owned)
+    assert len(warnings) == 1 and "'tier'" in warnings[0] and "disabled" in text.splitlines()[int(warnings[0].split(":")[1]) - 1]
