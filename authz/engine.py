@@ -174,6 +174,11 @@ class Engine:
         built = policy.response.build(view)
         for text in built.notes:
             _note(trace, "response", text.partition(":")[0], "omitted", text.partition(": ")[2])
+        if built.expired_credential:
+            # Leeway is for accepting a credential, never for asserting one.
+            return self._deny(Reason.CREDENTIAL_IN_LEEWAY, identity, detail="the credential's exp has passed "
+                              "(accepted within the leeway); no identity token outlives it", trace=trace,
+                              would_deny=would_deny, cacheable=False)
         return Decision(
             allowed=True,
             reason=Reason.ALLOWED,

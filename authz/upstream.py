@@ -41,6 +41,10 @@ class Built(NamedTuple):
     #: ("client_header" | "metadata", name) for each one left out because its
     #: expression failed or its value could not be sent (counted in metrics).
     omitted: tuple[tuple[str, str], ...] = ()
+    #: True when the policy makes an identity token and the credential's own
+    #: expiry has passed (accepted within the leeway): no token can be made,
+    #: and the engine denies (``credential_in_leeway``).
+    expired_credential: bool = False
 
 
 class _Budget:
@@ -124,17 +128,20 @@ class ResponsePlan:
             set_headers.append((name, value))
         signer = self.identity_token
         fresh_until = None
+        expired = False
         if signer is not None:
-            if view.identity.authenticated:
+            limit = signer.limit(view.identity)
+            if view.identity.authenticated and (limit is None or limit > view.now):
                 token, fresh_until = signer.token(view.identity, view.request.source_principal, view.now)
                 set_headers.append((signer.header, token))
             else:
+                expired = view.identity.authenticated
                 remove.append(signer.header)
         omitted: list[tuple[str, str]] = []
         client = self._client_headers(view, budget, notes, omitted) if self.client_headers else ()
         metadata = self._metadata(view, budget, notes, omitted) if self.metadata else ()
         return Built(tuple(set_headers), tuple(dict.fromkeys(remove)), notes, fresh_until, client, metadata,
-                     tuple(omitted))
+                     tuple(omitted), expired)
 
     def _client_headers(self, view: View, budget: _Budget, notes: list[str],
                         omitted: list[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
