@@ -42,6 +42,10 @@ class Reason(enum.StrEnum):
     NO_PERMISSION = "no_permission"
     INVALID_PATH = "invalid_path"
     INVALID_REQUEST = "invalid_request"
+    #: The client's headers with those the policy adds would pass Envoy's
+    #: limits on one request (100 headers, 60 KiB): denied rather than make
+    #: a request Envoy or the upstream would refuse or cut.
+    REQUEST_HEADERS_TOO_LARGE = "request_headers_too_large"
     INTERNAL_ERROR = "internal_error"
 
 
@@ -88,6 +92,7 @@ OUTCOMES: dict[Reason, Outcome] = {
     Reason.NO_PERMISSION: _FORBIDDEN,
     Reason.INVALID_PATH: _FORBIDDEN,
     Reason.INVALID_REQUEST: _FORBIDDEN,
+    Reason.REQUEST_HEADERS_TOO_LARGE: _FORBIDDEN,
     Reason.INTERNAL_ERROR: _FORBIDDEN,
 }
 

@@ -69,6 +69,8 @@ def compile_response(compiler: _Compiler, config: schema.ResponseSpec, credentia
     lines = {f"header {name}": compiler.located.line(("response", "headers", name)) for name, _ in headers}
     lines.update((f"client header {name}", compiler.located.line(("response", "client_headers", name))) for name, _ in client)
     lines.update((f"metadata {key}", compiler.located.line(("response", "metadata", key))) for key, _ in metadata)
+    if signer is not None:
+        lines["identity token"] = compiler.located.line(("response", "identity_token"))
     return ResponsePlan(tuple(headers), tuple(remove), signer, client, metadata, lines)
 
 

@@ -313,7 +313,9 @@ class CheckService:
             message = door.parse(raw)
         except door.invalid:
             return Answer(door.invalid_request, _INVALID_REQUEST_DECISION, "none", door=door)
-        key = state.key_of[door.name](message)
+        # A request whose own headers leave no room for any cached answer
+        # within Envoy's limits is decided uncached (docs/security.md 65).
+        key = state.key_of[door.name](message) if door.roomy(raw) else None
         if key is not None:
             hit = state.decisions.get(key)
             if hit is not None:
