@@ -37,11 +37,6 @@ class Door(Protocol):
     def summary(self, message: Any) -> tuple[str | None, str, str, str]: ...
     def trace_headers(self, message: Any) -> Mapping[str, str]: ...
     def answer(self, decision: Decision, request_id: str | None) -> Any: ...
-    def roomy(self, raw: Any) -> bool:
-        """Whether the call's size leaves room for the decision cache: a
-        request whose own headers may take more than half of Envoy's limits
-        is decided uncached (``authz.upstream.ROOMY_BYTES``; the key
-        functions check the header count)."""
     def call_timeout(self, message: Any) -> float | None:
         """Seconds the caller gives this call, when the message says (None:
         unknown, or told by the transport instead)."""

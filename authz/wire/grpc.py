@@ -25,7 +25,7 @@ from authz.decision import Decision
 from authz.errors import OUTCOMES, Reason
 from authz.policy import Reads
 from authz.request import ATTRIBUTES, Request
-from authz.upstream import ROOMY_BYTES, ROOMY_HEADERS
+from authz.upstream import ROOMY_HEADERS
 from authz.wire import cache_digest
 from authz.wire.denial import denied_body, echoed_request_id
 
@@ -276,12 +276,6 @@ class GrpcDoor:
     answer = staticmethod(_answer)
     invalid_request = _answer(Decision(allowed=False, reason=Reason.INVALID_REQUEST), None)
     internal_error = _answer(Decision(allowed=False, reason=Reason.INTERNAL_ERROR), None)
-
-    @staticmethod
-    def roomy(raw: bytes) -> bool:
-        """Bounded at no cost: the serialized CheckRequest is longer than
-        its headers' names and values."""
-        return len(raw) <= ROOMY_BYTES
 
     @staticmethod
     def call_timeout(message: CheckRequest) -> float | None:

@@ -334,11 +334,6 @@ class HttpDoor:
         return parse(scope, self._prefix)
 
     @staticmethod
-    def roomy(_scope: Any) -> bool:
-        """The key function reads the size :func:`parse` measured."""
-        return True
-
-    @staticmethod
     def call_timeout(call: Call) -> float | None:
         """The call's timeout as Envoy states it (``x-envoy-expected-rq-timeout-ms``,
         the ext_authz ``http_service`` timeout), or None. Read only when a

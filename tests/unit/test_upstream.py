@@ -19,6 +19,8 @@ from authz.config.advice import header_size_warnings
 from authz.engine import Engine
 from authz.errors import Reason
 from authz.sanitize import mark_separators, sanitize_marked_value
+from authz.server.service import CheckService, PolicyState
+from authz.server.telemetry import Telemetry
 from authz.upstream import (
     MAX_REQUEST_BYTES,
     MAX_REQUEST_HEADERS,
@@ -140,11 +142,20 @@ def test_requests_without_room_for_a_cached_answer_are_never_looked_up(tmp_path:
         return message.SerializeToString(), message
 
     raw, message = check(_headers(10))
-    assert GRPC.roomy(raw) and key(message) is not None
+    assert len(raw) <= ROOMY_BYTES and key(message) is not None
     raw, message = check(_headers(ROOMY_HEADERS))
     assert key(message) is None
+    # The servicer does not look a serialized request this long up.
     raw, message = check({"x-big": "b" * ROOMY_BYTES})
-    assert not GRPC.roomy(raw)
+    assert len(raw) > ROOMY_BYTES
+    service = CheckService(PolicyState(engine.policy, FixedClock()), Telemetry())
+    for _ in range(2):
+        service.check_sync(raw, None)
+    assert service.state.decisions.stats.hits == 0 and len(service.state.decisions) == 0
+    raw, _message = check({"x-small": "s"})
+    for _ in range(2):
+        service.check_sync(raw, None)
+    assert service.state.decisions.stats.hits == 1  # the control
 
     door = HttpDoor(HttpDoorSettings("/authz", 0, False))
     http_key = door.make_cache_key(reads, credentials)
