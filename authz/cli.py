@@ -53,9 +53,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
     roles = len(policy.roles)
     rules = len(policy.deny_rules) + len(policy.allow_rules)
     print(f"{args.config}: valid ({len(policy.issuers)} issuer(s), {roles} role(s), {rules} rule(s))")
-    from authz.config.advice import trailing_slash_warnings
+    from authz.config.advice import header_size_warnings, trailing_slash_warnings
 
-    warnings = trailing_slash_warnings(policy)
+    warnings = trailing_slash_warnings(policy) + header_size_warnings(policy)
     if args.door == "http":
         from authz.wire.http import HttpDoorSettings, unknowable
 

@@ -15,7 +15,11 @@ Phase 4, permissions: a role with a matching permission, or a matching allow
     rule, allows (a ``when`` that fails counts as not matched).
 Phase 5, default: 401 with a challenge for an anonymous caller, 403 otherwise.
 Phase 6, response: headers and identity token for the upstream, headers
-    for the client, dynamic metadata for Envoy.
+    for the client, dynamic metadata for Envoy. A credential past its own
+    exp (accepted within the leeway) gets no identity token: 401
+    ``credential_in_leeway`` when the policy makes one. The client's headers
+    with the policy's must stay within Envoy's limits: 403
+    ``request_headers_too_large`` otherwise.
 """
 
 from __future__ import annotations
@@ -174,6 +178,16 @@ class Engine:
         built = policy.response.build(view)
         for text in built.notes:
             _note(trace, "response", text.partition(":")[0], "omitted", text.partition(": ")[2])
+        if built.expired_credential:
+            # Leeway is for accepting a credential, never for asserting one.
+            return self._deny(Reason.CREDENTIAL_IN_LEEWAY, identity, detail="the credential's exp has passed "
+                              "(accepted within the leeway); no identity token outlives it", trace=trace,
+                              would_deny=would_deny, cacheable=False)
+        if built.oversized:
+            # Never cached: the same key may come with fewer headers.
+            return self._deny(Reason.REQUEST_HEADERS_TOO_LARGE, identity, detail="the client's headers with the "
+                              "policy's would pass Envoy's limits (100 headers, 60 KiB)", trace=trace,
+                              would_deny=would_deny, cacheable=False)
         return Decision(
             allowed=True,
             reason=Reason.ALLOWED,
@@ -182,7 +196,7 @@ class Engine:
             headers=built.headers,
             remove=built.remove,
             valid_until=_earliest(identity.expires_at, built.fresh_until),
-            cacheable=not policy.reads.now,
+            cacheable=not policy.reads.now and built.roomy,
             dry_run_denials=tuple(would_deny),
             client_headers=built.client_headers,
             metadata=built.metadata,

@@ -34,10 +34,18 @@ class Reason(enum.StrEnum):
     UNKNOWN_ISSUER = "unknown_issuer"
     JWKS_UNAVAILABLE = "jwks_unavailable"
     INVALID_API_KEY = "invalid_api_key"
+    #: The credential's own exp has passed (it was accepted only thanks to the
+    #: leeway) and the policy asserts the caller in an identity token: a token
+    #: never outlives its credential, so none is made and the request is denied.
+    CREDENTIAL_IN_LEEWAY = "credential_in_leeway"
     DENIED_BY_RULE = "denied_by_rule"
     NO_PERMISSION = "no_permission"
     INVALID_PATH = "invalid_path"
     INVALID_REQUEST = "invalid_request"
+    #: The client's headers with those the policy adds would pass Envoy's
+    #: limits on one request (100 headers, 60 KiB): denied rather than make
+    #: a request Envoy or the upstream would refuse or cut.
+    REQUEST_HEADERS_TOO_LARGE = "request_headers_too_large"
     INTERNAL_ERROR = "internal_error"
 
 
@@ -79,10 +87,12 @@ OUTCOMES: dict[Reason, Outcome] = {
     Reason.UNKNOWN_ISSUER: _unauthenticated(Reason.UNKNOWN_ISSUER),
     Reason.JWKS_UNAVAILABLE: _unauthenticated(Reason.JWKS_UNAVAILABLE),
     Reason.INVALID_API_KEY: _unauthenticated(Reason.INVALID_API_KEY),
+    Reason.CREDENTIAL_IN_LEEWAY: _unauthenticated(Reason.CREDENTIAL_IN_LEEWAY),
     Reason.DENIED_BY_RULE: _FORBIDDEN,
     Reason.NO_PERMISSION: _FORBIDDEN,
     Reason.INVALID_PATH: _FORBIDDEN,
     Reason.INVALID_REQUEST: _FORBIDDEN,
+    Reason.REQUEST_HEADERS_TOO_LARGE: _FORBIDDEN,
     Reason.INTERNAL_ERROR: _FORBIDDEN,
 }
 

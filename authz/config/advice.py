@@ -6,11 +6,23 @@ two paths. Many routers serve both with one handler (Express by default,
 Spring MVC before 6, Django with ``APPEND_SLASH`` after a redirect), so a deny
 rule that names ``/internal`` alone leaves ``/internal/`` open there
 (docs/security.md 51).
+
+The headers a policy adds for the upstream share Envoy's limits on one
+request (100 headers, 60 KiB) with the client's own: a request whose headers
+leave too little room is denied ``request_headers_too_large``, and an answer
+that adds more than half of them is never cached (docs/security.md 65).
 """
 
 from __future__ import annotations
 
 from authz.policy import Policy
+from authz.upstream import (
+    MAX_HEADER_VALUE,
+    MAX_REQUEST_BYTES,
+    MAX_REQUEST_HEADERS,
+    ROOMY_BYTES,
+    ROOMY_HEADERS,
+)
 
 
 def _example(pattern: str) -> str:
@@ -38,3 +50,25 @@ def trailing_slash_warnings(policy: Policy) -> list[str]:
                     f"{pattern + '/'!r} and every path below) or add {pattern + '/'!r}"
                 )))
     return [f"{line}: {message}" for line, message in sorted(found, key=lambda item: item[0])]
+
+
+def header_size_warnings(policy: Policy) -> list[str]:
+    """``LINE: warning: ...`` when the upstream headers the policy may add,
+    each at its longest (8192 characters, the identity token counted so
+    too), could pass Envoy's limits on one request by themselves: then even
+    a small request may be denied ``request_headers_too_large``. At the line
+    of the header that passes them."""
+    plan = policy.response
+    names = [(name, plan.lines.get(f"header {name}", 0)) for name, _expression in plan.headers]
+    if plan.identity_token is not None:
+        names.append((plan.identity_token.header, plan.lines.get("identity token", 0)))
+    size = 0
+    for count, (name, line) in enumerate(names, start=1):
+        size += len(name) + MAX_HEADER_VALUE
+        if count > MAX_REQUEST_HEADERS or size > MAX_REQUEST_BYTES:
+            return [f"{line}: warning: response.headers: the {len(names)} upstream header(s) this policy sets could "
+                    f"add up to {(len(names) * MAX_HEADER_VALUE) // 1024} KiB, past Envoy's limits on one request "
+                    f"({MAX_REQUEST_HEADERS} headers, {MAX_REQUEST_BYTES // 1024} KiB, the client's own headers "
+                    "included): a request they would not fit with is denied (request_headers_too_large); answers "
+                    f"adding more than half ({ROOMY_HEADERS} headers, {ROOMY_BYTES // 1024} KiB) are not cached"]
+    return []

@@ -34,6 +34,13 @@ _ANSWER_HEADERS = frozenset({
 })
 
 
+#: What is said of a metadata key named like a hop-by-hop or framing header
+#: (``connection``, ``transfer-encoding``, ``host``, ...): the HTTP door
+#: carries each key as a header of its answer to Envoy.
+_FRAMING_KEY = ("metadata key {!r} is named like a hop-by-hop or framing header, which the HTTP door "
+                "could not carry in its answer")
+
+
 def compile_response(compiler: _Compiler, config: schema.ResponseSpec, credential_headers: tuple[str, ...]) -> ResponsePlan:
     """The response plan; problems go to ``compiler``. ``credential_headers``
     are the headers credentials are read from: metadata, which ends up in
@@ -62,6 +69,8 @@ def compile_response(compiler: _Compiler, config: schema.ResponseSpec, credentia
     lines = {f"header {name}": compiler.located.line(("response", "headers", name)) for name, _ in headers}
     lines.update((f"client header {name}", compiler.located.line(("response", "client_headers", name))) for name, _ in client)
     lines.update((f"metadata {key}", compiler.located.line(("response", "metadata", key))) for key, _ in metadata)
+    if signer is not None:
+        lines["identity token"] = compiler.located.line(("response", "identity_token"))
     return ResponsePlan(tuple(headers), tuple(remove), signer, client, metadata, lines)
 
 
@@ -99,6 +108,8 @@ def metadata_plan(compiler: _Compiler, config: schema.ResponseSpec, headers: set
         path: Path = ("response", "metadata", key)
         if key in BUILTIN:
             compiler.problem(path, f"metadata key {key!r} is set by authz on every answer ({', '.join(BUILTIN)})")
+            continue
+        if _METADATA_KEY.fullmatch(key) and compiler.header_name(key, path, _FRAMING_KEY) is None:
             continue
         if not _METADATA_KEY.fullmatch(key) or key.startswith("x-envoy-") or key in _ANSWER_HEADERS:
             compiler.problem(path, f"invalid metadata key {key!r} (lower-case letters, digits, '-' and '_', "

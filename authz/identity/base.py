@@ -17,8 +17,11 @@ class Identity(NamedTuple):
 
     ``expires_at`` is the wall-clock second after which the credential no
     longer verifies (``exp`` + leeway for a JWT); caches never keep an
-    identity or a decision past it. An immutable record (see
-    :class:`authz.request.Request`).
+    identity or a decision past it. ``credential_exp`` is the credential's
+    own expiry, without leeway (a JWT's ``exp``): what authz asserts about
+    the caller (the identity token) never outlives it, since leeway is for
+    accepting a credential, never for asserting one. An immutable record
+    (see :class:`authz.request.Request`).
     """
 
     kind: Kind
@@ -29,6 +32,7 @@ class Identity(NamedTuple):
     scopes: tuple[str, ...] = ()
     claims: Mapping[str, Any] = _NO_CLAIMS
     expires_at: float | None = None
+    credential_exp: float | None = None
 
     @property
     def authenticated(self) -> bool:
@@ -39,12 +43,13 @@ class Identity(NamedTuple):
             return self
         return Identity(
             self.kind, self.subject, self.issuer, self.source, self.roles | extra,
-            self.scopes, self.claims, self.expires_at,
+            self.scopes, self.claims, self.expires_at, self.credential_exp,
         )
 
     def slim(self) -> Identity:
         """Who, without the claims: what a cached decision keeps for logs."""
-        return Identity(self.kind, self.subject, self.issuer, self.source, expires_at=self.expires_at, claims=_NO_CLAIMS)
+        return Identity(self.kind, self.subject, self.issuer, self.source, expires_at=self.expires_at, claims=_NO_CLAIMS,
+                        credential_exp=self.credential_exp)
 
     def cel_value(self) -> dict[str, Any]:
         """The ``identity`` variable of the CEL environment."""

@@ -165,7 +165,8 @@ def _normal_type(value: str) -> str:
 
 
 def verify_claims(issuer: JwtIssuer, header: Mapping[str, Any], payload: Mapping[str, Any], now: float) -> float:
-    """Check type, time and audience; return the expiry (exp + leeway)."""
+    """Check type, time and audience; return the expiry as accepted (exp +
+    leeway). The token's own ``exp`` is what an identity token may assert."""
     if issuer.token_types is not None:
         typ = header.get("typ")
         if not isinstance(typ, str) or _normal_type(typ) not in issuer.token_types:
@@ -280,5 +281,7 @@ def _identity(issuer: JwtIssuer, payload: Mapping[str, Any], expires_at: float) 
         scopes=tuple(_string_list(claim_at(payload, issuer.scopes_claim))),
         claims=payload,
         expires_at=expires_at,
+        # verify_claims checked exp is a number: the leeway is for accepting only.
+        credential_exp=float(payload["exp"]),
     )
 

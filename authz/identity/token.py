@@ -27,7 +27,10 @@ class IdentityTokenSigner:
     """Signs the short-lived ES256 identity token upstreams receive.
 
     A token never outlives the credential it was made from: its ``exp`` is
-    ``iat + ttl`` or the credential's own expiry, whichever is sooner.
+    ``iat + ttl`` or the credential's own expiry (a JWT's ``exp``, never
+    with the verification leeway added), whichever is sooner. A credential
+    already past its own expiry (accepted only thanks to the leeway) gets no
+    token: :meth:`limit` tells the caller, who denies (``credential_in_leeway``).
 
     The same caller (kind, subject, issuer, roles, scopes, peer) gets the
     same token for half its lifetime, so a user moving across paths (each a
@@ -59,13 +62,23 @@ class IdentityTokenSigner:
         object.__setattr__(self, "_reuse", LRUCache(self.reuse_entries))
         object.__setattr__(self, "_lock", threading.Lock())
 
+    @staticmethod
+    def limit(identity: Identity) -> float | None:
+        """The latest ``exp`` a token for ``identity`` may carry: the
+        credential's own expiry, never the leeway after it."""
+        own, accepted = identity.credential_exp, identity.expires_at
+        if own is None:
+            return accepted
+        return own if accepted is None else min(own, accepted)
+
     def token(self, identity: Identity, principal: str, now: float) -> tuple[str, float]:
         """(token, fresh until): a fresh token, or the caller's own while it
         is in the first half of its lifetime and expires no later than this
         credential. "Fresh until" is the end of that half: how long an answer
-        carrying the token may be reused."""
+        carrying the token may be reused. The caller has checked that the
+        credential has not expired (``limit(identity) > now``)."""
         key = (identity.kind, identity.subject, identity.issuer, identity.roles, identity.scopes, principal)
-        limit = identity.expires_at
+        limit = self.limit(identity)
         with self._lock:
             found = self._reuse.get(key)
         if found is not None:

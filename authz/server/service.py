@@ -28,6 +28,7 @@ from authz.server.cache import ExpiringLRU, VerifiedTokenCache
 from authz.server.decision_log import DecisionLog
 from authz.server.telemetry import Telemetry
 from authz.server.tracing import start_check_span
+from authz.upstream import ROOMY_BYTES
 from authz.wire import Door
 from authz.wire.denial import echoed_request_id
 from authz.wire.grpc import GRPC
@@ -313,7 +314,12 @@ class CheckService:
             message = door.parse(raw)
         except door.invalid:
             return Answer(door.invalid_request, _INVALID_REQUEST_DECISION, "none", door=door)
-        key = state.key_of[door.name](message)
+        # A request whose own headers may leave no room for a cached answer
+        # within Envoy's limits is decided uncached (docs/security.md 65): a
+        # serialized CheckRequest is longer than its headers; the HTTP
+        # door's key function checks the size it measured, and both key
+        # functions the header count.
+        key = None if type(raw) is bytes and len(raw) > ROOMY_BYTES else state.key_of[door.name](message)
         if key is not None:
             hit = state.decisions.get(key)
             if hit is not None:

@@ -4,9 +4,14 @@ It validates the policy, starts the worker processes (each a gRPC server on
 the shared port, with its own caches), serves the HTTP side, watches the
 policy and the files it names, and coordinates reloads and shutdown:
 
+- every address the workers listen on is claimed first (``binding``): one
+  that is taken, by any process, another authz included, ends ``authz
+  serve`` at once, naming it, before any worker starts;
 - a changed file is validated here first; only a valid policy is sent to the
   workers, each of which swaps it in atomically; an invalid one is logged,
   counted and shown at ``/readyz``, and the last good policy stays;
+- every worker runs the supervisor's generation (``generation``): one that
+  cannot load it is not ready, and is asked again until it does;
 - a worker that dies is restarted, with backoff (no crash loop);
 - SIGTERM (or SIGINT): ``/readyz`` turns 503, every worker stops accepting,
   finishes its in-flight checks and exits; then the supervisor exits 0.
@@ -17,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import hashlib
 import json
 import logging
 import multiprocessing
@@ -30,10 +34,11 @@ from dataclasses import replace
 from multiprocessing.connection import Connection
 from typing import Any
 
-from authz.config import load_policy
 from authz.errors import ConfigError
 from authz.policy import Policy
 from authz.server import metrics
+from authz.server.binding import EXIT_ADDRESS_IN_USE, AddressInUse, Holds, claim_all, describe
+from authz.server.generation import Target, file_digests, load_consistent
 from authz.server.options import ServeOptions
 from authz.server.telemetry import labels
 from authz.server.worker import worker_main
@@ -59,10 +64,10 @@ class WorkerHandle:
         self.started_at = 0.0
         self.restarts = 0
 
-    def start(self) -> None:
+    def start(self, target: Target) -> None:
         context = multiprocessing.get_context("spawn")
         parent, child = context.Pipe(duplex=True)
-        self.process = context.Process(target=worker_main, args=(self.options, self.index, child),
+        self.process = context.Process(target=worker_main, args=(self.options, self.index, child, target.as_message()),
                                        name=f"authz-worker-{self.index}")
         self.process.start()
         child.close()
@@ -94,22 +99,26 @@ class WorkerHandle:
                 return None
 
 
-def _digests(files: tuple[str, ...]) -> dict[str, str | None]:
-    out: dict[str, str | None] = {}
-    for name in files:
-        try:
-            with open(name, "rb") as handle:
-                out[name] = hashlib.sha256(handle.read()).hexdigest()
-        except OSError:
-            out[name] = None
+def addresses(options: ServeOptions) -> list[tuple[str, str]]:
+    """Every (address, what) the workers listen on."""
+    out = [(options.grpc_address, "gRPC door")]
+    host = options.grpc_address.rsplit(":", 1)[0]
+    for index in range(options.workers):
+        port = options.worker_port(index)
+        if port is not None:
+            out.append((f"{host}:{port}", f"worker {index}'s gRPC port"))
+    if options.http_authz_address:
+        out.append((options.http_authz_address, "HTTP door"))
     return out
 
 
 class Supervisor:
-    def __init__(self, options: ServeOptions, policy: Policy) -> None:
+    def __init__(self, options: ServeOptions, policy: Policy, digests: dict[str, str | None] | None = None) -> None:
         self.options = options
         self.policy = policy
-        self.digests = _digests(policy.files)
+        self.digests = digests if digests is not None else file_digests(policy.files)
+        #: The generation every worker must run (docs/operations.md, "Readiness").
+        self.target = Target(policy.generation, self.digests)
         self.reloads: Counter[str] = Counter()
         self.reload_error: str | None = None
         self.stopping = False
@@ -121,17 +130,35 @@ class Supervisor:
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
+        try:
+            holds = claim_all(addresses(self.options))
+        except AddressInUse as exc:
+            return _cannot_listen(str(exc))
+        try:
+            return await self._run(loop, holds)
+        finally:
+            holds.release()
+
+    async def _run(self, loop: asyncio.AbstractEventLoop, holds: Holds) -> int:
+        try:
+            runner = await self._start_http()
+        except OSError as exc:
+            return _cannot_listen(describe(self.options.http_address, "health and metrics", exc))
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
         for worker in self.workers:
-            worker.start()
-        runner = await self._start_http()
+            worker.start(self.target)
         monitor = asyncio.create_task(self._monitor())
         watcher = asyncio.create_task(self._watch())
         ready = await self._wait_ready(STARTUP_TIMEOUT)
-        if self.options.dry_run:
-            log.warning("DRY RUN: every denial is logged and counted as 'would deny', and allowed")
-        if ready:
+        taken = [w for w in self.workers if not w.alive() and w.process.exitcode == EXIT_ADDRESS_IN_USE]
+        if taken:
+            # The worker logged the address; a restart would only fail again.
+            _cannot_listen(f"worker {taken[0].index} could not listen on its address; stopping")
+            self._stop.set()
+        elif ready:
+            if self.options.dry_run:
+                log.warning("DRY RUN: every denial is logged and counted as 'would deny', and allowed")
             log.info("authz ready: %d worker(s) on %s, HTTP on %s", len(self.workers),
                      self.options.grpc_address, self.options.http_address)
         else:
@@ -154,7 +181,7 @@ class Supervisor:
             await asyncio.wait_for(watcher, 2)
         await runner.cleanup()
         log.info("stopped")
-        return 0
+        return EXIT_ADDRESS_IN_USE if taken else 0
 
     async def _wait_ready(self, timeout: float) -> bool:
         """Until every worker reports ready (a worker answers "not ready"
@@ -174,9 +201,11 @@ class Supervisor:
         return True
 
     async def _monitor(self) -> None:
-        """Restart workers that die, backing off up to 30 s per worker."""
+        """Restart workers that die, backing off up to 30 s per worker; ask
+        any worker not on the supervisor's generation to load it."""
         while not self.stopping:
             await asyncio.sleep(1.0)
+            await self._converge()
             for worker in self.workers:
                 if self.stopping or worker.alive() or worker.process is None:
                     continue
@@ -187,7 +216,15 @@ class Supervisor:
                 log.error("worker %d exited (code %s); restarting in %.1fs", worker.index, code, delay)
                 await asyncio.sleep(delay)
                 if not self.stopping:
-                    worker.start()
+                    worker.start(self.target)
+
+    async def _converge(self) -> None:
+        target = self.target
+        statuses = await self.statuses()
+        behind = [w for w, s in zip(self.workers, statuses, strict=True)
+                  if s is not None and s.get("generation") != target.generation]
+        if behind:
+            await asyncio.gather(*(w.ask({"op": "reload", "target": target.as_message()}, timeout=30) for w in behind))
 
     # -- reload -------------------------------------------------------------------
 
@@ -208,7 +245,7 @@ class Supervisor:
                 return
 
     async def reload_if_changed(self) -> None:
-        digests = _digests(self.policy.files)
+        digests = file_digests(self.policy.files)
         # After a failed reload, any change in the watched directories is a
         # reason to try again: the fix may be a file the last good policy
         # does not name (a new key file arriving after the policy naming it).
@@ -220,18 +257,24 @@ class Supervisor:
     async def reload(self) -> bool:
         loop = asyncio.get_running_loop()
         try:
-            policy = await loop.run_in_executor(None, load_policy, self.options.config)
+            policy, digests = await loop.run_in_executor(None, load_consistent, self.options.config)
         except ConfigError as exc:
             self._reload_failed(str(exc))
             return False
-        replies = await asyncio.gather(*(w.ask({"op": "reload"}, timeout=30) for w in self.workers))
-        failed = [r for r in replies if not r or not r.get("ok")]
-        if failed:
-            errors = {str((r or {}).get("error", "no answer from worker")) for r in failed}
-            self._reload_failed("; ".join(sorted(errors)))
-            return False
+        # Valid: this is the generation every worker must run from now on.
         self.policy = policy
-        self.digests = _digests(policy.files)
+        self.digests = digests
+        self.target = target = Target(policy.generation, digests)
+        replies = await asyncio.gather(*(w.ask({"op": "reload", "target": target.as_message()}, timeout=30)
+                                         for w in self.workers))
+        failed = [(w.index, r) for w, r in zip(self.workers, replies, strict=True) if not r or not r.get("ok")]
+        if failed:
+            errors = "; ".join(sorted({str((r or {}).get("error", "no answer from worker")) for _i, r in failed}))
+            self.reload_error = (f"worker(s) {', '.join(str(i) for i, _r in failed)} could not load policy "
+                                 f"generation {target.generation} (not ready until they do): {errors}")
+            self.reloads["failure"] += 1
+            log.error("%s", self.reload_error)
+            return False
         self.reload_error = None
         self.reloads["success"] += 1
         log.info("policy reloaded (generation %d)", policy.generation)
@@ -271,7 +314,9 @@ class Supervisor:
         from aiohttp import web
 
         statuses = await self.statuses()
-        ready = not self.stopping and all(s is not None and s.get("ready") for s in statuses)
+        generation = self.target.generation
+        ready = not self.stopping and all(s is not None and s.get("ready") and s.get("generation") == generation
+                                          for s in statuses)
         issuers: dict[str, Any] = {}
         for status in statuses:
             for name, state in (status or {}).get("issuers", {}).items():
@@ -279,10 +324,12 @@ class Supervisor:
         body = {
             "ready": ready,
             "stopping": self.stopping,
-            "policy_generation": self.policy.generation,
+            "policy_generation": generation,
             "workers": [
-                {"index": w.index, "pid": (s or {}).get("pid"), "alive": w.alive(), "ready": bool(s and s.get("ready")),
-                 "generation": (s or {}).get("generation"), "decisions": (s or {}).get("decisions")}
+                {"index": w.index, "pid": (s or {}).get("pid"), "alive": w.alive(),
+                 "ready": bool(s and s.get("ready") and s.get("generation") == generation),
+                 "generation": (s or {}).get("generation"), "decisions": (s or {}).get("decisions"),
+                 "last_reload_error": (s or {}).get("last_reload_error")}
                 for w, s in zip(self.workers, statuses, strict=True)
             ],
             "issuers": issuers,
@@ -311,7 +358,7 @@ def serve(options: ServeOptions) -> int:
     options.configure_logging()
     logging.getLogger("watchfiles").setLevel(logging.WARNING)
     try:
-        policy = load_policy(options.config)
+        policy, digests = load_consistent(options.config)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, flush=True, file=sys.stderr)
@@ -319,6 +366,13 @@ def serve(options: ServeOptions) -> int:
     options = replace(options, config=os.path.abspath(options.config))
 
     async def main() -> int:
-        return await Supervisor(options, policy).run()
+        return await Supervisor(options, policy, digests).run()
 
     return asyncio.run(main())
+
+
+def _cannot_listen(message: str) -> int:
+    """``authz serve`` on a taken address: say which, and exit non-zero at once."""
+    log.error("%s", message)
+    print(f"authz serve: {message}", flush=True, file=sys.stderr)
+    return EXIT_ADDRESS_IN_USE

@@ -5,7 +5,10 @@ Control messages (dicts) and replies:
 ``{"op": "status"}`` -> readiness, policy generation, key-set states;
 ``{"op": "metrics"}`` -> ``{"ok": True, "metrics": snapshot}`` (see
 :meth:`authz.server.telemetry.Telemetry.snapshot`);
-``{"op": "reload"}`` -> reload the policy file; ``{"ok": bool, "error": str}``.
+``{"op": "reload", "target": {...}}`` -> load the supervisor's generation
+(:class:`authz.server.generation.Target`); ``{"ok": bool, "error": str}``.
+A worker that cannot load its target is not ready (and, once serving, keeps
+answering with the generation it has) until a later ask succeeds.
 """
 
 from __future__ import annotations
@@ -19,13 +22,15 @@ from concurrent import futures
 from multiprocessing.connection import Connection
 from typing import Any
 
-from authz.config import KeyRegistry, load_policy
+from authz.config import KeyRegistry
 from authz.engine import SystemClock
 from authz.errors import ConfigError
 from authz.identity.jwks import RemoteKeys
 from authz.policy import Policy
+from authz.server.binding import EXIT_ADDRESS_IN_USE
 from authz.server.cpus import cgroup_cpu_limit, pinned_cpu
 from authz.server.decision_log import DecisionLog, configure_stream
+from authz.server.generation import NotThisGeneration, Target, load_target
 from authz.server.options import ServeOptions
 from authz.server.service import CheckService, PolicyState
 from authz.server.telemetry import Telemetry
@@ -42,9 +47,12 @@ log = logging.getLogger("authz.worker")
 
 
 class Worker:
-    def __init__(self, options: ServeOptions, index: int, control: Connection) -> None:
+    def __init__(self, options: ServeOptions, index: int, control: Connection, target: Target) -> None:
         self.options = options
         self.index = index
+        #: The supervisor's generation, which this worker must run to be ready.
+        self.target = target
+        self.stale = False
         self.port = options.worker_port(index)  # besides the shared grpc_address
         self.control = control
         # Every remote key set is made by this registry, which gives it this
@@ -61,6 +69,7 @@ class Worker:
         self.doors: tuple[Door, ...] = (GRPC,) if self.http_door is None else (GRPC, self.http_door)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
+        self._loaded: asyncio.Event | None = None
 
     # -- policy ---------------------------------------------------------------
 
@@ -107,19 +116,43 @@ class Worker:
             log.warning("worker %d: %d key set(s) not fetched within %ss; serving, their checks wait for keys",
                         self.index, len(late), FIRST_FETCH_WAIT)
 
-    async def _load(self) -> Policy:
+    async def _reload(self, target: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Load the target generation (the one given, else the last one)."""
+        if target is not None:
+            self.target = Target.from_message(target)
+        wanted = self.target
+        if self.service is not None and not self.stale and self.service.state.policy.generation == wanted.generation:
+            return {"ok": True, "generation": wanted.generation}
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(None, lambda: load_policy(self.options.config, registry=self.registry))
-
-    async def _reload(self) -> dict[str, Any]:
         try:
-            policy = await self._load()
-        except ConfigError as exc:
-            self.last_reload_error = str(exc)
+            policy = await loop.run_in_executor(None, load_target, self.options.config, wanted, self.registry)
+        except (ConfigError, NotThisGeneration) as exc:
+            if str(exc) != self.last_reload_error:  # said once, not at every ask
+                log.error("worker %d cannot load policy generation %d (not ready until it can):\n%s",
+                          self.index, wanted.generation, exc)
+            if wanted.generation == self.target.generation:
+                self.stale = True
+                self.last_reload_error = str(exc)
+                await self._publish_health()
             return {"ok": False, "error": str(exc)}
+        if wanted.generation != self.target.generation:  # a newer target arrived meanwhile
+            return {"ok": False, "error": f"generation {wanted.generation} was replaced while it loaded"}
         self._activate(policy)
+        self.stale = False
         self.last_reload_error = None
+        await self._publish_health()
+        if self._loaded is not None:
+            self._loaded.set()
         return {"ok": True, "generation": policy.generation}
+
+    async def _publish_health(self) -> None:
+        """gRPC health follows readiness once the server runs."""
+        if self.health is None or not self.ready:
+            return
+        from grpc_health.v1 import health_pb2
+
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING if self.stale
+                               else health_pb2.HealthCheckResponse.SERVING)
 
     def _telemetry_sources(self) -> dict[str, Any]:
         service = self.service
@@ -140,8 +173,9 @@ class Worker:
         return {
             "index": self.index,
             "pid": os.getpid(),
-            "ready": self.ready,
+            "ready": self.ready and not self.stale,
             "generation": generation,
+            "target": self.target.generation,
             "decisions": sum(self.telemetry.decisions.values()),
             "issuers": issuers,
             "last_reload_error": self.last_reload_error,
@@ -156,7 +190,7 @@ class Worker:
         if op == "metrics":
             return {"ok": True, "metrics": self.telemetry.snapshot()}
         if op == "reload":
-            return await self._reload()
+            return await self._reload(message.get("target"))
         return {"ok": False, "error": f"unknown op {op!r}"}
 
     def _control_thread(self) -> None:
@@ -198,17 +232,21 @@ class Worker:
 
         self._loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
-        try:
-            policy = await self._load()
-        except ConfigError as exc:
-            log.error("worker %d: invalid policy:\n%s", self.index, exc)
-            return 2
-        self._activate(policy)
-        assert self.service is not None
-        service = self.service
+        self._loaded = asyncio.Event()
         # Answer the supervisor (status: not ready yet) and SIGTERM from here on.
         self._loop.add_signal_handler(signal.SIGTERM, self._request_stop)
         threading.Thread(target=self._control_thread, name="authz-control", daemon=True).start()
+        if not (await self._reload())["ok"]:
+            # Not ready, not listening: the supervisor asks again (or stops us).
+            waits = [asyncio.ensure_future(self._loaded.wait()), asyncio.ensure_future(self._stopping.wait())]
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            for waiting in waits:
+                waiting.cancel()
+            if self.service is None:
+                return 0
+        assert self.service is not None
+        service = self.service
+        policy = service.state.policy
         await self._first_fetches(policy)
 
         options: list[tuple[str, Any]] = [
@@ -248,10 +286,17 @@ class Worker:
             [AUTHORIZATION_SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
             server,
         )
-        server.add_insecure_port(self.options.grpc_address)
+        listen = [self.options.grpc_address]
         if self.port is not None:
-            host = self.options.grpc_address.rsplit(":", 1)[0]
-            server.add_insecure_port(f"{host}:{self.port}")
+            listen.append(f"{self.options.grpc_address.rsplit(':', 1)[0]}:{self.port}")
+        for address in listen:
+            try:
+                bound = server.add_insecure_port(address)
+            except RuntimeError:
+                bound = 0
+            if not bound:
+                log.error("worker %d: cannot listen on %s: address in use", self.index, address)
+                return EXIT_ADDRESS_IN_USE
         if sync:
             server.start()
         else:
@@ -264,8 +309,8 @@ class Worker:
             app = HttpAuthzApp(lambda: self.service, self.http_door, self.options.max_concurrent_checks)
             http_door = HttpDoorServer(app, self.options.http_authz_address)
             http_door.start()
-        await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         self.ready = True
+        await self._publish_health()
         log.info("worker %d (pid %d) serving gRPC (%s) on %s%s, policy generation %d", self.index, os.getpid(),
                  self.options.server, self.options.grpc_address,
                  f" and port {self.port}" if self.port else "", policy.generation)
@@ -287,8 +332,9 @@ class Worker:
         return 0
 
 
-def worker_main(options: ServeOptions, index: int, control: Connection) -> None:
-    """Entry point of worker process ``index`` (spawned by the supervisor)."""
+def worker_main(options: ServeOptions, index: int, control: Connection, target: dict[str, Any]) -> None:
+    """Entry point of worker process ``index`` (spawned by the supervisor),
+    which must run the supervisor's generation ``target``."""
     options.configure_logging()
     cpu = pinned_cpu(options.pin_workers, index, options.workers, limit=cgroup_cpu_limit())
     if cpu is not None:
@@ -296,7 +342,7 @@ def worker_main(options: ServeOptions, index: int, control: Connection) -> None:
         log.info("worker %d pinned to CPU %d", index, cpu)
     # Ctrl-C reaches the whole process group; the supervisor coordinates the stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    worker = Worker(options, index, control)
+    worker = Worker(options, index, control, Target.from_message(target))
     try:
         # A requirement everywhere but Windows, where uvloop does not exist.
         import uvloop

@@ -25,6 +25,7 @@ from authz.decision import Decision
 from authz.errors import OUTCOMES, Reason
 from authz.policy import Reads
 from authz.request import ATTRIBUTES, Request
+from authz.upstream import ROOMY_HEADERS
 from authz.wire import cache_digest
 from authz.wire.denial import denied_body, echoed_request_id
 
@@ -208,8 +209,9 @@ def make_cache_key(reads: Reads, credential_headers: tuple[str, ...]) -> Callabl
     keys mean equal inputs to the decision. The parts are gathered in a list
     and digested (:func:`authz.wire.cache_digest`).
 
-    Requests it cannot key (headers sent as raw bytes, a policy reading
-    ``now``) give None: decided uncached. A digest, not the values, is kept:
+    Requests it cannot key (headers sent as raw bytes, more headers than
+    leave room for any cached answer, a policy reading ``now``) give None:
+    decided uncached. A digest, not the values, is kept:
     a token alone is ~1 KB, and 100,000 entries must fit a worker. The
     readers are C-level getters chosen once per policy, so a key costs what
     reading those fields costs.
@@ -233,7 +235,7 @@ def make_cache_key(reads: Reads, credential_headers: tuple[str, ...]) -> Callabl
         attributes = check.attributes
         http = attributes.request.http
         headers = http.headers
-        if not headers:
+        if not headers or len(headers) > ROOMY_HEADERS:
             return None
         path = http.path or headers.get(":path", "")
         parts: list[Any] = ["grpc", path if with_query else path.partition("?")[0], *map(headers.get, named)]

@@ -31,6 +31,7 @@ from authz.errors import OUTCOMES, Reason
 from authz.metadata import as_text
 from authz.policy import Policy, Reads
 from authz.request import ATTRIBUTES, Request
+from authz.upstream import ROOMY_BYTES, ROOMY_HEADERS
 from authz.wire import cache_digest
 from authz.wire.denial import denied_body, echoed_request_id
 from authz.wire.http_headers import ENVOYS, PSEUDO_HEADERS, RENAMED, client_headers
@@ -163,13 +164,16 @@ class Call:
     bytes. Their text (:attr:`headers`, :attr:`target`) is decoded only
     when asked for: a decision-cache hit reads the bytes alone."""
 
-    __slots__ = ("_headers", "_prefix", "method", "path", "query", "raw")
+    __slots__ = ("_headers", "_prefix", "method", "path", "query", "raw", "size")
 
-    def __init__(self, method: str, path: bytes, query: bytes, raw: dict[bytes, bytes], prefix: int = 0) -> None:
+    def __init__(self, method: str, path: bytes, query: bytes, raw: dict[bytes, bytes], prefix: int = 0,
+                 size: int = 0) -> None:
         self.method = method
         self.path = path
         self.query = query
         self.raw = raw
+        #: The headers' names and values, in bytes.
+        self.size = size
         self._prefix = prefix
         self._headers: dict[str, str] | None = None
 
@@ -227,7 +231,7 @@ def parse(scope: Mapping[str, Any], prefix: bytes) -> Call:
     method = scope.get("method") or ""
     if not method:
         raise InvalidCall("no method")
-    return Call(method, raw_path, query, headers, len(prefix))
+    return Call(method, raw_path, query, headers, len(prefix), size)
 
 
 def forwarded_for(value: str | None, hops: int) -> str:
@@ -391,6 +395,8 @@ class HttpDoor:
 
         def key(call: Call) -> Hashable | None:
             headers = call.raw
+            if call.size > ROOMY_BYTES or len(headers) > ROOMY_HEADERS:
+                return None  # no room for every answer the cache may hold
             parts: list[Any] = ["http", call.path, call.query if with_query else None,
                                 call.method if with_method else None, *map(headers.get, names)]
             if every_header:

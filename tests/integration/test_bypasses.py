@@ -78,8 +78,28 @@ def test_the_identity_token_never_outlives_the_users_token(envoy: Envoy) -> None
     identity_token = json.loads(body)["headers"]["x-identity-token"]
     payload = identity_token.split(".")[1]
     issued = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    assert issued["exp"] <= expires + 30  # the user's exp plus the issuer's leeway, never iat + 60
+    assert issued["exp"] <= expires  # the user's own exp: the leeway is for accepting, never for asserting
     assert issued["exp"] < issued["iat"] + 60
+
+
+def test_a_token_accepted_only_within_the_leeway_gets_no_identity_token(envoy: Envoy) -> None:
+    now = int(time.time())
+    # Expired 5 s ago by authz's clock, inside the issuer's 30 s leeway.
+    bearer = token(claims(exp=now - 5, iat=now - 600))
+    headers = {"authorization": f"Bearer {bearer}", "x-tenant": "t1"}
+    for _ in range(2):  # never a cached allow either
+        status, answer, body = http_get(envoy.url + "/api/orders/1", headers)
+        assert status == 401, body
+        assert json.loads(body)["reason"] == "credential_in_leeway"
+        assert 'error_description="credential_in_leeway"' in answer["www-authenticate"]
+    # The control: the same caller with a live token is allowed and gets its identity token.
+    live = token(claims(exp=now + 300, iat=now - 600))
+    status, _answer, body = http_get(envoy.url + "/api/orders/1", {**headers, "authorization": f"Bearer {live}"})
+    assert status == 200 and json.loads(body)["headers"]["x-identity-token"].count(".") == 2, body
+    # Past the leeway it is the ordinary expiry.
+    gone = token(claims(exp=now - 60, iat=now - 600))
+    status, _answer, body = http_get(envoy.url + "/api/orders/1", {**headers, "authorization": f"Bearer {gone}"})
+    assert status == 401 and json.loads(body)["reason"] == "expired_token", body
 
 
 @pytest.mark.parametrize("host", ["api.example.com:80:80", "x@api.example.com"])

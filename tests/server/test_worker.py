@@ -12,6 +12,7 @@ from google.protobuf import json_format
 
 from authz.cli import build_parser
 from authz.identity.jwks import RemoteKeys, default_fetch_loop
+from authz.server.generation import Target, load_consistent
 from authz.server.options import ServeOptions
 from authz.server.worker import Worker
 from authz.wire.grpc import CheckRequest, CheckResponse
@@ -28,6 +29,12 @@ def _write_policy(path: Path, idp: FakeIdP, cycle: int) -> None:
     # Every reload changes the issuer's fetch settings, so every reload makes a
     # new key set and drops the last one (whose id the next may then reuse).
     path.write_text(remote_issuer_policy(idp, issuer_lines=f"    jwks: {{fetch_timeout: {1 + cycle % 2}s}}\n"))
+
+
+def _target(path: Path) -> Target:
+    """The generation a supervisor would make of the policy at ``path``."""
+    policy, digests = load_consistent(str(path))
+    return Target(policy.generation, digests)
 
 
 def _allowed(worker: Worker, bearer: str) -> bool:
@@ -52,14 +59,14 @@ def test_sec_52_after_many_reloads_each_key_set_has_one_listener_and_a_removed_k
     with FakeIdP() as idp:
         _write_policy(path, idp, 0)
         options = ServeOptions.from_args(build_parser().parse_args(["serve", "--config", str(path), "--workers", "1"]))
-        worker = Worker(options, 0, child)
+        worker = Worker(options, 0, child, _target(path))
         live: list[RemoteKeys] = []
         try:
             for cycle in range(CYCLES):
                 kid = f"k{cycle}"
                 idp.jwks = jwks(public_jwk(KEY, kid=kid))
                 _write_policy(path, idp, cycle)
-                assert asyncio.run(worker._handle({"op": "reload"}))["ok"]
+                assert asyncio.run(worker._handle({"op": "reload", "target": _target(path).as_message()}))["ok"]
                 assert worker.service is not None
                 state = worker.service.state
                 live = [issuer.keys for issuer in state.policy.issuers if isinstance(issuer.keys, RemoteKeys)]

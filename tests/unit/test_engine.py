@@ -558,6 +558,40 @@ def test_identity_token_for_the_upstream() -> None:
     assert "x-identity-token" not in dict(decision.headers)
 
 
+def test_identity_token_exp_is_the_users_exp_never_the_leeway_after_it() -> None:
+    engine = Engine(load_policy(str(ACCEPTANCE / "policy.yaml")), clock=FixedClock())
+    bearer = tokens.token(claims(groups=["orders-reader"], exp=int(NOW) + 20))
+    decision = decide(engine, "GET", "/api/orders", bearer=bearer, headers={"x-tenant": "t1"})
+    issued = pyjwt.decode(dict(decision.headers)["x-identity-token"], options={"verify_signature": False})
+    assert (issued["iat"], issued["exp"]) == (int(NOW), int(NOW) + 20)  # not + 30 s of leeway
+    # The decision (and so the cached answer) is reused only while the token is fresh.
+    assert decision.valid_until is not None and decision.valid_until <= int(NOW) + 20
+
+
+@pytest.mark.parametrize("past", [1, 29])
+def test_a_credential_accepted_within_the_leeway_gets_no_identity_token(past: int) -> None:
+    engine = Engine(load_policy(str(ACCEPTANCE / "policy.yaml")), clock=FixedClock())
+    bearer = tokens.token(claims(groups=["orders-reader"], exp=int(NOW) - past))
+    decision = decide(engine, "GET", "/api/orders", bearer=bearer, headers={"x-tenant": "t1"})
+    assert not decision.allowed and decision.reason is Reason.CREDENTIAL_IN_LEEWAY
+    assert decision.status == 401 and "credential_in_leeway" in (decision.challenge or "")
+    assert not decision.cacheable and decision.headers == ()
+    # exp == now is already past: the token is valid up to, not at, its exp.
+    bearer = tokens.token(claims(groups=["orders-reader"], exp=int(NOW)))
+    assert decide(engine, "GET", "/api/orders", bearer=bearer, headers={"x-tenant": "t1"}).reason is Reason.CREDENTIAL_IN_LEEWAY
+    # The control: a second of life left is an allow with a one-second token.
+    bearer = tokens.token(claims(groups=["orders-reader"], exp=int(NOW) + 1))
+    decision = decide(engine, "GET", "/api/orders", bearer=bearer, headers={"x-tenant": "t1"})
+    assert decision.allowed and "x-identity-token" in dict(decision.headers)
+
+
+def test_within_the_leeway_a_policy_without_identity_token_still_allows(tmp_path: Path) -> None:
+    # Accepting within the leeway is what the leeway is for; only asserting is refused.
+    engine = make_engine(tmp_path)
+    decision = decide(engine, "GET", "/api/feed", bearer=mint(exp=int(NOW) - 5))
+    assert decision.allowed and decision.rule == "partner-feed", decision
+
+
 # -- the provider examples decide as docs/policy.md says ----------------------------------
 
 

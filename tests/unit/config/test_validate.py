@@ -125,6 +125,19 @@ def test_warnings_go_to_stderr_by_line_and_leave_the_policy_valid(tmp_path: Path
     assert "allow rule 'lan' reads source.address" in lines[1]
 
 
+def test_headers_that_could_pass_envoys_limits_are_warned_about_at_their_line(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    headers = "".join(f"    x-h{i}: identity.subject\n" for i in range(8))
+    policy.write_text("version: 1\nrules:\n  - {name: open, effect: allow, paths: [/x], anonymous: true}\n"
+                      "response:\n  headers:\n" + headers)
+    run = validate(str(policy))
+    assert run.returncode == 0 and run.stdout.startswith(f"{policy}: valid (")
+    assert len(run.stderr.splitlines()) == 1
+    assert run.stderr.startswith(f"{policy}:13: warning: response.headers: the 8 upstream header(s) this policy sets")
+    policy.write_text(policy.read_text().replace("    x-h7: identity.subject\n", ""))
+    assert validate(str(policy)).stderr == ""  # seven fit
+
+
 def test_alias_expansion_is_bounded(tmp_path: Path) -> None:
     # "Billion laughs": nine levels of ten aliases would be 10^9 values.
     lines = ["version: 1", 'a0: &a0 ["x"]']
