@@ -112,7 +112,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.workers < 1:
         print("authz serve: --workers must be at least 1", file=sys.stderr)
         return EXIT_USAGE
-    return serve(ServeOptions.from_args(args))
+    options = ServeOptions.from_args(args)
+    if (problem := options.usage_error()) is not None:
+        print(f"authz serve: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    return serve(options)
 
 
 def cmd_token(args: argparse.Namespace) -> int:
@@ -188,6 +192,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--trust-xfcc", action="store_true",
                        help="HTTP door: read the client's SPIFFE ID from x-forwarded-client-cert, which the "
                             "Envoy in front sets itself (forward_client_cert_details: SANITIZE_SET)")
+    serve.add_argument("--grpc-tls-cert", default=None, metavar="FILE",
+                       help="gRPC door: speak TLS with this certificate chain (PEM; reloaded when it changes)")
+    serve.add_argument("--grpc-tls-key", default=None, metavar="FILE", help="gRPC door: the certificate's private key (PEM)")
+    serve.add_argument("--grpc-client-ca", default=None, metavar="FILE",
+                       help="gRPC door: require a client certificate from this CA; the caller (policy 'callers:') "
+                            "is its URI SAN")
+    serve.add_argument("--trust-caller-xfcc", action="store_true",
+                       help="authz runs behind its own sidecar: the caller (policy 'callers:') is the URI of the last "
+                            "x-forwarded-client-cert element, the one that sidecar appends")
     serve.add_argument("--workers", type=int, default=_cpu_count(), help="worker processes (default: CPUs available, %(default)s)")
     serve.add_argument("--pin-workers", choices=["auto", "on", "off"], default="auto",
                        help="pin worker i to a CPU of its own: auto (the default) when the process owns exactly "

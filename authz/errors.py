@@ -39,6 +39,7 @@ class Reason(enum.StrEnum):
     INVALID_PATH = "invalid_path"
     INVALID_REQUEST = "invalid_request"
     INTERNAL_ERROR = "internal_error"
+    UNTRUSTED_CALLER = "untrusted_caller"
 
 
 # gRPC status codes used in CheckResponse.status (google.rpc.Code values).
@@ -84,6 +85,8 @@ OUTCOMES: dict[Reason, Outcome] = {
     Reason.INVALID_PATH: _FORBIDDEN,
     Reason.INVALID_REQUEST: _FORBIDDEN,
     Reason.INTERNAL_ERROR: _FORBIDDEN,
+    # The caller of Check (not the client) is not admitted by ``callers:``.
+    Reason.UNTRUSTED_CALLER: _FORBIDDEN,
 }
 
 

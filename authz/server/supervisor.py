@@ -32,6 +32,7 @@ from typing import Any
 
 from authz.config import load_policy
 from authz.errors import ConfigError
+from authz.server.caller_identity import TlsFiles
 from authz.policy import Policy
 from authz.server import metrics
 from authz.server.options import ServeOptions
@@ -221,6 +222,7 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         try:
             policy = await loop.run_in_executor(None, load_policy, self.options.config)
+            self.options.check_binding(policy)
         except ConfigError as exc:
             self._reload_failed(str(exc))
             return False
@@ -312,10 +314,17 @@ def serve(options: ServeOptions) -> int:
     logging.getLogger("watchfiles").setLevel(logging.WARNING)
     try:
         policy = load_policy(options.config)
+        options.check_binding(policy)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, flush=True, file=sys.stderr)
         return 2
+    if options.grpc_tls_cert is not None and options.grpc_tls_key is not None:
+        try:
+            TlsFiles(options.grpc_tls_cert, options.grpc_tls_key, options.grpc_client_ca).read()
+        except (OSError, ValueError) as exc:
+            print(f"authz serve: the gRPC door's TLS files: {exc}", flush=True, file=sys.stderr)
+            return 2
     options = replace(options, config=os.path.abspath(options.config))
 
     async def main() -> int:

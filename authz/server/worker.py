@@ -25,6 +25,7 @@ from authz.errors import ConfigError
 from authz.identity.jwks import RemoteKeys
 from authz.policy import Policy
 from authz.server.cpus import cgroup_cpu_limit, pinned_cpu
+from authz.server.caller_identity import TlsFiles, readers
 from authz.server.decision_log import DecisionLog, configure_stream
 from authz.server.options import ServeOptions
 from authz.server.service import CheckService, PolicyState
@@ -74,8 +75,11 @@ class Worker:
             if self.options.decision_log != "none":
                 configure_stream()
                 decision_log = DecisionLog(self.options.decision_log, self.options.decision_log_sample)
+            caller_of = readers(client_ca=self.options.grpc_client_ca is not None,
+                                trust_caller_xfcc=self.options.trust_caller_xfcc, http_door=self.http_door is not None)
             self.service = CheckService(state, self.telemetry, decision_log=decision_log,
-                                        tracer=tracer_from_environment(), max_waiting=self.options.threads // 2)
+                                        tracer=tracer_from_environment(), max_waiting=self.options.threads // 2,
+                                        caller_of=caller_of)
         else:
             # In-flight checks keep the old state, but its caches are closed
             # first: key changes reach only the state in force.
@@ -109,7 +113,9 @@ class Worker:
 
     async def _load(self) -> Policy:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(None, lambda: load_policy(self.options.config, registry=self.registry))
+        policy = await loop.run_in_executor(None, lambda: load_policy(self.options.config, registry=self.registry))
+        self.options.check_binding(policy)
+        return policy
 
     async def _reload(self) -> dict[str, Any]:
         try:
@@ -248,10 +254,19 @@ class Worker:
             [AUTHORIZATION_SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
             server,
         )
-        server.add_insecure_port(self.options.grpc_address)
+        addresses = [self.options.grpc_address]
         if self.port is not None:
             host = self.options.grpc_address.rsplit(":", 1)[0]
-            server.add_insecure_port(f"{host}:{self.port}")
+            addresses.append(f"{host}:{self.port}")
+        if self.options.grpc_tls_cert is not None and self.options.grpc_tls_key is not None:
+            # One credentials object: its files are checked at each new handshake.
+            credentials = TlsFiles(self.options.grpc_tls_cert, self.options.grpc_tls_key,
+                                   self.options.grpc_client_ca).credentials()
+            for address in addresses:
+                server.add_secure_port(address, credentials)
+        else:
+            for address in addresses:
+                server.add_insecure_port(address)
         if sync:
             server.start()
         else:
