@@ -7,7 +7,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from authz.errors import ConfigError
 
@@ -85,7 +85,9 @@ def _decide(args: argparse.Namespace, *, explain: bool) -> int:
         return EXIT_USAGE
     engine = Engine(policy)
     trace: Trace | None = [] if explain else None
-    decision = engine.decide_blocking(request, timeout=args.timeout, trace=trace)
+    decision = _caller_check(policy, args.caller, check, trace)
+    if decision is None:
+        decision = engine.decide_blocking(request, timeout=args.timeout, trace=trace)
     if explain:
         assert trace is not None
         for step in trace:
@@ -96,6 +98,32 @@ def _decide(args: argparse.Namespace, *, explain: bool) -> int:
         json.dump(decision.to_json(), sys.stdout, indent=2, sort_keys=True)
         sys.stdout.write("\n")
     return EXIT_ALLOWED if decision.allowed else EXIT_DENIED
+
+
+def _caller_check(policy: Policy, caller: str | None, check: Any, trace: list[str] | None) -> Any:
+    """With ``--caller``: the ``untrusted_caller`` denial when the policy's
+    ``callers:`` (gRPC door) does not admit that caller to ask this Check;
+    None when it does, or when no caller was named."""
+    from authz.decision import Decision
+    from authz.errors import Reason
+    from authz.wire.grpc import destination_principal
+
+    callers = policy.callers
+    if caller is None:
+        return None
+    if callers is None or not callers.binds("grpc"):
+        if trace is not None:
+            trace.append(f"callers: the gRPC door is not bound; {caller!r} may ask about anything")
+        return None
+    destination = destination_principal(check)
+    if callers.admits(caller, destination):
+        if trace is not None:
+            trace.append(f"callers: {caller!r} is admitted to ask about destination {destination or '(none)'!r}")
+        return None
+    detail = callers.refusal(caller, destination)
+    if trace is not None:
+        trace.append(f"callers: {detail}")
+    return Decision(allowed=False, reason=Reason.UNTRUSTED_CALLER, cacheable=False, detail=detail)
 
 
 def _cpu_count() -> int:
@@ -160,7 +188,17 @@ def cmd_envoy_config(args: argparse.Namespace) -> int:
         client_headers=args.client_header,
         rate_limit_by=[tuple(k.strip() for k in keys.split(",")) for keys in args.rate_limit_by],
         local_rate_limits=local_limits,
+        authz_tls_cert=args.authz_tls_cert,
+        authz_tls_key=args.authz_tls_key,
+        authz_ca=args.authz_ca,
+        authz_san=args.authz_san,
     )
+    if (args.authz_tls_cert is None) != (args.authz_tls_key is None) or (
+            args.authz_tls_cert is not None and args.authz_ca is None) or (
+            args.authz_san is not None and args.authz_tls_cert is None):
+        print("authz envoy-config: --authz-tls-cert, --authz-tls-key and --authz-ca go together "
+              "(--authz-san needs them)", file=sys.stderr)
+        return EXIT_USAGE
     try:
         text = render(options)
     except ValueError as exc:
@@ -275,6 +313,13 @@ def build_parser() -> argparse.ArgumentParser:
     envoy.add_argument("--local-rate-limit", action="append", default=[], metavar="KEY=VALUE[,...]:N/PERIOD",
                        help="local_ratelimit (after ext_authz): N requests per PERIOD for that descriptor, e.g. "
                             "tier=free:3/1m (VALUE * for a bucket per value); other requests are not limited; repeatable")
+    envoy.add_argument("--authz-tls-cert", default=None, metavar="FILE",
+                       help="call authz over TLS presenting this client certificate chain (authz serve "
+                            "--grpc-client-ca, or authz's sidecar with --trust-caller-xfcc): the caller of 'callers:'")
+    envoy.add_argument("--authz-tls-key", default=None, metavar="FILE", help="the client certificate's private key")
+    envoy.add_argument("--authz-ca", default=None, metavar="FILE", help="the CA authz's server certificate chains to")
+    envoy.add_argument("--authz-san", default=None, metavar="SPIFFE_ID",
+                       help="authz's SPIFFE ID: its certificate must carry this URI SAN")
     envoy.add_argument("--output", "-o", default="-", help="write to this file instead of stdout")
     envoy.set_defaults(func=cmd_envoy_config)
 
@@ -296,6 +341,8 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--config", required=True, help="policy file (YAML)")
         command.add_argument("--request", required=True, help="CheckRequest in protobuf JSON ('-' for stdin)")
         command.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for remote key sets")
+        command.add_argument("--caller", default=None, metavar="SPIFFE_ID",
+                             help="the caller asking (the gRPC door's client certificate), checked against 'callers:'")
         command.set_defaults(func=lambda args, explain=explain: _decide(args, explain=explain))
     return parser
 

@@ -18,9 +18,9 @@ from typing import Any, TypeVar
 from authz import matchers
 from authz.cel import CelError, Expression, compile_expression
 from authz.config import schema
+from authz.config.callers import compile_callers
 from authz.config.keyfiles import parse_jwks_file, read_key_file
 from authz.config.messages import read_yaml, validate, yaml_type
-from authz.config.callers import compile_callers
 from authz.config.response import compile_response
 from authz.config.source import Located, Path
 from authz.errors import ConfigError

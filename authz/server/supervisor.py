@@ -32,9 +32,9 @@ from typing import Any
 
 from authz.config import load_policy
 from authz.errors import ConfigError
-from authz.server.caller_identity import TlsFiles
 from authz.policy import Policy
 from authz.server import metrics
+from authz.server.caller_identity import TlsFiles
 from authz.server.options import ServeOptions
 from authz.server.telemetry import labels
 from authz.server.worker import worker_main

@@ -24,8 +24,8 @@ from authz.engine import SystemClock
 from authz.errors import ConfigError
 from authz.identity.jwks import RemoteKeys
 from authz.policy import Policy
-from authz.server.cpus import cgroup_cpu_limit, pinned_cpu
 from authz.server.caller_identity import TlsFiles, readers
+from authz.server.cpus import cgroup_cpu_limit, pinned_cpu
 from authz.server.decision_log import DecisionLog, configure_stream
 from authz.server.options import ServeOptions
 from authz.server.service import CheckService, PolicyState
