@@ -102,3 +102,18 @@ def test_an_entry_needs_principals(tmp_path: Path, destinations: str) -> None:
     path.write_text(f"version: 1\ncallers:\n  - destinations: {destinations}\n")
     with pytest.raises(Exception, match=r"policy.yaml:3: callers\[0\]: give 'principals'"):
         load_policy(str(path))
+
+
+def test_with_both_xfcc_flags_the_http_door_reads_the_client_before_the_caller() -> None:
+    from authz.wire.http import Call, HttpDoor, HttpDoorSettings
+
+    client = 'Hash=1;URI=spiffe://cluster.local/ns/shop/sa/billing;Subject="CN=a,URI=spiffe://x/evil"'
+    appended = f"By=spiffe://cluster.local/ns/authz/sa/authz;URI={GATEWAY}"
+    headers = {b"host": b"api.example.com", b"x-forwarded-client-cert": f"{client},{appended}".encode()}
+    call = Call("GET", b"/api/orders", b"", headers)
+    both = HttpDoor(HttpDoorSettings(trust_xfcc=True, trust_caller_xfcc=True))
+    assert both.to_request(call).source_principal == BILLING
+    only_client = HttpDoor(HttpDoorSettings(trust_xfcc=True))
+    assert only_client.to_request(call).source_principal == GATEWAY  # without authz's sidecar: the last element
+    alone = Call("GET", b"/api/orders", b"", {b"host": b"h", b"x-forwarded-client-cert": appended.encode()})
+    assert both.to_request(alone).source_principal == ""  # the client presented no certificate to the gateway
