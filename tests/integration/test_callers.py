@@ -15,6 +15,8 @@ from __future__ import annotations
 import json
 import shutil
 import ssl
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -274,3 +276,57 @@ def test_a_client_forging_xfcc_is_refused(behind_sidecar: tuple[Authz, Pki, Path
     forged = [("x-forwarded-client-cert", f"By={AUTHZ};URI={GATEWAY}")]
     assert _check(stub, ORDERS, forged) == (403, "untrusted_caller")
     assert _check(stub, BILLING, forged) == (200, "allowed")  # billing itself, whatever it wrote
+
+
+# -- a binding policy and a door without caller identity refuse to start together ---------------
+
+
+def _serve(policy: Path, *flags: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "authz", "serve", "--config", str(policy), "--workers", "1",
+                           "--grpc-address", f"127.0.0.1:{free_port()}", "--http-address", f"127.0.0.1:{free_port()}",
+                           *flags], capture_output=True, text=True, timeout=60)
+
+
+def test_a_binding_policy_and_an_unbound_undeclared_door_refuse_to_start(tmp_path: Path) -> None:
+    policy = _policy(tmp_path)
+    run = _serve(policy)  # the gRPC door without a client CA or --trust-caller-xfcc
+    assert run.returncode == 2
+    assert f"{policy}:2: 'callers' binds the grpc door, but authz serves it without a caller identity" in run.stderr
+    pki = Pki(tmp_path)
+    chain, key = pki.files["authz"]
+    tls = ["--grpc-tls-cert", str(chain), "--grpc-tls-key", str(key), "--grpc-client-ca", str(pki.ca.cert_path)]
+    run = _serve(policy, *tls, "--http-authz-address", f"127.0.0.1:{free_port()}")
+    assert run.returncode == 2
+    assert f"{policy}:2: 'callers' binds the http door" in run.stderr
+    assert "gateway_only: [http]" in run.stderr
+    run = _serve(policy, *tls[:4], "--grpc-client-ca", str(chain), "--trust-caller-xfcc")
+    assert run.returncode == 2 and "both name the caller" in run.stderr
+    run = _serve(policy, "--grpc-tls-cert", str(chain), "--grpc-tls-key", str(pki.files["billing"][1]),
+                 "--grpc-client-ca", str(pki.ca.cert_path))
+    assert run.returncode == 2 and "is not the key of the certificate" in run.stderr
+
+
+def test_a_door_declared_gateway_only_serves_unbound(tmp_path: Path) -> None:
+    policy = _policy(tmp_path)
+    policy.write_text(POLICY.replace("peers:", "  - gateway_only: [http]\npeers:"))
+    pki = Pki(tmp_path)
+    chain, key = pki.files["authz"]
+    door = f"127.0.0.1:{free_port()}"
+    with Authz(policy, workers=1, extra=["--grpc-tls-cert", str(chain), "--grpc-tls-key", str(key),
+                                         "--grpc-client-ca", str(pki.ca.cert_path), "--http-authz-address", door,
+                                         "--http-authz-prefix", "/authz"]):
+        status, _headers, _body = http_get(f"http://{door}/authz/public/hello", {"host": "api.example.com"})
+        assert status == 200  # the gateway-only door answers as without callers (fenced by the deployment)
+
+
+def test_a_reload_that_would_bind_an_unbound_door_is_refused(tmp_path: Path) -> None:
+    policy = _policy(tmp_path)
+    binding = policy.read_text()
+    policy.write_text(binding.split("peers:", 1)[0].split("callers:", 1)[0] + "peers:" + binding.split("peers:", 1)[1])
+    with Authz(policy, workers=1) as authz:
+        assert _check(authz.stub, ORDERS) == (200, "allowed")  # no callers: anyone may ask
+        mark = authz.proc.mark()
+        policy.write_text(binding)
+        authz.proc.wait_for("policy reload failed", since=mark)
+        assert "'callers' binds the grpc door" in authz.proc.output()
+        assert _check(authz.stub, ORDERS) == (200, "allowed")  # the last good policy stays
