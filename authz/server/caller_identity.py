@@ -103,7 +103,7 @@ def readers(*, client_ca: bool, trust_caller_xfcc: bool, http_door: bool) -> dic
     return found
 
 
-@dataclass
+@dataclass(frozen=True)
 class TlsFiles:
     """The gRPC door's certificate chain, key and client CA files, read
     again whenever their content changes (checked at each new handshake,
@@ -112,8 +112,6 @@ class TlsFiles:
     cert: str
     key: str
     client_ca: str | None = None
-    _stamp: tuple[Any, ...] = ()
-    _digest: bytes = b""
 
     def _stat(self) -> tuple[Any, ...]:
         stamps = []
@@ -144,28 +142,30 @@ class TlsFiles:
 
     def credentials(self) -> Any:
         """gRPC server credentials that use the files as they are at each new
-        handshake, requiring a client certificate when a client CA is given."""
+        handshake, requiring a client certificate when a client CA is given.
+        One per listening port: gRPC asks each port's credentials for the
+        files apart, and each must learn of a change."""
         import grpc
 
-        self._stamp = self._stat()
+        seen = {"stamp": self._stat()}
         chain, key, ca = self.read()
-        self._digest = hashlib.sha256(chain + key + (ca or b"")).digest()
+        seen["digest"] = hashlib.sha256(chain + key + (ca or b"")).digest()
         initial = grpc.ssl_server_certificate_configuration([(key, chain)], root_certificates=ca)
 
         def fetch() -> Any:
             try:
                 stamp = self._stat()
-                if stamp == self._stamp:
+                if stamp == seen["stamp"]:
                     return None
                 chain, key, ca = self.read()
             except (OSError, ValueError) as exc:
                 log.warning("gRPC TLS files changed but cannot be used yet (the old ones stay): %s", exc)
                 return None
-            self._stamp = stamp
+            seen["stamp"] = stamp
             digest = hashlib.sha256(chain + key + (ca or b"")).digest()
-            if digest == self._digest:
+            if digest == seen["digest"]:
                 return None
-            self._digest = digest
+            seen["digest"] = digest
             log.info("gRPC TLS files changed: new handshakes use them")
             return grpc.ssl_server_certificate_configuration([(key, chain)], root_certificates=ca)
 

@@ -259,11 +259,10 @@ class Worker:
             host = self.options.grpc_address.rsplit(":", 1)[0]
             addresses.append(f"{host}:{self.port}")
         if self.options.grpc_tls_cert is not None and self.options.grpc_tls_key is not None:
-            # One credentials object: its files are checked at each new handshake.
-            credentials = TlsFiles(self.options.grpc_tls_cert, self.options.grpc_tls_key,
-                                   self.options.grpc_client_ca).credentials()
+            # Credentials per port: each checks the files at its new handshakes.
+            files = TlsFiles(self.options.grpc_tls_cert, self.options.grpc_tls_key, self.options.grpc_client_ca)
             for address in addresses:
-                server.add_secure_port(address, credentials)
+                server.add_secure_port(address, files.credentials())
         else:
             for address in addresses:
                 server.add_insecure_port(address)

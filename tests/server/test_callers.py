@@ -60,7 +60,8 @@ def _outcome(raw: bytes) -> tuple[int, str, dict[str, str]]:
 class Server:
     """A CheckService on a real gRPC server, as a worker runs it."""
 
-    def __init__(self, policy: Path, port_credentials: Any, *, trust_caller_xfcc: bool = False) -> None:
+    def __init__(self, policy: Path, port_credentials: Any, *, trust_caller_xfcc: bool = False,
+                 more_ports: tuple[Any, ...] = ()) -> None:
         self.telemetry = Telemetry()
         state = PolicyState(load_policy(str(policy)), SystemClock())
         caller_of = readers(client_ca=not trust_caller_xfcc, trust_caller_xfcc=trust_caller_xfcc, http_door=False)
@@ -72,6 +73,7 @@ class Server:
             self.port = self.server.add_insecure_port("127.0.0.1:0")
         else:
             self.port = self.server.add_secure_port("127.0.0.1:0", port_credentials)
+        self.more_ports = [self.server.add_secure_port("127.0.0.1:0", more) for more in more_ports]
         self.server.start()
 
     def stop(self) -> None:
@@ -197,3 +199,24 @@ def test_trust_caller_xfcc_reads_the_element_authz_s_sidecar_appended(behind_sid
     # An element with two URIs names no one.
     assert ask(metadata=[("x-forwarded-client-cert", f"By={AUTHZ};URI={GATEWAY};URI={BILLING}")])[:2] == (
         403, "untrusted_caller")
+
+
+def test_every_port_of_a_worker_learns_of_a_rotation(tmp_path: Path) -> None:
+    # A worker listens on the shared port and its own (--worker-ports), each
+    # with credentials from the same files: both must serve the new ones.
+    pki = Pki(tmp_path)
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY)
+    files = TlsFiles(str(pki.cert), str(pki.key), str(pki.client_ca))
+    server = Server(policy, files.credentials(), more_ports=(files.credentials(),))
+    try:
+        rotated = MeshCA(pki.tmp, "rotated-ca")
+        chain, key = rotated.workload(AUTHZ, "authz-rotated")
+        shutil.copy(rotated.cert_path, pki.client_ca)
+        shutil.copy(key, pki.key)
+        shutil.copy(chain, pki.cert)
+        for port in (server.port, *server.more_ports):
+            ask = _ask(pki.channel(port, GATEWAY, ca=rotated, trusted=rotated.cert_path))
+            assert ask()[0] == 200
+    finally:
+        server.stop()
