@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from authz.errors import ConfigError
 
 if TYPE_CHECKING:
+    from authz.engine import Trace
     from authz.policy import Policy
 
 EXIT_ALLOWED = 0
@@ -68,7 +69,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def _decide(args: argparse.Namespace, *, explain: bool) -> int:
     from google.protobuf.json_format import ParseError
 
-    from authz.engine import Engine, Trace
+    from authz.engine import Engine
     from authz.wire.grpc import parse_json_request, to_request
 
     policy = _load_policy(args.config)
@@ -100,11 +101,12 @@ def _decide(args: argparse.Namespace, *, explain: bool) -> int:
     return EXIT_ALLOWED if decision.allowed else EXIT_DENIED
 
 
-def _caller_check(policy: Policy, caller: str | None, check: Any, trace: list[str] | None) -> Any:
+def _caller_check(policy: Policy, caller: str | None, check: Any, trace: Trace | None) -> Any:
     """With ``--caller``: the ``untrusted_caller`` denial when the policy's
     ``callers:`` (gRPC door) does not admit that caller to ask this Check;
     None when it does, or when no caller was named."""
     from authz.decision import Decision
+    from authz.engine import Step
     from authz.errors import Reason
     from authz.wire.grpc import destination_principal
 
@@ -113,16 +115,16 @@ def _caller_check(policy: Policy, caller: str | None, check: Any, trace: list[st
         return None
     if callers is None or not callers.binds("grpc"):
         if trace is not None:
-            trace.append(f"callers: the gRPC door is not bound; {caller!r} may ask about anything")
+            trace.append(Step("caller", caller, "not checked", "no callers: section binds the gRPC door"))
         return None
-    destination = destination_principal(check)
-    if callers.admits(caller, destination):
+    destination = destination_principal(check) or "(none)"
+    if callers.admits(caller, destination_principal(check)):
         if trace is not None:
-            trace.append(f"callers: {caller!r} is admitted to ask about destination {destination or '(none)'!r}")
+            trace.append(Step("caller", caller, "admitted", f"to ask about destination {destination}"))
         return None
-    detail = callers.refusal(caller, destination)
+    detail = callers.refusal(caller, destination_principal(check))
     if trace is not None:
-        trace.append(f"callers: {detail}")
+        trace.append(Step("caller", caller, "refused", detail))
     return Decision(allowed=False, reason=Reason.UNTRUSTED_CALLER, cacheable=False, detail=detail)
 
 

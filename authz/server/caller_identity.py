@@ -147,9 +147,9 @@ class TlsFiles:
         files apart, and each must learn of a change."""
         import grpc
 
-        seen = {"stamp": self._stat()}
+        stamp = self._stat()  # before reading: a change while reading is seen at the next handshake
         chain, key, ca = self.read()
-        seen["digest"] = hashlib.sha256(chain + key + (ca or b"")).digest()
+        seen: dict[str, Any] = {"stamp": stamp, "digest": hashlib.sha256(chain + key + (ca or b"")).digest()}
         initial = grpc.ssl_server_certificate_configuration([(key, chain)], root_certificates=ca)
 
         def fetch() -> Any:

@@ -117,3 +117,30 @@ def test_with_both_xfcc_flags_the_http_door_reads_the_client_before_the_caller()
     assert only_client.to_request(call).source_principal == GATEWAY  # without authz's sidecar: the last element
     alone = Call("GET", b"/api/orders", b"", {b"host": b"h", b"x-forwarded-client-cert": appended.encode()})
     assert both.to_request(alone).source_principal == ""  # the client presented no certificate to the gateway
+
+
+def test_check_and_explain_name_a_caller_offline(tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(SECTION + 'rules:\n  - {name: public, effect: allow, paths: ["/public/**"], anonymous: true}\n')
+    request = tmp_path / "request.json"
+    request.write_text(json.dumps({"attributes": {"destination": {"principal": ORDERS}, "request": {"http": {
+        "method": "GET", "path": "/public/x", "host": "api.example.com", "headers": {":path": "/public/x"}}}}}))
+
+    def run(command: str, *caller: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "authz", command, "--config", str(policy), "--request",
+                               str(request), *caller], capture_output=True, text=True, timeout=60)
+
+    refused = run("check", "--caller", BILLING)
+    assert refused.returncode == 1
+    assert json.loads(refused.stdout)["reason"] == "untrusted_caller"
+    assert run("check", "--caller", ORDERS).returncode == 0
+    assert run("check", "--caller", GATEWAY).returncode == 0
+    assert run("check").returncode == 0  # no caller named: decided as before
+    explained = run("explain", "--caller", BILLING)
+    assert explained.returncode == 1
+    assert f"[caller] {BILLING}: refused" in explained.stdout
+    assert explained.stdout.rstrip().endswith("=> DENY 403 untrusted_caller")
