@@ -59,8 +59,14 @@ class Callers:
     entries: tuple[CallerEntry, ...]
     gateway_only: frozenset[str] = frozenset()
     line: int = 0
+    #: Whether an entry looks at the destination (``self`` or globs): when
+    #: none does, a Check's destination is not even read.
+    reads_destination: bool = field(init=False)
     _memo: dict[tuple[str, str], bool] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "reads_destination", any(entry.destinations != "any" for entry in self.entries))
 
     def binds(self, door: str) -> bool:
         """Whether Checks through ``door`` must come from an admitted caller."""

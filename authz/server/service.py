@@ -326,9 +326,11 @@ class CheckService:
             return Answer(door.invalid_request, _INVALID_REQUEST_DECISION, "none", door=door)
         callers = state.bound[door.name]
         if callers is not None:  # before the cache: a cached allow never reaches a caller not admitted
-            refused = self._refuse(callers, door, message, context)
-            if refused is not None:
-                return refused
+            reader = self.caller_of.get(door.name)
+            caller = reader(message, context) if reader is not None else ""
+            destination = door.destination_principal(message) if callers.reads_destination else ""
+            if not callers.admits(caller, destination):
+                return self._refused(callers, door, message, caller, destination)
         key = state.key_of[door.name](message)
         if key is not None:
             hit = state.decisions.get(key)
@@ -348,18 +350,13 @@ class CheckService:
             return _Waiting(door, state, message, request, key, pending.future)
         return self._store(door, state, message, request, key, decision, epoch)
 
-    def _refuse(self, callers: Callers, door: Door, message: Any, context: Any) -> Answer | None:
-        """None when the caller of this Check may ask about its destination;
-        else the ``untrusted_caller`` denial (no identity token, no upstream
-        header), logged and counted as every decision is."""
-        reader = self.caller_of.get(door.name)
-        caller = reader(message, context) if reader is not None else ""
-        try:
+    @staticmethod
+    def _refused(callers: Callers, door: Door, message: Any, caller: str, destination: str) -> Answer:
+        """The ``untrusted_caller`` denial of a Check whose caller ``callers:``
+        does not admit (no identity token, no upstream header), logged and
+        counted as every decision is."""
+        if not callers.reads_destination:  # named in the log all the same
             destination = door.destination_principal(message)
-        except door.invalid:
-            return Answer(door.invalid_request, _INVALID_REQUEST_DECISION, "none", message, door)
-        if callers.admits(caller, destination):
-            return None
         decision = Decision(allowed=False, reason=Reason.UNTRUSTED_CALLER, cacheable=False,
                             detail=callers.refusal(caller, destination))
         return Answer(door.answer(decision, door.request_id_of(message)), decision, "none", message, door)
