@@ -868,3 +868,19 @@ def test_timeouts_agree() -> None:
     }
     assert len(seconds) == 1
     assert {s * 1000 for s in seconds} == milliseconds
+
+
+def test_authz_s_own_sidecar_is_strict_and_the_gateways_are_admitted() -> None:
+    """Callers bound under Istio (docs/deploy-istio.md): authz's sidecar
+    accepts only mTLS on the ext_authz ports (so the caller it names in
+    x-forwarded-client-cert is authenticated), and the policy admits the
+    ingress gateway for any destination, sidecars for themselves."""
+    (peer,) = [d.body for d in load_docs(DEPLOY / "istio" / "policies" / "peerauthentication-authz.yaml")]
+    assert peer["metadata"]["namespace"] == "authz"
+    assert matches(peer["spec"]["selector"]["matchLabels"], pod_labels())
+    assert peer["spec"]["mtls"]["mode"] == "STRICT"
+    assert peer["spec"]["portLevelMtls"] == {"8181": {"mode": "PERMISSIVE"}}
+    gateways = [e for e in deployed_callers() if e.get("destinations") == "any"]
+    assert any("spiffe://cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account" in e["principals"]
+               for e in gateways)
+    assert {"principals": ["spiffe://cluster.local/ns/*/sa/*"], "destinations": "self"} in deployed_callers()
