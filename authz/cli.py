@@ -7,11 +7,12 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from authz.errors import ConfigError
 
 if TYPE_CHECKING:
+    from authz.engine import Trace
     from authz.policy import Policy
     from authz.tools.policy_headers import PolicyHeaders
 
@@ -81,7 +82,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def _decide(args: argparse.Namespace, *, explain: bool) -> int:
     from google.protobuf.json_format import ParseError
 
-    from authz.engine import Engine, Trace
+    from authz.engine import Engine
     from authz.wire.grpc import parse_json_request, to_request
 
     policy = _load_policy(args.config)
@@ -98,7 +99,9 @@ def _decide(args: argparse.Namespace, *, explain: bool) -> int:
         return EXIT_USAGE
     engine = Engine(policy)
     trace: Trace | None = [] if explain else None
-    decision = engine.decide_blocking(request, timeout=args.timeout, trace=trace)
+    decision = _caller_check(policy, args.caller, check, trace)
+    if decision is None:
+        decision = engine.decide_blocking(request, timeout=args.timeout, trace=trace)
     if explain:
         assert trace is not None
         for step in trace:
@@ -109,6 +112,33 @@ def _decide(args: argparse.Namespace, *, explain: bool) -> int:
         json.dump(decision.to_json(), sys.stdout, indent=2, sort_keys=True)
         sys.stdout.write("\n")
     return EXIT_ALLOWED if decision.allowed else EXIT_DENIED
+
+
+def _caller_check(policy: Policy, caller: str | None, check: Any, trace: Trace | None) -> Any:
+    """With ``--caller``: the ``untrusted_caller`` denial when the policy's
+    ``callers:`` (gRPC door) does not admit that caller to ask this Check;
+    None when it does, or when no caller was named."""
+    from authz.decision import Decision
+    from authz.engine import Step
+    from authz.errors import Reason
+    from authz.wire.grpc import destination_principal
+
+    callers = policy.callers
+    if caller is None:
+        return None
+    if callers is None or not callers.binds("grpc"):
+        if trace is not None:
+            trace.append(Step("caller", caller, "not checked", "no callers: section binds the gRPC door"))
+        return None
+    destination = destination_principal(check) or "(none)"
+    if callers.admits(caller, destination_principal(check)):
+        if trace is not None:
+            trace.append(Step("caller", caller, "admitted", f"to ask about destination {destination}"))
+        return None
+    detail = callers.refusal(caller, destination_principal(check))
+    if trace is not None:
+        trace.append(Step("caller", caller, "refused", detail))
+    return Decision(allowed=False, reason=Reason.UNTRUSTED_CALLER, cacheable=False, detail=detail)
 
 
 def _cpu_count() -> int:
@@ -125,7 +155,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.workers < 1:
         print("authz serve: --workers must be at least 1", file=sys.stderr)
         return EXIT_USAGE
-    return serve(ServeOptions.from_args(args))
+    options = ServeOptions.from_args(args)
+    if (problem := options.usage_error()) is not None:
+        print(f"authz serve: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    return serve(options)
 
 
 def cmd_token(args: argparse.Namespace) -> int:
@@ -177,7 +211,17 @@ def cmd_envoy_config(args: argparse.Namespace) -> int:
         policy=args.config,
         rate_limit_by=[tuple(k.strip() for k in keys.split(",")) for keys in args.rate_limit_by],
         local_rate_limits=local_limits,
+        authz_tls_cert=args.authz_tls_cert,
+        authz_tls_key=args.authz_tls_key,
+        authz_ca=args.authz_ca,
+        authz_san=args.authz_san,
     )
+    if (args.authz_tls_cert is None) != (args.authz_tls_key is None) or (
+            args.authz_tls_cert is not None and args.authz_ca is None) or (
+            args.authz_san is not None and args.authz_tls_cert is None):
+        print("authz envoy-config: --authz-tls-cert, --authz-tls-key and --authz-ca go together "
+              "(--authz-san needs them)", file=sys.stderr)
+        return EXIT_USAGE
     try:
         if args.format == "envoy":
             text = render(options)
@@ -234,6 +278,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--trust-xfcc", action="store_true",
                        help="HTTP door: read the client's SPIFFE ID from x-forwarded-client-cert, which the "
                             "Envoy in front sets itself (forward_client_cert_details: SANITIZE_SET)")
+    serve.add_argument("--grpc-tls-cert", default=None, metavar="FILE",
+                       help="gRPC door: speak TLS with this certificate chain (PEM; reloaded when it changes)")
+    serve.add_argument("--grpc-tls-key", default=None, metavar="FILE", help="gRPC door: the certificate's private key (PEM)")
+    serve.add_argument("--grpc-client-ca", default=None, metavar="FILE",
+                       help="gRPC door: require a client certificate from this CA; the caller (policy 'callers:') "
+                            "is its URI SAN")
+    serve.add_argument("--trust-caller-xfcc", action="store_true",
+                       help="authz runs behind its own sidecar: the caller (policy 'callers:') is the URI of the last "
+                            "x-forwarded-client-cert element, the one that sidecar appends")
     serve.add_argument("--workers", type=int, default=_cpu_count(), help="worker processes (default: CPUs available, %(default)s)")
     serve.add_argument("--pin-workers", choices=["auto", "on", "off"], default="auto",
                        help="pin worker i to a CPU of its own: auto (the default) when the process owns exactly "
@@ -316,6 +369,13 @@ def build_parser() -> argparse.ArgumentParser:
     envoy.add_argument("--local-rate-limit", action="append", default=[], metavar="KEY=VALUE[,...]:N/PERIOD",
                        help="local_ratelimit (after ext_authz): N requests per PERIOD for that descriptor, e.g. "
                             "tier=free:3/1m (VALUE * for a bucket per value); other requests are not limited; repeatable")
+    envoy.add_argument("--authz-tls-cert", default=None, metavar="FILE",
+                       help="call authz over TLS presenting this client certificate chain (authz serve "
+                            "--grpc-client-ca, or authz's sidecar with --trust-caller-xfcc): the caller of 'callers:'")
+    envoy.add_argument("--authz-tls-key", default=None, metavar="FILE", help="the client certificate's private key")
+    envoy.add_argument("--authz-ca", default=None, metavar="FILE", help="the CA authz's server certificate chains to")
+    envoy.add_argument("--authz-san", default=None, metavar="SPIFFE_ID",
+                       help="authz's SPIFFE ID: its certificate must carry this URI SAN")
     envoy.add_argument("--output", "-o", default="-", help="write to this file instead of stdout")
     envoy.set_defaults(func=cmd_envoy_config)
 
@@ -340,6 +400,8 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--config", required=True, help="policy file (YAML)")
         command.add_argument("--request", required=True, help="CheckRequest in protobuf JSON ('-' for stdin)")
         command.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for remote key sets")
+        command.add_argument("--caller", default=None, metavar="SPIFFE_ID",
+                             help="the caller asking (the gRPC door's client certificate), checked against 'callers:'")
         command.set_defaults(func=lambda args, explain=explain: _decide(args, explain=explain))
     return parser
 

@@ -47,6 +47,7 @@ class Reason(enum.StrEnum):
     #: a request Envoy or the upstream would refuse or cut.
     REQUEST_HEADERS_TOO_LARGE = "request_headers_too_large"
     INTERNAL_ERROR = "internal_error"
+    UNTRUSTED_CALLER = "untrusted_caller"
 
 
 # gRPC status codes used in CheckResponse.status (google.rpc.Code values).
@@ -94,6 +95,8 @@ OUTCOMES: dict[Reason, Outcome] = {
     Reason.INVALID_REQUEST: _FORBIDDEN,
     Reason.REQUEST_HEADERS_TOO_LARGE: _FORBIDDEN,
     Reason.INTERNAL_ERROR: _FORBIDDEN,
+    # The caller of Check (not the client) is not admitted by ``callers:``.
+    Reason.UNTRUSTED_CALLER: _FORBIDDEN,
 }
 
 

@@ -19,6 +19,7 @@ from authz.paths import DEFAULT_RULES, PathRules
 from authz.request import ATTRIBUTES, View
 
 if TYPE_CHECKING:
+    from authz.callers import Callers
     from authz.identity.api_key import ApiKeySource
     from authz.identity.jwt import JwtIssuer, JwtSource
     from authz.identity.peer import PeerRoles
@@ -217,3 +218,5 @@ class Policy:
     peers_line: int = 0
     #: How request paths are read before any rule sees them.
     paths: PathRules = DEFAULT_RULES
+    #: Who may ask, about what (``callers:``); None: anyone, about anything.
+    callers: Callers | None = None

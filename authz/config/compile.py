@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from authz import matchers
 from authz.cel import CelError, Expression, compile_expression
 from authz.config import schema
+from authz.config.callers import compile_callers
 from authz.config.keyfiles import parse_jwks_file, read_key_file
 from authz.config.messages import read_yaml, validate, yaml_type
 from authz.config.response import compile_response
@@ -164,6 +165,7 @@ class _Compiler:
             peers_line=self.located.line(("peers",), key=True) if peers else 0,
             paths=model.paths.rules(),
             credential_headers=credential_headers,
+            callers=compile_callers(self, model.callers) if model.callers is not None else None,
         )
 
     # -- issuers ------------------------------------------------------------

@@ -172,6 +172,34 @@ class PathsSpec(Model):
                          fold_case=not self.case_sensitive)
 
 
+class CallerSpec(Model):
+    """One entry of ``callers:``: the principals of callers it admits and
+    the destinations they may ask about, or the doors that are not bound
+    (``gateway_only``: fenced so that only the gateway reaches them)."""
+
+    principals: list[str] | None = None
+    destinations: str | list[str] | None = None
+    gateway_only: list[Literal["grpc", "http"]] | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> CallerSpec:
+        if self.gateway_only is not None:
+            if self.principals is not None or self.destinations is not None:
+                raise ValueError("an entry with 'gateway_only' names doors only (no 'principals' or 'destinations')")
+            if not self.gateway_only:
+                raise ValueError("'gateway_only' lists no door")
+            return self
+        if not self.principals:
+            raise ValueError("give 'principals' (the callers' SPIFFE IDs, globs) and 'destinations'")
+        if self.destinations is None:
+            raise ValueError("give 'destinations': any, self, or a list of principal globs")
+        if isinstance(self.destinations, str) and self.destinations not in ("any", "self"):
+            raise ValueError(f"'destinations' is any, self, or a list of principal globs, not {self.destinations!r}")
+        if isinstance(self.destinations, list) and not self.destinations:
+            raise ValueError("'destinations' lists nothing: use any, self, or principal globs")
+        return self
+
+
 class PolicySpec(Model):
     version: Literal[1]
     issuers: list[IssuerSpec] = Field(default_factory=list)
@@ -182,3 +210,4 @@ class PolicySpec(Model):
     response: ResponseSpec = Field(default_factory=ResponseSpec)
     cache: CacheSpec = Field(default_factory=CacheSpec)
     paths: PathsSpec = Field(default_factory=PathsSpec)
+    callers: list[CallerSpec] | None = None

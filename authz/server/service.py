@@ -13,18 +13,20 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from opentelemetry.trace import StatusCode, Tracer
 
+from authz.callers import Callers
 from authz.decision import Decision
 from authz.engine import Clock, Engine, KeysPending
 from authz.errors import Reason
 from authz.policy import Policy
 from authz.request import Request
 from authz.server.cache import ExpiringLRU, VerifiedTokenCache
+from authz.server.caller_identity import CallerReader
 from authz.server.decision_log import DecisionLog
 from authz.server.telemetry import Telemetry
 from authz.server.tracing import start_check_span
@@ -68,6 +70,11 @@ class PolicyState:
             door.name: door.make_cache_key(policy.reads, policy.credential_headers)
             if policy.decision_cache_size > 0 else _no_key
             for door in doors
+        }
+        #: Each door's ``callers:`` section when it binds that door, else None.
+        callers = policy.callers
+        self.bound: dict[str, Callers | None] = {
+            door.name: callers if callers is not None and callers.binds(door.name) else None for door in doors
         }
 
     def invalidate(self) -> None:
@@ -146,8 +153,12 @@ class CheckService:
     """Answers Checks through every door for the policy in force (swapped on reload)."""
 
     def __init__(self, state: PolicyState, telemetry: Telemetry, *, decision_log: DecisionLog | None = None,
-                 tracer: Tracer | None = None, max_waiting: int = 1, overflow_wait: float = OVERFLOW_WAIT) -> None:
+                 tracer: Tracer | None = None, max_waiting: int = 1, overflow_wait: float = OVERFLOW_WAIT,
+                 caller_of: Mapping[str, CallerReader] | None = None) -> None:
         self.state = state
+        #: How each door with a caller identity reads it (authz.server.caller_identity);
+        #: a door bound by ``callers:`` without one refuses every Check.
+        self.caller_of: Mapping[str, CallerReader] = caller_of or {}
         self.telemetry = telemetry
         self.decision_log = decision_log
         self.tracer = tracer
@@ -166,20 +177,20 @@ class CheckService:
 
     async def check(self, raw: bytes, context: Any) -> bytes:
         """The Check RPC for grpc.aio (raw bytes in and out)."""
-        answer: bytes = await self.check_async(GRPC, raw, _budget(context))
+        answer: bytes = await self.check_async(GRPC, raw, _budget(context), context)
         return answer
 
-    async def check_async(self, door: Door, raw: Any, budget: float | None = None) -> Any:
+    async def check_async(self, door: Door, raw: Any, budget: float | None = None, context: Any = None) -> Any:
         """One Check on an event loop, waiting up to ``budget`` seconds for a
         key set (None: within the time the call itself says it has, see
         ``Door.call_timeout``). Always a decision: an exception or a missed
         deadline is a denial, never an empty answer."""
-        answer = self.check_now(door, raw)
+        answer = self.check_now(door, raw, context)
         if answer.__class__ is Pending:
             return await self.check_later(answer, budget)
         return answer
 
-    def check_now(self, door: Door, raw: Any) -> Any:
+    def check_now(self, door: Door, raw: Any, context: Any = None) -> Any:
         """The answer to one Check, or, when it needs a key set being
         fetched, a :class:`Pending` to finish with :meth:`check_later` on an
         event loop. A decision-cache hit is answered here without a
@@ -189,7 +200,7 @@ class CheckService:
         answer: Answer | None = None
         pending: Pending | None = None
         try:
-            step = self._begin(door, raw)
+            step = self._begin(door, raw, context)
             if isinstance(step, _Waiting):
                 with self._lock:
                     self.telemetry.in_flight += 1
@@ -235,7 +246,7 @@ class CheckService:
         started = self._enter()
         answer: Answer | None = None
         try:
-            step = self._begin(GRPC, raw)
+            step = self._begin(GRPC, raw, context)
             if isinstance(step, _Waiting):
                 budget = _budget(context)
                 # Only some pool threads may block on a key fetch for long, so
@@ -308,12 +319,19 @@ class CheckService:
         if self.tracer is not None:
             self._span(answer, started, elapsed)
 
-    def _begin(self, door: Door, raw: Any) -> Answer | _Waiting:
+    def _begin(self, door: Door, raw: Any, context: Any = None) -> Answer | _Waiting:
         state = self.state
         try:
             message = door.parse(raw)
         except door.invalid:
             return Answer(door.invalid_request, _INVALID_REQUEST_DECISION, "none", door=door)
+        callers = state.bound[door.name]
+        if callers is not None:  # before the cache: a cached allow never reaches a caller not admitted
+            reader = self.caller_of.get(door.name)
+            caller = reader(message, context) if reader is not None else ""
+            destination = door.destination_principal(message) if callers.reads_destination else ""
+            if not callers.admits(caller, destination):
+                return self._refused(callers, door, message, caller, destination)
         # A request whose own headers may leave no room for a cached answer
         # within Envoy's limits is decided uncached (docs/security.md 65): a
         # serialized CheckRequest is longer than its headers; the HTTP
@@ -337,6 +355,17 @@ class CheckService:
         except KeysPending as pending:
             return _Waiting(door, state, message, request, key, pending.future)
         return self._store(door, state, message, request, key, decision, epoch)
+
+    @staticmethod
+    def _refused(callers: Callers, door: Door, message: Any, caller: str, destination: str) -> Answer:
+        """The ``untrusted_caller`` denial of a Check whose caller ``callers:``
+        does not admit (no identity token, no upstream header), logged and
+        counted as every decision is."""
+        if not callers.reads_destination:  # named in the log all the same
+            destination = door.destination_principal(message)
+        decision = Decision(allowed=False, reason=Reason.UNTRUSTED_CALLER, cacheable=False,
+                            detail=callers.refusal(caller, destination))
+        return Answer(door.answer(decision, door.request_id_of(message)), decision, "none", message, door)
 
     def _complete(self, waiting: _Waiting) -> Answer:
         state = waiting.state

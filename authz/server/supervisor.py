@@ -39,6 +39,7 @@ from authz.policy import Policy
 from authz.server import metrics
 from authz.server.binding import EXIT_ADDRESS_IN_USE, AddressInUse, Holds, claim_all, describe
 from authz.server.generation import Target, file_digests, load_consistent
+from authz.server.caller_identity import TlsFiles
 from authz.server.options import ServeOptions
 from authz.server.telemetry import labels
 from authz.server.worker import worker_main
@@ -258,6 +259,7 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         try:
             policy, digests = await loop.run_in_executor(None, load_consistent, self.options.config)
+            self.options.check_binding(policy)
         except ConfigError as exc:
             self._reload_failed(str(exc))
             return False
@@ -359,10 +361,17 @@ def serve(options: ServeOptions) -> int:
     logging.getLogger("watchfiles").setLevel(logging.WARNING)
     try:
         policy, digests = load_consistent(options.config)
+        options.check_binding(policy)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, flush=True, file=sys.stderr)
         return 2
+    if options.grpc_tls_cert is not None and options.grpc_tls_key is not None:
+        try:
+            TlsFiles(options.grpc_tls_cert, options.grpc_tls_key, options.grpc_client_ca).read()
+        except (OSError, ValueError) as exc:
+            print(f"authz serve: the gRPC door's TLS files: {exc}", flush=True, file=sys.stderr)
+            return 2
     options = replace(options, config=os.path.abspath(options.config))
 
     async def main() -> int:

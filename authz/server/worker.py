@@ -28,6 +28,7 @@ from authz.errors import ConfigError
 from authz.identity.jwks import RemoteKeys
 from authz.policy import Policy
 from authz.server.binding import EXIT_ADDRESS_IN_USE
+from authz.server.caller_identity import TlsFiles, readers
 from authz.server.cpus import cgroup_cpu_limit, pinned_cpu
 from authz.server.decision_log import DecisionLog, configure_stream
 from authz.server.generation import NotThisGeneration, Target, load_target
@@ -83,8 +84,11 @@ class Worker:
             if self.options.decision_log != "none":
                 configure_stream()
                 decision_log = DecisionLog(self.options.decision_log, self.options.decision_log_sample)
+            caller_of = readers(client_ca=self.options.grpc_client_ca is not None,
+                                trust_caller_xfcc=self.options.trust_caller_xfcc, http_door=self.http_door is not None)
             self.service = CheckService(state, self.telemetry, decision_log=decision_log,
-                                        tracer=tracer_from_environment(), max_waiting=self.options.threads // 2)
+                                        tracer=tracer_from_environment(), max_waiting=self.options.threads // 2,
+                                        caller_of=caller_of)
         else:
             # In-flight checks keep the old state, but its caches are closed
             # first: key changes reach only the state in force.
@@ -126,6 +130,7 @@ class Worker:
         loop = asyncio.get_running_loop()
         try:
             policy = await loop.run_in_executor(None, load_target, self.options.config, wanted, self.registry)
+            self.options.check_binding(policy)
         except (ConfigError, NotThisGeneration) as exc:
             if str(exc) != self.last_reload_error:  # said once, not at every ask
                 log.error("worker %d cannot load policy generation %d (not ready until it can):\n%s",
@@ -289,9 +294,14 @@ class Worker:
         listen = [self.options.grpc_address]
         if self.port is not None:
             listen.append(f"{self.options.grpc_address.rsplit(':', 1)[0]}:{self.port}")
+        files = None
+        if self.options.grpc_tls_cert is not None and self.options.grpc_tls_key is not None:
+            files = TlsFiles(self.options.grpc_tls_cert, self.options.grpc_tls_key, self.options.grpc_client_ca)
         for address in listen:
             try:
-                bound = server.add_insecure_port(address)
+                # Credentials per port: each checks the files at its new handshakes.
+                bound = (server.add_insecure_port(address) if files is None
+                         else server.add_secure_port(address, files.credentials()))
             except RuntimeError:
                 bound = 0
             if not bound:

@@ -37,6 +37,9 @@ class Door(Protocol):
     def summary(self, message: Any) -> tuple[str | None, str, str, str]: ...
     def trace_headers(self, message: Any) -> Mapping[str, str]: ...
     def answer(self, decision: Decision, request_id: str | None) -> Any: ...
+    def destination_principal(self, message: Any) -> str:
+        """The request's ``destination.principal`` ("" when the door's
+        protocol does not carry it), for the policy's ``callers:``."""
     def call_timeout(self, message: Any) -> float | None:
         """Seconds the caller gives this call, when the message says (None:
         unknown, or told by the transport instead)."""

@@ -196,6 +196,12 @@ def denied_response(reason: Reason, request_id: str | None, metadata: Mapping[st
     return response
 
 
+def destination_principal(check: Any) -> str:
+    """The destination's SPIFFE ID (``callers: destinations``), where :data:`FIELDS` says."""
+    value: str = _GET["destination_principal"](check.attributes.destination)
+    return value
+
+
 def _never(_check: Any) -> None:
     return None
 
@@ -274,6 +280,7 @@ class GrpcDoor:
     summary = staticmethod(summary)
     trace_headers = staticmethod(trace_headers)
     answer = staticmethod(_answer)
+    destination_principal = staticmethod(destination_principal)
     invalid_request = _answer(Decision(allowed=False, reason=Reason.INVALID_REQUEST), None)
     internal_error = _answer(Decision(allowed=False, reason=Reason.INTERNAL_ERROR), None)
 

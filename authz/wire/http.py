@@ -65,11 +65,15 @@ class HttpDoorSettings:
     address is unknown). ``trust_xfcc``: read the client's SPIFFE ID from
     ``x-forwarded-client-cert``, which Envoy sets itself (and strips from
     clients) with ``forward_client_cert_details: SANITIZE_SET``.
+    ``trust_caller_xfcc``: authz's own sidecar appends the last element (the
+    caller's, ``authz.server.caller_identity``), so the client's is the one
+    before it.
     """
 
     prefix: str = ""
     forwarded_hops: int = 0
     trust_xfcc: bool = False
+    trust_caller_xfcc: bool = False
 
     def unknown(self) -> frozenset[str]:
         known = {name for name, field in FIELDS.items() if field.source in ("line", "header")}
@@ -268,17 +272,21 @@ def _split_unquoted(text: str, separator: str) -> list[str]:
     return parts
 
 
-def client_cert_uri(value: str | None) -> str:
+def client_cert_uri(value: str | None, element: int = -1) -> str:
     """The ``URI`` of the last element of ``x-forwarded-client-cert`` (the
     one the Envoy in front set for its own downstream), or "" when there is
     none, or more than one, or the header does not parse. Quoted values
     (a certificate's ``Subject`` may hold ``,``, ``;`` and ``=``) are never
-    split, so they cannot forge a ``URI``."""
+    split, so they cannot forge a ``URI``. ``element=-2`` reads the element
+    before the last (the last one being the caller's, appended by authz's
+    own sidecar: ``--trust-caller-xfcc``)."""
     if not value:
         return ""
     try:
-        element = _split_unquoted(value, ",")[-1]
-        pairs = _split_unquoted(element, ";")
+        elements = _split_unquoted(value, ",")
+        if len(elements) < -element:
+            return ""
+        pairs = _split_unquoted(elements[element], ";")
     except ValueError:
         return ""
     found = [raw.strip() for key, _, raw in (pair.strip().partition("=") for pair in pairs) if key.lower() == "uri"]
@@ -365,7 +373,7 @@ class HttpDoor:
         if field.source == "forwarded":
             return forwarded_for(value, self.settings.forwarded_hops)
         if field.source == "xfcc":
-            return client_cert_uri(value)
+            return client_cert_uri(value, -2 if self.settings.trust_caller_xfcc else -1)
         return value or ""
 
     def to_request(self, call: Call) -> Request:
@@ -420,3 +428,9 @@ class HttpDoor:
     @staticmethod
     def answer(decision: Decision, request_id: str | None) -> Answer:
         return to_answer(decision, request_id)
+
+    @staticmethod
+    def destination_principal(call: Call) -> str:
+        """Never carried by this protocol (:data:`FIELDS`): "" (so a caller
+        admitted only for ``destinations: self`` is refused here)."""
+        return ""

@@ -63,6 +63,9 @@ CRD_SCHEMAS: dict[tuple[str, str], str] = {
     ("getambassador.io/v3alpha1", "FilterPolicy"): "getambassador.io_filterpolicy_v3alpha1.json",
     ("getambassador.io/v3alpha1", "RateLimitService"): "getambassador.io_ratelimitservice_v3alpha1.json",
     ("networking.istio.io/v1alpha3", "EnvoyFilter"): "networking.istio.io_envoyfilter_v1alpha3.json",
+    ("cert-manager.io/v1", "Certificate"): "cert-manager.io_certificate_v1.hand.json",
+    ("security.istio.io/v1", "PeerAuthentication"): "security.istio.io_peerauthentication_v1.hand.json",
+    ("getambassador.io/v3alpha1", "TLSContext"): "getambassador.io_tlscontext_v3alpha1.hand.json",
 }
 MESH_CONFIG_SCHEMA = "istio.mesh.v1alpha1_meshconfig_extensionproviders.hand.json"
 ISTIO_OPERATOR_SPEC_SCHEMA = "install.istio.io_istiooperatorspec.hand.json"

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from authz.metadata import BUILTIN
+from testkit.pki import MeshCA
 from testkit.procs import Authz, free_port
 from tests.deploy.manifests import find, mesh_configs
 from tests.deploy.test_manifests import (
@@ -131,6 +132,13 @@ def door(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Door]:
     ]
     if "--trust-xfcc" in flags:
         extra.append("--trust-xfcc")
+    if "--grpc-client-ca" in flags:
+        # The gRPC door is bound to callers (docs/security.md 60): its TLS
+        # files, as cert-manager writes them, from a test CA.
+        tls = tmp_path_factory.mktemp("tls")
+        ca = MeshCA(tls)
+        chain, key = ca.workload("spiffe://cluster.local/ns/authz/sa/authz", "authz")
+        extra += ["--grpc-tls-cert", str(chain), "--grpc-tls-key", str(key), "--grpc-client-ca", str(ca.cert_path)]
     with Authz(Path(cluster.config), workers=1, extra=extra):
         yield Door(cluster, address)
 

@@ -416,17 +416,35 @@ def test_service_ports_reach_named_container_ports() -> None:
     assert args()["--http-authz-address"] == "0.0.0.0:9292"
 
 
-def test_the_http_door_is_admitted_from_the_grpc_callers() -> None:
-    """Both ext_authz ports in one NetworkPolicy rule: the same proxies may
-    use either door, and nobody else reaches either."""
+def test_the_http_door_is_fenced_to_the_gateways() -> None:
+    """The HTTP door has no caller identity (the policy declares it
+    gateway_only): only the gateways' namespaces reach it, a subset of
+    those that reach the gRPC door, and no other rule opens it."""
     ingress = find("NetworkPolicy", "authz")["spec"]["ingress"]
-    (rule,) = [r for r in ingress if {"port": "grpc", "protocol": "TCP"} in r["ports"]]
-    assert rule["ports"] == [
-        {"port": "grpc", "protocol": "TCP"},
-        {"port": "http-authz", "protocol": "TCP"},
-    ]
-    others = [r for r in ingress if r is not rule]
-    assert others and all(p["port"] != "http-authz" for r in others for p in r["ports"])
+    (grpc_rule,) = [r for r in ingress if {"port": "grpc", "protocol": "TCP"} in r["ports"]]
+    (http_rule,) = [r for r in ingress if {"port": "http-authz", "protocol": "TCP"} in r["ports"]]
+    assert grpc_rule["ports"] == [{"port": "grpc", "protocol": "TCP"}]
+    assert http_rule["ports"] == [{"port": "http-authz", "protocol": "TCP"}]
+    (peers,) = http_rule["from"]
+    assert set(peers) == {"namespaceSelector"}
+    (expression,) = peers["namespaceSelector"]["matchExpressions"]
+    assert expression["key"] == "kubernetes.io/metadata.name" and expression["operator"] == "In"
+    assert set(expression["values"]) == {"istio-system", "istio-ingress", "emissary", "ambassador"}
+    assert peers in grpc_rule["from"]
+    assert {"gateway_only": ["http"]} in policy()["callers"]
+
+
+def test_the_grpc_door_is_bound_to_callers_with_certificates() -> None:
+    flags = args()
+    assert flags["--grpc-client-ca"].startswith("/etc/authz/tls/")
+    (certificate,) = [d.body for d in load_docs(K8S / "certificate.yaml")]
+    mounts = {m["name"]: m["mountPath"] for m in container()["volumeMounts"]}
+    volumes = {v["name"]: v for v in deployment()["spec"]["template"]["spec"]["volumes"]}
+    (tls,) = [name for name, path in mounts.items() if path == "/etc/authz/tls"]
+    assert volumes[tls]["secret"]["secretName"] == certificate["spec"]["secretName"]
+    for flag, name in (("--grpc-tls-cert", "tls.crt"), ("--grpc-tls-key", "tls.key"), ("--grpc-client-ca", "ca.crt")):
+        assert flags[flag] == f"/etc/authz/tls/{name}"
+    assert "spiffe://cluster.local/ns/authz/sa/authz" in certificate["spec"]["uris"]
 
 
 def test_http_door_flags() -> None:
@@ -620,6 +638,10 @@ def providers_by_kind(mesh: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return by_kind
 
 
+def deployed_callers() -> list[dict[str, Any]]:
+    return policy()["callers"]  # type: ignore[no-any-return]
+
+
 def identity_token() -> dict[str, Any]:
     return policy()["response"]["identity_token"]  # type: ignore[no-any-return]
 
@@ -737,11 +759,24 @@ def test_edge_stack_resources_target_the_authz_service() -> None:
     auth_service = find("AuthService", "authz", under=AUTH_GRPC)["spec"]
     external = find("Filter", "authz", under=EDGE)["spec"]["External"]
     for spec in (auth_service, external):
-        assert spec["auth_service"] == address
-        assert spec["proto"] == "grpc" and spec["protocol_version"] == "v3"
         assert spec["failure_mode_allow"] is False
         assert spec["status_on_error"] == {"code": 503}
         assert "include_body" not in spec
+    assert auth_service["auth_service"] == address
+    assert auth_service["proto"] == "grpc" and auth_service["protocol_version"] == "v3"
+    # Callers bound (docs/security.md 60): the AuthService presents a client
+    # certificate to the gRPC door; Edge Stack's Filter cannot, so it calls
+    # the gateway-only HTTP door.
+    (context,) = [d.body for d in load_docs(AUTH_GRPC / "tlscontext.yaml")]
+    assert auth_service["tls"] == context["metadata"]["name"]
+    (certificate,) = [d.body for d in load_docs(AUTH_GRPC / "certificate-client.yaml")]
+    assert context["spec"]["secret"] == certificate["spec"]["secretName"]
+    assert "client auth" in certificate["spec"]["usages"]
+    admitted = [entry for entry in deployed_callers() if entry.get("destinations") == "any"]
+    assert any(certificate["spec"]["uris"][0] in entry["principals"] for entry in admitted)
+    assert external["auth_service"] == f"{service.name}.{service.namespace}:{service.ports['http-authz']}"
+    assert external["proto"] == "http" and external["path_prefix"] == args()["--http-authz-prefix"]
+    assert {"gateway_only": ["http"]} in deployed_callers()
     policy = find("FilterPolicy", "authz", under=EDGE)["spec"]
     assert {(f["name"], f["namespace"]) for r in policy["rules"] for f in r["filters"]} == {
         ("authz", "authz")
@@ -833,3 +868,19 @@ def test_timeouts_agree() -> None:
     }
     assert len(seconds) == 1
     assert {s * 1000 for s in seconds} == milliseconds
+
+
+def test_authz_s_own_sidecar_is_strict_and_the_gateways_are_admitted() -> None:
+    """Callers bound under Istio (docs/deploy-istio.md): authz's sidecar
+    accepts only mTLS on the ext_authz ports (so the caller it names in
+    x-forwarded-client-cert is authenticated), and the policy admits the
+    ingress gateway for any destination, sidecars for themselves."""
+    (peer,) = [d.body for d in load_docs(DEPLOY / "istio" / "policies" / "peerauthentication-authz.yaml")]
+    assert peer["metadata"]["namespace"] == "authz"
+    assert matches(peer["spec"]["selector"]["matchLabels"], pod_labels())
+    assert peer["spec"]["mtls"]["mode"] == "STRICT"
+    assert peer["spec"]["portLevelMtls"] == {"8181": {"mode": "PERMISSIVE"}}
+    gateways = [e for e in deployed_callers() if e.get("destinations") == "any"]
+    assert any("spiffe://cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account" in e["principals"]
+               for e in gateways)
+    assert {"principals": ["spiffe://cluster.local/ns/*/sa/*"], "destinations": "self"} in deployed_callers()

@@ -21,6 +21,8 @@ from testkit.procs import envoy_validate
 DEPLOY = REPO / "deploy" / "envoy"
 #: Each reads its header lists from the example policy (--config).
 POLICY = ["--config", "examples/policy.yaml"]
+BOUND = ["--authz-tls-cert", "/etc/authz-client/tls.crt", "--authz-tls-key", "/etc/authz-client/tls.key",
+         "--authz-ca", "/etc/authz-client/ca.crt", "--authz-san", "spiffe://cluster.local/ns/authz/sa/authz"]
 SHIPPED = {
     "edge.yaml": ["--shape", "edge", "--authz", "127.0.0.1:9191", "--listen", "0.0.0.0:8080", "--upstream", "127.0.0.1:8000"],
     "sidecar.yaml": ["--shape", "sidecar", "--authz", "127.0.0.1:9191", "--listen", "0.0.0.0:15006",
@@ -32,6 +34,13 @@ SHIPPED = {
     "edge-rate-limits.yaml": ["--shape", "edge", "--authz", "127.0.0.1:9191", "--listen", "0.0.0.0:8080",
                               "--upstream", "127.0.0.1:8000", "--access-log", "/dev/stdout", "--metadata-key", "sub",
                               "--metadata-key", "tier", "--rate-limit-by", "tier", "--local-rate-limit", "tier=free:3/1m"],
+    # Callers bound (docs/security.md 60): Envoy presents its certificate to authz.
+    "edge-bound.yaml": ["--shape", "edge", "--authz", "127.0.0.1:9191", "--listen", "0.0.0.0:8080",
+                        "--upstream", "127.0.0.1:8000", *BOUND],
+    "sidecar-bound.yaml": ["--shape", "sidecar", "--authz", "127.0.0.1:9191",
+                           "--listen", "0.0.0.0:15006", "--upstream", "127.0.0.1:8000", "--protect", "/api/",
+                           "--authz-tls-cert", "/etc/certs/cert-chain.pem", "--authz-tls-key", "/etc/certs/key.pem",
+                           "--authz-ca", "/etc/certs/root-cert.pem", "--authz-san", "spiffe://cluster.local/ns/authz/sa/authz"],
 }
 
 
@@ -48,13 +57,15 @@ def test_edge_config_validates(name: str) -> None:
     envoy_validate(DEPLOY / name)
 
 
-@pytest.mark.parametrize("name", ["sidecar.yaml", "sidecar-http.yaml"])
+@pytest.mark.parametrize("name", ["sidecar.yaml", "sidecar-http.yaml", "sidecar-bound.yaml", "edge-bound.yaml"])
 def test_sidecar_config_validates_with_real_certificates(tmp_path: Path, name: str) -> None:
     ca = MeshCA(tmp_path)
     chain, key = ca.workload("spiffe://cluster.local/ns/shop/sa/orders", "orders")
     text = (DEPLOY / name).read_text()
     text = (text.replace("/etc/certs/cert-chain.pem", str(chain)).replace("/etc/certs/key.pem", str(key))
-            .replace("/etc/certs/root-cert.pem", str(ca.cert_path)))
+            .replace("/etc/certs/root-cert.pem", str(ca.cert_path))
+            .replace("/etc/authz-client/tls.crt", str(chain)).replace("/etc/authz-client/tls.key", str(key))
+            .replace("/etc/authz-client/ca.crt", str(ca.cert_path)))
     config = tmp_path / "sidecar.yaml"
     config.write_text(text)
     envoy_validate(config)
@@ -71,6 +82,21 @@ def test_generated_variants_validate(tmp_path: Path, shape: str, protocol: str) 
     config = tmp_path / f"{shape}-{protocol}.yaml"
     config.write_text(render(options))
     envoy_validate(config)
+    # The same, calling authz over TLS with a client certificate (callers bound).
+    options.authz_tls_cert, options.authz_tls_key, options.authz_ca = str(chain), str(key), str(ca.cert_path)
+    options.authz_san = "spiffe://cluster.local/ns/authz/sa/authz"
+    bound = render(options)
+    assert "UpstreamTlsContext" in bound and "--authz-tls-cert" in bound.splitlines()[0]
+    config.write_text(bound)
+    envoy_validate(config)
+
+
+def test_tls_flags_to_authz_go_together() -> None:
+    for flags in (["--authz-tls-cert", "c.pem"], ["--authz-tls-cert", "c.pem", "--authz-tls-key", "k.pem"],
+                  ["--authz-san", "spiffe://x/y"]):
+        run = subprocess.run([sys.executable, "-m", "authz", "envoy-config", "--shape", "edge", "--authz", "h:1", *flags],
+                             capture_output=True, text=True, timeout=60)
+        assert run.returncode == 2 and "go together" in run.stderr, flags
 
 
 def test_a_typo_in_a_typed_config_fails_at_generation() -> None:
