@@ -40,6 +40,12 @@ CALL_HEADERS: Mapping[str, CallHeader] = {
     # Istio's metadata exchange between the proxy that calls and authz's sidecar.
     "x-envoy-peer-metadata": CallHeader("envoy"),
     "x-envoy-peer-metadata-id": CallHeader("envoy"),
+    # The trace context of Envoy's own span for its call, when Envoy traces
+    # (it replaces the client's; the door's own trace reads them as the call's).
+    **{name: CallHeader("envoy") for name in (
+        "traceparent", "tracestate", "b3", "x-b3-traceid", "x-b3-spanid", "x-b3-parentspanid", "x-b3-sampled",
+        "x-b3-flags", "x-ot-span-context", "x-cloud-trace-context", "x-datadog-trace-id",
+        "x-datadog-parent-id", "x-datadog-sampling-priority")},
 }
 #: The pseudo-headers a CheckRequest carries, with the attribute each
 #: repeats (as :data:`FIELDS` reads it from the call).

@@ -224,7 +224,8 @@ def test_the_call_timeout_is_what_envoy_states_or_unknown(value: str | None, exp
 
 def test_sec_57_request_headers_are_the_clients_named_as_through_the_grpc_door() -> None:
     call = scope(b"/authz/a/b", b"q=1", x_custom="a", content_length="0", x_envoy_internal="true",
-                 x_envoy_expected_rq_timeout_ms="1000", x_envoy_attempt_count="1")
+                 x_envoy_expected_rq_timeout_ms="1000", x_envoy_attempt_count="1",
+                 traceparent="00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
     request = DOOR.to_request(DOOR.parse(call))
     headers = request.headers
     assert {k: headers[k] for k in (":authority", ":method", ":path", ":scheme")} == {
@@ -232,6 +233,7 @@ def test_sec_57_request_headers_are_the_clients_named_as_through_the_grpc_door()
     assert headers["x-custom"] == "a" and "host" not in headers
     assert not set(CALL_HEADERS) - {"host"} & set(headers)  # Envoy's own, for its call
     assert DOOR.call_timeout(DOOR.parse(call)) == 1.0  # still read by the door itself
+    assert DOOR.trace_headers(DOOR.parse(call))["traceparent"].startswith("00-")  # the call's own trace
 
 
 @pytest.mark.parametrize(("name", "changed"), [
