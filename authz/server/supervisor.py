@@ -37,7 +37,7 @@ from typing import Any
 from authz.errors import ConfigError
 from authz.policy import Policy
 from authz.server import metrics
-from authz.server.binding import EXIT_ADDRESS_IN_USE, AddressInUse, Holds, claim_all, describe
+from authz.server.binding import EXIT_ADDRESS_IN_USE, AddressInUse, claim_all, describe
 from authz.server.generation import Target, file_digests, load_consistent
 from authz.server.caller_identity import TlsFiles
 from authz.server.options import ServeOptions
@@ -136,11 +136,11 @@ class Supervisor:
         except AddressInUse as exc:
             return _cannot_listen(str(exc))
         try:
-            return await self._run(loop, holds)
+            return await self._run(loop)
         finally:
             holds.release()
 
-    async def _run(self, loop: asyncio.AbstractEventLoop, holds: Holds) -> int:
+    async def _run(self, loop: asyncio.AbstractEventLoop) -> int:
         try:
             runner = await self._start_http()
         except OSError as exc:
@@ -152,14 +152,14 @@ class Supervisor:
         monitor = asyncio.create_task(self._monitor())
         watcher = asyncio.create_task(self._watch())
         ready = await self._wait_ready(STARTUP_TIMEOUT)
+        if self.options.dry_run:
+            log.warning("DRY RUN: every denial is logged and counted as 'would deny', and allowed")
         taken = [w for w in self.workers if not w.alive() and w.process.exitcode == EXIT_ADDRESS_IN_USE]
         if taken:
             # The worker logged the address; a restart would only fail again.
             _cannot_listen(f"worker {taken[0].index} could not listen on its address; stopping")
             self._stop.set()
         elif ready:
-            if self.options.dry_run:
-                log.warning("DRY RUN: every denial is logged and counted as 'would deny', and allowed")
             log.info("authz ready: %d worker(s) on %s, HTTP on %s", len(self.workers),
                      self.options.grpc_address, self.options.http_address)
         else:
