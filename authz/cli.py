@@ -91,7 +91,12 @@ def _decide(args: argparse.Namespace, *, explain: bool) -> int:
         for step in trace:
             print(step)
         verdict = "ALLOW" if decision.allowed else "DENY"
-        print(f"=> {verdict} {decision.status} {decision.reason.value}" + (f" (rule {decision.rule})" if decision.rule else ""))
+        origin = policy.origin(decision.rule) if decision.rule else None
+        where = ""
+        if origin is not None:
+            where = f" from {origin[0]}:{origin[1]}" + (f" (team {origin[2]})" if origin[2] else "")
+        print(f"=> {verdict} {decision.status} {decision.reason.value}" + (f" (rule {decision.rule})" if decision.rule else "")
+              + where)
     else:
         json.dump(decision.to_json(), sys.stdout, indent=2, sort_keys=True)
         sys.stdout.write("\n")
