@@ -1,4 +1,4 @@
-"""The ``authz`` command: serve, check, explain, validate, token."""
+"""The ``authz`` command: serve, check, explain, validate, test, token, envoy-config."""
 
 from __future__ import annotations
 
@@ -180,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     serve = sub.add_parser("serve", help="run the ext_authz gRPC server and its HTTP side")
-    serve.add_argument("--config", required=True, help="policy file (YAML); reloaded when it or a file it names changes")
+    serve.add_argument("--config", required=True, help="policy file (YAML) or policy directory; reloaded when it or a file it names changes")
     serve.add_argument("--grpc-address", default="0.0.0.0:9191", help="ext_authz gRPC listen address (default %(default)s)")
     serve.add_argument("--http-address", default="0.0.0.0:8181", help="/healthz /readyz /metrics /.well-known/jwks.json (default %(default)s)")
     serve.add_argument("--http-authz-address", default=None, metavar="HOST:PORT",
@@ -224,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=cmd_serve)
 
     token = sub.add_parser("token", help="mint a development token for an issuer whose private key you hold")
-    token.add_argument("--config", required=True, help="policy file naming the issuer")
+    token.add_argument("--config", required=True, help="policy file or directory naming the issuer")
     token.add_argument("--key", required=True, help="the issuer's private signing key (PEM)")
     token.add_argument("--issuer", default=None, help="issuer name in the policy (default: the first)")
     token.add_argument("--sub", default="dev-user", help="subject (default %(default)s)")
@@ -271,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     envoy.set_defaults(func=cmd_envoy_config)
 
     validate = sub.add_parser("validate", help="check a policy file; print FILE:LINE: message per problem")
-    validate.add_argument("--config", required=True, help="policy file (YAML)")
+    validate.add_argument("--config", required=True, help="policy file (YAML) or policy directory")
     validate.add_argument("--door", choices=["grpc", "http"], default="grpc",
                           help="also warn (on stderr; still exit 0) about what the policy reads that this door "
                                "cannot know, where it fails closed (default: grpc, which knows everything)")
@@ -280,12 +280,16 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--trust-xfcc", action="store_true", help="http: as authz serve --trust-xfcc")
     validate.set_defaults(func=cmd_validate)
 
+    from authz.testing.command import add_parser as add_test_parser
+
+    add_test_parser(sub)
+
     for name, explain, text in (
         ("check", False, "decide one CheckRequest (protobuf JSON) offline and print the decision as JSON"),
         ("explain", True, "like check, but print every step of the decision"),
     ):
         command = sub.add_parser(name, help=text)
-        command.add_argument("--config", required=True, help="policy file (YAML)")
+        command.add_argument("--config", required=True, help="policy file (YAML) or policy directory")
         command.add_argument("--request", required=True, help="CheckRequest in protobuf JSON ('-' for stdin)")
         command.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for remote key sets")
         command.set_defaults(func=lambda args, explain=explain: _decide(args, explain=explain))
