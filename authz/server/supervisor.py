@@ -97,12 +97,23 @@ class WorkerHandle:
 def _digests(files: tuple[str, ...]) -> dict[str, str | None]:
     out: dict[str, str | None] = {}
     for name in files:
+        if os.path.isdir(name):
+            # A policy directory's teams/: a file arriving or leaving changes its listing.
+            out[name] = hashlib.sha256("\n".join(sorted(os.listdir(name))).encode()).hexdigest()
+            continue
         try:
             with open(name, "rb") as handle:
                 out[name] = hashlib.sha256(handle.read()).hexdigest()
         except OSError:
             out[name] = None
     return out
+
+
+def _failed_files(exc: ConfigError) -> dict[str, str]:
+    """Each file a failed load found problems in, with its team (a policy
+    directory's team file) or ""."""
+    teams: dict[str, str] = getattr(exc, "teams", {})
+    return {p.file: teams.get(p.file, "") for p in exc.problems}
 
 
 class Supervisor:
@@ -112,6 +123,9 @@ class Supervisor:
         self.digests = _digests(policy.files)
         self.reloads: Counter[str] = Counter()
         self.reload_error: str | None = None
+        #: The files the last failed reload found problems in, with their
+        #: team ("" for a policy's root or only file).
+        self.reload_error_files: dict[str, str] = {}
         self.stopping = False
         self._stop = asyncio.Event()
         self._watch_stop = asyncio.Event()
@@ -195,7 +209,9 @@ class Supervisor:
         from watchfiles import awatch
 
         while not self._watch_stop.is_set():
-            directories = sorted({os.path.dirname(f) for f in self.policy.files if os.path.isdir(os.path.dirname(f))})
+            files = self.policy.files
+            directories = sorted({os.path.dirname(f) for f in files if os.path.isdir(os.path.dirname(f))}
+                                 | {f for f in files if os.path.isdir(f)})
             restart = False
             async for _changes in awatch(*directories, watch_filter=None, debounce=200, step=50,
                                          stop_event=self._watch_stop, recursive=False):
@@ -222,7 +238,7 @@ class Supervisor:
         try:
             policy = await loop.run_in_executor(None, load_policy, self.options.config)
         except ConfigError as exc:
-            self._reload_failed(str(exc))
+            self._reload_failed(str(exc), _failed_files(exc))
             return False
         replies = await asyncio.gather(*(w.ask({"op": "reload"}, timeout=30) for w in self.workers))
         failed = [r for r in replies if not r or not r.get("ok")]
@@ -233,14 +249,18 @@ class Supervisor:
         self.policy = policy
         self.digests = _digests(policy.files)
         self.reload_error = None
+        self.reload_error_files = {}
         self.reloads["success"] += 1
         log.info("policy reloaded (generation %d)", policy.generation)
         return True
 
-    def _reload_failed(self, error: str) -> None:
+    def _reload_failed(self, error: str, files: dict[str, str] | None = None) -> None:
         self.reload_error = error
+        self.reload_error_files = files or {}
         self.reloads["failure"] += 1
-        log.error("policy reload failed; the last good policy stays in force:\n%s", error)
+        where = ", ".join(f"{file} (team {team})" if team else file for file, team in self.reload_error_files.items())
+        log.error("policy reload failed%s; the last good policy stays in force:\n%s",
+                  f" in {where}" if where else "", error)
 
     # -- the HTTP side ------------------------------------------------------------
 
@@ -296,6 +316,7 @@ class Supervisor:
         replies = await asyncio.gather(*(w.ask({"op": "metrics"}, timeout=2) for w in self.workers))
         merged = metrics.merge(reply["metrics"] for reply in replies if reply and reply.get("ok"))
         merged["authz_config_reloads_total"] = {labels(outcome=o): self.reloads[o] for o in ("success", "failure")}
+        merged["authz_config_reload_error"] = {labels(file=f, team=t): 1 for f, t in self.reload_error_files.items()}
         merged["authz_workers"] = {(): sum(1 for w in self.workers if w.alive())}
         return web.Response(body=metrics.render(merged), headers={"content-type": metrics.CONTENT_TYPE})
 
