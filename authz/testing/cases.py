@@ -19,9 +19,9 @@ Every problem is ``FILE:LINE: message`` (:func:`load_cases`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import Field, model_validator
+from pydantic import BeforeValidator, Field, model_validator
 
 from authz.config.messages import read_yaml, validate
 from authz.config.schema import Model
@@ -55,17 +55,23 @@ class TokenSpec(Model):
 
 
 class HeaderCheckSpec(Model):
-    """An upstream header whose value varies from run to run: its presence,
-    or (a JWT such as the identity token) the claims it carries."""
+    """What an upstream header must be: a value (a string written alone),
+    or, for a header whose value varies from run to run, its presence, or
+    (a JWT such as the identity token) the claims it carries."""
 
+    equals: str | None = None
     present: bool | None = None
     claims: dict[str, Any] | None = None
 
     @model_validator(mode="after")
     def _one(self) -> HeaderCheckSpec:
-        if (self.present is None) == (self.claims is None):
-            raise ValueError("give exactly one of 'present' or 'claims'")
+        if sum(value is not None for value in (self.equals, self.present, self.claims)) != 1:
+            raise ValueError("give a value, or exactly one of 'present' or 'claims'")
         return self
+
+
+def _header_check(value: Any) -> Any:
+    return {"equals": value} if isinstance(value, str) else value
 
 
 class ExpectSpec(Model):
@@ -73,7 +79,7 @@ class ExpectSpec(Model):
     status: int | None = None
     reason: str | None = None
     rule: str | None = None
-    headers: dict[str, str | HeaderCheckSpec] = Field(default_factory=dict)
+    headers: dict[str, Annotated[HeaderCheckSpec, BeforeValidator(_header_check)]] = Field(default_factory=dict)
 
 
 class CaseSpec(Model):

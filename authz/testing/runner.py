@@ -128,9 +128,9 @@ def compare(case: Case, decision: Decision) -> list[str]:
     return failures
 
 
-def _header(want: str | HeaderCheckSpec, value: str | None) -> str | None:
-    if isinstance(want, str):
-        return None if value == want else f"expected {want!r}, got {_show_header(value)}"
+def _header(want: HeaderCheckSpec, value: str | None) -> str | None:
+    if want.equals is not None:
+        return None if value == want.equals else f"expected {want.equals!r}, got {_show_header(value)}"
     if want.present is not None:
         return None if (value is not None) == want.present else (
             "expected it set, got nothing" if want.present else f"expected it not set, got {value!r}")
