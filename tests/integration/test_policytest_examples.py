@@ -64,3 +64,22 @@ def test_a_case_file_error_stops_the_run(tmp_path: Path) -> None:
     run = authz_test("--config", "examples/policy.yaml", str(broken))
     assert (run.returncode, run.stdout) == (2, "")
     assert run.stderr == f"{broken}:4: cases[0].token.issuer: no issuer named 'okta' (the policy has: dev)\n"
+
+
+def test_the_pre_commit_hooks_run_as_documented() -> None:
+    """Each hook of .pre-commit-hooks.yaml, with the args docs/policy.md
+    shows, on the example policy directory."""
+    hooks = {hook["id"]: hook for hook in yaml.safe_load((REPO / ".pre-commit-hooks.yaml").read_text())}
+    assert set(hooks) == {"authz-validate", "authz-test"}
+    args = {
+        "authz-validate": ["--config", "examples/policy-dir"],
+        "authz-test": ["--config", "examples/policy-dir", "--now", NOW, "examples/tests/policy-dir.cases.yaml"],
+    }
+    for name, hook in hooks.items():
+        assert hook["pass_filenames"] is False and hook["language"] == "python"
+        program, *rest = hook["entry"].split()
+        assert program == "authz"
+        run = subprocess.run([AUTHZ, *rest, *args[name]], capture_output=True, text=True, timeout=120, cwd=REPO)
+        assert run.returncode == 0, run.stdout + run.stderr
+    docs = (REPO / "docs" / "policy.md").read_text()
+    assert "- id: authz-validate" in docs and "- id: authz-test" in docs
