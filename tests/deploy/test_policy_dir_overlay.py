@@ -78,12 +78,12 @@ def test_the_overlay_renders_valid_objects_with_a_projected_policy_directory() -
 def test_the_projected_directory_loads_and_each_team_decides_only_its_own(tmp_path: Path,
                                                                           capsys: pytest.CaptureFixture[str]) -> None:
     docs = render()
-    cluster = Cluster(tmp_path / "etc-authz")  # the keys, where the authz-keys Secret puts them
+    root = Cluster(tmp_path / "etc-authz").root  # the keys, where the authz-keys Secret puts them
     (volume,) = [v for v in one(docs, "Deployment", "authz")["spec"]["template"]["spec"]["volumes"]
                  if v["name"] == "policy"]
     files = {item["path"]: one(docs, "ConfigMap", source["configMap"]["name"])["data"][item["key"]]
              for source in volume["projected"]["sources"] for item in source["configMap"]["items"]}
-    directory = projected_volume(tmp_path / "etc-authz" / "policy-dir", files)
+    directory = projected_volume(root / "policy-dir", files)
     assert authz_main(["validate", "--config", str(directory)]) == 0
     cases = tmp_path / "cases.yaml"
     cases.write_text(textwrap.dedent("""\
