@@ -54,14 +54,20 @@ def cmd_validate(args: argparse.Namespace) -> int:
     print(f"{args.config}: valid ({len(policy.issuers)} issuer(s), {roles} role(s), {rules} rule(s))")
     from authz.config.advice import trailing_slash_warnings
 
-    warnings = trailing_slash_warnings(policy)
-    if args.door == "http":
-        from authz.wire.http import HttpDoorSettings, unknowable
+    parts = [(args.config, policy)]
+    if os.path.isdir(args.config):
+        from authz.config.teams import by_file
 
-        settings = HttpDoorSettings(forwarded_hops=args.trusted_forwarded_hops, trust_xfcc=args.trust_xfcc)
-        warnings += unknowable(policy, settings)
-    for line in sorted(warnings, key=lambda text: int(text.partition(":")[0])):
-        print(f"{args.config}:{line}", file=sys.stderr)
+        parts = by_file(policy, args.config)  # each warning under the file it is about
+    for file, part in parts:
+        warnings = trailing_slash_warnings(part)
+        if args.door == "http":
+            from authz.wire.http import HttpDoorSettings, unknowable
+
+            settings = HttpDoorSettings(forwarded_hops=args.trusted_forwarded_hops, trust_xfcc=args.trust_xfcc)
+            warnings += unknowable(part, settings)
+        for line in sorted(warnings, key=lambda text: int(text.partition(":")[0])):
+            print(f"{file}:{line}", file=sys.stderr)
     return 0
 
 

@@ -40,8 +40,10 @@ from authz.config.messages import read_yaml, validate
 from authz.config.source import Located
 from authz.errors import ConfigError, Problem
 from authz.identity.jwks import KeyRegistry
+from authz.identity.peer import PeerRoles
 from authz.policy import Matcher, Policy, Rule
 from authz.scope import Scope
+from authz.upstream import ResponsePlan
 
 ROOT_FILE = "policy.yaml"
 TEAMS_DIR = "teams"
@@ -122,6 +124,30 @@ def load_policy_dir(directory: str, *, registry: KeyRegistry) -> Policy:
         allow_rules=tuple(r for r in rules if r.effect == "allow"),
         reads=policy_reads(roles, rules, policy.response, peers=bool(policy.peers)),
     )
+
+
+def by_file(policy: Policy, directory: str) -> list[tuple[str, Policy]]:
+    """The policy of ``directory`` as one part per file it was written in
+    (as named in messages), for advice given ``FILE:LINE``: the root keeps
+    its peers and response, a team file only its rules and roles."""
+    root = os.path.join(directory, ROOT_FILE)
+    files = dict.fromkeys([root, *(m.file for m in _matchers(policy))])
+    out = []
+    for file in files:
+        team = file != root
+        out.append((file, dataclasses.replace(
+            policy,
+            deny_rules=tuple(r for r in policy.deny_rules if r.matcher.file == file),
+            allow_rules=tuple(r for r in policy.allow_rules if r.matcher.file == file),
+            roles={name: ms for name, ms in policy.roles.items() if ms and ms[0].file == file},
+            peers=PeerRoles() if team else policy.peers,
+            response=ResponsePlan() if team else policy.response,
+        )))
+    return out
+
+
+def _matchers(policy: Policy) -> list[Matcher]:
+    return [*(r.matcher for r in (*policy.deny_rules, *policy.allow_rules)), *(m for ms in policy.roles.values() for m in ms)]
 
 
 def _read_teams(directory: str, problems: list[Problem]) -> list[_Team]:

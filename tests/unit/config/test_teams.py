@@ -322,3 +322,21 @@ def test_sec_56_a_team_never_allows_outside_its_scope(
                                              destination_principal=destination))
             if decision.allowed:
                 assert _in_scope(path, host, destination, prefix, owned_host, owned_dest), (method, path, host)
+
+
+def test_validate_warns_under_the_file_each_warning_is_about(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    d = make(tmp_path, root=ROOT_PLAIN + "  - {name: root-internal, effect: deny, paths: [/internal]}\n",
+             orders=team("orders", "/api/orders") + "  - {name: orders-admin, effect: deny, paths: [/api/orders/admin]}\n")
+    assert main(["validate", "--config", str(d)]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert [line.split(": warning: ")[0] for line in err] == [f"{d}/policy.yaml:7", f"{d}/teams/orders.yaml:11"]
+    assert "'root-internal'" in err[0] and "'orders-admin'" in err[1]
+
+
+def test_a_teams_scope_is_part_of_what_the_decision_cache_keys_on(tmp_path: Path) -> None:
+    assert not load_policy(str(make(tmp_path, root=ROOT_PLAIN))).reads.destination_principal
+    policy = load_policy(str(make(tmp_path, root=ROOT_PLAIN, payments=PAYMENTS)))
+    assert policy.reads.destination_principal
+    assert not policy.reads.host
+    assert load_policy(str(make(tmp_path, root=ROOT_PLAIN, orders=team("orders", "/api/orders")))).reads.host
