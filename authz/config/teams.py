@@ -90,8 +90,8 @@ def load_policy_dir(directory: str, *, registry: KeyRegistry) -> Policy:
     located = read_yaml(root_path, root_path)
     model = validate(located, schema.PolicySpec) if not located.problems else None
     problems: list[Problem] = []
-    teams = _read_teams(directory, problems)
-    names = {team.located.file: team.name for team in teams}
+    names: dict[str, str] = {}
+    teams = _read_teams(directory, problems, names)
     if model is None or located.problems:
         raise PolicyDirError([*located.problems, *problems], names)
     compiler = _Compiler(located, os.path.dirname(os.path.abspath(root_path)), registry,
@@ -150,11 +150,14 @@ def _matchers(policy: Policy) -> list[Matcher]:
     return [*(r.matcher for r in (*policy.deny_rules, *policy.allow_rules)), *(m for ms in policy.roles.values() for m in ms)]
 
 
-def _read_teams(directory: str, problems: list[Problem]) -> list[_Team]:
+def _read_teams(directory: str, problems: list[Problem], names: dict[str, str]) -> list[_Team]:
+    """The team files that fit the schema; ``names`` gets the team of every
+    file (its file name when the file does not say, or cannot be read)."""
     teams: list[_Team] = []
     seen: dict[str, str] = {}
     for path in sorted(glob.glob(os.path.join(directory, TEAMS_DIR, "*.yaml"))):
         located = read_yaml(path, path)
+        names[path] = os.path.splitext(os.path.basename(path))[0]
         if not located.problems and isinstance(located.data, dict):
             for key in ROOT_ONLY:
                 if key in located.data:
@@ -169,6 +172,7 @@ def _read_teams(directory: str, problems: list[Problem]) -> list[_Team]:
                 where = ("team",) if spec.team else ()
                 located.problem(where, f"team {name!r} is already defined by {seen[name]}")
             seen.setdefault(name, path)
+            names[path] = name
             teams.append(_Team(located, spec, name))
         problems.extend(located.problems)
     return teams

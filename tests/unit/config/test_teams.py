@@ -203,11 +203,14 @@ def test_each_refusal_names_the_file_and_line_that_did_it(tmp_path: Path, files:
 
 
 def test_a_broken_team_file_names_its_team(tmp_path: Path) -> None:
-    d = make(tmp_path, orders=ORDERS.replace("[/api/orders, /api/orders/*]", "[/x]"), payments=PAYMENTS)
+    d = make(tmp_path, orders=ORDERS.replace("[/api/orders, /api/orders/*]", "[/x]"), payments=PAYMENTS,
+             search="version: 1\nteam: [\n")
     with pytest.raises(PolicyDirError) as caught:
         load_policy(str(d))
-    assert caught.value.teams == {f"{d}/teams/orders.yaml": "orders", f"{d}/teams/payments.yaml": "payments"}
-    assert {p.file for p in caught.value.problems} == {f"{d}/teams/orders.yaml"}
+    # A file that does not parse is named by its file name.
+    assert caught.value.teams == {f"{d}/teams/orders.yaml": "orders", f"{d}/teams/payments.yaml": "payments",
+                                  f"{d}/teams/search.yaml": "search"}
+    assert {p.file for p in caught.value.problems} == {f"{d}/teams/orders.yaml", f"{d}/teams/search.yaml"}
 
 
 def test_root_problems_are_reported_with_the_teams(tmp_path: Path) -> None:
