@@ -18,6 +18,7 @@ Every problem is ``FILE:LINE: message`` (:func:`load_cases`).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -145,6 +146,12 @@ def _check(located: Located, path: tuple[str | int, ...], case: CaseSpec, policy
     if case.token is not None and case.token.issuer not in stand_ins.issuers:
         known = ", ".join(sorted(stand_ins.issuers)) or "none"
         located.problem((*path, "token", "issuer"), f"no issuer named {case.token.issuer!r} (the policy has: {known})")
+    if case.token is not None:
+        try:
+            json.dumps(case.token.claims, allow_nan=False)
+        except (TypeError, ValueError):
+            located.problem((*path, "token", "claims"), "claims must be JSON values (quote a date or time: "
+                                                        "'2026-01-01', or give exp and iat as Unix seconds)")
     if case.api_key is not None and case.api_key not in stand_ins.api_keys:
         known = ", ".join(sorted(stand_ins.api_keys)) or "none"
         located.problem((*path, "api_key"), f"no API key with subject {case.api_key!r} (the policy has: {known})")
