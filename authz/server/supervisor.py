@@ -97,11 +97,11 @@ class WorkerHandle:
 def _digests(files: tuple[str, ...]) -> dict[str, str | None]:
     out: dict[str, str | None] = {}
     for name in files:
-        if os.path.isdir(name):
-            # A policy directory's teams/: a file arriving or leaving changes its listing.
-            out[name] = hashlib.sha256("\n".join(sorted(os.listdir(name))).encode()).hexdigest()
-            continue
         try:
+            if os.path.isdir(name):
+                # A policy directory's teams/: a file arriving or leaving changes its listing.
+                out[name] = hashlib.sha256("\n".join(sorted(os.listdir(name))).encode()).hexdigest()
+                continue
             with open(name, "rb") as handle:
                 out[name] = hashlib.sha256(handle.read()).hexdigest()
         except OSError:
