@@ -51,7 +51,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     roles = len(policy.roles)
     rules = len(policy.deny_rules) + len(policy.allow_rules)
-    print(f"{args.config}: valid ({len(policy.issuers)} issuer(s), {roles} role(s), {rules} rule(s))")
+    teams_dir = os.path.join(os.path.abspath(args.config), "teams")
+    teams = sum(1 for f in policy.files if os.path.dirname(f) == teams_dir and f.endswith(".yaml"))
+    counted = f", {teams} team file(s)" if os.path.isdir(args.config) else ""
+    print(f"{args.config}: valid ({len(policy.issuers)} issuer(s), {roles} role(s), {rules} rule(s){counted})")
     from authz.config.advice import trailing_slash_warnings
 
     parts = [(args.config, policy)]

@@ -241,6 +241,7 @@ def test_explain_and_validate_accept_a_directory(tmp_path: Path, capsys: pytest.
     last = capsys.readouterr().out.splitlines()[-1]
     assert last == f"=> ALLOW 200 allowed (rule orders-open) from {d}/teams/orders.yaml:10 (team orders)"
     assert main(["validate", "--config", str(d)]) == 0
+    assert capsys.readouterr().out == f"{d}: valid (0 issuer(s), 2 role(s), 3 rule(s), 1 team file(s))\n"
     assert main(["check", "--config", str(d), "--request", str(request)]) == 0
 
 
