@@ -117,6 +117,8 @@ def load_cases(paths: list[str], policy: Policy, stand_ins: StandIns) -> tuple[l
     for path in paths:
         located = read_yaml(path, path)
         spec = validate(located, CaseFileSpec) if not located.problems else None
+        if spec is not None and not spec.cases:
+            located.problem(("cases",), "no cases: a case file tests at least one request")
         if spec is not None:
             for index, written in enumerate(spec.cases):
                 _check(located, ("cases", index), written, policy, stand_ins)

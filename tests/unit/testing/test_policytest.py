@@ -143,6 +143,7 @@ def test_a_bad_now_is_a_usage_error(capsys: pytest.CaptureFixture[str], tmp_path
                  "    expect: {allowed: true}\n",
                  ["{f}:4: cases[0].token.claims: claims must be JSON values (quote a date or time: '2026-01-01', "
                   "or give exp and iat as Unix seconds)"], id="claims-date"),
+    pytest.param("cases: []\n", ["{f}:1: cases: no cases: a case file tests at least one request"], id="no-cases"),
     pytest.param("cases: [\n", ["{f}:2: invalid YAML: expected the node content, but found '<stream end>' (while parsing a flow node at line 2)"], id="yaml"),
 ])
 def test_a_case_file_error_is_file_line_and_exit_2(capsys: pytest.CaptureFixture[str], tmp_path: Path, cases: str,
