@@ -1,4 +1,4 @@
-"""The ``authz`` command: serve, check, explain, validate, token."""
+"""The ``authz`` command: serve, check, explain, validate, test, token, envoy-config."""
 
 from __future__ import annotations
 
@@ -53,17 +53,26 @@ def cmd_validate(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     roles = len(policy.roles)
     rules = len(policy.deny_rules) + len(policy.allow_rules)
-    print(f"{args.config}: valid ({len(policy.issuers)} issuer(s), {roles} role(s), {rules} rule(s))")
+    teams_dir = os.path.join(os.path.abspath(args.config), "teams")
+    teams = sum(1 for f in policy.files if os.path.dirname(f) == teams_dir and f.endswith(".yaml"))
+    counted = f", {teams} team file(s)" if os.path.isdir(args.config) else ""
+    print(f"{args.config}: valid ({len(policy.issuers)} issuer(s), {roles} role(s), {rules} rule(s){counted})")
     from authz.config.advice import header_size_warnings, trailing_slash_warnings
 
-    warnings = trailing_slash_warnings(policy) + header_size_warnings(policy)
-    if args.door == "http":
-        from authz.wire.http import HttpDoorSettings, unknowable
+    parts = [(args.config, policy)]
+    if os.path.isdir(args.config):
+        from authz.config.teams import by_file
 
-        settings = HttpDoorSettings(forwarded_hops=args.trusted_forwarded_hops, trust_xfcc=args.trust_xfcc)
-        warnings += unknowable(policy, settings)
-    for line in sorted(warnings, key=lambda text: int(text.partition(":")[0])):
-        print(f"{args.config}:{line}", file=sys.stderr)
+        parts = by_file(policy, args.config)  # each warning under the file it is about
+    for file, part in parts:
+        warnings = trailing_slash_warnings(part) + header_size_warnings(part)
+        if args.door == "http":
+            from authz.wire.http import HttpDoorSettings, unknowable
+
+            settings = HttpDoorSettings(forwarded_hops=args.trusted_forwarded_hops, trust_xfcc=args.trust_xfcc)
+            warnings += unknowable(part, settings)
+        for line in sorted(warnings, key=lambda text: int(text.partition(":")[0])):
+            print(f"{file}:{line}", file=sys.stderr)
     if args.envoy_config:
         from authz.tools.policy_headers import PolicyHeaders
         from authz.tools.spoof_check import spoofable
@@ -107,7 +116,12 @@ def _decide(args: argparse.Namespace, *, explain: bool) -> int:
         for step in trace:
             print(step)
         verdict = "ALLOW" if decision.allowed else "DENY"
-        print(f"=> {verdict} {decision.status} {decision.reason.value}" + (f" (rule {decision.rule})" if decision.rule else ""))
+        origin = policy.origin(decision.rule) if decision.rule else None
+        where = ""
+        if origin is not None:
+            where = f" from {origin[0]}:{origin[1]}" + (f" (team {origin[2]})" if origin[2] else "")
+        print(f"=> {verdict} {decision.status} {decision.reason.value}" + (f" (rule {decision.rule})" if decision.rule else "")
+              + where)
     else:
         json.dump(decision.to_json(), sys.stdout, indent=2, sort_keys=True)
         sys.stdout.write("\n")
@@ -265,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     serve = sub.add_parser("serve", help="run the ext_authz gRPC server and its HTTP side")
-    serve.add_argument("--config", required=True, help="policy file (YAML); reloaded when it or a file it names changes")
+    serve.add_argument("--config", required=True, help="policy file (YAML) or policy directory; reloaded when it or a file it names changes")
     serve.add_argument("--grpc-address", default="0.0.0.0:9191", help="ext_authz gRPC listen address (default %(default)s)")
     serve.add_argument("--http-address", default="0.0.0.0:8181", help="/healthz /readyz /metrics /.well-known/jwks.json (default %(default)s)")
     serve.add_argument("--http-authz-address", default=None, metavar="HOST:PORT",
@@ -318,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=cmd_serve)
 
     token = sub.add_parser("token", help="mint a development token for an issuer whose private key you hold")
-    token.add_argument("--config", required=True, help="policy file naming the issuer")
+    token.add_argument("--config", required=True, help="policy file or directory naming the issuer")
     token.add_argument("--key", required=True, help="the issuer's private signing key (PEM)")
     token.add_argument("--issuer", default=None, help="issuer name in the policy (default: the first)")
     token.add_argument("--sub", default="dev-user", help="subject (default %(default)s)")
@@ -380,7 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
     envoy.set_defaults(func=cmd_envoy_config)
 
     validate = sub.add_parser("validate", help="check a policy file; print FILE:LINE: message per problem")
-    validate.add_argument("--config", required=True, help="policy file (YAML)")
+    validate.add_argument("--config", required=True, help="policy file (YAML) or policy directory")
     validate.add_argument("--door", choices=["grpc", "http"], default="grpc",
                           help="also warn (on stderr; still exit 0) about what the policy reads that this door "
                                "cannot know, where it fails closed (default: grpc, which knows everything)")
@@ -392,12 +406,16 @@ def build_parser() -> argparse.ArgumentParser:
                                "spoof through FILE: an Envoy bootstrap, an Emissary AuthService or an Istio mesh config")
     validate.set_defaults(func=cmd_validate)
 
+    from authz.testing.command import add_parser as add_test_parser
+
+    add_test_parser(sub)
+
     for name, explain, text in (
         ("check", False, "decide one CheckRequest (protobuf JSON) offline and print the decision as JSON"),
         ("explain", True, "like check, but print every step of the decision"),
     ):
         command = sub.add_parser(name, help=text)
-        command.add_argument("--config", required=True, help="policy file (YAML)")
+        command.add_argument("--config", required=True, help="policy file (YAML) or policy directory")
         command.add_argument("--request", required=True, help="CheckRequest in protobuf JSON ('-' for stdin)")
         command.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for remote key sets")
         command.add_argument("--caller", default=None, metavar="SPIFFE_ID",

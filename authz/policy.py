@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from authz.identity.api_key import ApiKeySource
     from authz.identity.jwt import JwtIssuer, JwtSource
     from authz.identity.peer import PeerRoles
+    from authz.scope import Scope
     from authz.upstream import ResponsePlan
 
 _GENERATIONS = itertools.count(1)
@@ -45,6 +46,11 @@ class Matcher:
     when: Expression | None = None
     #: Its line in the policy file (for messages about it), 0 when unknown.
     line: int = 0
+    #: The file it is written in, as named in messages ("" when unknown).
+    file: str = ""
+    #: Set for a team file's permissions and rules: the team's scope, which
+    #: must contain the request before anything else is matched.
+    scope: Scope | None = None
     #: The request attributes it reads, as :data:`ATTRIBUTES` names (and
     #: ``"context"``); computed from the fields above.
     attributes: frozenset[str] = field(init=False, default=frozenset())
@@ -54,6 +60,9 @@ class Matcher:
         that cannot be evaluated as matched; otherwise as not matched. So
         does an attribute the request's door cannot know."""
         request = view.request
+        scope = self.scope
+        if scope is not None and not scope.contains(request.host, view.path):
+            return False, None
         if self.methods is not None and request.method.upper() not in self.methods:
             return False, None
         if self.paths is not None and not self.paths.matches(view.path):
@@ -63,6 +72,8 @@ class Matcher:
         if request.unknown and not request.unknown.isdisjoint(self.attributes):
             unknown = ", ".join(sorted(request.unknown.intersection(self.attributes)))
             return fail_closed, f"reads {unknown}, which this door cannot know"
+        if scope is not None and not scope.has_destination(request.destination_principal):
+            return False, None
         if self.principals is not None and (
             not request.source_principal or not self.principals.matches(request.source_principal)
         ):
@@ -102,6 +113,8 @@ class Matcher:
             out.add(("source", "principal"))
         if self.when is not None:
             out.update(self.when.reads)
+        if self.scope is not None:
+            out.update(self.scope.reads())
         return out
 
 
@@ -220,3 +233,18 @@ class Policy:
     paths: PathRules = DEFAULT_RULES
     #: Who may ask, about what (``callers:``); None: anyone, about anything.
     callers: Callers | None = None
+
+    def origin(self, name: str) -> tuple[str, int, str | None] | None:
+        """Where the rule or role ``name`` (what a decision names) is
+        written: (file, line, team or None for the root)."""
+        for rule in (*self.deny_rules, *self.allow_rules):
+            if rule.name == name:
+                return _where(rule.matcher)
+        permissions = self.roles.get(name)
+        return _where(permissions[0]) if permissions else None
+
+
+def _where(matcher: Matcher) -> tuple[str, int, str | None] | None:
+    if not matcher.file:
+        return None
+    return matcher.file, matcher.line, None if matcher.scope is None else matcher.scope.team

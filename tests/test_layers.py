@@ -10,7 +10,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "authz"
 CORE = ["engine.py", "policy.py", "cel.py", "matchers.py", "paths.py", "request.py", "decision.py", "upstream.py",
-        "metadata.py", "sanitize.py", "callers.py",
+        "metadata.py", "sanitize.py", "callers.py", "scope.py",
         "errors.py", *(f"identity/{p.name}" for p in sorted((PACKAGE / "identity").glob("*.py")))]
 #: What the core must not import: transports, Envoy's types, telemetry, and the rooms around it.
 OUTSIDE_THE_CORE = ("grpc", "grpc_health", "grpc_reflection", "google.protobuf", "envoy_data_plane", "opentelemetry",

@@ -31,6 +31,8 @@ from authz.identity.jws import ALGORITHMS
 from authz.identity.jwt import JwtIssuer, JwtSource, TokenLocation
 from authz.identity.peer import PeerRoles
 from authz.policy import Matcher, Policy, Reads, Rule, next_generation
+from authz.scope import Scope
+from authz.upstream import ResponsePlan
 
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9a-z-]+")
 _COOKIE_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
@@ -50,8 +52,15 @@ T = TypeVar("T")
 def load_policy(path: str, *, registry: KeyRegistry | None = None) -> Policy:
     """Load, validate and compile the policy at ``path``.
 
+    A directory is a policy directory: its ``policy.yaml`` and every
+    ``teams/*.yaml`` (:mod:`authz.config.teams`).
+
     Raises :class:`ConfigError` listing every problem found.
     """
+    if os.path.isdir(path):
+        from authz.config.teams import load_policy_dir
+
+        return load_policy_dir(path, registry=registry or KeyRegistry())
     located = read_yaml(path, path)
     if located.problems:
         raise ConfigError(located.problems)
@@ -65,6 +74,18 @@ def load_policy(path: str, *, registry: KeyRegistry | None = None) -> Policy:
     return policy
 
 
+def policy_reads(roles: dict[str, tuple[Matcher, ...]], rules: list[Rule], response: ResponsePlan, *, peers: bool) -> Reads:
+    """What a policy's decisions read: its matchers, its response, and the
+    peer principal when peers or the identity token need it."""
+    reads: set[tuple[str, ...]] = set()
+    for matcher in itertools.chain(*roles.values(), (rule.matcher for rule in rules)):
+        reads |= matcher.reads()
+    reads |= response.reads()
+    if peers or response.identity_token is not None:
+        reads.add(("source", "principal"))
+    return Reads.from_paths(reads)
+
+
 class _Compiler:
     def __init__(self, located: Located, base: str, registry: KeyRegistry, *, fold_case: bool = False) -> None:
         self.located = located
@@ -74,6 +95,11 @@ class _Compiler:
         # Every file the policy reads, in order: a reload watches them.
         self.files: dict[str, None] = {os.path.abspath(located.file): None}
         self.fold_case = fold_case  # paths.case_sensitive: false lower-cases the path patterns
+        #: Roles defined elsewhere (a policy directory's team files), which
+        #: api_keys and peers may grant.
+        self.extra_roles: set[str] = set()
+        #: A team file's scope, carried by every matcher compiled (authz.scope).
+        self.scope: Scope | None = None
 
     def problem(self, path: Path, message: str) -> None:
         self.located.problem(path, message)
@@ -115,7 +141,7 @@ class _Compiler:
     # -- the whole policy -------------------------------------------------
 
     def compile(self, model: schema.PolicySpec) -> Policy:
-        role_names = set(model.roles)
+        role_names = set(model.roles) | self.extra_roles
         issuers = self.issuers(model.issuers)
         sources: list[JwtSource | ApiKeySource] = self.jwt_sources(issuers)
         api_keys = self.api_keys(model.api_keys, role_names) if model.api_keys is not None else None
@@ -134,13 +160,7 @@ class _Compiler:
         ))
         response = compile_response(self, model.response, credential_headers)
 
-        reads: set[tuple[str, ...]] = set()
-        for matcher in itertools.chain(*roles.values(), (rule.matcher for rule in rules)):
-            reads |= matcher.reads()
-        reads |= response.reads()
-        if peers or response.identity_token is not None:
-            reads.add(("source", "principal"))
-
+        reads = policy_reads(roles, rules, response, peers=bool(peers))
         cache, decision_ttl = model.cache, model.cache.decisions.ttl
         if response.identity_token is not None:
             # A cached answer carries its identity token: reuse it for at
@@ -157,7 +177,7 @@ class _Compiler:
             deny_rules=tuple(r for r in rules if r.effect == "deny"),
             allow_rules=tuple(r for r in rules if r.effect == "allow"),
             response=response,
-            reads=Reads.from_paths(reads),
+            reads=reads,
             decision_cache_size=cache.decisions.max_entries,
             decision_ttl=decision_ttl,
             deny_ttl=min(cache.decisions.deny_ttl, decision_ttl),
@@ -370,7 +390,7 @@ class _Compiler:
         if not ok:
             return None
         return Matcher(hosts=hosts, methods=methods, paths=paths, source_ips=source_ips, principals=principals, when=when,
-                       line=self.located.line(path))
+                       line=self.located.line(path), file=self.located.file, scope=self.scope)
 
     def rules(self, rules: list[schema.RuleSpec]) -> list[Rule]:
         out = []

@@ -24,10 +24,15 @@ from authz.policy import Policy
 
 
 def file_digests(files: tuple[str, ...]) -> dict[str, str | None]:
-    """SHA-256 of each file's bytes; None for one that cannot be read."""
+    """SHA-256 of each file's bytes (of a directory's sorted listing: a
+    policy directory's teams/, where a file arriving or leaving is a change);
+    None for one that cannot be read."""
     out: dict[str, str | None] = {}
     for name in files:
         try:
+            if os.path.isdir(name):
+                out[name] = hashlib.sha256("\n".join(sorted(os.listdir(name))).encode()).hexdigest()
+                continue
             with open(name, "rb") as handle:
                 out[name] = hashlib.sha256(handle.read()).hexdigest()
         except OSError:

@@ -113,6 +113,13 @@ def addresses(options: ServeOptions) -> list[tuple[str, str]]:
     return out
 
 
+def _failed_files(exc: ConfigError) -> dict[str, str]:
+    """Each file a failed load found problems in, with its team (a policy
+    directory's team file) or ""."""
+    teams: dict[str, str] = getattr(exc, "teams", {})
+    return {p.file: teams.get(p.file, "") for p in exc.problems}
+
+
 class Supervisor:
     def __init__(self, options: ServeOptions, policy: Policy, digests: dict[str, str | None] | None = None) -> None:
         self.options = options
@@ -122,6 +129,9 @@ class Supervisor:
         self.target = Target(policy.generation, self.digests)
         self.reloads: Counter[str] = Counter()
         self.reload_error: str | None = None
+        #: The files the last failed reload found problems in, with their
+        #: team ("" for a policy's root or only file).
+        self.reload_error_files: dict[str, str] = {}
         self.stopping = False
         self._stop = asyncio.Event()
         self._watch_stop = asyncio.Event()
@@ -233,7 +243,9 @@ class Supervisor:
         from watchfiles import awatch
 
         while not self._watch_stop.is_set():
-            directories = sorted({os.path.dirname(f) for f in self.policy.files if os.path.isdir(os.path.dirname(f))})
+            files = self.policy.files
+            directories = sorted({os.path.dirname(f) for f in files if os.path.isdir(os.path.dirname(f))}
+                                 | {f for f in files if os.path.isdir(f)})
             restart = False
             async for _changes in awatch(*directories, watch_filter=None, debounce=200, step=50,
                                          stop_event=self._watch_stop, recursive=False):
@@ -261,7 +273,7 @@ class Supervisor:
             policy, digests = await loop.run_in_executor(None, load_consistent, self.options.config)
             self.options.check_binding(policy)
         except ConfigError as exc:
-            self._reload_failed(str(exc))
+            self._reload_failed(str(exc), _failed_files(exc))
             return False
         # Valid: this is the generation every worker must run from now on.
         self.policy = policy
@@ -278,14 +290,18 @@ class Supervisor:
             log.error("%s", self.reload_error)
             return False
         self.reload_error = None
+        self.reload_error_files = {}
         self.reloads["success"] += 1
         log.info("policy reloaded (generation %d)", policy.generation)
         return True
 
-    def _reload_failed(self, error: str) -> None:
+    def _reload_failed(self, error: str, files: dict[str, str] | None = None) -> None:
         self.reload_error = error
+        self.reload_error_files = files or {}
         self.reloads["failure"] += 1
-        log.error("policy reload failed; the last good policy stays in force:\n%s", error)
+        where = ", ".join(f"{file} (team {team})" if team else file for file, team in self.reload_error_files.items())
+        log.error("policy reload failed%s; the last good policy stays in force:\n%s",
+                  f" in {where}" if where else "", error)
 
     # -- the HTTP side ------------------------------------------------------------
 
@@ -345,6 +361,7 @@ class Supervisor:
         replies = await asyncio.gather(*(w.ask({"op": "metrics"}, timeout=2) for w in self.workers))
         merged = metrics.merge(reply["metrics"] for reply in replies if reply and reply.get("ok"))
         merged["authz_config_reloads_total"] = {labels(outcome=o): self.reloads[o] for o in ("success", "failure")}
+        merged["authz_config_reload_error"] = {labels(file=f, team=t): 1 for f, t in self.reload_error_files.items()}
         merged["authz_workers"] = {(): sum(1 for w in self.workers if w.alive())}
         return web.Response(body=metrics.render(merged), headers={"content-type": metrics.CONTENT_TYPE})
 

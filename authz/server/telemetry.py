@@ -55,6 +55,9 @@ METRICS: dict[str, MetricInfo] = {m.name: m for m in (
     MetricInfo("authz_jwks_fetches_total", "counter", "Key-set fetches, by issuer and outcome (success, failure).", ("issuer", "outcome")),
     MetricInfo("authz_jwks_key_set_age_seconds", "gauge", "Seconds since the issuer's key set was last fetched successfully (oldest worker).", ("issuer",), "max"),
     MetricInfo("authz_config_reloads_total", "counter", "Policy reloads, by outcome (success, failure).", ("outcome",)),
+    MetricInfo("authz_config_reload_error", "gauge",
+               "1 for each file (and its team, in a policy directory) the last reload failed on; none after a good one.",
+               ("file", "team")),
     MetricInfo("authz_policy_generation", "gauge", "Generation of the policy in force (lowest among workers).", (), "min"),
     MetricInfo("authz_workers", "gauge", "Worker processes answering Checks.", ()),
 )}

@@ -152,13 +152,17 @@ def test_alias_expansion_is_bounded(tmp_path: Path) -> None:
 
 
 def _policies() -> list[Path]:
-    """The contract policy and every policy file (one with a top-level
-    ``version:``) under examples/."""
+    """The contract policy, every policy file (one with a top-level
+    ``version:``) under examples/, and every policy directory there (a
+    ``policy.yaml`` beside ``teams/``: its files are one policy, not each)."""
     found = [ACCEPTANCE / "policy.yaml"]
+    directories = sorted(p.parent for p in EXAMPLES.rglob("teams") if (p.parent / "policy.yaml").is_file())
     for path in sorted(EXAMPLES.rglob("*.y*ml")):
+        if any(d in path.parents for d in directories):
+            continue
         if re.search(r"^version:", path.read_text(encoding="utf-8"), re.MULTILINE):
             found.append(path)
-    return found
+    return found + directories
 
 
 def test_examples_exist() -> None:

@@ -1,0 +1,1 @@
+"""``authz test``: policy tests in CI (case files, stand-in credentials, coverage)."""

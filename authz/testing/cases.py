@@ -1,0 +1,161 @@
+"""Case files of ``authz test``: their shape, and what they mean to a policy.
+
+A case file is YAML with ``cases:``, each a request as a person writes it,
+the credential to present (a ``token`` minted from claims, or an
+``api_key`` named by its subject) and what to ``expect``::
+
+    cases:
+      - name: a reader lists orders
+        request: {method: GET, path: /api/orders, host: shop.example.com,
+                  headers: {x-tenant: acme}, source: {address: 10.0.0.7, principal: ...},
+                  destination: {principal: ...}, context: {...}}
+        token: {issuer: dev, claims: {sub: alice, roles: [orders-reader]}}
+        expect: {allowed: true, status: 200, reason: allowed, rule: orders-reader,
+                 headers: {x-user-id: alice, x-identity-token: {claims: {sub: alice}}}}
+
+Every problem is ``FILE:LINE: message`` (:func:`load_cases`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator, Field, model_validator
+
+from authz.config.messages import read_yaml, validate
+from authz.config.schema import Model
+from authz.config.source import Located
+from authz.errors import Problem, Reason
+from authz.policy import Policy
+from authz.testing.standin import StandIns
+
+
+class PeerSpec(Model):
+    address: str = ""
+    port: int = 0
+    principal: str = ""
+
+
+class RequestSpec(Model):
+    method: str = "GET"
+    path: str
+    host: str = ""
+    scheme: str = "https"
+    headers: dict[str, str] = Field(default_factory=dict)
+    source: PeerSpec = Field(default_factory=PeerSpec)
+    destination: PeerSpec = Field(default_factory=PeerSpec)
+    context: dict[str, str] = Field(default_factory=dict)
+
+
+class TokenSpec(Model):
+    issuer: str
+    #: Claims over the defaults (iss, aud, iat, exp); a claim set to null is left out.
+    claims: dict[str, Any] = Field(default_factory=dict)
+
+
+class HeaderCheckSpec(Model):
+    """What an upstream header must be: a value (a string written alone),
+    or, for a header whose value varies from run to run, its presence, or
+    (a JWT such as the identity token) the claims it carries."""
+
+    equals: str | None = None
+    present: bool | None = None
+    claims: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> HeaderCheckSpec:
+        if sum(value is not None for value in (self.equals, self.present, self.claims)) != 1:
+            raise ValueError("give a value, or exactly one of 'present' or 'claims'")
+        return self
+
+
+def _header_check(value: Any) -> Any:
+    return {"equals": value} if isinstance(value, str) else value
+
+
+class ExpectSpec(Model):
+    allowed: bool | None = None
+    status: int | None = None
+    reason: str | None = None
+    rule: str | None = None
+    headers: dict[str, Annotated[HeaderCheckSpec, BeforeValidator(_header_check)]] = Field(default_factory=dict)
+
+
+class CaseSpec(Model):
+    name: str
+    request: RequestSpec
+    token: TokenSpec | None = None
+    api_key: str | None = None
+    expect: ExpectSpec
+
+
+class CaseFileSpec(Model):
+    cases: list[CaseSpec]
+
+
+@dataclass(frozen=True)
+class Case:
+    """One case, checked against the policy, with where it is written."""
+
+    spec: CaseSpec
+    file: str
+    line: int
+    #: The expectation fields the case gives (``rule: null`` is an expectation).
+    expected: frozenset[str]
+
+    @property
+    def where(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+def load_cases(paths: list[str], policy: Policy, stand_ins: StandIns) -> tuple[list[Case], list[Problem]]:
+    """Every case of every file, and every problem found in them."""
+    cases: list[Case] = []
+    problems: list[Problem] = []
+    for path in paths:
+        located = read_yaml(path, path)
+        spec = validate(located, CaseFileSpec) if not located.problems else None
+        if spec is not None and not spec.cases:
+            located.problem(("cases",), "no cases: a case file tests at least one request")
+        if spec is not None:
+            for index, written in enumerate(spec.cases):
+                _check(located, ("cases", index), written, policy, stand_ins)
+                given = written.expect.model_fields_set
+                cases.append(Case(written, path, located.line(("cases", index, "name")), frozenset(given)))
+        problems.extend(located.problems)
+    names: dict[str, str] = {}
+    for case in cases:
+        if case.spec.name in names:
+            problems.append(Problem(case.file, case.line, f"case name {case.spec.name!r} is used before, at "
+                                                          f"{names[case.spec.name]}"))
+        names.setdefault(case.spec.name, case.where)
+    return cases, problems
+
+
+def _check(located: Located, path: tuple[str | int, ...], case: CaseSpec, policy: Policy, stand_ins: StandIns) -> None:
+    """What the schema cannot know: names the policy must have."""
+    expect = case.expect
+    if not expect.model_fields_set:
+        located.problem((*path, "expect"), "expect nothing: give allowed, status, reason, rule or headers")
+    if expect.reason is not None and expect.reason not in {r.value for r in Reason}:
+        located.problem((*path, "expect", "reason"), f"unknown reason code {expect.reason!r}")
+    if expect.rule is not None and policy.origin(expect.rule) is None and expect.rule not in policy.roles:
+        located.problem((*path, "expect", "rule"), f"the policy has no rule or role named {expect.rule!r}")
+    if expect.status is not None and expect.status not in (200, 401, 403):
+        located.problem((*path, "expect", "status"), "a decision's status is 200, 401 or 403")
+    if case.token is not None and case.token.issuer not in stand_ins.issuers:
+        known = ", ".join(sorted(stand_ins.issuers)) or "none"
+        located.problem((*path, "token", "issuer"), f"no issuer named {case.token.issuer!r} (the policy has: {known})")
+    if case.token is not None:
+        try:
+            json.dumps(case.token.claims, allow_nan=False)
+        except (TypeError, ValueError):
+            located.problem((*path, "token", "claims"), "claims must be JSON values (quote a date or time: "
+                                                        "'2026-01-01', or give exp and iat as Unix seconds)")
+    if case.api_key is not None and case.api_key not in stand_ins.api_keys:
+        known = ", ".join(sorted(stand_ins.api_keys)) or "none"
+        located.problem((*path, "api_key"), f"no API key with subject {case.api_key!r} (the policy has: {known})")
+    if not case.request.path.startswith("/"):
+        located.problem((*path, "request", "path"), "a request path starts with '/'")
