@@ -330,3 +330,31 @@ def test_a_reload_that_would_bind_an_unbound_door_is_refused(tmp_path: Path) -> 
         authz.proc.wait_for("policy reload failed", since=mark)
         assert "'callers' binds the grpc door" in authz.proc.output()
         assert _check(authz.stub, ORDERS) == (200, "allowed")  # the last good policy stays
+
+
+def test_authz_serve_picks_up_rotated_tls_files_on_every_port(tmp_path: Path) -> None:
+    # As cert-manager rotates a mounted Secret: new files in place, on the
+    # shared port and the worker's own port, with no restart.
+    pki = Pki(tmp_path)
+    chain, key = pki.files["authz"]
+    cert, private, client_ca = tmp_path / "tls.crt", tmp_path / "tls.key", tmp_path / "ca.crt"
+    shutil.copy(chain, cert)
+    shutil.copy(key, private)
+    shutil.copy(pki.ca.cert_path, client_ca)
+    with Authz(_policy(tmp_path), workers=1, worker_ports=True, extra=[
+            "--grpc-tls-cert", str(cert), "--grpc-tls-key", str(private), "--grpc-client-ca", str(client_ca)]) as authz:
+        ports = [authz.grpc_port, int(authz.worker_addresses[0].rsplit(":", 1)[1])]
+        before = external_auth_pb2_grpc.AuthorizationStub(pki.grpc_channel(ports[1], "gateway"))
+        assert _check(before, ORDERS) == (200, "allowed")
+        (tmp_path / "rotated").mkdir()
+        rotated = Pki(tmp_path / "rotated")  # a new CA: its files beside the old ones
+        new_chain, new_key = rotated.files["authz"]
+        shutil.copy(rotated.ca.cert_path, client_ca)
+        shutil.copy(new_key, private)
+        shutil.copy(new_chain, cert)
+        for port in ports:
+            stub = external_auth_pb2_grpc.AuthorizationStub(rotated.grpc_channel(port, "gateway"))
+            assert _check(stub, ORDERS) == (200, "allowed")
+            with pytest.raises(grpc.RpcError):  # the old CA's certificate, on a new connection
+                _check(external_auth_pb2_grpc.AuthorizationStub(pki.grpc_channel(port, "billing")), BILLING)
+        assert _check(before, ORDERS) == (200, "allowed")  # the connection opened before goes on
