@@ -35,7 +35,6 @@ from authz.errors import ConfigError
 from authz.policy import Policy
 from authz.server import metrics
 from authz.server.options import ServeOptions
-from authz.server.telemetry import labels
 from authz.server.worker import worker_main
 
 log = logging.getLogger("authz.supervisor")
@@ -110,7 +109,10 @@ class Supervisor:
         self.options = options
         self.policy = policy
         self.digests = _digests(policy.files)
+        self.policy_hash = metrics.policy_hash(self.digests)
         self.reloads: Counter[str] = Counter()
+        #: Workers started again after exiting, by index (authz_worker_restarts_total).
+        self.restarted: Counter[int] = Counter()
         self.reload_error: str | None = None
         self.stopping = False
         self._stop = asyncio.Event()
@@ -188,6 +190,7 @@ class Supervisor:
                 await asyncio.sleep(delay)
                 if not self.stopping:
                     worker.start()
+                    self.restarted[worker.index] += 1
 
     # -- reload -------------------------------------------------------------------
 
@@ -232,6 +235,7 @@ class Supervisor:
             return False
         self.policy = policy
         self.digests = _digests(policy.files)
+        self.policy_hash = metrics.policy_hash(self.digests)
         self.reload_error = None
         self.reloads["success"] += 1
         log.info("policy reloaded (generation %d)", policy.generation)
@@ -295,8 +299,11 @@ class Supervisor:
 
         replies = await asyncio.gather(*(w.ask({"op": "metrics"}, timeout=2) for w in self.workers))
         merged = metrics.merge(reply["metrics"] for reply in replies if reply and reply.get("ok"))
-        merged["authz_config_reloads_total"] = {labels(outcome=o): self.reloads[o] for o in ("success", "failure")}
-        merged["authz_workers"] = {(): sum(1 for w in self.workers if w.alive())}
+        merged.update(metrics.supervisor_series(
+            generation=self.policy.generation, policy_hash=self.policy_hash, reloads=self.reloads,
+            alive=sum(1 for w in self.workers if w.alive()), indexes=[w.index for w in self.workers],
+            restarted=self.restarted,
+            in_flight_limit=self.options.max_concurrent_checks))
         return web.Response(body=metrics.render(merged), headers={"content-type": metrics.CONTENT_TYPE})
 
     async def _jwks(self, _request: Any) -> Any:

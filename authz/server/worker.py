@@ -51,7 +51,7 @@ class Worker:
         # worker's listener when it is made (docs/security.md 52).
         self.registry = KeyRegistry(on_change=self._keys_changed)
         self.clock = SystemClock()
-        self.telemetry = Telemetry(sources=self._telemetry_sources)
+        self.telemetry = Telemetry(sources=self._telemetry_sources, worker=index)
         self.service: CheckService | None = None
         self.server: Any = None
         self.health: Any = None
