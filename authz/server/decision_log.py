@@ -4,6 +4,16 @@ On by default for denials, off for allows (``--decision-log``), with a
 sample rate for allows. A line never contains a credential: no headers are
 logged, the path is logged without its query (tokens are sometimes passed
 there), and identities appear only as kind, subject and issuer.
+
+Each line joins what else the operator has: the trace (``trace_id``; the
+``span_id`` of authz's own ``authz.Check`` span when tracing is on, and
+``parent_span_id``, the span the request carried, W3C or B3), Envoy's
+``request_id``, the ``door`` and ``worker`` that answered, the
+``policy_generation`` that decided, the client's address as authz saw it
+(``client_address``: Envoy's downstream address, or for the HTTP door the
+``x-forwarded-for`` entry ``--trusted-forwarded-hops`` trusts; null when
+unknown) and the ``destination`` (address:port Envoy received the request
+on; null through the HTTP door, which is not told it).
 """
 
 from __future__ import annotations
@@ -13,6 +23,7 @@ import logging
 import random
 import sys
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from authz.decision import Decision
@@ -32,16 +43,32 @@ def configure_stream(stream: Any = None) -> logging.Logger:
     return logger
 
 
+@dataclass(frozen=True, slots=True)
+class Where:
+    """Who asked and where: the fields that join a line to traces, Envoy's
+    access log and the process that answered."""
+
+    door: str = "grpc"
+    client_address: str | None = None
+    destination: str | None = None
+    trace_id: str | None = None
+    span_id: str | None = None
+    parent_span_id: str | None = None
+    policy_generation: int | None = None
+
+
 class DecisionLog:
     """Which decisions to log (``mode``: none, denials, all) and the writer."""
 
-    def __init__(self, mode: str = "denials", allow_sample: float = 1.0, *, logger: logging.Logger | None = None) -> None:
+    def __init__(self, mode: str = "denials", allow_sample: float = 1.0, *, logger: logging.Logger | None = None,
+                 worker: int = 0) -> None:
         if mode not in ("none", "denials", "all"):
             raise ValueError(f"decision log mode {mode!r}: use none, denials or all")
         self.denials = mode in ("denials", "all")
         self.allows = mode == "all"
         self.allow_sample = allow_sample
         self.logger = logger or logging.getLogger(LOGGER)
+        self.worker = worker
 
     def wanted(self, decision: Decision) -> bool:
         if decision.allowed and not decision.dry_run_denials:
@@ -50,13 +77,21 @@ class DecisionLog:
 
     def write(
         self, decision: Decision, *, request_id: str | None, method: str, host: str, path: str,
-        latency: float, cache: str,
+        latency: float, cache: str, where: Where = Where(),
     ) -> None:
         identity = decision.identity
         record: dict[str, Any] = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{int(time.time() * 1000) % 1000:03d}Z",
             "type": "decision",
             "request_id": request_id,
+            "trace_id": where.trace_id,
+            "span_id": where.span_id,
+            "parent_span_id": where.parent_span_id,
+            "door": where.door,
+            "worker": self.worker,
+            "policy_generation": where.policy_generation,
+            "client_address": where.client_address,
+            "destination": where.destination,
             "method": method,
             "host": host,
             "path": path.split("?", 1)[0],

@@ -25,9 +25,9 @@ from authz.errors import Reason
 from authz.policy import Policy
 from authz.request import Request
 from authz.server.cache import ExpiringLRU, VerifiedTokenCache
-from authz.server.decision_log import DecisionLog
+from authz.server.decision_log import DecisionLog, Where
 from authz.server.telemetry import DecisionLabels, DoorMeters, Telemetry
-from authz.server.tracing import start_check_span
+from authz.server.tracing import carried_ids, start_check_span
 from authz.wire import Door
 from authz.wire.denial import echoed_request_id
 from authz.wire.grpc import GRPC
@@ -306,10 +306,9 @@ class CheckService:
                     telemetry.omissions[omitted] += 1
         if answer is None or decision is None:
             return
+        span = self._span(answer, started, elapsed) if self.tracer is not None else None
         if self.decision_log is not None and self.decision_log.wanted(decision):
-            self._log(answer, elapsed)
-        if self.tracer is not None:
-            self._span(answer, started, elapsed)
+            self._log(answer, elapsed, span)
 
     def _begin(self, door: Door, raw: Any) -> Answer | _Waiting:
         state = self.state
@@ -359,13 +358,23 @@ class CheckService:
     def _fields(answer: Answer) -> tuple[str | None, str, str, str]:
         return answer.door.summary(answer.message) if answer.message is not None else (None, "", "", "")
 
-    def _log(self, answer: Answer, elapsed: float) -> None:
+    def _log(self, answer: Answer, elapsed: float, span: Any) -> None:
         assert self.decision_log is not None and answer.decision is not None
         request_id, method, host, path = self._fields(answer)
+        message, door = answer.message, answer.door
+        client = destination = trace_id = span_id = None
+        parent_id = None
+        if message is not None:
+            client, destination = door.addresses(message)
+            trace_id, parent_id = carried_ids(door.trace_headers(message))
+        if span is not None:
+            context = span.get_span_context()
+            trace_id, span_id = format(context.trace_id, "032x"), format(context.span_id, "016x")
+        where = Where(door.name, client, destination, trace_id, span_id, parent_id, self.state.policy.generation)
         self.decision_log.write(answer.decision, request_id=request_id, method=method, host=host, path=path,
-                                latency=elapsed, cache=answer.cache)
+                                latency=elapsed, cache=answer.cache, where=where)
 
-    def _span(self, answer: Answer, started: float, elapsed: float) -> None:
+    def _span(self, answer: Answer, started: float, elapsed: float) -> Any:
         assert self.tracer is not None and answer.decision is not None
         decision = answer.decision
         request_id, method, _host, path = self._fields(answer)
@@ -385,6 +394,7 @@ class CheckService:
         if decision.reason is Reason.INTERNAL_ERROR:
             span.set_status(StatusCode.ERROR, "internal_error")
         span.end(end_time=end_ns)
+        return span
 
 
 def _budget(context: Any) -> float:

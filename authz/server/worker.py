@@ -73,7 +73,8 @@ class Worker:
             decision_log = None
             if self.options.decision_log != "none":
                 configure_stream()
-                decision_log = DecisionLog(self.options.decision_log, self.options.decision_log_sample)
+                decision_log = DecisionLog(self.options.decision_log, self.options.decision_log_sample,
+                                           worker=self.index)
             self.service = CheckService(state, self.telemetry, decision_log=decision_log,
                                         tracer=tracer_from_environment(), max_waiting=self.options.threads // 2)
         else:
