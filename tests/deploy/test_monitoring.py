@@ -19,8 +19,8 @@ import pytest
 import yaml
 
 from authz.server.telemetry import METRICS
-from tests.deploy.manifests import COMPONENT, DEPLOY, KUSTOMIZATION, find, load_docs
 from testkit.paths import REPO
+from tests.deploy.manifests import COMPONENT, DEPLOY, KUSTOMIZATION, find, load_docs
 
 MONITORING = DEPLOY / "monitoring"
 OVERLAY = DEPLOY / "overlays" / "monitoring"
