@@ -5,9 +5,20 @@ authz/server/telemetry.py (and nothing else is listed there)."""
 from __future__ import annotations
 
 import re
+import secrets
 
-from authz.server.telemetry import METRICS, MetricInfo
-from testkit.paths import REPO
+from google.protobuf import json_format
+
+from authz.config import load_policy
+from authz.engine import SystemClock
+from authz.errors import Reason
+from authz.server import metrics
+from authz.server.service import CheckService, PolicyState
+from authz.server.telemetry import METRICS, MetricInfo, Telemetry
+from authz.wire.grpc import CheckRequest
+from testkit.paths import ACCEPTANCE, REPO
+from testkit.requests import check_request_json
+from testkit.tokens import claims, token
 
 OPERATIONS = REPO / "docs" / "operations.md"
 _ROW = re.compile(r"^\| `(authz_[a-z0-9_]+)` \| (\w+) \| ([^|]*) \| (.*) \|$")
@@ -67,3 +78,33 @@ def test_docs_list_every_metric_as_defined() -> None:
     assert set(rows) == set(METRICS), {"undocumented": set(METRICS) - set(rows), "not exported": set(rows) - set(METRICS)}
     for name, metric in METRICS.items():
         assert rows[name] == (metric.kind, metric.labels, metric.description), name
+
+
+def test_sec_56_no_request_value_becomes_a_label() -> None:
+    """Whatever requests say (paths, hosts, issuers, subjects, roles, keys),
+    every label value comes from the code or the policy: the series stay
+    bounded, and no credential or request text reaches /metrics."""
+    policy = load_policy(str(ACCEPTANCE / "policy.yaml"))
+    state = PolicyState(policy, SystemClock())
+    service = CheckService(state, Telemetry(sources=lambda: {"caches": state.cache_sources()}))
+    sent: list[str] = []
+    for i in range(40):
+        marker = f"zq{i}x{secrets.token_hex(4)}"
+        sent.append(marker)
+        headers = {"x-tenant": marker, "authorization": f"Bearer {token(claims(sub=marker, roles=[marker]))}"}
+        if i % 4 == 1:
+            headers["authorization"] = f"Bearer {token(claims(iss=f'https://{marker}.example'))}"
+        if i % 4 == 2:
+            headers = {"x-api-key": marker}
+        if i % 4 == 3:
+            headers["authorization"] = f"Bearer {marker}"
+        request = check_request_json("GET", f"/api/{marker}", host=f"{marker}.example.com", headers=headers)
+        service.check_sync(json_format.ParseDict(request, CheckRequest()).SerializeToString(), None)
+    text = metrics.render(metrics.merge([service.telemetry.snapshot()])).decode()
+    assert not [marker for marker in sent if marker in text]
+    names = {rule.name for rule in (*policy.deny_rules, *policy.allow_rules)} | set(policy.roles)
+    bounded = ({reason.value for reason in Reason} | {issuer.name for issuer in policy.issuers}
+               | {"api_key", "peer", "none", "grpc", "http", "allow", "deny", "hit", "miss", "decisions",
+                  "tokens", "0", ""} | names)
+    values = {value for series in service.telemetry.snapshot().values() for labels in series for _, value in labels}
+    assert values <= bounded, values - bounded
