@@ -13,7 +13,9 @@ Each line joins what else the operator has: the trace (``trace_id``; the
 (``client_address``: Envoy's downstream address, or for the HTTP door the
 ``x-forwarded-for`` entry ``--trusted-forwarded-hops`` trusts; null when
 unknown) and the ``destination`` (address:port Envoy received the request
-on; null through the HTTP door, which is not told it).
+on; null through the HTTP door, which is not told it). With
+``OTEL_LOGS_EXPORTER`` set, each line is also sent as an OpenTelemetry log
+record (:mod:`authz.server.log_export`).
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ class DecisionLog:
     """Which decisions to log (``mode``: none, denials, all) and the writer."""
 
     def __init__(self, mode: str = "denials", allow_sample: float = 1.0, *, logger: logging.Logger | None = None,
-                 worker: int = 0) -> None:
+                 worker: int = 0, otel: Any = None) -> None:
         if mode not in ("none", "denials", "all"):
             raise ValueError(f"decision log mode {mode!r}: use none, denials or all")
         self.denials = mode in ("denials", "all")
@@ -69,6 +71,8 @@ class DecisionLog:
         self.allow_sample = allow_sample
         self.logger = logger or logging.getLogger(LOGGER)
         self.worker = worker
+        #: An OpenTelemetry logger each line is also sent to (authz.server.log_export), or None.
+        self.otel = otel
 
     def wanted(self, decision: Decision) -> bool:
         if decision.allowed and not decision.dry_run_denials:
@@ -108,3 +112,7 @@ class DecisionLog:
         if decision.dry_run_denials:
             record["dry_run_would_deny"] = list(decision.dry_run_denials)
         self.logger.info(json.dumps(record, separators=(",", ":"), ensure_ascii=True))
+        if self.otel is not None:
+            from authz.server.log_export import emit
+
+            emit(self.otel, record)

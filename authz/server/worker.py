@@ -26,6 +26,7 @@ from authz.identity.jwks import RemoteKeys
 from authz.policy import Policy
 from authz.server.cpus import cgroup_cpu_limit, pinned_cpu
 from authz.server.decision_log import DecisionLog, configure_stream
+from authz.server.log_export import logger_from_environment
 from authz.server.options import ServeOptions
 from authz.server.service import CheckService, PolicyState
 from authz.server.telemetry import Telemetry
@@ -74,7 +75,7 @@ class Worker:
             if self.options.decision_log != "none":
                 configure_stream()
                 decision_log = DecisionLog(self.options.decision_log, self.options.decision_log_sample,
-                                           worker=self.index)
+                                           worker=self.index, otel=logger_from_environment())
             self.service = CheckService(state, self.telemetry, decision_log=decision_log,
                                         tracer=tracer_from_environment(), max_waiting=self.options.threads // 2)
         else:

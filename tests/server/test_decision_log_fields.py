@@ -111,3 +111,35 @@ def test_the_http_door_logs_the_trusted_client_address_and_no_destination() -> N
     # One trusted hop: the entry Envoy appended, not what the client wrote before it.
     assert (line["client_address"], line["destination"]) == ("203.0.113.4", None)
     assert (line["trace_id"], line["parent_span_id"]) == (TRACE_ID, PARENT_ID)
+
+
+def test_otel_log_export_beside_json_lines_joins_the_span() -> None:
+    from opentelemetry.sdk._logs import LoggerProvider
+    from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
+
+    provider = LoggerProvider()
+    exported = InMemoryLogRecordExporter()
+    provider.add_log_record_processor(SimpleLogRecordProcessor(exported))
+    service, log, spans = _service(traced=True)
+    assert service.decision_log is not None
+    service.decision_log.otel = provider.get_logger("authz.decisions")
+    raw = _grpc({"traceparent": f"00-{TRACE_ID}-{PARENT_ID}-01"})  # no credential: a denial
+    asyncio.run(service.check(raw, None))
+    (line,), (span,) = log.lines, spans.get_finished_spans()
+    (record,) = [item.log_record for item in exported.get_finished_logs()]
+    assert span.context is not None
+    assert (record.trace_id, record.span_id) == (span.context.trace_id, span.context.span_id)
+    assert record.body == line  # the same line as stdout's
+    attributes = dict(record.attributes or {})
+    assert attributes["authz.reason"] == "missing_credential" and attributes["authz.decision"] == "deny"
+    assert attributes["envoy.request_id"] == "rid-7" and attributes["client.address"] == "198.51.100.7"
+
+
+def test_otel_log_export_is_off_unless_asked() -> None:
+    from authz.server.log_export import logger_from_environment, wanted
+
+    assert wanted({}) is None and wanted({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4317"}) is None
+    assert wanted({"OTEL_LOGS_EXPORTER": "otlp"}) == "otlp"
+    assert wanted({"OTEL_LOGS_EXPORTER": "console", "OTEL_SDK_DISABLED": "true"}) is None
+    assert logger_from_environment({}) is None
+    assert logger_from_environment({"OTEL_LOGS_EXPORTER": "console"}) is not None
