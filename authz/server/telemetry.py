@@ -58,6 +58,8 @@ METRICS: dict[str, MetricInfo] = {m.name: m for m in (
     MetricInfo("authz_cache_entries", "gauge", "Entries held, by cache.", ("cache",)),
     MetricInfo("authz_cache_bytes", "gauge", "Memory the entries of each cache hold, estimated from a sample of entries (their objects and the cache's index per entry).", ("cache",)),
     MetricInfo("authz_jwks_fetches_total", "counter", "Key-set fetches, by issuer and outcome (success, failure).", ("issuer", "outcome")),
+    MetricInfo("authz_jwks_fetch_seconds_total", "counter", "Time spent fetching each issuer's key set (discovery included), successful or not: divided by authz_jwks_fetches_total, the mean fetch time.", ("issuer",)),
+    MetricInfo("authz_jwks_keys", "gauge", "Keys in each issuer's key set (the largest among workers).", ("issuer",), "max"),
     MetricInfo("authz_jwks_key_set_age_seconds", "gauge", "Seconds since the issuer's key set was last fetched successfully (oldest worker).", ("issuer",), "max"),
     MetricInfo("authz_config_reloads_total", "counter", "Policy reloads, by outcome (success, failure).", ("outcome",)),
     MetricInfo("authz_policy_generation", "gauge", "Generation of the policy in force (lowest among workers).", (), "min"),
@@ -160,6 +162,9 @@ class Telemetry:
                 labels(issuer=issuer, outcome=outcome): status.get(field, 0)
                 for issuer, status in remote.items()
                 for outcome, field in (("success", "successes"), ("failure", "failures_total"))},
+            "authz_jwks_fetch_seconds_total": {
+                labels(issuer=issuer): status.get("fetch_seconds", 0.0) for issuer, status in remote.items()},
+            "authz_jwks_keys": {labels(issuer=issuer): status["keys"] for issuer, status in key_sets.items() if "keys" in status},
             "authz_jwks_key_set_age_seconds": {
                 labels(issuer=issuer): status["age_seconds"]
                 for issuer, status in key_sets.items() if status.get("age_seconds") is not None},

@@ -118,7 +118,7 @@ def test_otel_log_export_beside_json_lines_joins_the_span() -> None:
     from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
 
     provider = LoggerProvider()
-    exported = InMemoryLogRecordExporter()
+    exported = InMemoryLogRecordExporter()  # type: ignore[no-untyped-call]
     provider.add_log_record_processor(SimpleLogRecordProcessor(exported))
     service, log, spans = _service(traced=True)
     assert service.decision_log is not None

@@ -27,7 +27,8 @@ from testkit.tokens import claims, token
 def _worker(decided: int, *, in_flight: int, generation: int, age: float, latency: float, worker: int = 0) -> Snapshot:
     stats = Stats()
     stats.hits, stats.misses = decided - 1, 1
-    key_sets = {"remote": {"source": "remote", "successes": 2, "failures_total": 1, "age_seconds": age},
+    key_sets = {"remote": {"source": "remote", "successes": 2, "failures_total": 1, "age_seconds": age,
+                           "fetch_seconds": 0.25, "keys": 2 + worker},
                 "corp": {"source": "file"}}
     telemetry = Telemetry(sources=lambda: {"caches": {"decisions": (stats, 1, 500)}, "jwks": key_sets}, worker=worker)
     telemetry.decisions[("allowed", "corp", "grpc", "readers", "allow")] += decided
@@ -70,6 +71,8 @@ def test_snapshots_merge_as_each_metric_says() -> None:
     assert samples['authz_cache_requests_total{cache="decisions",outcome="hit"}'] == 2 + 4
     assert samples['authz_cache_entries{cache="decisions"}'] == 2
     assert samples['authz_jwks_fetches_total{issuer="remote",outcome="failure"}'] == 2
+    assert samples['authz_jwks_fetch_seconds_total{issuer="remote"}'] == 0.5
+    assert samples['authz_jwks_keys{issuer="remote"}'] == 3  # the largest set among workers
     assert samples['authz_jwks_key_set_age_seconds{issuer="remote"}'] == 30.0  # the oldest worker's
     assert samples["authz_policy_generation"] == 3  # the lowest
     assert samples["authz_checks_in_flight"] == 3
