@@ -119,8 +119,8 @@ class Telemetry:
     def door(self, name: str) -> DoorMeters:
         """The meters of door ``name`` (made on first use; hold on to them)."""
         meters = self.doors.get(name)
-        if meters is None:
-            meters = self.doors[name] = DoorMeters()
+        if meters is None:  # setdefault: two threads asking first get the same meters
+            meters = self.doors.setdefault(name, DoorMeters())
         return meters
 
     @property
