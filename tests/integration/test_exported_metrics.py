@@ -6,7 +6,11 @@ the alerts read."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import shutil
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -96,3 +100,47 @@ def test_envoy_names_the_ext_authz_series_the_alerts_read(running: tuple[Authz, 
     assert set(samples) >= ENVOY_SERIES, ENVOY_SERIES - set(samples)
     ok = [labels for labels in samples["envoy_http_ext_authz_ok"] if "ingress_http" in labels]
     assert ok, samples["envoy_http_ext_authz_ok"]
+
+
+def _build_info(authz: Authz) -> str:
+    _helps, samples = _families(authz.get("/metrics")[2].decode())
+    (build,) = samples["authz_build_info"]
+    return build
+
+
+def _sample(authz: Authz, name: str) -> float:
+    lines = authz.get("/metrics")[2].decode().splitlines()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith(name))
+
+
+def test_build_info_follows_the_policy_in_force_and_restarts_are_counted(tmp_path: Path) -> None:
+    for name in ("policy.yaml", "corp.jwks.json", "identity-es256.pem"):
+        shutil.copy(ACCEPTANCE / name, tmp_path / name)
+    policy = tmp_path / "policy.yaml"
+    original = policy.read_text()
+    with Authz(policy, workers=2) as authz:
+        first = _build_info(authz)
+        assert _sample(authz, "authz_worker_restarts_total") == 0
+        # A worker killed and started again is counted, under its index.
+        victim = json.loads(authz.get("/readyz")[2])["workers"][1]
+        mark = authz.proc.mark()
+        os.kill(victim["pid"], signal.SIGKILL)
+        authz.proc.wait_for(r"worker 1 \(pid \d+\) serving", since=mark, timeout=60)
+        assert _sample(authz, 'authz_worker_restarts_total{worker="1"}') == 1
+        assert _sample(authz, 'authz_worker_restarts_total{worker="0"}') == 0
+        assert _build_info(authz) == first
+        # A valid change: a new generation and hash.
+        mark = authz.proc.mark()
+        policy.write_text(original.replace("{methods: [GET, HEAD], paths", "{methods: [GET, HEAD, POST], paths"))
+        authz.proc.wait_for("policy reloaded", since=mark)
+        second = _build_info(authz)
+        generation = re.search(r'policy_generation="(\d+)"', second)
+        assert generation and second != first
+        hashes = [re.findall(r'policy_hash="(\w+)"', line) for line in (first, second)]
+        assert hashes[0] != hashes[1] and all(len(h) == 1 for h in hashes)
+        assert int(generation.group(1)) == json.loads(authz.get("/readyz")[2])["policy_generation"]
+        # An invalid change leaves the policy in force, and its build line.
+        mark = authz.proc.mark()
+        policy.write_text(original.replace("version: 1", "version: 2"))
+        authz.proc.wait_for("policy reload failed", since=mark)
+        assert _build_info(authz) == second
