@@ -159,7 +159,7 @@ def main() -> int:
 
     with_telemetry = CheckService(PolicyState(policy, SystemClock()), Telemetry())
     without = CheckService(PolicyState(policy, SystemClock()), Telemetry())
-    without.telemetry.latency = _NoHistogram()  # type: ignore[assignment]
+    without.telemetry.door("grpc").latency = _NoHistogram()  # type: ignore[assignment]
     without.telemetry.decisions = _NoCounter()
     with tempfile.TemporaryDirectory() as directory:
         metadata = CheckService(PolicyState(load_policy(with_metadata(args.policy, directory)), SystemClock()), Telemetry())

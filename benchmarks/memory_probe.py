@@ -91,7 +91,7 @@ def main() -> int:
     decisions = sum(service.telemetry.decisions.values())
     print(json.dumps({
         "tokens": args.tokens, "decided": decisions,
-        "allowed": service.telemetry.decisions.get(("allowed", "probe"), 0),
+        "allowed": sum(n for labels, n in service.telemetry.decisions.items() if labels[:2] == ("allowed", "probe")),
         "rss_start_mb": start, "rss_mb": end, "peak_rss_mb": peak,
         "decision_entries": len(state.decisions), "token_entries": len(state.tokens),
         "decision_evictions": state.decisions.stats.evictions, "token_evictions": state.tokens.stats.evictions,

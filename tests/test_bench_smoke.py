@@ -18,7 +18,7 @@ from testkit.paths import REPO
 def test_benchmark_smoke_run(tmp_path: Path) -> None:
     missing = [tool for tool in ("h2load", "wrk", "node") if shutil.which(tool) is None]
     if missing:
-        pytest.fail(f"the benchmark needs {missing}: Debian packages nghttp2-client and wrk, and Node.js (scripts/setup installs them)")
+        pytest.fail(f"the benchmark needs {missing}: Debian packages nghttp2-client and wrk, and Node.js (scripts/setup bench and scripts/setup test install them)")
     out = tmp_path / "results.md"
     run = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench.py"), "--quick", "--out", str(out)],
                          capture_output=True, text=True, timeout=900)

@@ -163,6 +163,7 @@ class _State:
     successes: int = 0
     failures: int = 0  # consecutive, for backoff
     failures_total: int = 0
+    fetch_seconds: float = 0.0  # time spent in fetches, successful or not
     jwks_uri: str | None = None
 
 
@@ -251,6 +252,7 @@ class RemoteKeys:
             "fetches": state.fetches,
             "successes": state.successes,
             "failures_total": state.failures_total,
+            "fetch_seconds": round(state.fetch_seconds, 6),
             "last_error": state.last_error,
             "jwks_uri": state.jwks_uri or self.configured_jwks_uri,
         }
@@ -316,7 +318,7 @@ class RemoteKeys:
         import aiohttp
 
         state = self._state
-        state.last_attempt = self._monotonic()
+        state.last_attempt = started = self._monotonic()
         state.fetches += 1
         try:
             async with asyncio.timeout(self.settings.fetch_timeout):
@@ -327,6 +329,8 @@ class RemoteKeys:
             return self._failed(str(exc))
         except aiohttp.ClientError as exc:
             return self._failed(f"{exc.__class__.__name__}: {exc}")
+        finally:
+            state.fetch_seconds += self._monotonic() - started
         old = state.keyset
         state.keyset = keyset
         state.loaded_at = self._monotonic()

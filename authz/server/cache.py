@@ -17,13 +17,15 @@ untouched by it.
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Callable, Hashable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
-from cachetools import LRUCache
+from cachetools import Cache, LRUCache
 
 from authz.identity.base import Identity
+from authz.server.sizes import SAMPLE, estimate
 
 V = TypeVar("V")
 
@@ -69,6 +71,19 @@ class ExpiringLRU(Generic[V]):
 
     def __len__(self) -> int:
         return len(self._data) if self._data is not None else 0
+
+    def estimated_bytes(self) -> int:
+        """Memory the entries hold, estimated from a sample (authz.server.sizes)."""
+        data = self._data
+        if data is None:
+            return 0
+        with self._lock:
+            # Cache.__getitem__, not the LRU's: reading a sample must not
+            # make its entries recently used.
+            sample: list[tuple[Any, Any]] = [(key, Cache.__getitem__(data, key))
+                                             for key in itertools.islice(data, SAMPLE)]
+            entries = len(data)
+        return estimate(entries, sample)
 
     def get(self, key: Hashable) -> V | None:
         data = self._data
@@ -133,6 +148,9 @@ class VerifiedTokenCache:
 
     def __len__(self) -> int:
         return len(self._lru)
+
+    def estimated_bytes(self) -> int:
+        return self._lru.estimated_bytes()
 
     def get(self, key: bytes, now: float) -> Identity | None:
         identity = self._lru.get(key)

@@ -4,6 +4,18 @@ On by default for denials, off for allows (``--decision-log``), with a
 sample rate for allows. A line never contains a credential: no headers are
 logged, the path is logged without its query (tokens are sometimes passed
 there), and identities appear only as kind, subject and issuer.
+
+Each line joins what else the operator has: the trace (``trace_id``; the
+``span_id`` of authz's own ``authz.Check`` span when tracing is on, and
+``parent_span_id``, the span the request carried, W3C or B3), Envoy's
+``request_id``, the ``door`` and ``worker`` that answered, the
+``policy_generation`` that decided, the client's address as authz saw it
+(``client_address``: Envoy's downstream address, or for the HTTP door the
+``x-forwarded-for`` entry ``--trusted-forwarded-hops`` trusts; null when
+unknown) and the ``destination`` (address:port Envoy received the request
+on; null through the HTTP door, which is not told it). With
+``OTEL_LOGS_EXPORTER`` set, each line is also sent as an OpenTelemetry log
+record (:mod:`authz.server.log_export`).
 """
 
 from __future__ import annotations
@@ -13,6 +25,7 @@ import logging
 import random
 import sys
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from authz.decision import Decision
@@ -32,16 +45,34 @@ def configure_stream(stream: Any = None) -> logging.Logger:
     return logger
 
 
+@dataclass(frozen=True, slots=True)
+class Where:
+    """Who asked and where: the fields that join a line to traces, Envoy's
+    access log and the process that answered."""
+
+    door: str = "grpc"
+    client_address: str | None = None
+    destination: str | None = None
+    trace_id: str | None = None
+    span_id: str | None = None
+    parent_span_id: str | None = None
+    policy_generation: int | None = None
+
+
 class DecisionLog:
     """Which decisions to log (``mode``: none, denials, all) and the writer."""
 
-    def __init__(self, mode: str = "denials", allow_sample: float = 1.0, *, logger: logging.Logger | None = None) -> None:
+    def __init__(self, mode: str = "denials", allow_sample: float = 1.0, *, logger: logging.Logger | None = None,
+                 worker: int = 0, otel: Any = None) -> None:
         if mode not in ("none", "denials", "all"):
             raise ValueError(f"decision log mode {mode!r}: use none, denials or all")
         self.denials = mode in ("denials", "all")
         self.allows = mode == "all"
         self.allow_sample = allow_sample
         self.logger = logger or logging.getLogger(LOGGER)
+        self.worker = worker
+        #: An OpenTelemetry logger each line is also sent to (authz.server.log_export), or None.
+        self.otel = otel
 
     def wanted(self, decision: Decision) -> bool:
         if decision.allowed and not decision.dry_run_denials:
@@ -50,13 +81,21 @@ class DecisionLog:
 
     def write(
         self, decision: Decision, *, request_id: str | None, method: str, host: str, path: str,
-        latency: float, cache: str,
+        latency: float, cache: str, where: Where = Where(),
     ) -> None:
         identity = decision.identity
         record: dict[str, Any] = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{int(time.time() * 1000) % 1000:03d}Z",
             "type": "decision",
             "request_id": request_id,
+            "trace_id": where.trace_id,
+            "span_id": where.span_id,
+            "parent_span_id": where.parent_span_id,
+            "door": where.door,
+            "worker": self.worker,
+            "policy_generation": where.policy_generation,
+            "client_address": where.client_address,
+            "destination": where.destination,
             "method": method,
             "host": host,
             "path": path.split("?", 1)[0],
@@ -73,3 +112,7 @@ class DecisionLog:
         if decision.dry_run_denials:
             record["dry_run_would_deny"] = list(decision.dry_run_denials)
         self.logger.info(json.dumps(record, separators=(",", ":"), ensure_ascii=True))
+        if self.otel is not None:
+            from authz.server.log_export import emit
+
+            emit(self.otel, record)

@@ -9,7 +9,9 @@ from a collector that yields the merged values.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import hashlib
+import platform
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from prometheus_client.core import (
@@ -21,7 +23,9 @@ from prometheus_client.core import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from authz import __version__
 from authz.server.telemetry import METRICS, Snapshot
+from authz.server.telemetry import labels as label_set
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -38,6 +42,29 @@ def merge(snapshots: Iterable[Snapshot]) -> Snapshot:
             for labels, value in series.items():
                 into[labels] = value if labels not in into else _combine(info.merge, into[labels], value)
     return merged
+
+
+def policy_hash(digests: Mapping[str, str | None]) -> str:
+    """The policy's hash for ``authz_build_info``: SHA-256 over the SHA-256
+    of each file it is made of (the policy, then the files it names, in the
+    policy's order), first 16 hex digits."""
+    joined = "\n".join(digest or "-" for digest in digests.values())
+    return hashlib.sha256(joined.encode("ascii")).hexdigest()[:16]
+
+
+def supervisor_series(*, generation: int, policy_hash: str, reloads: Mapping[str, int], alive: int, indexes: list[int],
+                      restarted: Mapping[int, int], in_flight_limit: int) -> Snapshot:
+    """The metrics the supervisor alone knows, as snapshot series."""
+    build = label_set(version=__version__, python=platform.python_version(),
+                   policy_generation=str(generation), policy_hash=policy_hash)
+    return {
+        "authz_build_info": {build: 1},
+        "authz_config_reloads_total": {label_set(outcome=o): reloads.get(o, 0) for o in ("success", "failure")},
+        "authz_workers": {(): alive},
+        "authz_worker_restarts_total": {label_set(worker=str(index)): restarted.get(index, 0)
+                                        for index in sorted({*indexes, *restarted})},
+        "authz_checks_in_flight_limit": {(): in_flight_limit},
+    }
 
 
 def _combine(how: str, a: Any, b: Any) -> Any:

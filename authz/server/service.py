@@ -27,9 +27,9 @@ from authz.policy import Policy
 from authz.request import Request
 from authz.server.cache import ExpiringLRU, VerifiedTokenCache
 from authz.server.caller_identity import CallerReader
-from authz.server.decision_log import DecisionLog
-from authz.server.telemetry import Telemetry
-from authz.server.tracing import start_check_span
+from authz.server.decision_log import DecisionLog, Where
+from authz.server.telemetry import DecisionLabels, DoorMeters, Telemetry
+from authz.server.tracing import carried_ids, start_check_span
 from authz.upstream import ROOMY_BYTES
 from authz.wire import Door
 from authz.wire.denial import echoed_request_id
@@ -51,7 +51,7 @@ DEADLINE_MARGIN = 0.02
 class Cached:
     decision: Decision
     response: Any  # the prepared answer of the door that asked (allow); None: built per request
-    label: tuple[str, str]  # the decision's labels in authz_decisions_total (reason, issuer)
+    label: DecisionLabels  # the decision's metric labels, bound once (its door's: keys never cross doors)
 
 
 class PolicyState:
@@ -94,8 +94,8 @@ class PolicyState:
 
     def cache_sources(self) -> dict[str, Any]:
         return {
-            "decisions": (self.decisions.stats, len(self.decisions)),
-            "tokens": (self.tokens.stats, len(self.tokens)),
+            "decisions": (self.decisions.stats, len(self.decisions), self.decisions.estimated_bytes()),
+            "tokens": (self.tokens.stats, len(self.tokens), self.tokens.estimated_bytes()),
         }
 
 
@@ -107,8 +107,9 @@ def _issuer_label(decision: Decision) -> str:
     return decision.identity.source or "none"
 
 
-def _labels(decision: Decision) -> tuple[str, str]:
-    return decision.reason.value, _issuer_label(decision)
+def _labels(decision: Decision, door: str) -> DecisionLabels:
+    return (decision.reason.value, _issuer_label(decision), door, decision.rule or "",
+            "allow" if decision.allowed else "deny")
 
 
 class Answer:
@@ -117,7 +118,7 @@ class Answer:
     __slots__ = ("cache", "decision", "door", "label", "message", "response")
 
     def __init__(self, response: Any, decision: Decision | None, cache: str, message: Any = None,
-                 door: Door = GRPC, label: tuple[str, str] | None = None) -> None:
+                 door: Door = GRPC, label: DecisionLabels | None = None) -> None:
         self.response = response
         self.decision = decision
         self.cache = cache
@@ -162,6 +163,8 @@ class CheckService:
         self.telemetry = telemetry
         self.decision_log = decision_log
         self.tracer = tracer
+        #: The gRPC door's meters, bound once (check_sync is only ever gRPC).
+        self._grpc = telemetry.door(GRPC.name)
         self._lock = threading.Lock()
         #: check_sync: how many pool threads may block waiting for a key set
         #: for their whole budget; the others wait ``overflow_wait`` at most.
@@ -199,11 +202,12 @@ class CheckService:
         started = time.perf_counter()
         answer: Answer | None = None
         pending: Pending | None = None
+        meters = self.telemetry.door(door.name)
         try:
             step = self._begin(door, raw, context)
             if isinstance(step, _Waiting):
                 with self._lock:
-                    self.telemetry.in_flight += 1
+                    meters.in_flight += 1
                 pending = Pending(step, started)  # accounted when check_later finishes it
                 return pending
             answer = step
@@ -212,7 +216,7 @@ class CheckService:
             answer = Answer(door.internal_error, _INTERNAL_ERROR_DECISION, "none", door=door)
         finally:
             if pending is None:
-                self._account(answer, started, in_flight=False)
+                self._account(answer, started, meters, in_flight=False)
         return answer.response
 
     async def check_later(self, pending: Pending, budget: float | None = None) -> Any:
@@ -236,7 +240,7 @@ class CheckService:
             log.error("check failed, denying (internal_error)", exc_info=exc)
             answer = Answer(step.door.internal_error, _INTERNAL_ERROR_DECISION, "none", door=step.door)
         finally:
-            self._account(answer, pending.started)
+            self._account(answer, pending.started, self.telemetry.door(step.door.name))
         return answer.response
 
     def check_sync(self, raw: bytes, context: Any) -> bytes:
@@ -265,7 +269,7 @@ class CheckService:
             log.error("check failed, denying (internal_error)", exc_info=exc)
             answer = Answer(GRPC.internal_error, _INTERNAL_ERROR_DECISION, "none")
         finally:
-            self._account(answer, started)
+            self._account(answer, started, self._grpc)
         response: bytes = answer.response
         return response
 
@@ -295,29 +299,28 @@ class CheckService:
 
     def _enter(self) -> float:
         with self._lock:
-            self.telemetry.in_flight += 1
+            self._grpc.in_flight += 1
         return time.perf_counter()
 
-    def _account(self, answer: Answer | None, started: float, *, in_flight: bool = True) -> None:
+    def _account(self, answer: Answer | None, started: float, meters: DoorMeters, *, in_flight: bool = True) -> None:
         elapsed = time.perf_counter() - started
         telemetry = self.telemetry
         decision = answer.decision if answer is not None else None
         with self._lock:
             if in_flight:
-                telemetry.in_flight -= 1
-            telemetry.latency.record(elapsed)
+                meters.in_flight -= 1
+            meters.latency.record(elapsed)
             if decision is not None:
-                telemetry.decisions[answer.label or _labels(decision)] += 1  # type: ignore[union-attr]
+                telemetry.decisions[answer.label or _labels(decision, answer.door.name)] += 1  # type: ignore[union-attr]
                 for rule in decision.dry_run_denials:
                     telemetry.dry_run_denials[rule] += 1
                 for omitted in decision.omitted:
                     telemetry.omissions[omitted] += 1
         if answer is None or decision is None:
             return
+        span = self._span(answer, started, elapsed) if self.tracer is not None else None
         if self.decision_log is not None and self.decision_log.wanted(decision):
-            self._log(answer, elapsed)
-        if self.tracer is not None:
-            self._span(answer, started, elapsed)
+            self._log(answer, elapsed, span)
 
     def _begin(self, door: Door, raw: Any, context: Any = None) -> Answer | _Waiting:
         state = self.state
@@ -383,20 +386,30 @@ class CheckService:
             if decision.valid_until is not None:
                 ttl = min(ttl, decision.valid_until - state.clock.time())
             # The entry keeps a slim decision: 100,000 entries must fit a worker.
-            state.decisions.put(key, Cached(decision.slim(), response if decision.allowed else None, _labels(decision)), ttl, epoch=epoch)
+            state.decisions.put(key, Cached(decision.slim(), response if decision.allowed else None, _labels(decision, door.name)), ttl, epoch=epoch)
         return Answer(response, decision, "miss" if key is not None else "none", message, door)
 
     @staticmethod
     def _fields(answer: Answer) -> tuple[str | None, str, str, str]:
         return answer.door.summary(answer.message) if answer.message is not None else (None, "", "", "")
 
-    def _log(self, answer: Answer, elapsed: float) -> None:
+    def _log(self, answer: Answer, elapsed: float, span: Any) -> None:
         assert self.decision_log is not None and answer.decision is not None
         request_id, method, host, path = self._fields(answer)
+        message, door = answer.message, answer.door
+        client = destination = trace_id = span_id = None
+        parent_id = None
+        if message is not None:
+            client, destination = door.addresses(message)
+            trace_id, parent_id = carried_ids(door.trace_headers(message))
+        if span is not None:
+            context = span.get_span_context()
+            trace_id, span_id = format(context.trace_id, "032x"), format(context.span_id, "016x")
+        where = Where(door.name, client, destination, trace_id, span_id, parent_id, self.state.policy.generation)
         self.decision_log.write(answer.decision, request_id=request_id, method=method, host=host, path=path,
-                                latency=elapsed, cache=answer.cache)
+                                latency=elapsed, cache=answer.cache, where=where)
 
-    def _span(self, answer: Answer, started: float, elapsed: float) -> None:
+    def _span(self, answer: Answer, started: float, elapsed: float) -> Any:
         assert self.tracer is not None and answer.decision is not None
         decision = answer.decision
         request_id, method, _host, path = self._fields(answer)
@@ -416,6 +429,7 @@ class CheckService:
         if decision.reason is Reason.INTERNAL_ERROR:
             span.set_status(StatusCode.ERROR, "internal_error")
         span.end(end_time=end_ns)
+        return span
 
 
 def _budget(context: Any) -> float:

@@ -41,7 +41,6 @@ from authz.server.binding import EXIT_ADDRESS_IN_USE, AddressInUse, claim_all, d
 from authz.server.generation import Target, file_digests, load_consistent
 from authz.server.caller_identity import TlsFiles
 from authz.server.options import ServeOptions
-from authz.server.telemetry import labels
 from authz.server.worker import worker_main
 
 log = logging.getLogger("authz.supervisor")
@@ -127,7 +126,10 @@ class Supervisor:
         self.digests = digests if digests is not None else file_digests(policy.files)
         #: The generation every worker must run (docs/operations.md, "Readiness").
         self.target = Target(policy.generation, self.digests)
+        self.policy_hash = metrics.policy_hash(self.digests)
         self.reloads: Counter[str] = Counter()
+        #: Workers started again after exiting, by index (authz_worker_restarts_total).
+        self.restarted: Counter[int] = Counter()
         self.reload_error: str | None = None
         #: The files the last failed reload found problems in, with their
         #: team ("" for a policy's root or only file).
@@ -228,6 +230,7 @@ class Supervisor:
                 await asyncio.sleep(delay)
                 if not self.stopping:
                     worker.start(self.target)
+                    self.restarted[worker.index] += 1
 
     async def _converge(self) -> None:
         target = self.target
@@ -278,6 +281,7 @@ class Supervisor:
         # Valid: this is the generation every worker must run from now on.
         self.policy = policy
         self.digests = digests
+        self.policy_hash = metrics.policy_hash(self.digests)
         self.target = target = Target(policy.generation, digests)
         replies = await asyncio.gather(*(w.ask({"op": "reload", "target": target.as_message()}, timeout=30)
                                          for w in self.workers))
@@ -360,9 +364,12 @@ class Supervisor:
 
         replies = await asyncio.gather(*(w.ask({"op": "metrics"}, timeout=2) for w in self.workers))
         merged = metrics.merge(reply["metrics"] for reply in replies if reply and reply.get("ok"))
-        merged["authz_config_reloads_total"] = {labels(outcome=o): self.reloads[o] for o in ("success", "failure")}
+        merged.update(metrics.supervisor_series(
+            generation=self.policy.generation, policy_hash=self.policy_hash, reloads=self.reloads,
+            alive=sum(1 for w in self.workers if w.alive()), indexes=[w.index for w in self.workers],
+            restarted=self.restarted,
+            in_flight_limit=self.options.max_concurrent_checks))
         merged["authz_config_reload_error"] = {labels(file=f, team=t): 1 for f, t in self.reload_error_files.items()}
-        merged["authz_workers"] = {(): sum(1 for w in self.workers if w.alive())}
         return web.Response(body=metrics.render(merged), headers={"content-type": metrics.CONTENT_TYPE})
 
     async def _jwks(self, _request: Any) -> Any:

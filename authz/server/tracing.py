@@ -20,7 +20,7 @@ from typing import Any
 from opentelemetry.context import Context
 from opentelemetry.propagators.b3 import B3MultiFormat, B3SingleFormat
 from opentelemetry.propagators.composite import CompositePropagator
-from opentelemetry.trace import SpanKind, Tracer
+from opentelemetry.trace import SpanKind, Tracer, get_current_span
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 SPAN_NAME = "authz.Check"
@@ -84,3 +84,12 @@ def start_check_span(tracer: Tracer, headers: Mapping[str, str], attributes: dic
                              attributes=attributes, start_time=start_time)
 
 
+
+
+def carried_ids(headers: Mapping[str, str]) -> tuple[str | None, str | None]:
+    """(trace id, span id) of the trace context the request carries, as W3C
+    hex (32 and 16 digits), or (None, None)."""
+    context = get_current_span(parent_context(headers)).get_span_context()
+    if not context.is_valid:
+        return None, None
+    return format(context.trace_id, "032x"), format(context.span_id, "016x")

@@ -32,6 +32,7 @@ from authz.server.caller_identity import TlsFiles, readers
 from authz.server.cpus import cgroup_cpu_limit, pinned_cpu
 from authz.server.decision_log import DecisionLog, configure_stream
 from authz.server.generation import NotThisGeneration, Target, load_target
+from authz.server.log_export import logger_from_environment
 from authz.server.options import ServeOptions
 from authz.server.service import CheckService, PolicyState
 from authz.server.telemetry import Telemetry
@@ -60,7 +61,7 @@ class Worker:
         # worker's listener when it is made (docs/security.md 52).
         self.registry = KeyRegistry(on_change=self._keys_changed)
         self.clock = SystemClock()
-        self.telemetry = Telemetry(sources=self._telemetry_sources)
+        self.telemetry = Telemetry(sources=self._telemetry_sources, worker=index)
         self.service: CheckService | None = None
         self.server: Any = None
         self.health: Any = None
@@ -83,7 +84,8 @@ class Worker:
             decision_log = None
             if self.options.decision_log != "none":
                 configure_stream()
-                decision_log = DecisionLog(self.options.decision_log, self.options.decision_log_sample)
+                decision_log = DecisionLog(self.options.decision_log, self.options.decision_log_sample,
+                                           worker=self.index, otel=logger_from_environment())
             caller_of = readers(client_ca=self.options.grpc_client_ca is not None,
                                 trust_caller_xfcc=self.options.trust_caller_xfcc, http_door=self.http_door is not None)
             self.service = CheckService(state, self.telemetry, decision_log=decision_log,

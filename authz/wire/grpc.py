@@ -136,6 +136,19 @@ def trace_headers(check: Any) -> Mapping[str, str]:
         return {}
 
 
+def addresses(check: Any) -> tuple[str | None, str | None]:
+    """(source address, destination ``address:port``) as Envoy states them:
+    its downstream address is the client after the hops Envoy trusts
+    (``xff_num_trusted_hops``, ``use_remote_address``)."""
+    attributes = check.attributes
+    source = attributes.source.address.socket_address.address or None
+    destination = attributes.destination.address.socket_address
+    if not destination.address:
+        return source, None
+    host = f"[{destination.address}]" if ":" in destination.address else destination.address
+    return source, f"{host}:{destination.port_value}"
+
+
 def _add_headers(options: Any, headers: Any) -> None:
     """Append (name, value) pairs to a repeated HeaderValueOption field, each
     overwriting what the request carries. Filling fields in place costs half
@@ -279,6 +292,7 @@ class GrpcDoor:
     request_id_of = staticmethod(request_id_of)
     summary = staticmethod(summary)
     trace_headers = staticmethod(trace_headers)
+    addresses = staticmethod(addresses)
     answer = staticmethod(_answer)
     destination_principal = staticmethod(destination_principal)
     invalid_request = _answer(Decision(allowed=False, reason=Reason.INVALID_REQUEST), None)

@@ -425,6 +425,13 @@ class HttpDoor:
     def trace_headers(call: Call) -> Mapping[str, str]:
         return call.headers
 
+    def addresses(self, call: Call) -> tuple[str | None, str | None]:
+        """The client as the trusted ``x-forwarded-for`` entry names it (None
+        without ``--trusted-forwarded-hops``); the destination is not told."""
+        if "source_address" in self._unknown:
+            return None, None
+        return self._read(call, "source_address") or None, None
+
     @staticmethod
     def answer(decision: Decision, request_id: str | None) -> Answer:
         return to_answer(decision, request_id)

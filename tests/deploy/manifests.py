@@ -35,7 +35,7 @@ from testkit.paths import REPO
 DEPLOY = REPO / "deploy"
 # The Kubernetes-side manifests checked here (deploy/ holds other things too,
 # such as plain Envoy configs, which are not Kubernetes objects).
-ROOTS = (DEPLOY / "kubernetes", DEPLOY / "istio", DEPLOY / "edge-stack")
+ROOTS = (DEPLOY / "kubernetes", DEPLOY / "istio", DEPLOY / "edge-stack", DEPLOY / "monitoring", DEPLOY / "overlays")
 CRDS = REPO / "tests" / "fixtures" / "crds"
 
 # The oldest Kubernetes the manifests promise to work on, and the newest whose
@@ -66,6 +66,9 @@ CRD_SCHEMAS: dict[tuple[str, str], str] = {
     ("cert-manager.io/v1", "Certificate"): "cert-manager.io_certificate_v1.hand.json",
     ("security.istio.io/v1", "PeerAuthentication"): "security.istio.io_peerauthentication_v1.hand.json",
     ("getambassador.io/v3alpha1", "TLSContext"): "getambassador.io_tlscontext_v3alpha1.hand.json",
+    ("monitoring.coreos.com/v1", "ServiceMonitor"): "monitoring.coreos.com_servicemonitor_v1.json",
+    ("monitoring.coreos.com/v1", "PodMonitor"): "monitoring.coreos.com_podmonitor_v1.json",
+    ("monitoring.coreos.com/v1", "PrometheusRule"): "monitoring.coreos.com_prometheusrule_v1.json",
 }
 MESH_CONFIG_SCHEMA = "istio.mesh.v1alpha1_meshconfig_extensionproviders.hand.json"
 ISTIO_OPERATOR_SPEC_SCHEMA = "install.istio.io_istiooperatorspec.hand.json"
@@ -73,6 +76,8 @@ ISTIO_OPERATOR_SPEC_SCHEMA = "install.istio.io_istiooperatorspec.hand.json"
 IMPLICIT_ROOT_FIELDS = ("apiVersion", "kind", "metadata")
 
 KUSTOMIZATION = ("kustomize.config.k8s.io/v1beta1", "Kustomization")
+#: A kustomize Component (deploy/monitoring): optional, added by an overlay.
+COMPONENT = ("kustomize.config.k8s.io/v1alpha1", "Component")
 
 # YAML files under deploy/ that are not Kubernetes objects.
 HELM_VALUES = (DEPLOY / "istio" / "mesh" / "istiod-values.yaml",)
@@ -118,7 +123,7 @@ def all_docs() -> list[Doc]:
 
 def objects() -> list[Doc]:
     """Every Kubernetes object under deploy/ (kustomization files excluded)."""
-    return [doc for doc in all_docs() if doc.key != KUSTOMIZATION]
+    return [doc for doc in all_docs() if doc.key not in (KUSTOMIZATION, COMPONENT)]
 
 
 def builtin_objects() -> list[Doc]:

@@ -52,7 +52,10 @@ EDGE = DEPLOY / "edge-stack"
 AUTH_GRPC = EDGE / "authservice"
 AUTH_HTTP = EDGE / "authservice-http"
 
-KUSTOMIZATION_DIRS = sorted(p.parent for root in ROOTS for p in root.rglob("kustomization.yaml"))
+# Bases whose files are their resources; the monitoring Component and the
+# overlay that adds it are checked by tests/deploy/test_monitoring.py.
+KUSTOMIZATION_DIRS = sorted(p.parent for root in ROOTS for p in root.rglob("kustomization.yaml")
+                            if p.parent not in (DEPLOY / "monitoring", DEPLOY / "overlays" / "monitoring"))
 KUSTOMIZATION_FIELDS = {
     "apiVersion",
     "kind",

@@ -65,10 +65,16 @@ def test_metrics_count_exactly_what_was_sent(server: str) -> None:
         metrics = _metrics(authz)
 
     for (reason, issuer), count in sent.items():
-        assert metrics.get(f'authz_decisions_total{{issuer="{issuer}",reason="{reason}"}}') == count, (reason, issuer)
+        series = f'authz_decisions_total{{door="grpc",issuer="{issuer}",reason="{reason}"}}'
+        assert metrics.get(series) == count, (reason, issuer)
     decided = sum(v for k, v in metrics.items() if k.startswith("authz_decisions_total"))
     assert decided == sum(sent.values())
-    assert metrics["authz_check_duration_seconds_count"] == sum(sent.values())
+    assert metrics['authz_check_duration_seconds_count{door="grpc"}'] == sum(sent.values())
+    # Per rule: the allows by the readers' role and by the API key's, the rest by no rule.
+    by_rule = {k: v for k, v in metrics.items() if k.startswith("authz_rule_decisions_total")}
+    assert sum(by_rule.values()) == sum(sent.values())
+    assert by_rule['authz_rule_decisions_total{decision="deny",rule=""}'] == sum(
+        n for (reason, _issuer), n in sent.items() if reason != "allowed")
     # Repeats of the same request hit the decision cache (one gRPC channel
     # means one connection, so one worker, for all of them).
     hits = metrics['authz_cache_requests_total{cache="decisions",outcome="hit"}']

@@ -24,17 +24,19 @@ from testkit.requests import check_request_json
 from testkit.tokens import claims, token
 
 
-def _worker(decided: int, *, in_flight: int, generation: int, age: float, latency: float) -> Snapshot:
+def _worker(decided: int, *, in_flight: int, generation: int, age: float, latency: float, worker: int = 0) -> Snapshot:
     stats = Stats()
     stats.hits, stats.misses = decided - 1, 1
-    key_sets = {"remote": {"source": "remote", "successes": 2, "failures_total": 1, "age_seconds": age},
+    key_sets = {"remote": {"source": "remote", "successes": 2, "failures_total": 1, "age_seconds": age,
+                           "fetch_seconds": 0.25, "keys": 2 + worker},
                 "corp": {"source": "file"}}
-    telemetry = Telemetry(sources=lambda: {"caches": {"decisions": (stats, 1)}, "jwks": key_sets})
-    telemetry.decisions[("allowed", "corp")] += decided
+    telemetry = Telemetry(sources=lambda: {"caches": {"decisions": (stats, 1, 500)}, "jwks": key_sets}, worker=worker)
+    telemetry.decisions[("allowed", "corp", "grpc", "readers", "allow")] += decided
+    telemetry.decisions[("allowed", "corp", "http", "readers", "allow")] += 1
     telemetry.dry_run_denials["blocked-networks"] += 1
     telemetry.omissions[("metadata", "tier")] += 1
-    telemetry.in_flight, telemetry.generation = in_flight, generation
-    telemetry.latency.record(latency)
+    telemetry.door("grpc").in_flight, telemetry.generation = in_flight, generation
+    telemetry.door("grpc").latency.record(latency)
     snapshot = telemetry.snapshot()
     assert pickle.loads(pickle.dumps(snapshot)) == snapshot  # it crosses the control pipe
     return snapshot
@@ -47,29 +49,43 @@ def _samples(text: bytes) -> dict[str, float]:
 
 def test_snapshots_merge_as_each_metric_says() -> None:
     merged = metrics.merge([
-        _worker(3, in_flight=1, generation=4, age=10.0, latency=0.0002),
-        _worker(5, in_flight=2, generation=3, age=30.0, latency=0.003),
+        _worker(3, in_flight=1, generation=4, age=10.0, latency=0.0002, worker=0),
+        _worker(5, in_flight=2, generation=3, age=30.0, latency=0.003, worker=1),
     ])
-    merged["authz_workers"] = {(): 2}
+    merged.update(metrics.supervisor_series(generation=3, policy_hash="0123abcd", reloads={"success": 1},
+                                            alive=2, indexes=[0, 1], restarted={1: 2}, in_flight_limit=500))
     samples = _samples(metrics.render(merged))
-    assert samples['authz_decisions_total{issuer="corp",reason="allowed"}'] == 8
+    assert samples['authz_decisions_total{door="grpc",issuer="corp",reason="allowed"}'] == 8
+    assert samples['authz_decisions_total{door="http",issuer="corp",reason="allowed"}'] == 2
+    assert samples['authz_rule_decisions_total{decision="allow",rule="readers"}'] == 10
+    assert samples['authz_worker_checks_in_flight{door="grpc",worker="1"}'] == 2
+    assert samples["authz_checks_in_flight_limit"] == 500
+    assert samples['authz_worker_restarts_total{worker="0"}'] == 0
+    assert samples['authz_worker_restarts_total{worker="1"}'] == 2
+    assert samples['authz_cache_bytes{cache="decisions"}'] == 1000
+    assert samples['authz_config_reloads_total{outcome="failure"}'] == 0
+    (build,) = [name for name in samples if name.startswith("authz_build_info")]
+    assert 'policy_generation="3"' in build and 'policy_hash="0123abcd"' in build and samples[build] == 1
     assert samples['authz_dry_run_denials_total{rule="blocked-networks"}'] == 2
     assert samples['authz_response_omissions_total{kind="metadata",name="tier"}'] == 2
     assert samples['authz_cache_requests_total{cache="decisions",outcome="hit"}'] == 2 + 4
     assert samples['authz_cache_entries{cache="decisions"}'] == 2
     assert samples['authz_jwks_fetches_total{issuer="remote",outcome="failure"}'] == 2
+    assert samples['authz_jwks_fetch_seconds_total{issuer="remote"}'] == 0.5
+    assert samples['authz_jwks_keys{issuer="remote"}'] == 3  # the largest set among workers
     assert samples['authz_jwks_key_set_age_seconds{issuer="remote"}'] == 30.0  # the oldest worker's
     assert samples["authz_policy_generation"] == 3  # the lowest
     assert samples["authz_checks_in_flight"] == 3
-    assert samples['authz_check_duration_seconds_bucket{le="0.00025"}'] == 1
-    assert samples['authz_check_duration_seconds_bucket{le="0.005"}'] == 2
-    assert samples["authz_check_duration_seconds_count"] == 2
+    assert samples['authz_check_duration_seconds_bucket{door="grpc",le="0.00025"}'] == 1
+    assert samples['authz_check_duration_seconds_bucket{door="grpc",le="0.005"}'] == 2
+    assert samples['authz_check_duration_seconds_count{door="grpc"}'] == 2
     assert samples["authz_workers"] == 2
 
 
 def test_a_metric_without_series_is_left_out() -> None:
     snapshot = Telemetry().snapshot()
-    assert set(snapshot) == {"authz_check_duration_seconds", "authz_checks_in_flight", "authz_policy_generation"}
+    assert set(snapshot) == {"authz_check_duration_seconds", "authz_checks_in_flight", "authz_worker_checks_in_flight",
+                             "authz_policy_generation"}
     text = metrics.render(metrics.merge([snapshot])).decode()
     assert "authz_decisions_total" not in text and "authz_dry_run_denials_total" not in text
     assert "# TYPE authz_check_duration_seconds histogram" in text
