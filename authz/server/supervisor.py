@@ -38,9 +38,10 @@ from authz.errors import ConfigError
 from authz.policy import Policy
 from authz.server import metrics
 from authz.server.binding import EXIT_ADDRESS_IN_USE, AddressInUse, claim_all, describe
-from authz.server.generation import Target, file_digests, load_consistent
 from authz.server.caller_identity import TlsFiles
+from authz.server.generation import Target, file_digests, load_consistent
 from authz.server.options import ServeOptions
+from authz.server.telemetry import labels
 from authz.server.worker import worker_main
 
 log = logging.getLogger("authz.supervisor")

@@ -80,7 +80,7 @@ def test_docs_list_every_metric_as_defined() -> None:
         assert rows[name] == (metric.kind, metric.labels, metric.description), name
 
 
-def test_sec_56_no_request_value_becomes_a_label() -> None:
+def test_sec_61_no_request_value_becomes_a_label() -> None:
     """Whatever requests say (paths, hosts, issuers, subjects, roles, keys),
     every label value comes from the code or the policy: the series stay
     bounded, and no credential or request text reaches /metrics."""
