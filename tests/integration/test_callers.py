@@ -145,7 +145,7 @@ def test_a_workload_asking_about_a_peer_gets_untrusted_caller(mtls: tuple[Authz,
     assert _check(stub, ORDERS) == (403, "untrusted_caller")
     assert _check(stub, BILLING) == (200, "allowed")  # about itself it may ask
     _status, _headers, metrics = authz.get("/metrics")
-    assert 'authz_decisions_total{issuer="none",reason="untrusted_caller"}' in metrics.decode()
+    assert 'authz_decisions_total{door="grpc",issuer="none",reason="untrusted_caller"}' in metrics.decode()
 
 
 def test_the_gateway_may_ask_about_any_request(mtls: tuple[Authz, Pki, Path]) -> None:
