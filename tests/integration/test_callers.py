@@ -32,20 +32,11 @@ from testkit.paths import EXAMPLES
 from testkit.pki import MeshCA
 from testkit.procs import Authz, Echo, Envoy, Proc, free_port, http_get, wait_listening
 from testkit.requests import check_request_json
-
-GATEWAY = "spiffe://cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account"
-ORDERS = "spiffe://cluster.local/ns/shop/sa/orders"
-BILLING = "spiffe://cluster.local/ns/shop/sa/billing"
-AUTHZ = "spiffe://cluster.local/ns/authz/sa/authz"
+from testkit.spiffe import AUTHZ, BILLING, CALLERS, GATEWAY, ORDERS
 
 POLICY = f"""\
 version: 1
-callers:
-  - principals: ["{GATEWAY}"]
-    destinations: any
-  - principals: ["spiffe://cluster.local/ns/*/sa/*"]
-    destinations: self
-peers:
+{CALLERS}peers:
   "{BILLING}": [orders-reader]
 roles:
   orders-reader:
