@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +30,12 @@ from testkit.tokens import claims, token
 
 PREFIX = "/authz"
 BILLING = "spiffe://cluster.local/ns/shop/sa/billing"
+#: Minted at import and read by tests that may run long after it on a busy
+#: machine: valid for a day, so no test meets one inside its leeway.
+DAY = int(time.time()) + 86_400
 TOKENS = {
-    "alice-t1": token(claims(sub="alice", tenant="t1")),
-    "bob-t2": token(claims(sub="bob", tenant="t2")),
+    "alice-t1": token(claims(sub="alice", tenant="t1", exp=DAY)),
+    "bob-t2": token(claims(sub="bob", tenant="t2", exp=DAY)),
     "expired": token(claims(exp=1_000_000)),
     "garbage": "not.a.token",
 }
