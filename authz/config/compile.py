@@ -1,7 +1,7 @@
 """load -> validate -> compile -> freeze.
 
-:func:`load_policy` reads a policy file, checks its shape (schema), then its
-meaning (CEL, CIDRs, role references, key files, ...), collecting *every*
+:func:`authz.config.load.load_policy` reads a policy file, checks its shape
+(schema); :class:`PolicyCompiler` then checks its meaning (CEL, CIDRs, role references, key files, ...), collecting *every*
 problem with its file and line before giving up, and builds an immutable
 :class:`authz.policy.Policy`.
 """
@@ -19,11 +19,11 @@ from authz import matchers
 from authz.cel import CelError, Expression, compile_expression
 from authz.config import schema
 from authz.config.callers import compile_callers
+from authz.config.compiling import UNSETTABLE_HEADER
 from authz.config.keyfiles import parse_jwks_file, read_key_file
 from authz.config.messages import read_yaml, validate, yaml_type
 from authz.config.response import compile_response
 from authz.config.source import Located, Path
-from authz.errors import ConfigError
 from authz.identity.api_key import ApiKeyEntry, ApiKeySource
 from authz.identity.fetch import check_url
 from authz.identity.jwks import FileKeys, KeyRegistry
@@ -31,8 +31,8 @@ from authz.identity.jws import ALGORITHMS
 from authz.identity.jwt import JwtIssuer, JwtSource, TokenLocation
 from authz.identity.peer import PeerRoles
 from authz.policy import Matcher, Policy, Reads, Rule, next_generation
+from authz.response_plan import ResponsePlan
 from authz.scope import Scope
-from authz.upstream import ResponsePlan
 
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9a-z-]+")
 _COOKIE_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
@@ -44,34 +44,8 @@ _RESERVED_HEADERS = frozenset({
 })
 # What is said of a header name that fails header_name(), with the name as written.
 _INVALID_HEADER = "invalid header name {!r}"
-_UNSETTABLE_HEADER = "{!r} is not a header authz may set or remove (lower-case names; not pseudo or hop-by-hop headers)"
 
 T = TypeVar("T")
-
-
-def load_policy(path: str, *, registry: KeyRegistry | None = None) -> Policy:
-    """Load, validate and compile the policy at ``path``.
-
-    A directory is a policy directory: its ``policy.yaml`` and every
-    ``teams/*.yaml`` (:mod:`authz.config.teams`).
-
-    Raises :class:`ConfigError` listing every problem found.
-    """
-    if os.path.isdir(path):
-        from authz.config.teams import load_policy_dir
-
-        return load_policy_dir(path, registry=registry or KeyRegistry())
-    located = read_yaml(path, path)
-    if located.problems:
-        raise ConfigError(located.problems)
-    model = validate(located, schema.PolicySpec)
-    if located.problems or model is None:
-        raise ConfigError(located.problems)
-    compiler = _Compiler(located, os.path.dirname(os.path.abspath(path)), registry or KeyRegistry(), fold_case=not model.paths.case_sensitive)
-    policy = compiler.compile(model)
-    if compiler.problems:
-        raise ConfigError(compiler.problems)
-    return policy
 
 
 def policy_reads(roles: dict[str, tuple[Matcher, ...]], rules: list[Rule], response: ResponsePlan, *, peers: bool) -> Reads:
@@ -86,7 +60,7 @@ def policy_reads(roles: dict[str, tuple[Matcher, ...]], rules: list[Rule], respo
     return Reads.from_paths(reads)
 
 
-class _Compiler:
+class PolicyCompiler:
     def __init__(self, located: Located, base: str, registry: KeyRegistry, *, fold_case: bool = False) -> None:
         self.located = located
         self.base = base
@@ -407,7 +381,7 @@ class _Compiler:
 
     # -- header names (the response section is compiled in authz.config.response) --
 
-    def header_name(self, name: str, path: Path, message: str = _UNSETTABLE_HEADER, *, fold: bool = False) -> str | None:
+    def header_name(self, name: str, path: Path, message: str = UNSETTABLE_HEADER, *, fold: bool = False) -> str | None:
         """``name`` (lower-cased with ``fold``) if it names a header authz may
         read, set or remove; else None and a problem at ``path``: ``message``
         with the name as written."""

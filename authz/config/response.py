@@ -1,5 +1,5 @@
 """The ``response`` section of a policy: what the upstream, the client and
-Envoy learn on allow, compiled into a :class:`authz.upstream.ResponsePlan`.
+Envoy learn on allow, compiled into a :class:`authz.response_plan.ResponsePlan`.
 
 Every name authz sends is checked here: upstream headers, the identity
 token's header, client headers and metadata keys. On the HTTP door they all
@@ -19,12 +19,12 @@ from authz.cel import AttrPath, Expression
 from authz.config import schema
 from authz.config.source import Path
 from authz.identity.keys import parse_ec_key, public_jwk
-from authz.identity.token import IdentityTokenSigner
+from authz.identity.signing import IdentityTokenSigner
 from authz.metadata import BUILTIN
-from authz.upstream import ResponsePlan
+from authz.response_plan import ResponsePlan
 
 if TYPE_CHECKING:
-    from authz.config.compile import _Compiler
+    from authz.config.compiling import Compiling
 
 _METADATA_KEY = re.compile(r"[a-z][a-z0-9_-]{0,62}")
 #: Headers every HTTP answer may carry on its own, or that Envoy reads
@@ -41,7 +41,7 @@ _FRAMING_KEY = ("metadata key {!r} is named like a hop-by-hop or framing header,
                 "could not carry in its answer")
 
 
-def compile_response(compiler: _Compiler, config: schema.ResponseSpec, credential_headers: tuple[str, ...]) -> ResponsePlan:
+def compile_response(compiler: Compiling, config: schema.ResponseSpec, credential_headers: tuple[str, ...]) -> ResponsePlan:
     """The response plan; problems go to ``compiler``. ``credential_headers``
     are the headers credentials are read from: metadata, which ends up in
     access logs, may not read them."""
@@ -74,7 +74,7 @@ def compile_response(compiler: _Compiler, config: schema.ResponseSpec, credentia
     return ResponsePlan(tuple(headers), tuple(remove), signer, client, metadata, lines)
 
 
-def client_headers(compiler: _Compiler, config: schema.ResponseSpec, upstream: set[str]) -> tuple[tuple[str, Expression], ...]:
+def client_headers(compiler: Compiling, config: schema.ResponseSpec, upstream: set[str]) -> tuple[tuple[str, Expression], ...]:
     out = []
     for name, sources in config.client_headers.items():
         path: Path = ("response", "client_headers", name)
@@ -101,7 +101,7 @@ def client_headers(compiler: _Compiler, config: schema.ResponseSpec, upstream: s
     return tuple(out)
 
 
-def metadata_plan(compiler: _Compiler, config: schema.ResponseSpec, headers: set[str],
+def metadata_plan(compiler: Compiling, config: schema.ResponseSpec, headers: set[str],
                   credential_headers: tuple[str, ...]) -> tuple[tuple[str, Expression], ...]:
     out = []
     for key, source in config.metadata.items():
@@ -143,7 +143,7 @@ def _credentials_read(reads: frozenset[AttrPath], credential_headers: tuple[str,
     return None
 
 
-def identity_token(compiler: _Compiler, config: schema.IdentityTokenSpec, taken: set[str]) -> IdentityTokenSigner | None:
+def identity_token(compiler: Compiling, config: schema.IdentityTokenSpec, taken: set[str]) -> IdentityTokenSigner | None:
     path: Path = ("response", "identity_token")
     ok = compiler.header_name(config.header, (*path, "header")) is not None
     if config.header in taken:

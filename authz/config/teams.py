@@ -35,15 +35,15 @@ from pydantic import Field
 
 from authz import matchers
 from authz.config import schema
-from authz.config.compile import _Compiler, policy_reads
+from authz.config.compile import PolicyCompiler, policy_reads
 from authz.config.messages import read_yaml, validate
 from authz.config.source import Located
 from authz.errors import ConfigError, Problem
 from authz.identity.jwks import KeyRegistry
 from authz.identity.peer import PeerRoles
 from authz.policy import Matcher, Policy, Rule
+from authz.response_plan import ResponsePlan
 from authz.scope import Scope
-from authz.upstream import ResponsePlan
 
 ROOT_FILE = "policy.yaml"
 TEAMS_DIR = "teams"
@@ -94,7 +94,7 @@ def load_policy_dir(directory: str, *, registry: KeyRegistry) -> Policy:
     teams = _read_teams(directory, problems, names)
     if model is None or located.problems:
         raise PolicyDirError([*located.problems, *problems], names)
-    compiler = _Compiler(located, os.path.dirname(os.path.abspath(root_path)), registry,
+    compiler = PolicyCompiler(located, os.path.dirname(os.path.abspath(root_path)), registry,
                          fold_case=not model.paths.case_sensitive)
     compiler.extra_roles = {name for team in teams for name in team.spec.roles}
     policy = compiler.compile(model)
@@ -178,9 +178,9 @@ def _read_teams(directory: str, problems: list[Problem], names: dict[str, str]) 
     return teams
 
 
-def _compile_team(team: _Team, root: _Compiler, roles_at: dict[str, str], rules_at: dict[str, str]) -> None:
+def _compile_team(team: _Team, root: PolicyCompiler, roles_at: dict[str, str], rules_at: dict[str, str]) -> None:
     located, spec = team.located, team.spec
-    compiler = _Compiler(located, os.path.dirname(os.path.abspath(located.file)), root.registry,
+    compiler = PolicyCompiler(located, os.path.dirname(os.path.abspath(located.file)), root.registry,
                          fold_case=root.fold_case)
     compiler.extra_roles = root.extra_roles
     team.scope = _scope(compiler, spec.owns, team.name)
@@ -207,7 +207,7 @@ def _compile_team(team: _Team, root: _Compiler, roles_at: dict[str, str], rules_
     team.rules = compiler.rules(spec.rules)
 
 
-def _scope(compiler: _Compiler, owns: OwnsSpec, team: str) -> Scope | None:
+def _scope(compiler: PolicyCompiler, owns: OwnsSpec, team: str) -> Scope | None:
     """The compiled scope; None, with problems, when it is not one."""
     located = compiler.located
     if owns.hosts is None and owns.paths is None and owns.destination_principals is None:
@@ -247,7 +247,7 @@ def _trim(prefix: str) -> str:
 # -- containment: what a team writes must lie inside what it owns ----------------
 
 
-def _inside(compiler: _Compiler, owns: OwnsSpec, permission: schema.PermissionSpec, path: tuple[str | int, ...]) -> None:
+def _inside(compiler: PolicyCompiler, owns: OwnsSpec, permission: schema.PermissionSpec, path: tuple[str | int, ...]) -> None:
     located = compiler.located
     if owns.paths is not None:
         owned = [_segments(_trim(p), compiler.fold_case) for p in owns.paths]
