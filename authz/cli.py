@@ -67,7 +67,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     for file, part in parts:
         warnings = trailing_slash_warnings(part) + header_size_warnings(part)
         if args.door == "http":
-            from authz.wire.http import HttpDoorSettings, unknowable
+            from authz.wire.http import HttpDoorSettings
+            from authz.wire.http_advice import unknowable
 
             settings = HttpDoorSettings(forwarded_hops=args.trusted_forwarded_hops, trust_xfcc=args.trust_xfcc)
             warnings += unknowable(part, settings)

@@ -23,8 +23,8 @@ if TYPE_CHECKING:
     from authz.identity.api_key import ApiKeySource
     from authz.identity.jwt import JwtIssuer, JwtSource
     from authz.identity.peer import PeerRoles
+    from authz.response_plan import ResponsePlan
     from authz.scope import Scope
-    from authz.upstream import ResponsePlan
 
 _GENERATIONS = itertools.count(1)
 

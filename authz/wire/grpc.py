@@ -25,7 +25,7 @@ from authz.decision import Decision
 from authz.errors import OUTCOMES, Reason
 from authz.policy import Reads
 from authz.request import ATTRIBUTES, Request
-from authz.upstream import ROOMY_HEADERS
+from authz.response_plan import ROOMY_HEADERS
 from authz.wire import cache_digest
 from authz.wire.denial import denied_body, echoed_request_id
 
@@ -275,7 +275,7 @@ def make_cache_key(reads: Reads, credential_headers: tuple[str, ...]) -> Callabl
     return key
 
 
-def _answer(decision: Decision, request_id: str | None) -> bytes:
+def _encode(decision: Decision, request_id: str | None) -> bytes:
     return bytes(to_response(decision, request_id).SerializeToString())
 
 
@@ -293,10 +293,10 @@ class GrpcDoor:
     summary = staticmethod(summary)
     trace_headers = staticmethod(trace_headers)
     addresses = staticmethod(addresses)
-    answer = staticmethod(_answer)
+    encode = staticmethod(_encode)
     destination_principal = staticmethod(destination_principal)
-    invalid_request = _answer(Decision(allowed=False, reason=Reason.INVALID_REQUEST), None)
-    internal_error = _answer(Decision(allowed=False, reason=Reason.INTERNAL_ERROR), None)
+    invalid_request = _encode(Decision(allowed=False, reason=Reason.INVALID_REQUEST), None)
+    internal_error = _encode(Decision(allowed=False, reason=Reason.INTERNAL_ERROR), None)
 
     @staticmethod
     def call_timeout(message: CheckRequest) -> float | None:
