@@ -24,6 +24,7 @@ from authz.decision import Decision
 from authz.engine import Clock, Engine, KeysPending
 from authz.errors import Reason
 from authz.policy import Policy
+from authz.reply import echoed_request_id
 from authz.request import Request
 from authz.response_plan import ROOMY_BYTES
 from authz.server.cache import ExpiringLRU, VerifiedTokenCache
@@ -32,7 +33,6 @@ from authz.server.decision_log import DecisionLog, Where
 from authz.server.telemetry import DecisionLabels, DoorMeters, Telemetry
 from authz.server.tracing import carried_ids, start_check_span
 from authz.wire import Door
-from authz.wire.denial import echoed_request_id
 from authz.wire.grpc import GRPC
 
 log = logging.getLogger("authz.check")

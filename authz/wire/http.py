@@ -31,13 +31,13 @@ from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
 from authz.decision import Decision
-from authz.errors import OUTCOMES, Reason
+from authz.errors import Reason
 from authz.metadata import as_text
 from authz.policy import Reads
+from authz.reply import echoed_request_id, render
 from authz.request import ATTRIBUTES, Request
 from authz.response_plan import ROOMY_BYTES, ROOMY_HEADERS
 from authz.wire import cache_digest
-from authz.wire.denial import denied_body, echoed_request_id
 from authz.wire.forwarded import XFCC, XFF, client_cert_uri, forwarded_for
 from authz.wire.http_call import Call, InvalidCall, parse
 from authz.wire.http_headers import ENVOYS, PSEUDO_HEADERS, RENAMED, client_headers
@@ -113,17 +113,15 @@ def _never(_call: Call) -> None:
     return None
 
 
-_DENIED_HEADERS = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
-
-
 def _pairs(pairs: Any) -> list[tuple[bytes, bytes]]:
     return [(name.encode("ascii"), value.encode("ascii")) for name, value in pairs]
 
 
 def to_reply(decision: Decision, request_id: str | None) -> HttpReply:
-    """(status, headers, body) for Envoy: 200 with the upstream headers (and
-    the removals) and the client's headers to allow; the reason's status,
-    challenge and JSON body to deny (the same body as the gRPC door's).
+    """(status, headers, body) for Envoy, encoding the decision's reply
+    (:func:`authz.reply.render`): 200 with the upstream headers (and the
+    removals) and the client's headers to allow; the denial's status,
+    headers and body to deny (the same as the gRPC door's).
 
     Dynamic metadata travels as one header per key, named as the key (Envoy
     stores each under its header name, ``dynamic_metadata_from_headers``),
@@ -131,20 +129,16 @@ def to_reply(decision: Decision, request_id: str | None) -> HttpReply:
     text. The policy's names never collide (``authz.config.response``), and
     Envoy copies none of these headers to the client or the upstream unless
     its configuration lists them."""
-    metadata = [(key.encode("ascii"), as_text(value).encode("ascii"))
-                for key, value in decision.envoy_metadata().items()]
-    if decision.allowed:
-        headers = _pairs(decision.headers)
-        if decision.remove:
-            headers.append((HEADERS_TO_REMOVE.encode("ascii"), ",".join(decision.remove).encode("ascii")))
-        if decision.client_headers:
-            headers += _pairs(decision.client_headers)
+    reply = render(decision, request_id)
+    metadata = [(key.encode("ascii"), as_text(value).encode("ascii")) for key, value in reply.metadata.items()]
+    if reply.allowed:
+        headers = _pairs(reply.upstream)
+        if reply.remove:
+            headers.append((HEADERS_TO_REMOVE.encode("ascii"), ",".join(reply.remove).encode("ascii")))
+        if reply.client:
+            headers += _pairs(reply.client)
         return 200, headers + metadata, b""
-    outcome = OUTCOMES[decision.reason]
-    headers = list(_DENIED_HEADERS)
-    if outcome.challenge is not None:
-        headers.append((b"www-authenticate", outcome.challenge.encode("ascii")))
-    return outcome.http_status, headers + metadata, denied_body(decision.reason, request_id)
+    return reply.status, _pairs(reply.client) + metadata, reply.body
 
 
 class HttpDoor:
