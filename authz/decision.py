@@ -76,8 +76,9 @@ class Decision(NamedTuple):
     def grpc_code(self) -> int:
         return OUTCOMES[self.reason].grpc_code
 
-    def to_json(self) -> dict[str, Any]:
-        """The shape ``authz check`` prints."""
+    def to_json(self, request_id: str | None = None) -> dict[str, Any]:
+        """The shape ``authz check`` prints; a policy's own denial is shown
+        as the client gets it for a request with ``request_id``."""
         identity = self.identity
         return {
             "allowed": self.allowed,
@@ -97,13 +98,11 @@ class Decision(NamedTuple):
             "dry_run_denials": list(self.dry_run_denials),
             "client_headers": [list(pair) for pair in self.client_headers],
             "metadata": self.envoy_metadata(),
-            **({"denial": self._denial_json()} if self.denial is not None else {}),
+            **({"denial": self._denial_json(request_id)} if self.denial is not None else {}),
         }
 
-    def _denial_json(self) -> dict[str, Any]:
-        """The policy's own denial as ``authz check`` shows it (request id:
-        the placeholder ``{request_id}``, as each request fills it)."""
+    def _denial_json(self, request_id: str | None) -> dict[str, Any]:
         assert self.denial is not None
-        body = self.denial.body("{request_id}")
-        return {"status": self.denial.status, "headers": dict(self.denial.headers("{request_id}")),
+        body = self.denial.body(request_id)
+        return {"status": self.denial.status, "headers": dict(self.denial.headers(request_id)),
                 "body": None if body is None else body.decode("utf-8")}

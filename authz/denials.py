@@ -218,6 +218,16 @@ class DenyWith:
             return own or self.unauthorized
         return None
 
+    def header_names(self) -> tuple[str, ...]:
+        """Every header the policy's denials send the client (``location``
+        too): the HTTP door's proxy must pass them on a denial."""
+        names: dict[str, None] = {}
+        for shape in (self.unauthenticated, self.unauthorized, *self.by_rule.values()):
+            if shape is not None:
+                names.update(dict.fromkeys(["location"] if shape.location is not None else []))
+                names.update(dict.fromkeys(name for name, _ in shape.headers))
+        return tuple(names)
+
     def fields(self) -> set[str]:
         found: set[str] = set()
         for shape in (self.unauthenticated, self.unauthorized, *self.by_rule.values()):

@@ -20,16 +20,18 @@ from authz.cel import CelError, Expression, compile_expression
 from authz.config import schema
 from authz.config.callers import compile_callers
 from authz.config.compiling import UNSETTABLE_HEADER
+from authz.config.deny_with import compile_deny_with, deny_reads
 from authz.config.keyfiles import parse_jwks_file, read_key_file
 from authz.config.messages import read_yaml, validate, yaml_type
 from authz.config.response import compile_response
 from authz.config.source import Located, Path
 from authz.identity.api_key import ApiKeyEntry, ApiKeySource
-from authz.identity.fetch import check_url
+from authz.identity.credential import Credential
 from authz.identity.jwks import FileKeys, KeyRegistry
 from authz.identity.jws import ALGORITHMS
 from authz.identity.jwt import JwtIssuer, JwtSource, TokenLocation
 from authz.identity.peer import PeerRoles
+from authz.outside.http import check_url
 from authz.policy import Matcher, Policy, Reads, Rule, next_generation
 from authz.response_plan import ResponsePlan
 from authz.scope import Scope
@@ -48,10 +50,12 @@ _INVALID_HEADER = "invalid header name {!r}"
 T = TypeVar("T")
 
 
-def policy_reads(roles: dict[str, tuple[Matcher, ...]], rules: list[Rule], response: ResponsePlan, *, peers: bool) -> Reads:
-    """What a policy's decisions read: its matchers, its response, and the
-    peer principal when peers or the identity token need it."""
-    reads: set[tuple[str, ...]] = set()
+def policy_reads(roles: dict[str, tuple[Matcher, ...]], rules: list[Rule], response: ResponsePlan, *, peers: bool,
+                 denials: set[tuple[str, ...]] | None = None) -> Reads:
+    """What a policy's decisions read: its matchers, its response, what its
+    own denials name of the request (``denials``), and the peer principal
+    when peers or the identity token need it."""
+    reads: set[tuple[str, ...]] = set(denials or ())
     for matcher in itertools.chain(*roles.values(), (rule.matcher for rule in rules)):
         reads |= matcher.reads()
     reads |= response.reads()
@@ -74,6 +78,9 @@ class PolicyCompiler:
         self.extra_roles: set[str] = set()
         #: A team file's scope, carried by every matcher compiled (authz.scope).
         self.scope: Scope | None = None
+        #: What compile() found so far, for the credential sections.
+        self.role_names: set[str] = set()
+        self.compiled_issuers: list[JwtIssuer] = []
 
     def problem(self, path: Path, message: str) -> None:
         self.located.problem(path, message)
@@ -115,26 +122,22 @@ class PolicyCompiler:
     # -- the whole policy -------------------------------------------------
 
     def compile(self, model: schema.PolicySpec) -> Policy:
-        role_names = set(model.roles) | self.extra_roles
-        issuers = self.issuers(model.issuers)
-        sources: list[JwtSource | ApiKeySource] = self.jwt_sources(issuers)
-        api_keys = self.api_keys(model.api_keys, role_names) if model.api_keys is not None else None
-        if api_keys is not None:
-            if any(isinstance(s, JwtSource) and s.location.header == api_keys.header for s in sources):
-                self.problem(("api_keys", "header"), f"header {api_keys.header!r} already carries JWTs")
-            sources.append(api_keys)
+        role_names = self.role_names = set(model.roles) | self.extra_roles
+        issuers = self.compiled_issuers = self.issuers(model.issuers)
+        sources: list[Credential] = []
+        for section in CREDENTIAL_SECTIONS:
+            sources.extend(section(self, model, sources))
         peers = self.peers(model.peers, role_names)
         roles = {
             name: tuple(m for i, p in enumerate(perms) if (m := self.matcher(p, ("roles", name, i))) is not None)
             for name, perms in model.roles.items()
         }
         rules = self.rules(model.rules)
-        credential_headers = tuple(dict.fromkeys(
-            (s.location.header_name if isinstance(s, JwtSource) else s.header) for s in sources
-        ))
+        credential_headers = tuple(dict.fromkeys(source.header_name for source in sources))
         response = compile_response(self, model.response, credential_headers)
+        deny_with = compile_deny_with(self, model.deny_with, model.rules, (key for key, _ in response.metadata))
 
-        reads = policy_reads(roles, rules, response, peers=bool(peers))
+        reads = policy_reads(roles, rules, response, peers=bool(peers), denials=deny_reads(deny_with))
         cache, decision_ttl = model.cache, model.cache.decisions.ttl
         if response.identity_token is not None:
             # A cached answer carries its identity token: reuse it for at
@@ -160,6 +163,7 @@ class PolicyCompiler:
             paths=model.paths.rules(),
             credential_headers=credential_headers,
             callers=compile_callers(self, model.callers) if model.callers is not None else None,
+            deny_with=deny_with,
         )
 
     # -- issuers ------------------------------------------------------------
@@ -265,7 +269,7 @@ class PolicyCompiler:
         problem at ``path``, when it cannot be."""
         return self.attempt(path, functools.partial(read_key_file, name, self.resolve(name), parse))
 
-    def jwt_sources(self, issuers: list[JwtIssuer]) -> list[JwtSource | ApiKeySource]:
+    def jwt_sources(self, issuers: list[JwtIssuer]) -> list[JwtSource]:
         by_location: dict[TokenLocation, list[JwtIssuer]] = {}
         for issuer in issuers:
             for location in issuer.locations:
@@ -390,3 +394,30 @@ class PolicyCompiler:
             return header
         self.problem(path, message.format(name))
         return None
+
+
+# -- credentials: the one place a credential section registers ---------------
+
+#: A policy section compiled into credential sources, given the sources of
+#: the sections before it (:class:`authz.identity.credential.Credential`).
+CredentialSection = Callable[[PolicyCompiler, schema.PolicySpec, list[Credential]], list[Credential]]
+
+
+def _jwt_section(compiler: PolicyCompiler, model: schema.PolicySpec, before: list[Credential]) -> list[Credential]:
+    return list(compiler.jwt_sources(compiler.compiled_issuers))
+
+
+def _api_key_section(compiler: PolicyCompiler, model: schema.PolicySpec, before: list[Credential]) -> list[Credential]:
+    if model.api_keys is None:
+        return []
+    api_keys = compiler.api_keys(model.api_keys, compiler.role_names)
+    if api_keys is None:
+        return []
+    if any(isinstance(s, JwtSource) and s.location.header == api_keys.header for s in before):
+        compiler.problem(("api_keys", "header"), f"header {api_keys.header!r} already carries JWTs")
+    return [api_keys]
+
+
+#: Every credential section, in the order its sources are asked: a new
+#: credential is its module (authz/identity/) and one entry here.
+CREDENTIAL_SECTIONS: tuple[CredentialSection, ...] = (_jwt_section, _api_key_section)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import glob
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -36,11 +37,14 @@ from pydantic import Field
 from authz import matchers
 from authz.config import schema
 from authz.config.compile import PolicyCompiler, policy_reads
+from authz.config.deny_with import deny_reads, rule_shapes
 from authz.config.messages import read_yaml, validate
 from authz.config.source import Located
+from authz.denials import Shape
 from authz.errors import ConfigError, Problem
 from authz.identity.jwks import KeyRegistry
 from authz.identity.peer import PeerRoles
+from authz.metadata import BUILTIN
 from authz.policy import Matcher, Policy, Rule
 from authz.response_plan import ResponsePlan
 from authz.scope import Scope
@@ -82,6 +86,7 @@ class _Team:
     scope: Scope | None = None
     roles: dict[str, tuple[Matcher, ...]] = field(default_factory=dict)
     rules: list[Rule] = field(default_factory=list)
+    denials: dict[str, Shape] = field(default_factory=dict)
 
 
 def load_policy_dir(directory: str, *, registry: KeyRegistry) -> Policy:
@@ -103,16 +108,19 @@ def load_policy_dir(directory: str, *, registry: KeyRegistry) -> Policy:
     rules_at = {rule.name: f"{located.file}:{located.line(('rules', i, 'name'))}" for i, rule in enumerate(model.rules)}
     for team in teams:
         already = len(team.located.problems)  # reported by _read_teams
-        _compile_team(team, compiler, roles_at, rules_at)
+        _compile_team(team, compiler, roles_at, rules_at, policy.response.metadata)
         problems.extend(team.located.problems[already:])
     _overlaps(teams, problems, compiler.fold_case)
     if problems:
         raise PolicyDirError(list(problems), names)
     roles = dict(policy.roles)
     rules = [*policy.deny_rules, *policy.allow_rules]
+    by_rule = dict(policy.deny_with.by_rule)
     for team in teams:
         roles.update(team.roles)
         rules.extend(team.rules)
+        by_rule.update(team.denials)
+    deny_with = dataclasses.replace(policy.deny_with, by_rule=by_rule)
     teams_dir = os.path.abspath(os.path.join(directory, TEAMS_DIR))
     files = (*policy.files, teams_dir, *(os.path.abspath(t.located.file) for t in teams))
     return dataclasses.replace(
@@ -122,7 +130,8 @@ def load_policy_dir(directory: str, *, registry: KeyRegistry) -> Policy:
         # Global deny rules first: the root's, then each team's.
         deny_rules=tuple(r for r in rules if r.effect == "deny"),
         allow_rules=tuple(r for r in rules if r.effect == "allow"),
-        reads=policy_reads(roles, rules, policy.response, peers=bool(policy.peers)),
+        reads=policy_reads(roles, rules, policy.response, peers=bool(policy.peers), denials=deny_reads(deny_with)),
+        deny_with=deny_with,
     )
 
 
@@ -178,7 +187,8 @@ def _read_teams(directory: str, problems: list[Problem], names: dict[str, str]) 
     return teams
 
 
-def _compile_team(team: _Team, root: PolicyCompiler, roles_at: dict[str, str], rules_at: dict[str, str]) -> None:
+def _compile_team(team: _Team, root: PolicyCompiler, roles_at: dict[str, str], rules_at: dict[str, str],
+                  root_metadata: Iterable[tuple[str, object]] = ()) -> None:
     located, spec = team.located, team.spec
     compiler = PolicyCompiler(located, os.path.dirname(os.path.abspath(located.file)), root.registry,
                          fold_case=root.fold_case)
@@ -205,6 +215,7 @@ def _compile_team(team: _Team, root: PolicyCompiler, roles_at: dict[str, str], r
             rules_at[rule.name] = f"{located.file}:{located.line(('rules', index, 'name'))}"
         _inside(compiler, spec.owns, rule, ("rules", index))
     team.rules = compiler.rules(spec.rules)
+    team.denials = rule_shapes(compiler, spec.rules, set(BUILTIN) | {key for key, _ in root_metadata})
 
 
 def _scope(compiler: PolicyCompiler, owns: OwnsSpec, team: str) -> Scope | None:

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any, Literal, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
-Kind = Literal["jwt", "api_key", "peer", "anonymous"]
+#: What verified the caller: "jwt", "api_key", "peer", "anonymous", or a new
+#: credential's own kind (:class:`authz.identity.credential.Credential`).
+Kind = str
 
 _NO_CLAIMS: Mapping[str, Any] = MappingProxyType({})
 

@@ -21,7 +21,7 @@ from opentelemetry.trace import StatusCode, Tracer
 
 from authz.callers import Callers
 from authz.decision import Decision
-from authz.engine import Clock, Engine, KeysPending
+from authz.engine import CallPending, Clock, Engine
 from authz.errors import Reason
 from authz.policy import Policy
 from authz.reply import echoed_request_id
@@ -355,7 +355,7 @@ class CheckService:
         epoch = state.decisions.epoch  # before any key is read: a key change from here on refuses the put
         try:
             decision = state.engine.decide(request)
-        except KeysPending as pending:
+        except CallPending as pending:
             return _Waiting(door, state, message, request, key, pending.future)
         return self._store(door, state, message, request, key, decision, epoch)
 
