@@ -11,7 +11,7 @@ request carries no such credential (the next source is asked), or raises a
 
 A new credential (a client certificate, an introspected token, a session
 cookie) is one module implementing this protocol and one entry in
-:data:`authz.config.credentials.SECTIONS`, which compiles its policy section
+:data:`authz.config.compile.CREDENTIAL_SECTIONS`, which compiles its policy section
 into sources; the engine, the doors and the caches need no edit.
 """
 
