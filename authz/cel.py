@@ -145,10 +145,7 @@ def compile_expression(source: str, *, result: str) -> Expression:
     except RuntimeError as exc:
         raise _compile_error(str(exc)) from None
     got = program.return_type().name()
-    if result == "value":
-        fits = not any(kind in got for kind in _NOT_VALUES)
-    else:
-        fits = got in _RESULTS[result]
+    fits = not any(kind in got for kind in _NOT_VALUES) if result == "value" else got in _RESULTS[result]
     if not fits:
         raise CelError(f"expression gives {got.lower()}, expected {_EXPECTED[result]}")
     reads = analyse_reads(source)

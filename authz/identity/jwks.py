@@ -185,7 +185,8 @@ class KeyRegistry:
         self.on_change = on_change
         self._sets: dict[tuple[Any, ...], RemoteKeys] = {}
 
-    def get(self, name: str, issuer: str, jwks_uri: str | None, algorithms: frozenset[str], settings: JwksSettings) -> RemoteKeys:
+    def get(self, name: str, issuer: str, jwks_uri: str | None, algorithms: frozenset[str],
+            settings: JwksSettings) -> RemoteKeys:
         key = (name, issuer, jwks_uri, algorithms, settings)
         found = self._sets.get(key)
         if found is None:

@@ -66,7 +66,8 @@ def both(envoys: dict[str, Envoy], target: str, headers: dict[str, str],
     replies = {}
     for name, envoy in envoys.items():
         status, shown, body = fetch(envoy.url, target, headers, method)
-        replies[name] = (status, {k: UUID.sub("RID", v) for k, v in shown.items()}, re.sub(UUID.pattern.encode(), b"RID", body))
+        body = re.sub(UUID.pattern.encode(), b"RID", body)
+        replies[name] = (status, {k: UUID.sub("RID", v) for k, v in shown.items()}, body)
     assert replies["grpc"] == replies["http"], replies
     return replies["grpc"]
 
