@@ -22,7 +22,8 @@ def compile_callers(compiler: Compiling, entries: list[schema.CallerSpec]) -> Ca
         where = ("callers", index)
         if entry.gateway_only is not None:
             for i, door in enumerate(entry.gateway_only):
-                compiler.once(unbound, door, (*where, "gateway_only", i), f"door {door!r} is already declared gateway-only")
+                compiler.once(unbound, door, (*where, "gateway_only", i),
+                              f"door {door!r} is already declared gateway-only")
             continue
         assert entry.principals is not None and entry.destinations is not None
         principals = _globs(compiler, entry.principals, (*where, "principals"))

@@ -1,7 +1,8 @@
 """load -> validate -> compile -> freeze.
 
 :func:`authz.config.load.load_policy` reads a policy file, checks its shape
-(schema); :class:`PolicyCompiler` then checks its meaning (CEL, CIDRs, role references, key files, ...), collecting *every*
+(schema); :class:`PolicyCompiler` then checks its meaning (CEL, CIDRs, role
+references, key files, ...), collecting *every*
 problem with its file and line before giving up, and builds an immutable
 :class:`authz.policy.Policy`.
 """
@@ -200,10 +201,12 @@ class PolicyCompiler:
             ok = False
         for i, alg in enumerate(config.algorithms):
             if alg not in ALGORITHMS:
-                self.problem((*path, "algorithms", i), f"unsupported algorithm {alg!r} (supported: {', '.join(sorted(ALGORITHMS))})")
+                self.problem((*path, "algorithms", i),
+                             f"unsupported algorithm {alg!r} (supported: {', '.join(sorted(ALGORITHMS))})")
                 ok = False
             elif alg.startswith("HS") and config.jwks_file is None:
-                self.problem((*path, "algorithms", i), f"{alg} needs a shared secret from jwks_file; remote key sets never hold secrets")
+                self.problem((*path, "algorithms", i),
+                             f"{alg} needs a shared secret from jwks_file; remote key sets never hold secrets")
                 ok = False
         if config.jwks_file is not None and config.jwks_uri is not None:
             self.problem((*path, "jwks_file"), "give jwks_file or jwks_uri, not both")
@@ -234,7 +237,8 @@ class PolicyCompiler:
             return None
         keys: Any
         if config.jwks_file is not None:
-            keyset = self.key_file(config.jwks_file, (*path, "jwks_file"), functools.partial(parse_jwks_file, algorithms))
+            keyset = self.key_file(config.jwks_file, (*path, "jwks_file"),
+                                   functools.partial(parse_jwks_file, algorithms))
             if keyset is None:
                 return None
             keys = FileKeys(keyset, self.resolve(config.jwks_file))
@@ -301,7 +305,8 @@ class PolicyCompiler:
                     if model is not None:
                         self.key_entries(model.keys, ("keys",), located, role_names, entries, seen)
                 else:
-                    located.problem((), f"expected a list of keys (or a mapping with 'keys'), not {yaml_type(located.data)}")
+                    located.problem((), "expected a list of keys (or a mapping with 'keys'), "
+                                        f"not {yaml_type(located.data)}")
             self.problems.extend(located.problems)
         return None if header is None else ApiKeySource(header, tuple(entries))
 
@@ -313,7 +318,8 @@ class PolicyCompiler:
             where: Path = (*path, index)
             digest = key.sha256.lower()
             if not _SHA256_HEX.fullmatch(digest):
-                located.problem((*where, "sha256"), "sha256 must be 64 hexadecimal digits (the hash of the key, never the key)")
+                located.problem((*where, "sha256"),
+                                "sha256 must be 64 hexadecimal digits (the hash of the key, never the key)")
                 continue
             if digest in seen:
                 located.problem((*where, "sha256"), "the same key is listed twice")
@@ -349,7 +355,8 @@ class PolicyCompiler:
                 return None
             if not items:
                 self.problem((*path, field), "an empty list matches nothing; omit the field to match any")
-            elif all([self.attempt((*path, field, i), functools.partial(build, [item])) is not None for i, item in enumerate(items)]):
+            elif all([self.attempt((*path, field, i), functools.partial(build, [item])) is not None
+                      for i, item in enumerate(items)]):
                 built = self.attempt((*path, field), functools.partial(build, items))  # each alone, then together
                 if built is not None:
                     return built
@@ -367,7 +374,8 @@ class PolicyCompiler:
             ok = ok and when is not None
         if not ok:
             return None
-        return Matcher(hosts=hosts, methods=methods, paths=paths, source_ips=source_ips, principals=principals, when=when,
+        return Matcher(hosts=hosts, methods=methods, paths=paths, source_ips=source_ips, principals=principals,
+                       when=when,
                        line=self.located.line(path), file=self.located.file, scope=self.scope)
 
     def rules(self, rules: list[schema.RuleSpec]) -> list[Rule]:
@@ -377,7 +385,8 @@ class PolicyCompiler:
             path: Path = ("rules", index)
             self.once(names, config.name, (*path, "name"), f"duplicate rule name {config.name!r}")
             if config.anonymous and config.effect == "deny":
-                self.problem((*path, "anonymous"), "'anonymous' applies to allow rules only (deny rules match every caller)")
+                self.problem((*path, "anonymous"),
+                             "'anonymous' applies to allow rules only (deny rules match every caller)")
             matcher = self.matcher(config, path)
             if matcher is not None:
                 out.append(Rule(config.name, config.effect, matcher, config.anonymous, config.dry_run))

@@ -156,7 +156,8 @@ def by_file(policy: Policy, directory: str) -> list[tuple[str, Policy]]:
 
 
 def _matchers(policy: Policy) -> list[Matcher]:
-    return [*(r.matcher for r in (*policy.deny_rules, *policy.allow_rules)), *(m for ms in policy.roles.values() for m in ms)]
+    return [*(r.matcher for r in (*policy.deny_rules, *policy.allow_rules)),
+            *(m for ms in policy.roles.values() for m in ms)]
 
 
 def _read_teams(directory: str, problems: list[Problem], names: dict[str, str]) -> list[_Team]:
@@ -258,7 +259,8 @@ def _trim(prefix: str) -> str:
 # -- containment: what a team writes must lie inside what it owns ----------------
 
 
-def _inside(compiler: PolicyCompiler, owns: OwnsSpec, permission: schema.PermissionSpec, path: tuple[str | int, ...]) -> None:
+def _inside(compiler: PolicyCompiler, owns: OwnsSpec, permission: schema.PermissionSpec,
+            path: tuple[str | int, ...]) -> None:
     located = compiler.located
     if owns.paths is not None:
         owned = [_segments(_trim(p), compiler.fold_case) for p in owns.paths]
