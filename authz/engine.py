@@ -236,7 +236,8 @@ class Engine:
                     raise CallPending(exc.retry) from None
                 raise
             if identity is not None:
-                _note(trace, "credential", source.name, "verified", f"{identity.kind} {identity.subject!r}, roles {sorted(identity.roles)}")
+                _note(trace, "credential", source.name, "verified",
+                      f"{identity.kind} {identity.subject!r}, roles {sorted(identity.roles)}")
                 return identity
             _note(trace, "credential", source.name, "not present")
         return ANONYMOUS

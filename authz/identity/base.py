@@ -50,8 +50,8 @@ class Identity(NamedTuple):
 
     def slim(self) -> Identity:
         """Who, without the claims: what a cached decision keeps for logs."""
-        return Identity(self.kind, self.subject, self.issuer, self.source, expires_at=self.expires_at, claims=_NO_CLAIMS,
-                        credential_exp=self.credential_exp)
+        return Identity(self.kind, self.subject, self.issuer, self.source, expires_at=self.expires_at,
+                        claims=_NO_CLAIMS, credential_exp=self.credential_exp)
 
     def cel_value(self) -> dict[str, Any]:
         """The ``identity`` variable of the CEL environment."""

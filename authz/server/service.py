@@ -57,7 +57,8 @@ class Cached:
 class PolicyState:
     """One policy as a worker runs it: engine, caches, cache-key function."""
 
-    def __init__(self, policy: Policy, clock: Clock, *, dry_run: bool = False, doors: tuple[Door, ...] = (GRPC,)) -> None:
+    def __init__(self, policy: Policy, clock: Clock, *, dry_run: bool = False,
+                 doors: tuple[Door, ...] = (GRPC,)) -> None:
         self.policy = policy
         self.clock = clock
         self.tokens = VerifiedTokenCache(policy.token_cache_size, time=clock.time, monotonic=clock.monotonic)
@@ -386,7 +387,8 @@ class CheckService:
             if decision.valid_until is not None:
                 ttl = min(ttl, decision.valid_until - state.clock.time())
             # The entry keeps a slim decision: 100,000 entries must fit a worker.
-            state.decisions.put(key, Cached(decision.slim(), response if decision.allowed else None, _labels(decision, door.name)), ttl, epoch=epoch)
+            entry = Cached(decision.slim(), response if decision.allowed else None, _labels(decision, door.name))
+            state.decisions.put(key, entry, ttl, epoch=epoch)
         return Handled(response, decision, "miss" if key is not None else "none", message, door)
 
     @staticmethod
