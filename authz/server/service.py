@@ -39,8 +39,7 @@ log = logging.getLogger("authz.check")
 
 #: Longest a Check waits for a key set when the call carries no deadline.
 DEFAULT_WAIT = 5.0
-#: Seconds a threaded Check beyond the waiters' quota may wait for a young
-#: key-set fetch (see ``CheckService._young_for``).
+#: Seconds a threaded Check beyond the waiters' quota may wait for a young key-set fetch (``CheckService._young_for``).
 OVERFLOW_WAIT = 0.25
 #: Time kept back from the caller's deadline to answer before it expires:
 #: a tenth of what remains, at least 20 ms.
@@ -69,7 +68,7 @@ class PolicyState:
         #: name), so the doors share one cache.
         self.key_of: dict[str, Callable[[Any], Hashable | None]] = {
             door.name: door.make_cache_key(policy.reads, policy.credential_headers)
-            if policy.decision_cache_size > 0 else _no_key
+            if policy.decision_cache_size > 0 else (lambda _message: None)
             for door in doors
         }
         #: Each door's ``callers:`` section when it binds that door, else None.
@@ -100,10 +99,6 @@ class PolicyState:
         }
 
 
-def _no_key(_message: Any) -> None:
-    return None
-
-
 def _issuer_label(decision: Decision) -> str:
     return decision.identity.source or "none"
 
@@ -113,19 +108,16 @@ def _labels(decision: Decision, door: str) -> DecisionLabels:
             "allow" if decision.allowed else "deny")
 
 
+@dataclass(slots=True)
 class Handled:
     """What one Check produced, for the bookkeeping after it."""
 
-    __slots__ = ("cache", "decision", "door", "label", "message", "response")
-
-    def __init__(self, response: Any, decision: Decision | None, cache: str, message: Any = None,
-                 door: Door = GRPC, label: DecisionLabels | None = None) -> None:
-        self.response = response
-        self.decision = decision
-        self.cache = cache
-        self.message = message
-        self.door = door
-        self.label = label  # the decision's metric labels, when known beforehand (a cache hit)
+    response: Any
+    decision: Decision | None
+    cache: str
+    message: Any = None
+    door: Door = GRPC
+    label: DecisionLabels | None = None  # the decision's metric labels, when known beforehand (a cache hit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,8 +156,10 @@ class CheckService:
         self.telemetry = telemetry
         self.decision_log = decision_log
         self.tracer = tracer
-        #: The gRPC door's meters, bound once (check_sync is only ever gRPC).
+        #: The gRPC door's meters, bound once (check_sync is only ever gRPC),
+        #: and each door's by the door itself (a lookup by identity per Check).
         self._grpc = telemetry.door(GRPC.name)
+        self._meters: dict[Any, DoorMeters] = {GRPC: self._grpc}
         self._lock = threading.Lock()
         #: check_sync: how many pool threads may block waiting for a key set
         #: for their whole budget; the others wait ``overflow_wait`` at most.
@@ -203,7 +197,7 @@ class CheckService:
         started = time.perf_counter()
         handled: Handled | None = None
         pending: Pending | None = None
-        meters = self.telemetry.door(door.name)
+        meters = self._meters.get(door) or self._bind(door)
         try:
             step = self._begin(door, raw, context)
             if isinstance(step, _Waiting):
@@ -241,7 +235,7 @@ class CheckService:
             log.error("check failed, denying (internal_error)", exc_info=exc)
             handled = Handled(step.door.internal_error, _INTERNAL_ERROR_DECISION, "none", door=step.door)
         finally:
-            self._account(handled, pending.started, self.telemetry.door(step.door.name))
+            self._account(handled, pending.started, self._meters.get(step.door) or self._bind(step.door))
         return handled.response
 
     def check_sync(self, raw: bytes, context: Any) -> bytes:
@@ -273,6 +267,10 @@ class CheckService:
             self._account(handled, started, self._grpc)
         response: bytes = handled.response
         return response
+
+    def _bind(self, door: Door) -> DoorMeters:
+        meters = self._meters[door] = self.telemetry.door(door.name)
+        return meters
 
     def _young_for(self, future: Any) -> float:
         """How much longer a Check beyond the waiters' quota may wait for
