@@ -28,21 +28,18 @@ from typing import Any
 from cel_expr_python import cel as _cel
 from cel_expr_python.ext import ext_encoders, ext_strings
 
-VARIABLES = ("request", "source", "destination", "context", "identity", "now")
+from authz.cel_types import VARIABLES as TABLE
+from authz.cel_types import unknown_field
+
+#: The variables, in the order docs list them (their types: :mod:`authz.cel_types`).
+VARIABLES = tuple(TABLE)
 
 #: An attribute path such as ("request", "headers", "x-tenant"). A shorter path
 #: means everything below it is read.
 AttrPath = tuple[str, ...]
 
 _ENV = _cel.NewEnv(
-    variables={
-        "request": _cel.Type.DYN,
-        "source": _cel.Type.DYN,
-        "destination": _cel.Type.DYN,
-        "context": _cel.Type.DYN,
-        "identity": _cel.Type.DYN,
-        "now": _cel.Type.TIMESTAMP,
-    },
+    variables={name: variable.type for name, variable in TABLE.items()},
     extensions=[ext_strings.ExtStrings(), ext_encoders.ExtEncoders()],
 )
 
@@ -148,13 +145,13 @@ def compile_expression(source: str, *, result: str) -> Expression:
     except RuntimeError as exc:
         raise _compile_error(str(exc)) from None
     got = program.return_type().name()
-    if result == "value":
-        fits = not any(kind in got for kind in _NOT_VALUES)
-    else:
-        fits = got in _RESULTS[result]
+    fits = not any(kind in got for kind in _NOT_VALUES) if result == "value" else got in _RESULTS[result]
     if not fits:
         raise CelError(f"expression gives {got.lower()}, expected {_EXPECTED[result]}")
     reads = analyse_reads(source)
+    for read in sorted(reads):
+        if (wrong := unknown_field(read)) is not None:
+            raise CelError(wrong)
     roots = tuple(sorted({path[0] for path in reads}))
     path = next(iter(reads)) if len(reads) == 1 and _PLAIN_PATH.fullmatch(source) else None
     return Expression(source, reads, roots, program, path)

@@ -67,7 +67,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     for file, part in parts:
         warnings = trailing_slash_warnings(part) + header_size_warnings(part)
         if args.door == "http":
-            from authz.wire.http import HttpDoorSettings, unknowable
+            from authz.wire.http import HttpDoorSettings
+            from authz.wire.http_advice import unknowable
 
             settings = HttpDoorSettings(forwarded_hops=args.trusted_forwarded_hops, trust_xfcc=args.trust_xfcc)
             warnings += unknowable(part, settings)
@@ -92,6 +93,7 @@ def _decide(args: argparse.Namespace, *, explain: bool) -> int:
     from google.protobuf.json_format import ParseError
 
     from authz.engine import Engine
+    from authz.reply import echoed_request_id
     from authz.wire.grpc import parse_json_request, to_request
 
     policy = _load_policy(args.config)
@@ -122,8 +124,11 @@ def _decide(args: argparse.Namespace, *, explain: bool) -> int:
             where = f" from {origin[0]}:{origin[1]}" + (f" (team {origin[2]})" if origin[2] else "")
         print(f"=> {verdict} {decision.status} {decision.reason.value}" + (f" (rule {decision.rule})" if decision.rule else "")
               + where)
+        if decision.denial is not None:
+            shown = decision.to_json(echoed_request_id(request.headers))["denial"]
+            print(f"   deny_with: {json.dumps(shown, sort_keys=True)}")
     else:
-        json.dump(decision.to_json(), sys.stdout, indent=2, sort_keys=True)
+        json.dump(decision.to_json(echoed_request_id(request.headers)), sys.stdout, indent=2, sort_keys=True)
         sys.stdout.write("\n")
     return EXIT_ALLOWED if decision.allowed else EXIT_DENIED
 
@@ -221,6 +226,7 @@ def cmd_envoy_config(args: argparse.Namespace) -> int:
         access_log=args.access_log,
         metadata_keys=headers.metadata,
         client_headers=headers.client,
+        denial_headers=headers.denial,
         owned_headers=headers.owned,
         policy=args.config,
         rate_limit_by=[tuple(k.strip() for k in keys.split(",")) for keys in args.rate_limit_by],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+from authz.denials import Denial
 from authz.errors import OUTCOMES, Reason
 from authz.identity.base import ANONYMOUS, Identity
 
@@ -34,13 +35,17 @@ class Decision(NamedTuple):
     metadata: tuple[tuple[str, Any], ...] = ()
     #: ("client_header" | "metadata", name) left out of the answer (metrics).
     omitted: tuple[tuple[str, str], ...] = ()
+    #: The policy's own denial (``deny_with``, :mod:`authz.denials`), filled
+    #: for this request; None: the reason's default (:mod:`authz.reply`).
+    denial: Denial | None = None
 
     def slim(self) -> Decision:
         """The decision as a cache entry keeps it: what logs, metrics and
         traces need, without the claims, headers, metadata or detail (the
         prepared response holds what the wire needs)."""
         return Decision(self.allowed, self.reason, self.rule, self.identity.slim(), (), (), None,
-                        self.valid_until, self.cacheable, self.dry_run_denials, omitted=self.omitted)
+                        self.valid_until, self.cacheable, self.dry_run_denials, omitted=self.omitted,
+                        denial=self.denial)
 
     def envoy_metadata(self) -> dict[str, Any]:
         """The dynamic metadata of the answer: the reason code, the rule and
@@ -58,19 +63,22 @@ class Decision(NamedTuple):
 
     @property
     def challenge(self) -> str | None:
-        """The www-authenticate challenge a denial carries (every 401 has one)."""
-        return None if self.allowed else OUTCOMES[self.reason].challenge
+        """The www-authenticate challenge a denial carries (every 401 has one,
+        a policy's own 401 too; a denial with another status none)."""
+        return None if self.allowed or self.status != 401 else OUTCOMES[self.reason].challenge
 
     @property
     def status(self) -> int:
-        return OUTCOMES[self.reason].http_status
+        """The HTTP status of the reply: the policy's own denial's, else the reason's."""
+        return self.denial.status if self.denial is not None else OUTCOMES[self.reason].http_status
 
     @property
     def grpc_code(self) -> int:
         return OUTCOMES[self.reason].grpc_code
 
-    def to_json(self) -> dict[str, Any]:
-        """The shape ``authz check`` prints."""
+    def to_json(self, request_id: str | None = None) -> dict[str, Any]:
+        """The shape ``authz check`` prints; a policy's own denial is shown
+        as the client gets it for a request with ``request_id``."""
         identity = self.identity
         return {
             "allowed": self.allowed,
@@ -90,4 +98,11 @@ class Decision(NamedTuple):
             "dry_run_denials": list(self.dry_run_denials),
             "client_headers": [list(pair) for pair in self.client_headers],
             "metadata": self.envoy_metadata(),
+            **({"denial": self._denial_json(request_id)} if self.denial is not None else {}),
         }
+
+    def _denial_json(self, request_id: str | None) -> dict[str, Any]:
+        assert self.denial is not None
+        body = self.denial.body(request_id)
+        return {"status": self.denial.status, "headers": dict(self.denial.headers(request_id)),
+                "body": None if body is None else body.decode("utf-8")}

@@ -65,13 +65,14 @@ class Step:
 Trace = list[Step]
 
 
-class KeysPending(Exception):
-    """The decision needs a key set that is being fetched: wait on ``future``
-    (a ``concurrent.futures.Future``) within the request's deadline, then
+class CallPending(Exception):
+    """The decision needs an outside call under way (a key set being
+    fetched, :mod:`authz.outside`): wait on ``future`` (a
+    ``concurrent.futures.Future``) within the request's deadline, then
     decide again with ``may_wait=False``."""
 
     def __init__(self, future: Any) -> None:
-        super().__init__("key set fetch in progress")
+        super().__init__("outside call in progress")
         self.future = future
 
 
@@ -92,12 +93,20 @@ class Engine:
         self.dry_run = dry_run
 
     def decide(self, request: Request, *, may_wait: bool = True, trace: Trace | None = None) -> Decision:
-        """Decide one request. Raises :class:`KeysPending` (only when
+        """Decide one request. Raises :class:`CallPending` (only when
         ``may_wait``) when a key set must be fetched first; any
         other exception is a bug the caller turns into ``internal_error``."""
         decision = self._decide(request, may_wait, trace)
-        if self.dry_run and not decision.allowed:
+        if decision.allowed:
+            return decision
+        if self.dry_run:
             return self._would_deny(request, decision, trace)
+        if self.policy.deny_with:
+            denial = self.policy.deny_with.fill(decision.reason, decision.rule, request.scheme, request.host,
+                                                request.path)
+            if denial is not None:
+                _note(trace, "deny_with", decision.reason.value, f"status {denial.status}", decision.rule)
+                return decision._replace(denial=denial)
         return decision
 
     def _would_deny(self, request: Request, denial: Decision, trace: Trace | None) -> Decision:
@@ -208,7 +217,7 @@ class Engine:
         a key set being fetched. For offline use; servers wait asynchronously."""
         try:
             return self.decide(request, trace=trace)
-        except KeysPending as pending:
+        except CallPending as pending:
             # Deciding again reports keys still missing as a denial.
             with contextlib.suppress(Exception):
                 pending.future.result(timeout=timeout)
@@ -224,10 +233,11 @@ class Engine:
                 identity = source.authenticate(request, now=now, cache=self.token_cache)
             except CredentialError as exc:
                 if may_wait and exc.retry is not None:
-                    raise KeysPending(exc.retry) from None
+                    raise CallPending(exc.retry) from None
                 raise
             if identity is not None:
-                _note(trace, "credential", source.name, "verified", f"{identity.kind} {identity.subject!r}, roles {sorted(identity.roles)}")
+                _note(trace, "credential", source.name, "verified",
+                      f"{identity.kind} {identity.subject!r}, roles {sorted(identity.roles)}")
                 return identity
             _note(trace, "credential", source.name, "not present")
         return ANONYMOUS

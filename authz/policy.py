@@ -14,17 +14,18 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from authz.cel import AttrPath, EvaluationError, Expression
+from authz.denials import DenyWith
 from authz.matchers import Globs, HostMatcher, IPNetwork
 from authz.paths import DEFAULT_RULES, PathRules
 from authz.request import ATTRIBUTES, View
 
 if TYPE_CHECKING:
     from authz.callers import Callers
-    from authz.identity.api_key import ApiKeySource
-    from authz.identity.jwt import JwtIssuer, JwtSource
+    from authz.identity.credential import Credential
+    from authz.identity.jwt import JwtIssuer
     from authz.identity.peer import PeerRoles
+    from authz.response_plan import ResponsePlan
     from authz.scope import Scope
-    from authz.upstream import ResponsePlan
 
 _GENERATIONS = itertools.count(1)
 
@@ -213,7 +214,7 @@ class Policy:
     file: str
     files: tuple[str, ...]
     issuers: tuple[JwtIssuer, ...]
-    credential_sources: tuple[JwtSource | ApiKeySource, ...]
+    credential_sources: tuple[Credential, ...]
     peers: PeerRoles
     roles: Mapping[str, tuple[Matcher, ...]]
     deny_rules: tuple[Rule, ...]
@@ -233,6 +234,8 @@ class Policy:
     paths: PathRules = DEFAULT_RULES
     #: Who may ask, about what (``callers:``); None: anyone, about anything.
     callers: Callers | None = None
+    #: How the policy's denials look (``deny_with``); empty: the defaults.
+    deny_with: DenyWith = field(default_factory=DenyWith)
 
     def origin(self, name: str) -> tuple[str, int, str | None] | None:
         """Where the rule or role ``name`` (what a decision names) is

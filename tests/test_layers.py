@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "authz"
-CORE = ["engine.py", "policy.py", "cel.py", "matchers.py", "paths.py", "request.py", "decision.py", "upstream.py",
+CORE = ["engine.py", "policy.py", "cel.py", "matchers.py", "paths.py", "request.py", "decision.py", "response_plan.py",
+        "reply.py", "denials.py",
         "metadata.py", "sanitize.py", "callers.py", "scope.py",
         "errors.py", *(f"identity/{p.name}" for p in sorted((PACKAGE / "identity").glob("*.py")))]
 #: What the core must not import: transports, Envoy's types, telemetry, and the rooms around it.

@@ -1,6 +1,6 @@
 """Policy loading: YAML with line numbers, the schema, and the compiler."""
 
-from authz.config.compile import load_policy
+from authz.config.load import load_policy
 from authz.identity.jwks import KeyRegistry
 
 __all__ = ["KeyRegistry", "load_policy"]

@@ -16,7 +16,7 @@ that adds more than half of them is never cached (docs/security.md 65).
 from __future__ import annotations
 
 from authz.policy import Policy
-from authz.upstream import (
+from authz.response_plan import (
     MAX_HEADER_VALUE,
     MAX_REQUEST_BYTES,
     MAX_REQUEST_HEADERS,

@@ -12,17 +12,18 @@ from authz.config import schema
 from authz.config.source import Path
 
 if TYPE_CHECKING:
-    from authz.config.compile import _Compiler
+    from authz.config.compiling import Compiling
 
 
-def compile_callers(compiler: _Compiler, entries: list[schema.CallerSpec]) -> Callers:
+def compile_callers(compiler: Compiling, entries: list[schema.CallerSpec]) -> Callers:
     compiled: list[CallerEntry] = []
     unbound: set[str] = set()
     for index, entry in enumerate(entries):
         where = ("callers", index)
         if entry.gateway_only is not None:
             for i, door in enumerate(entry.gateway_only):
-                compiler.once(unbound, door, (*where, "gateway_only", i), f"door {door!r} is already declared gateway-only")
+                compiler.once(unbound, door, (*where, "gateway_only", i),
+                              f"door {door!r} is already declared gateway-only")
             continue
         assert entry.principals is not None and entry.destinations is not None
         principals = _globs(compiler, entry.principals, (*where, "principals"))
@@ -44,7 +45,7 @@ def compile_callers(compiler: _Compiler, entries: list[schema.CallerSpec]) -> Ca
     return Callers(tuple(compiled), frozenset(unbound), compiler.located.line(("callers",), key=True))
 
 
-def _globs(compiler: _Compiler, globs: list[str], path: Path) -> matchers.Globs | None:
+def _globs(compiler: Compiling, globs: list[str], path: Path) -> matchers.Globs | None:
     """SPIFFE ID globs ('*' within a segment, '**' across segments)."""
     ok = True
     for i, glob in enumerate(globs):

@@ -1,7 +1,8 @@
 """load -> validate -> compile -> freeze.
 
-:func:`load_policy` reads a policy file, checks its shape (schema), then its
-meaning (CEL, CIDRs, role references, key files, ...), collecting *every*
+:func:`authz.config.load.load_policy` reads a policy file, checks its shape
+(schema); :class:`PolicyCompiler` then checks its meaning (CEL, CIDRs, role
+references, key files, ...), collecting *every*
 problem with its file and line before giving up, and builds an immutable
 :class:`authz.policy.Policy`.
 """
@@ -19,20 +20,22 @@ from authz import matchers
 from authz.cel import CelError, Expression, compile_expression
 from authz.config import schema
 from authz.config.callers import compile_callers
+from authz.config.compiling import UNSETTABLE_HEADER
+from authz.config.deny_with import compile_deny_with, deny_reads
 from authz.config.keyfiles import parse_jwks_file, read_key_file
 from authz.config.messages import read_yaml, validate, yaml_type
 from authz.config.response import compile_response
 from authz.config.source import Located, Path
-from authz.errors import ConfigError
 from authz.identity.api_key import ApiKeyEntry, ApiKeySource
-from authz.identity.fetch import check_url
+from authz.identity.credential import Credential
 from authz.identity.jwks import FileKeys, KeyRegistry
 from authz.identity.jws import ALGORITHMS
 from authz.identity.jwt import JwtIssuer, JwtSource, TokenLocation
 from authz.identity.peer import PeerRoles
+from authz.outside.http import check_url
 from authz.policy import Matcher, Policy, Reads, Rule, next_generation
+from authz.response_plan import ResponsePlan
 from authz.scope import Scope
-from authz.upstream import ResponsePlan
 
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9a-z-]+")
 _COOKIE_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
@@ -44,40 +47,16 @@ _RESERVED_HEADERS = frozenset({
 })
 # What is said of a header name that fails header_name(), with the name as written.
 _INVALID_HEADER = "invalid header name {!r}"
-_UNSETTABLE_HEADER = "{!r} is not a header authz may set or remove (lower-case names; not pseudo or hop-by-hop headers)"
 
 T = TypeVar("T")
 
 
-def load_policy(path: str, *, registry: KeyRegistry | None = None) -> Policy:
-    """Load, validate and compile the policy at ``path``.
-
-    A directory is a policy directory: its ``policy.yaml`` and every
-    ``teams/*.yaml`` (:mod:`authz.config.teams`).
-
-    Raises :class:`ConfigError` listing every problem found.
-    """
-    if os.path.isdir(path):
-        from authz.config.teams import load_policy_dir
-
-        return load_policy_dir(path, registry=registry or KeyRegistry())
-    located = read_yaml(path, path)
-    if located.problems:
-        raise ConfigError(located.problems)
-    model = validate(located, schema.PolicySpec)
-    if located.problems or model is None:
-        raise ConfigError(located.problems)
-    compiler = _Compiler(located, os.path.dirname(os.path.abspath(path)), registry or KeyRegistry(), fold_case=not model.paths.case_sensitive)
-    policy = compiler.compile(model)
-    if compiler.problems:
-        raise ConfigError(compiler.problems)
-    return policy
-
-
-def policy_reads(roles: dict[str, tuple[Matcher, ...]], rules: list[Rule], response: ResponsePlan, *, peers: bool) -> Reads:
-    """What a policy's decisions read: its matchers, its response, and the
-    peer principal when peers or the identity token need it."""
-    reads: set[tuple[str, ...]] = set()
+def policy_reads(roles: dict[str, tuple[Matcher, ...]], rules: list[Rule], response: ResponsePlan, *, peers: bool,
+                 denials: set[tuple[str, ...]] | None = None) -> Reads:
+    """What a policy's decisions read: its matchers, its response, what its
+    own denials name of the request (``denials``), and the peer principal
+    when peers or the identity token need it."""
+    reads: set[tuple[str, ...]] = set(denials or ())
     for matcher in itertools.chain(*roles.values(), (rule.matcher for rule in rules)):
         reads |= matcher.reads()
     reads |= response.reads()
@@ -86,7 +65,7 @@ def policy_reads(roles: dict[str, tuple[Matcher, ...]], rules: list[Rule], respo
     return Reads.from_paths(reads)
 
 
-class _Compiler:
+class PolicyCompiler:
     def __init__(self, located: Located, base: str, registry: KeyRegistry, *, fold_case: bool = False) -> None:
         self.located = located
         self.base = base
@@ -100,6 +79,9 @@ class _Compiler:
         self.extra_roles: set[str] = set()
         #: A team file's scope, carried by every matcher compiled (authz.scope).
         self.scope: Scope | None = None
+        #: What compile() found so far, for the credential sections.
+        self.role_names: set[str] = set()
+        self.compiled_issuers: list[JwtIssuer] = []
 
     def problem(self, path: Path, message: str) -> None:
         self.located.problem(path, message)
@@ -141,26 +123,22 @@ class _Compiler:
     # -- the whole policy -------------------------------------------------
 
     def compile(self, model: schema.PolicySpec) -> Policy:
-        role_names = set(model.roles) | self.extra_roles
-        issuers = self.issuers(model.issuers)
-        sources: list[JwtSource | ApiKeySource] = self.jwt_sources(issuers)
-        api_keys = self.api_keys(model.api_keys, role_names) if model.api_keys is not None else None
-        if api_keys is not None:
-            if any(isinstance(s, JwtSource) and s.location.header == api_keys.header for s in sources):
-                self.problem(("api_keys", "header"), f"header {api_keys.header!r} already carries JWTs")
-            sources.append(api_keys)
+        role_names = self.role_names = set(model.roles) | self.extra_roles
+        issuers = self.compiled_issuers = self.issuers(model.issuers)
+        sources: list[Credential] = []
+        for section in CREDENTIAL_SECTIONS:
+            sources.extend(section(self, model, sources))
         peers = self.peers(model.peers, role_names)
         roles = {
             name: tuple(m for i, p in enumerate(perms) if (m := self.matcher(p, ("roles", name, i))) is not None)
             for name, perms in model.roles.items()
         }
         rules = self.rules(model.rules)
-        credential_headers = tuple(dict.fromkeys(
-            (s.location.header_name if isinstance(s, JwtSource) else s.header) for s in sources
-        ))
+        credential_headers = tuple(dict.fromkeys(source.header_name for source in sources))
         response = compile_response(self, model.response, credential_headers)
+        deny_with = compile_deny_with(self, model.deny_with, model.rules, (key for key, _ in response.metadata))
 
-        reads = policy_reads(roles, rules, response, peers=bool(peers))
+        reads = policy_reads(roles, rules, response, peers=bool(peers), denials=deny_reads(deny_with))
         cache, decision_ttl = model.cache, model.cache.decisions.ttl
         if response.identity_token is not None:
             # A cached answer carries its identity token: reuse it for at
@@ -186,6 +164,7 @@ class _Compiler:
             paths=model.paths.rules(),
             credential_headers=credential_headers,
             callers=compile_callers(self, model.callers) if model.callers is not None else None,
+            deny_with=deny_with,
         )
 
     # -- issuers ------------------------------------------------------------
@@ -222,10 +201,12 @@ class _Compiler:
             ok = False
         for i, alg in enumerate(config.algorithms):
             if alg not in ALGORITHMS:
-                self.problem((*path, "algorithms", i), f"unsupported algorithm {alg!r} (supported: {', '.join(sorted(ALGORITHMS))})")
+                self.problem((*path, "algorithms", i),
+                             f"unsupported algorithm {alg!r} (supported: {', '.join(sorted(ALGORITHMS))})")
                 ok = False
             elif alg.startswith("HS") and config.jwks_file is None:
-                self.problem((*path, "algorithms", i), f"{alg} needs a shared secret from jwks_file; remote key sets never hold secrets")
+                self.problem((*path, "algorithms", i),
+                             f"{alg} needs a shared secret from jwks_file; remote key sets never hold secrets")
                 ok = False
         if config.jwks_file is not None and config.jwks_uri is not None:
             self.problem((*path, "jwks_file"), "give jwks_file or jwks_uri, not both")
@@ -256,7 +237,8 @@ class _Compiler:
             return None
         keys: Any
         if config.jwks_file is not None:
-            keyset = self.key_file(config.jwks_file, (*path, "jwks_file"), functools.partial(parse_jwks_file, algorithms))
+            keyset = self.key_file(config.jwks_file, (*path, "jwks_file"),
+                                   functools.partial(parse_jwks_file, algorithms))
             if keyset is None:
                 return None
             keys = FileKeys(keyset, self.resolve(config.jwks_file))
@@ -291,7 +273,7 @@ class _Compiler:
         problem at ``path``, when it cannot be."""
         return self.attempt(path, functools.partial(read_key_file, name, self.resolve(name), parse))
 
-    def jwt_sources(self, issuers: list[JwtIssuer]) -> list[JwtSource | ApiKeySource]:
+    def jwt_sources(self, issuers: list[JwtIssuer]) -> list[JwtSource]:
         by_location: dict[TokenLocation, list[JwtIssuer]] = {}
         for issuer in issuers:
             for location in issuer.locations:
@@ -323,7 +305,8 @@ class _Compiler:
                     if model is not None:
                         self.key_entries(model.keys, ("keys",), located, role_names, entries, seen)
                 else:
-                    located.problem((), f"expected a list of keys (or a mapping with 'keys'), not {yaml_type(located.data)}")
+                    located.problem((), "expected a list of keys (or a mapping with 'keys'), "
+                                        f"not {yaml_type(located.data)}")
             self.problems.extend(located.problems)
         return None if header is None else ApiKeySource(header, tuple(entries))
 
@@ -335,7 +318,8 @@ class _Compiler:
             where: Path = (*path, index)
             digest = key.sha256.lower()
             if not _SHA256_HEX.fullmatch(digest):
-                located.problem((*where, "sha256"), "sha256 must be 64 hexadecimal digits (the hash of the key, never the key)")
+                located.problem((*where, "sha256"),
+                                "sha256 must be 64 hexadecimal digits (the hash of the key, never the key)")
                 continue
             if digest in seen:
                 located.problem((*where, "sha256"), "the same key is listed twice")
@@ -371,7 +355,8 @@ class _Compiler:
                 return None
             if not items:
                 self.problem((*path, field), "an empty list matches nothing; omit the field to match any")
-            elif all([self.attempt((*path, field, i), functools.partial(build, [item])) is not None for i, item in enumerate(items)]):
+            elif all([self.attempt((*path, field, i), functools.partial(build, [item])) is not None
+                      for i, item in enumerate(items)]):
                 built = self.attempt((*path, field), functools.partial(build, items))  # each alone, then together
                 if built is not None:
                     return built
@@ -389,7 +374,8 @@ class _Compiler:
             ok = ok and when is not None
         if not ok:
             return None
-        return Matcher(hosts=hosts, methods=methods, paths=paths, source_ips=source_ips, principals=principals, when=when,
+        return Matcher(hosts=hosts, methods=methods, paths=paths, source_ips=source_ips, principals=principals,
+                       when=when,
                        line=self.located.line(path), file=self.located.file, scope=self.scope)
 
     def rules(self, rules: list[schema.RuleSpec]) -> list[Rule]:
@@ -399,7 +385,8 @@ class _Compiler:
             path: Path = ("rules", index)
             self.once(names, config.name, (*path, "name"), f"duplicate rule name {config.name!r}")
             if config.anonymous and config.effect == "deny":
-                self.problem((*path, "anonymous"), "'anonymous' applies to allow rules only (deny rules match every caller)")
+                self.problem((*path, "anonymous"),
+                             "'anonymous' applies to allow rules only (deny rules match every caller)")
             matcher = self.matcher(config, path)
             if matcher is not None:
                 out.append(Rule(config.name, config.effect, matcher, config.anonymous, config.dry_run))
@@ -407,7 +394,7 @@ class _Compiler:
 
     # -- header names (the response section is compiled in authz.config.response) --
 
-    def header_name(self, name: str, path: Path, message: str = _UNSETTABLE_HEADER, *, fold: bool = False) -> str | None:
+    def header_name(self, name: str, path: Path, message: str = UNSETTABLE_HEADER, *, fold: bool = False) -> str | None:
         """``name`` (lower-cased with ``fold``) if it names a header authz may
         read, set or remove; else None and a problem at ``path``: ``message``
         with the name as written."""
@@ -416,3 +403,30 @@ class _Compiler:
             return header
         self.problem(path, message.format(name))
         return None
+
+
+# -- credentials: the one place a credential section registers ---------------
+
+#: A policy section compiled into credential sources, given the sources of
+#: the sections before it (:class:`authz.identity.credential.Credential`).
+CredentialSection = Callable[[PolicyCompiler, schema.PolicySpec, list[Credential]], list[Credential]]
+
+
+def _jwt_section(compiler: PolicyCompiler, model: schema.PolicySpec, before: list[Credential]) -> list[Credential]:
+    return list(compiler.jwt_sources(compiler.compiled_issuers))
+
+
+def _api_key_section(compiler: PolicyCompiler, model: schema.PolicySpec, before: list[Credential]) -> list[Credential]:
+    if model.api_keys is None:
+        return []
+    api_keys = compiler.api_keys(model.api_keys, compiler.role_names)
+    if api_keys is None:
+        return []
+    if any(isinstance(s, JwtSource) and s.location.header == api_keys.header for s in before):
+        compiler.problem(("api_keys", "header"), f"header {api_keys.header!r} already carries JWTs")
+    return [api_keys]
+
+
+#: Every credential section, in the order its sources are asked: a new
+#: credential is its module (authz/identity/) and one entry here.
+CREDENTIAL_SECTIONS: tuple[CredentialSection, ...] = (_jwt_section, _api_key_section)

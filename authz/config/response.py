@@ -1,5 +1,5 @@
 """The ``response`` section of a policy: what the upstream, the client and
-Envoy learn on allow, compiled into a :class:`authz.upstream.ResponsePlan`.
+Envoy learn on allow, compiled into a :class:`authz.response_plan.ResponsePlan`.
 
 Every name authz sends is checked here: upstream headers, the identity
 token's header, client headers and metadata keys. On the HTTP door they all
@@ -19,12 +19,12 @@ from authz.cel import AttrPath, Expression
 from authz.config import schema
 from authz.config.source import Path
 from authz.identity.keys import parse_ec_key, public_jwk
-from authz.identity.token import IdentityTokenSigner
+from authz.identity.signing import IdentityTokenSigner
 from authz.metadata import BUILTIN
-from authz.upstream import ResponsePlan
+from authz.response_plan import ResponsePlan
 
 if TYPE_CHECKING:
-    from authz.config.compile import _Compiler
+    from authz.config.compiling import Compiling
 
 _METADATA_KEY = re.compile(r"[a-z][a-z0-9_-]{0,62}")
 #: Headers every HTTP answer may carry on its own, or that Envoy reads
@@ -41,7 +41,8 @@ _FRAMING_KEY = ("metadata key {!r} is named like a hop-by-hop or framing header,
                 "could not carry in its answer")
 
 
-def compile_response(compiler: _Compiler, config: schema.ResponseSpec, credential_headers: tuple[str, ...]) -> ResponsePlan:
+def compile_response(compiler: Compiling, config: schema.ResponseSpec,
+                     credential_headers: tuple[str, ...]) -> ResponsePlan:
     """The response plan; problems go to ``compiler``. ``credential_headers``
     are the headers credentials are read from: metadata, which ends up in
     access logs, may not read them."""
@@ -67,14 +68,16 @@ def compile_response(compiler: _Compiler, config: schema.ResponseSpec, credentia
     client = client_headers(compiler, config, upstream)
     metadata = metadata_plan(compiler, config, upstream | set(config.client_headers), credential_headers)
     lines = {f"header {name}": compiler.located.line(("response", "headers", name)) for name, _ in headers}
-    lines.update((f"client header {name}", compiler.located.line(("response", "client_headers", name))) for name, _ in client)
+    lines.update((f"client header {name}", compiler.located.line(("response", "client_headers", name)))
+                 for name, _ in client)
     lines.update((f"metadata {key}", compiler.located.line(("response", "metadata", key))) for key, _ in metadata)
     if signer is not None:
         lines["identity token"] = compiler.located.line(("response", "identity_token"))
     return ResponsePlan(tuple(headers), tuple(remove), signer, client, metadata, lines)
 
 
-def client_headers(compiler: _Compiler, config: schema.ResponseSpec, upstream: set[str]) -> tuple[tuple[str, Expression], ...]:
+def client_headers(compiler: Compiling, config: schema.ResponseSpec,
+                   upstream: set[str]) -> tuple[tuple[str, Expression], ...]:
     out = []
     for name, sources in config.client_headers.items():
         path: Path = ("response", "client_headers", name)
@@ -101,7 +104,7 @@ def client_headers(compiler: _Compiler, config: schema.ResponseSpec, upstream: s
     return tuple(out)
 
 
-def metadata_plan(compiler: _Compiler, config: schema.ResponseSpec, headers: set[str],
+def metadata_plan(compiler: Compiling, config: schema.ResponseSpec, headers: set[str],
                   credential_headers: tuple[str, ...]) -> tuple[tuple[str, Expression], ...]:
     out = []
     for key, source in config.metadata.items():
@@ -116,7 +119,8 @@ def metadata_plan(compiler: _Compiler, config: schema.ResponseSpec, headers: set
                              "starting with a letter, at most 63; not a header every answer has)")
             continue
         if key in headers:
-            compiler.problem(path, f"metadata key {key!r} is also a header authz sends: the HTTP door could not tell them apart")
+            compiler.problem(path, f"metadata key {key!r} is also a header authz sends: "
+                                   "the HTTP door could not tell them apart")
             continue
         expression = compiler.cel(path, source, "value")
         if expression is None:
@@ -143,7 +147,8 @@ def _credentials_read(reads: frozenset[AttrPath], credential_headers: tuple[str,
     return None
 
 
-def identity_token(compiler: _Compiler, config: schema.IdentityTokenSpec, taken: set[str]) -> IdentityTokenSigner | None:
+def identity_token(compiler: Compiling, config: schema.IdentityTokenSpec,
+                   taken: set[str]) -> IdentityTokenSigner | None:
     path: Path = ("response", "identity_token")
     ok = compiler.header_name(config.header, (*path, "header")) is not None
     if config.header in taken:
@@ -151,7 +156,8 @@ def identity_token(compiler: _Compiler, config: schema.IdentityTokenSpec, taken:
         ok = False
     private = compiler.key_file(config.signing_key, (*path, "signing_key"), parse_ec_key)
     if private is not None and not isinstance(private, ec.EllipticCurvePrivateKey):
-        compiler.problem((*path, "signing_key"), f"key file {config.signing_key!r} holds a public key; signing needs the private key")
+        compiler.problem((*path, "signing_key"),
+                         f"key file {config.signing_key!r} holds a public key; signing needs the private key")
         private = None
     jwks = []
     for i, name in enumerate(config.extra_public_keys):

@@ -117,11 +117,40 @@ class PermissionSpec(Model):
     when: str | None = None
 
 
+class DenyBodySpec(Model):
+    """A denial's body: ``json`` (any JSON value; its strings may hold
+    template fields) or ``text`` (text/plain)."""
+
+    json_: Any = Field(default=None, alias="json")
+    text: str | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> DenyBodySpec:
+        if (self.json_ is None) == (self.text is None):
+            raise ValueError("give one of 'json' or 'text'")
+        return self
+
+
+class DenyShapeSpec(Model):
+    """How a denial looks (``deny_with``, docs/policy.md)."""
+
+    status: int
+    location: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    body: DenyBodySpec | None = None
+
+
+class DenyWithSpec(Model):
+    unauthenticated: DenyShapeSpec | None = None
+    unauthorized: DenyShapeSpec | None = None
+
+
 class RuleSpec(PermissionSpec):
     name: Name
     effect: Literal["allow", "deny"]
     anonymous: bool = False
     dry_run: bool = False
+    deny_with: DenyShapeSpec | None = None
 
 
 class IdentityTokenSpec(Model):
@@ -211,3 +240,4 @@ class PolicySpec(Model):
     cache: CacheSpec = Field(default_factory=CacheSpec)
     paths: PathsSpec = Field(default_factory=PathsSpec)
     callers: list[CallerSpec] | None = None
+    deny_with: DenyWithSpec | None = None

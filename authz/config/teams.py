@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import glob
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -35,15 +36,18 @@ from pydantic import Field
 
 from authz import matchers
 from authz.config import schema
-from authz.config.compile import _Compiler, policy_reads
+from authz.config.compile import PolicyCompiler, policy_reads
+from authz.config.deny_with import deny_reads, rule_shapes
 from authz.config.messages import read_yaml, validate
 from authz.config.source import Located
+from authz.denials import Shape
 from authz.errors import ConfigError, Problem
 from authz.identity.jwks import KeyRegistry
 from authz.identity.peer import PeerRoles
+from authz.metadata import BUILTIN
 from authz.policy import Matcher, Policy, Rule
+from authz.response_plan import ResponsePlan
 from authz.scope import Scope
-from authz.upstream import ResponsePlan
 
 ROOT_FILE = "policy.yaml"
 TEAMS_DIR = "teams"
@@ -82,6 +86,7 @@ class _Team:
     scope: Scope | None = None
     roles: dict[str, tuple[Matcher, ...]] = field(default_factory=dict)
     rules: list[Rule] = field(default_factory=list)
+    denials: dict[str, Shape] = field(default_factory=dict)
 
 
 def load_policy_dir(directory: str, *, registry: KeyRegistry) -> Policy:
@@ -94,7 +99,7 @@ def load_policy_dir(directory: str, *, registry: KeyRegistry) -> Policy:
     teams = _read_teams(directory, problems, names)
     if model is None or located.problems:
         raise PolicyDirError([*located.problems, *problems], names)
-    compiler = _Compiler(located, os.path.dirname(os.path.abspath(root_path)), registry,
+    compiler = PolicyCompiler(located, os.path.dirname(os.path.abspath(root_path)), registry,
                          fold_case=not model.paths.case_sensitive)
     compiler.extra_roles = {name for team in teams for name in team.spec.roles}
     policy = compiler.compile(model)
@@ -103,16 +108,19 @@ def load_policy_dir(directory: str, *, registry: KeyRegistry) -> Policy:
     rules_at = {rule.name: f"{located.file}:{located.line(('rules', i, 'name'))}" for i, rule in enumerate(model.rules)}
     for team in teams:
         already = len(team.located.problems)  # reported by _read_teams
-        _compile_team(team, compiler, roles_at, rules_at)
+        _compile_team(team, compiler, roles_at, rules_at, policy.response.metadata)
         problems.extend(team.located.problems[already:])
     _overlaps(teams, problems, compiler.fold_case)
     if problems:
         raise PolicyDirError(list(problems), names)
     roles = dict(policy.roles)
     rules = [*policy.deny_rules, *policy.allow_rules]
+    by_rule = dict(policy.deny_with.by_rule)
     for team in teams:
         roles.update(team.roles)
         rules.extend(team.rules)
+        by_rule.update(team.denials)
+    deny_with = dataclasses.replace(policy.deny_with, by_rule=by_rule)
     teams_dir = os.path.abspath(os.path.join(directory, TEAMS_DIR))
     files = (*policy.files, teams_dir, *(os.path.abspath(t.located.file) for t in teams))
     return dataclasses.replace(
@@ -122,7 +130,8 @@ def load_policy_dir(directory: str, *, registry: KeyRegistry) -> Policy:
         # Global deny rules first: the root's, then each team's.
         deny_rules=tuple(r for r in rules if r.effect == "deny"),
         allow_rules=tuple(r for r in rules if r.effect == "allow"),
-        reads=policy_reads(roles, rules, policy.response, peers=bool(policy.peers)),
+        reads=policy_reads(roles, rules, policy.response, peers=bool(policy.peers), denials=deny_reads(deny_with)),
+        deny_with=deny_with,
     )
 
 
@@ -147,7 +156,8 @@ def by_file(policy: Policy, directory: str) -> list[tuple[str, Policy]]:
 
 
 def _matchers(policy: Policy) -> list[Matcher]:
-    return [*(r.matcher for r in (*policy.deny_rules, *policy.allow_rules)), *(m for ms in policy.roles.values() for m in ms)]
+    return [*(r.matcher for r in (*policy.deny_rules, *policy.allow_rules)),
+            *(m for ms in policy.roles.values() for m in ms)]
 
 
 def _read_teams(directory: str, problems: list[Problem], names: dict[str, str]) -> list[_Team]:
@@ -178,9 +188,10 @@ def _read_teams(directory: str, problems: list[Problem], names: dict[str, str]) 
     return teams
 
 
-def _compile_team(team: _Team, root: _Compiler, roles_at: dict[str, str], rules_at: dict[str, str]) -> None:
+def _compile_team(team: _Team, root: PolicyCompiler, roles_at: dict[str, str], rules_at: dict[str, str],
+                  root_metadata: Iterable[tuple[str, object]] = ()) -> None:
     located, spec = team.located, team.spec
-    compiler = _Compiler(located, os.path.dirname(os.path.abspath(located.file)), root.registry,
+    compiler = PolicyCompiler(located, os.path.dirname(os.path.abspath(located.file)), root.registry,
                          fold_case=root.fold_case)
     compiler.extra_roles = root.extra_roles
     team.scope = _scope(compiler, spec.owns, team.name)
@@ -205,9 +216,10 @@ def _compile_team(team: _Team, root: _Compiler, roles_at: dict[str, str], rules_
             rules_at[rule.name] = f"{located.file}:{located.line(('rules', index, 'name'))}"
         _inside(compiler, spec.owns, rule, ("rules", index))
     team.rules = compiler.rules(spec.rules)
+    team.denials = rule_shapes(compiler, spec.rules, set(BUILTIN) | {key for key, _ in root_metadata})
 
 
-def _scope(compiler: _Compiler, owns: OwnsSpec, team: str) -> Scope | None:
+def _scope(compiler: PolicyCompiler, owns: OwnsSpec, team: str) -> Scope | None:
     """The compiled scope; None, with problems, when it is not one."""
     located = compiler.located
     if owns.hosts is None and owns.paths is None and owns.destination_principals is None:
@@ -247,7 +259,8 @@ def _trim(prefix: str) -> str:
 # -- containment: what a team writes must lie inside what it owns ----------------
 
 
-def _inside(compiler: _Compiler, owns: OwnsSpec, permission: schema.PermissionSpec, path: tuple[str | int, ...]) -> None:
+def _inside(compiler: PolicyCompiler, owns: OwnsSpec, permission: schema.PermissionSpec,
+            path: tuple[str | int, ...]) -> None:
     located = compiler.located
     if owns.paths is not None:
         owned = [_segments(_trim(p), compiler.fold_case) for p in owns.paths]

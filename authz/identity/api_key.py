@@ -24,7 +24,7 @@ class ApiKeySource:
     kind = "api_key"
 
     def __init__(self, header: str, entries: tuple[ApiKeyEntry, ...]) -> None:
-        self.header = header
+        self.header = self.header_name = header
         self.entries = entries
         self.name = f"api_key (header {header})"
 

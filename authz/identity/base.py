@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any, Literal, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
-Kind = Literal["jwt", "api_key", "peer", "anonymous"]
+#: What verified the caller: "jwt", "api_key", "peer", "anonymous", or a new
+#: credential's own kind (:class:`authz.identity.credential.Credential`).
+Kind = str
 
 _NO_CLAIMS: Mapping[str, Any] = MappingProxyType({})
 
@@ -48,8 +50,8 @@ class Identity(NamedTuple):
 
     def slim(self) -> Identity:
         """Who, without the claims: what a cached decision keeps for logs."""
-        return Identity(self.kind, self.subject, self.issuer, self.source, expires_at=self.expires_at, claims=_NO_CLAIMS,
-                        credential_exp=self.credential_exp)
+        return Identity(self.kind, self.subject, self.issuer, self.source, expires_at=self.expires_at,
+                        claims=_NO_CLAIMS, credential_exp=self.credential_exp)
 
     def cel_value(self) -> dict[str, Any]:
         """The ``identity`` variable of the CEL environment."""

@@ -214,6 +214,10 @@ class JwtSource:
         self._cache_prefix = hashlib.sha256(repr(location).encode()).digest()[:4]
 
     @property
+    def header_name(self) -> str:
+        return self.location.header_name
+
+    @property
     def name(self) -> str:
         where = f"cookie {self.location.cookie}" if self.location.cookie else f"header {self.location.header}"
         return f"jwt ({where})"

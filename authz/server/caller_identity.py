@@ -30,7 +30,8 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from authz.wire.http import XFCC, Call, client_cert_uri
+from authz.wire.forwarded import XFCC, client_cert_uri
+from authz.wire.http_call import Call
 
 log = logging.getLogger("authz.callers")
 

@@ -21,26 +21,25 @@ from opentelemetry.trace import StatusCode, Tracer
 
 from authz.callers import Callers
 from authz.decision import Decision
-from authz.engine import Clock, Engine, KeysPending
+from authz.engine import CallPending, Clock, Engine
 from authz.errors import Reason
 from authz.policy import Policy
+from authz.reply import echoed_request_id
 from authz.request import Request
+from authz.response_plan import ROOMY_BYTES
 from authz.server.cache import ExpiringLRU, VerifiedTokenCache
 from authz.server.caller_identity import CallerReader
 from authz.server.decision_log import DecisionLog, Where
 from authz.server.telemetry import DecisionLabels, DoorMeters, Telemetry
 from authz.server.tracing import carried_ids, start_check_span
-from authz.upstream import ROOMY_BYTES
 from authz.wire import Door
-from authz.wire.denial import echoed_request_id
 from authz.wire.grpc import GRPC
 
 log = logging.getLogger("authz.check")
 
 #: Longest a Check waits for a key set when the call carries no deadline.
 DEFAULT_WAIT = 5.0
-#: Seconds a threaded Check beyond the waiters' quota may wait for a young
-#: key-set fetch (see ``CheckService._young_for``).
+#: Seconds a threaded Check beyond the waiters' quota may wait for a young key-set fetch (``CheckService._young_for``).
 OVERFLOW_WAIT = 0.25
 #: Time kept back from the caller's deadline to answer before it expires:
 #: a tenth of what remains, at least 20 ms.
@@ -57,7 +56,8 @@ class Cached:
 class PolicyState:
     """One policy as a worker runs it: engine, caches, cache-key function."""
 
-    def __init__(self, policy: Policy, clock: Clock, *, dry_run: bool = False, doors: tuple[Door, ...] = (GRPC,)) -> None:
+    def __init__(self, policy: Policy, clock: Clock, *, dry_run: bool = False,
+                 doors: tuple[Door, ...] = (GRPC,)) -> None:
         self.policy = policy
         self.clock = clock
         self.tokens = VerifiedTokenCache(policy.token_cache_size, time=clock.time, monotonic=clock.monotonic)
@@ -68,7 +68,7 @@ class PolicyState:
         #: name), so the doors share one cache.
         self.key_of: dict[str, Callable[[Any], Hashable | None]] = {
             door.name: door.make_cache_key(policy.reads, policy.credential_headers)
-            if policy.decision_cache_size > 0 else _no_key
+            if policy.decision_cache_size > 0 else (lambda _message: None)
             for door in doors
         }
         #: Each door's ``callers:`` section when it binds that door, else None.
@@ -99,10 +99,6 @@ class PolicyState:
         }
 
 
-def _no_key(_message: Any) -> None:
-    return None
-
-
 def _issuer_label(decision: Decision) -> str:
     return decision.identity.source or "none"
 
@@ -112,19 +108,16 @@ def _labels(decision: Decision, door: str) -> DecisionLabels:
             "allow" if decision.allowed else "deny")
 
 
-class Answer:
+@dataclass(slots=True)
+class Handled:
     """What one Check produced, for the bookkeeping after it."""
 
-    __slots__ = ("cache", "decision", "door", "label", "message", "response")
-
-    def __init__(self, response: Any, decision: Decision | None, cache: str, message: Any = None,
-                 door: Door = GRPC, label: DecisionLabels | None = None) -> None:
-        self.response = response
-        self.decision = decision
-        self.cache = cache
-        self.message = message
-        self.door = door
-        self.label = label  # the decision's metric labels, when known beforehand (a cache hit)
+    response: Any
+    decision: Decision | None
+    cache: str
+    message: Any = None
+    door: Door = GRPC
+    label: DecisionLabels | None = None  # the decision's metric labels, when known beforehand (a cache hit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,7 +195,7 @@ class CheckService:
         coroutine. Checks on one event loop overlap only while they wait, so
         only a waiting one counts as in flight."""
         started = time.perf_counter()
-        answer: Answer | None = None
+        handled: Handled | None = None
         pending: Pending | None = None
         meters = self._meters.get(door) or self._bind(door)
         try:
@@ -212,19 +205,19 @@ class CheckService:
                     meters.in_flight += 1
                 pending = Pending(step, started)  # accounted when check_later finishes it
                 return pending
-            answer = step
+            handled = step
         except Exception as exc:
             log.error("check failed, denying (internal_error)", exc_info=exc)
-            answer = Answer(door.internal_error, _INTERNAL_ERROR_DECISION, "none", door=door)
+            handled = Handled(door.internal_error, _INTERNAL_ERROR_DECISION, "none", door=door)
         finally:
             if pending is None:
-                self._account(answer, started, meters, in_flight=False)
-        return answer.response
+                self._account(handled, started, meters, in_flight=False)
+        return handled.response
 
     async def check_later(self, pending: Pending, budget: float | None = None) -> Any:
         """Finish a Check :meth:`check_now` left waiting for a key set."""
         step = pending.step
-        answer: Answer | None = None
+        handled: Handled | None = None
         try:
             if budget is None:
                 budget = _within(step.door.call_timeout(step.message))
@@ -235,22 +228,22 @@ class CheckService:
                     log.debug("key set not fetched within %.3f s", budget)
                 except Exception:
                     log.debug("key fetch failed", exc_info=True)
-            answer = self._complete(step)
+            handled = self._complete(step)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             log.error("check failed, denying (internal_error)", exc_info=exc)
-            answer = Answer(step.door.internal_error, _INTERNAL_ERROR_DECISION, "none", door=step.door)
+            handled = Handled(step.door.internal_error, _INTERNAL_ERROR_DECISION, "none", door=step.door)
         finally:
-            self._account(answer, pending.started, self._meters.get(step.door) or self._bind(step.door))
-        return answer.response
+            self._account(handled, pending.started, self._meters.get(step.door) or self._bind(step.door))
+        return handled.response
 
     def check_sync(self, raw: bytes, context: Any) -> bytes:
         """The Check RPC for the thread-pool gRPC server: the same steps,
         waiting for a key set by blocking this pool thread (within the
         call's deadline)."""
         started = self._enter()
-        answer: Answer | None = None
+        handled: Handled | None = None
         try:
             step = self._begin(GRPC, raw, context)
             if isinstance(step, _Waiting):
@@ -266,13 +259,13 @@ class CheckService:
                 elif budget > 0:
                     self._wait_for(step.future, min(budget, self._young_for(step.future)))
                 step = self._complete(step)
-            answer = step
+            handled = step
         except Exception as exc:
             log.error("check failed, denying (internal_error)", exc_info=exc)
-            answer = Answer(GRPC.internal_error, _INTERNAL_ERROR_DECISION, "none")
+            handled = Handled(GRPC.internal_error, _INTERNAL_ERROR_DECISION, "none")
         finally:
-            self._account(answer, started, self._grpc)
-        response: bytes = answer.response
+            self._account(handled, started, self._grpc)
+        response: bytes = handled.response
         return response
 
     def _bind(self, door: Door) -> DoorMeters:
@@ -308,32 +301,32 @@ class CheckService:
             self._grpc.in_flight += 1
         return time.perf_counter()
 
-    def _account(self, answer: Answer | None, started: float, meters: DoorMeters, *, in_flight: bool = True) -> None:
+    def _account(self, handled: Handled | None, started: float, meters: DoorMeters, *, in_flight: bool = True) -> None:
         elapsed = time.perf_counter() - started
         telemetry = self.telemetry
-        decision = answer.decision if answer is not None else None
+        decision = handled.decision if handled is not None else None
         with self._lock:
             if in_flight:
                 meters.in_flight -= 1
             meters.latency.record(elapsed)
             if decision is not None:
-                telemetry.decisions[answer.label or _labels(decision, answer.door.name)] += 1  # type: ignore[union-attr]
+                telemetry.decisions[handled.label or _labels(decision, handled.door.name)] += 1  # type: ignore[union-attr]
                 for rule in decision.dry_run_denials:
                     telemetry.dry_run_denials[rule] += 1
                 for omitted in decision.omitted:
                     telemetry.omissions[omitted] += 1
-        if answer is None or decision is None:
+        if handled is None or decision is None:
             return
-        span = self._span(answer, started, elapsed) if self.tracer is not None else None
+        span = self._span(handled, started, elapsed) if self.tracer is not None else None
         if self.decision_log is not None and self.decision_log.wanted(decision):
-            self._log(answer, elapsed, span)
+            self._log(handled, elapsed, span)
 
-    def _begin(self, door: Door, raw: Any, context: Any = None) -> Answer | _Waiting:
+    def _begin(self, door: Door, raw: Any, context: Any = None) -> Handled | _Waiting:
         state = self.state
         try:
             message = door.parse(raw)
         except door.invalid:
-            return Answer(door.invalid_request, _INVALID_REQUEST_DECISION, "none", door=door)
+            return Handled(door.invalid_request, _INVALID_REQUEST_DECISION, "none", door=door)
         callers = state.bound[door.name]
         if callers is not None:  # before the cache: a cached allow never reaches a caller not admitted
             reader = self.caller_of.get(door.name)
@@ -352,21 +345,21 @@ class CheckService:
             if hit is not None:
                 response = hit.response
                 if response is None:  # a denial: its body names this request's id
-                    response = door.answer(hit.decision, door.request_id_of(message))
-                return Answer(response, hit.decision, "hit", message, door, hit.label)
+                    response = door.encode(hit.decision, door.request_id_of(message))
+                return Handled(response, hit.decision, "hit", message, door, hit.label)
         try:
             request = door.to_request(message)
         except door.invalid:
-            return Answer(door.invalid_request, _INVALID_REQUEST_DECISION, "none", message, door)
+            return Handled(door.invalid_request, _INVALID_REQUEST_DECISION, "none", message, door)
         epoch = state.decisions.epoch  # before any key is read: a key change from here on refuses the put
         try:
             decision = state.engine.decide(request)
-        except KeysPending as pending:
+        except CallPending as pending:
             return _Waiting(door, state, message, request, key, pending.future)
         return self._store(door, state, message, request, key, decision, epoch)
 
     @staticmethod
-    def _refused(callers: Callers, door: Door, message: Any, caller: str, destination: str) -> Answer:
+    def _refused(callers: Callers, door: Door, message: Any, caller: str, destination: str) -> Handled:
         """The ``untrusted_caller`` denial of a Check whose caller ``callers:``
         does not admit (no identity token, no upstream header), logged and
         counted as every decision is."""
@@ -374,9 +367,9 @@ class CheckService:
             destination = door.destination_principal(message)
         decision = Decision(allowed=False, reason=Reason.UNTRUSTED_CALLER, cacheable=False,
                             detail=callers.refusal(caller, destination))
-        return Answer(door.answer(decision, door.request_id_of(message)), decision, "none", message, door)
+        return Handled(door.encode(decision, door.request_id_of(message)), decision, "none", message, door)
 
-    def _complete(self, waiting: _Waiting) -> Answer:
+    def _complete(self, waiting: _Waiting) -> Handled:
         state = waiting.state
         epoch = state.decisions.epoch
         decision = state.engine.decide(waiting.request, may_wait=False)
@@ -384,25 +377,26 @@ class CheckService:
 
     @staticmethod
     def _store(door: Door, state: PolicyState, message: Any, request: Request, key: Hashable | None,
-               decision: Decision, epoch: int) -> Answer:
-        response = door.answer(decision, echoed_request_id(request.headers))
+               decision: Decision, epoch: int) -> Handled:
+        response = door.encode(decision, echoed_request_id(request.headers))
         if key is not None and decision.cacheable:
             policy = state.policy
             ttl = policy.decision_ttl if decision.allowed else policy.deny_ttl
             if decision.valid_until is not None:
                 ttl = min(ttl, decision.valid_until - state.clock.time())
             # The entry keeps a slim decision: 100,000 entries must fit a worker.
-            state.decisions.put(key, Cached(decision.slim(), response if decision.allowed else None, _labels(decision, door.name)), ttl, epoch=epoch)
-        return Answer(response, decision, "miss" if key is not None else "none", message, door)
+            entry = Cached(decision.slim(), response if decision.allowed else None, _labels(decision, door.name))
+            state.decisions.put(key, entry, ttl, epoch=epoch)
+        return Handled(response, decision, "miss" if key is not None else "none", message, door)
 
     @staticmethod
-    def _fields(answer: Answer) -> tuple[str | None, str, str, str]:
-        return answer.door.summary(answer.message) if answer.message is not None else (None, "", "", "")
+    def _fields(handled: Handled) -> tuple[str | None, str, str, str]:
+        return handled.door.summary(handled.message) if handled.message is not None else (None, "", "", "")
 
-    def _log(self, answer: Answer, elapsed: float, span: Any) -> None:
-        assert self.decision_log is not None and answer.decision is not None
-        request_id, method, host, path = self._fields(answer)
-        message, door = answer.message, answer.door
+    def _log(self, handled: Handled, elapsed: float, span: Any) -> None:
+        assert self.decision_log is not None and handled.decision is not None
+        request_id, method, host, path = self._fields(handled)
+        message, door = handled.message, handled.door
         client = destination = trace_id = span_id = None
         parent_id = None
         if message is not None:
@@ -412,14 +406,14 @@ class CheckService:
             context = span.get_span_context()
             trace_id, span_id = format(context.trace_id, "032x"), format(context.span_id, "016x")
         where = Where(door.name, client, destination, trace_id, span_id, parent_id, self.state.policy.generation)
-        self.decision_log.write(answer.decision, request_id=request_id, method=method, host=host, path=path,
-                                latency=elapsed, cache=answer.cache, where=where)
+        self.decision_log.write(handled.decision, request_id=request_id, method=method, host=host, path=path,
+                                latency=elapsed, cache=handled.cache, where=where)
 
-    def _span(self, answer: Answer, started: float, elapsed: float) -> Any:
-        assert self.tracer is not None and answer.decision is not None
-        decision = answer.decision
-        request_id, method, _host, path = self._fields(answer)
-        headers = answer.door.trace_headers(answer.message) if answer.message is not None else {}
+    def _span(self, handled: Handled, started: float, elapsed: float) -> Any:
+        assert self.tracer is not None and handled.decision is not None
+        decision = handled.decision
+        request_id, method, _host, path = self._fields(handled)
+        headers = handled.door.trace_headers(handled.message) if handled.message is not None else {}
         end_ns = time.time_ns()
         span = start_check_span(self.tracer, headers, {
             "authz.decision": "allow" if decision.allowed else "deny",
@@ -427,7 +421,7 @@ class CheckService:
             "authz.rule": decision.rule or "",
             "authz.issuer": _issuer_label(decision),
             "authz.identity.kind": decision.identity.kind,
-            "authz.server.cache": answer.cache,
+            "authz.server.cache": handled.cache,
             "http.request.method": method,
             "url.path": path.split("?", 1)[0],
             "envoy.request_id": request_id or "",

@@ -143,8 +143,10 @@ def _check(located: Located, path: tuple[str | int, ...], case: CaseSpec, policy
         located.problem((*path, "expect", "reason"), f"unknown reason code {expect.reason!r}")
     if expect.rule is not None and policy.origin(expect.rule) is None and expect.rule not in policy.roles:
         located.problem((*path, "expect", "rule"), f"the policy has no rule or role named {expect.rule!r}")
-    if expect.status is not None and expect.status not in (200, 401, 403):
-        located.problem((*path, "expect", "status"), "a decision's status is 200, 401 or 403")
+    if expect.status is not None and not (expect.status in (200, 301, 302, 303, 307, 308)
+                                          or 400 <= expect.status <= 499):
+        located.problem((*path, "expect", "status"), "a decision's status is 200, 401 or 403 "
+                                                     "(or a policy's deny_with status: a 4xx or a redirect)")
     if case.token is not None and case.token.issuer not in stand_ins.issuers:
         known = ", ".join(sorted(stand_ins.issuers)) or "none"
         located.problem((*path, "token", "issuer"), f"no issuer named {case.token.issuer!r} (the policy has: {known})")

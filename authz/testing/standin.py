@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 from authz.identity.api_key import ApiKeyEntry, ApiKeySource
+from authz.identity.credential import Credential
 from authz.identity.jwt import JwtIssuer, JwtSource
 from authz.identity.keys import KeySet, parse_jwks
 from authz.policy import Policy
@@ -123,11 +124,14 @@ def stand_in(policy: Policy) -> StandIns:
     }
     by_iss = {issuer.issuer: issuer for issuer in issuers.values()}
     api_keys: dict[str, tuple[str, str]] = {}
-    sources: list[JwtSource | ApiKeySource] = []
+    sources: list[Credential] = []
     for source in policy.credential_sources:
         if isinstance(source, JwtSource):
             group = [by_iss[iss] for iss in source.issuers]
             sources.append(JwtSource(source.location, group, known_issuers=source.known_issuers))
+            continue
+        if not isinstance(source, ApiKeySource):  # a credential without stand-ins: as the policy has it
+            sources.append(source)
             continue
         extra = []
         for entry in source.entries:

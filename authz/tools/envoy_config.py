@@ -98,7 +98,7 @@ from envoy_data_plane.google.protobuf import Any as AnyMessage
 from authz.tools import envoy_metadata
 from authz.tools import envoy_resilience as resilience
 from authz.tools.envoy_metadata import LocalLimit
-from authz.tools.policy_headers import default_owned
+from authz.tools.policy_headers import default_owned, denial_headers
 
 EXT_AUTHZ = "envoy.filters.http.ext_authz"
 RBAC = "envoy.filters.http.rbac"
@@ -144,6 +144,8 @@ class EnvoyOptions:
     access_log: str | None = None
     metadata_keys: Sequence[str] = ()
     client_headers: Sequence[str] = ()
+    # http: the headers a policy's own denials send the client (deny_with), passed beside DENIAL_HEADERS.
+    denial_headers: Sequence[str] = ()
     rate_limit_by: Sequence[Sequence[str]] = ()
     local_rate_limits: Sequence[LocalLimit] = ()
     # Every header the policy owns (authz.tools.policy_headers): stripped from
@@ -234,11 +236,6 @@ def _authz_tls(options: EnvoyOptions) -> TransportSocket:
     return TransportSocket(name="envoy.transport_sockets.tls", typed_config=AnyMessage.pack(context))
 
 
-#: What a denial from the HTTP door carries to the client (status, body and
-#: content-length always pass).
-DENIAL_HEADERS = ("content-type", "cache-control", "www-authenticate")
-
-
 def _exact(names: Sequence[str]) -> ListStringMatcher:
     return ListStringMatcher(patterns=[StringMatcher(exact=name) for name in names])
 
@@ -253,7 +250,7 @@ def _ext_authz(options: EnvoyOptions, **extra: Any) -> ExtAuthz:
                 # Copied onto the upstream request, replacing client-sent copies;
                 # the answer removes the owned headers it does not set.
                 **({"allowed_upstream_headers": _exact(options.upstream_headers)} if options.upstream_headers else {}),
-                allowed_client_headers=_exact(DENIAL_HEADERS),
+                allowed_client_headers=_exact(denial_headers(options.denial_headers)),
                 **envoy_metadata.authorization_response(options),
             ),
         )

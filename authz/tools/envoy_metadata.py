@@ -29,7 +29,7 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from envoy_data_plane.envoy.config.accesslog.v3 import AccessLog
 from envoy_data_plane.envoy.config.core.v3 import RuntimeFractionalPercent, SubstitutionFormatString
@@ -58,9 +58,6 @@ from envoy_data_plane.google.protobuf import Struct
 
 from authz.config.schema import parse_duration
 from authz.metadata import BUILTIN
-
-if TYPE_CHECKING:
-    from authz.tools.envoy_config import EnvoyOptions
 
 #: Where Envoy keeps what ext_authz's answer carries: the filter's name.
 NAMESPACE = "envoy.filters.http.ext_authz"
@@ -100,7 +97,23 @@ class LocalLimit:
         return cls(tuple(entries), requests, period)
 
 
-def metadata_keys(options: EnvoyOptions) -> list[str]:
+class MetadataOptions(Protocol):
+    """What this module reads of :class:`authz.tools.envoy_config.EnvoyOptions`
+    (a protocol, so the two modules do not import each other)."""
+
+    @property
+    def access_log(self) -> str | None: ...
+    @property
+    def metadata_keys(self) -> Sequence[str]: ...
+    @property
+    def client_headers(self) -> Sequence[str]: ...
+    @property
+    def rate_limit_by(self) -> Sequence[Sequence[str]]: ...
+    @property
+    def local_rate_limits(self) -> Sequence[LocalLimit]: ...
+
+
+def metadata_keys(options: MetadataOptions) -> list[str]:
     """Every metadata key the config uses: authz's own, the ones named to
     log, and the ones limited by."""
     keys = [*BUILTIN, *options.metadata_keys, *(k for keys in options.rate_limit_by for k in keys)]
@@ -114,7 +127,7 @@ def _exact(names: Sequence[str]) -> ListStringMatcher:
     return ListStringMatcher(patterns=[StringMatcher(exact=name) for name in names])
 
 
-def authorization_response(options: EnvoyOptions) -> dict[str, Any]:
+def authorization_response(options: MetadataOptions) -> dict[str, Any]:
     """HTTP door: the fields of ``authorization_response`` that take
     metadata and the client's headers from authz's answer."""
     extra: dict[str, Any] = {"dynamic_metadata_from_headers": _exact(metadata_keys(options))}
@@ -123,7 +136,7 @@ def authorization_response(options: EnvoyOptions) -> dict[str, Any]:
     return extra
 
 
-def access_logs(options: EnvoyOptions) -> list[AccessLog]:
+def access_logs(options: MetadataOptions) -> list[AccessLog]:
     """A JSON line per request in ``options.access_log``: the request (path
     without its query), the response, and authz's metadata under ``authz``."""
     if not options.access_log:
@@ -145,7 +158,7 @@ def access_logs(options: EnvoyOptions) -> list[AccessLog]:
     return [AccessLog(name="envoy.access_loggers.file", typed_config=AnyMessage.pack(log))]
 
 
-def rate_limits(options: EnvoyOptions) -> list[RateLimit]:
+def rate_limits(options: MetadataOptions) -> list[RateLimit]:
     """The route's rate-limit actions: one descriptor per ``--rate-limit-by``,
     an entry per key, read from authz's metadata. A request whose answer
     lacks a key gets no descriptor from that action (so no limit of it)."""
@@ -172,7 +185,7 @@ def _bucket(requests: int, seconds: float) -> TokenBucket:
     return TokenBucket(max_tokens=requests, tokens_per_fill=requests, fill_interval=datetime.timedelta(seconds=seconds))
 
 
-def filters_after_authz(options: EnvoyOptions) -> list[HttpFilter]:
+def filters_after_authz(options: MetadataOptions) -> list[HttpFilter]:
     """``local_ratelimit``, after ext_authz (it reads the descriptors the
     route's actions make of authz's metadata): each ``--local-rate-limit``
     a bucket, every other request unlimited. 429 when a bucket is empty."""
@@ -201,7 +214,7 @@ def filters_after_authz(options: EnvoyOptions) -> list[HttpFilter]:
     return [HttpFilter(name=LOCAL_RATELIMIT, typed_config=AnyMessage.pack(config))]
 
 
-def flags(options: EnvoyOptions) -> str:
+def flags(options: MetadataOptions) -> str:
     """The command-line flags that asked for these parts (for the header
     comment of a generated config)."""
     out = []

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from authz.tools.envoy_config import DENIAL_HEADERS
+from authz.tools.policy_headers import DENIAL_HEADERS
 
 if TYPE_CHECKING:
     from authz.tools.envoy_config import EnvoyOptions
@@ -60,7 +60,7 @@ def istio(options: EnvoyOptions, headers: PolicyHeaders) -> dict[str, Any]:
         http["includeRequestHeadersInCheck"] = list(headers.request or ("*",))
         if headers.upstream:
             http["headersToUpstreamOnAllow"] = list(headers.upstream)
-        http["headersToDownstreamOnDeny"] = list(DENIAL_HEADERS)
+        http["headersToDownstreamOnDeny"] = list(dict.fromkeys([*DENIAL_HEADERS, *headers.denial]))
         if headers.client:
             http["headersToDownstreamOnAllow"] = list(headers.client)
         entry = {"name": ISTIO_NAMES["http"], "envoyExtAuthzHttp": http}
@@ -80,7 +80,7 @@ def emissary(options: EnvoyOptions, headers: PolicyHeaders) -> dict[str, Any]:
             spec["allowed_request_headers"] = list(headers.request)
         # One list for both directions: on allow copied onto the upstream
         # request (replacing client-sent copies), on deny passed to the client.
-        spec["allowed_authorization_headers"] = list(dict.fromkeys([*headers.upstream, *DENIAL_HEADERS]))
+        spec["allowed_authorization_headers"] = list(dict.fromkeys([*headers.upstream, *DENIAL_HEADERS, *headers.denial]))
     return {"apiVersion": "getambassador.io/v3alpha1", "kind": "AuthService",
             "metadata": {"name": "authz", "namespace": "emissary"}, "spec": spec}
 

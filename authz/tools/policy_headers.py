@@ -13,6 +13,9 @@ extension provider or an Emissary ``AuthService``) and ``authz validate
   sets, removes or signs, their underscore twins, and its metadata keys):
   a client-sent copy is stripped wherever no Check runs;
 - ``client``: ``response.client_headers`` names; ``metadata``: the metadata keys;
+- ``denial``: the headers the policy's own denials send the client
+  (``deny_with``: its headers and ``location``), passed on a denial beside
+  authz's own (Envoy's ``allowed_client_headers``);
 - ``request``: the client headers authz reads (credentials, headers the
   policy reads, and those the HTTP door and logs read), for proxies that
   forward only the headers they list to the HTTP door (None: the policy
@@ -21,6 +24,7 @@ extension provider or an Emissary ``AuthService``) and ``authz validate
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -38,6 +42,17 @@ ALWAYS_READ = ("x-request-id", "x-forwarded-for", "x-forwarded-proto", "x-forwar
                "traceparent", "tracestate")
 
 
+#: What a denial from the HTTP door carries to the client (status, body and
+#: content-length always pass).
+DENIAL_HEADERS = ("content-type", "cache-control", "www-authenticate")
+
+
+def denial_headers(policys: Sequence[str] = ()) -> list[str]:
+    """What the HTTP door's denials may carry to the client: authz's own and
+    the policy's (``deny_with``: its headers and ``location``)."""
+    return list(dict.fromkeys([*DENIAL_HEADERS, *policys]))
+
+
 def _twins(names: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(name.replace("-", "_") for name in names if "-" in name)
 
@@ -51,6 +66,7 @@ class PolicyHeaders:
     request: tuple[str, ...] | None = ALWAYS_READ
     #: True when read from a policy; False for the defaults.
     from_policy: bool = False
+    denial: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, policy: Policy) -> PolicyHeaders:
@@ -66,6 +82,7 @@ class PolicyHeaders:
             metadata=tuple(key for key, _ in plan.metadata),
             request=request,
             from_policy=True,
+            denial=policy.deny_with.header_names(),
         )
 
     @classmethod
@@ -80,7 +97,7 @@ class PolicyHeaders:
         up = merged(*self.upstream, *upstream)
         keys = merged(*self.metadata, *metadata)
         return PolicyHeaders(up, merged(*self.owned, *up, *_twins(up), *keys), merged(*self.client, *client), keys,
-                             self.request, self.from_policy)
+                             self.request, self.from_policy, self.denial)
 
 
 def default_owned(upstream: tuple[str, ...], metadata: tuple[str, ...] = ()) -> tuple[str, ...]:

@@ -39,7 +39,7 @@ class Door(Protocol):
     def addresses(self, message: Any) -> tuple[str | None, str | None]:
         """(the client's address as authz trusts it, the destination
         ``address:port``) for decision logs; None where the door cannot know."""
-    def answer(self, decision: Decision, request_id: str | None) -> Any: ...
+    def encode(self, decision: Decision, request_id: str | None) -> Any: ...
     def destination_principal(self, message: Any) -> str:
         """The request's ``destination.principal`` ("" when the door's
         protocol does not carry it), for the policy's ``callers:``."""

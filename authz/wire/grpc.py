@@ -22,12 +22,12 @@ from google.protobuf.message import DecodeError
 from authz._proto.envoy.config.core.v3 import base_pb2
 from authz._proto.envoy.service.auth.v3 import external_auth_pb2
 from authz.decision import Decision
-from authz.errors import OUTCOMES, Reason
+from authz.errors import Reason
 from authz.policy import Reads
+from authz.reply import echoed_request_id, render
 from authz.request import ATTRIBUTES, Request
-from authz.upstream import ROOMY_HEADERS
+from authz.response_plan import ROOMY_HEADERS
 from authz.wire import cache_digest
-from authz.wire.denial import denied_body, echoed_request_id
 
 CheckRequest = external_auth_pb2.CheckRequest
 CheckResponse = external_auth_pb2.CheckResponse
@@ -173,39 +173,28 @@ def _add_client_headers(options: Any, headers: Any) -> None:
 
 
 def to_response(decision: Decision, request_id: str | None) -> Any:
-    """The CheckResponse for a decision. Never empty: an empty response
-    means allow to Envoy, so every response carries an explicit status.
-    Its ``dynamic_metadata`` is what Envoy keeps under the ext_authz
-    filter's namespace, on allow and on deny (:meth:`Decision.envoy_metadata`)."""
-    if decision.allowed:
-        response = CheckResponse()
-        response.status.code = 0  # present, though zero
-        ok = response.ok_response
-        _add_headers(ok.headers, decision.headers)
-        ok.headers_to_remove.extend(decision.remove)
-        if decision.client_headers:
-            _add_client_headers(ok.response_headers_to_add, decision.client_headers)
-        response.dynamic_metadata.update(decision.envoy_metadata())
-        return response
-    return denied_response(decision.reason, request_id, decision.envoy_metadata())
-
-
-_DENIED_HEADERS = (("content-type", "application/json"), ("cache-control", "no-store"))
-
-
-def denied_response(reason: Reason, request_id: str | None, metadata: Mapping[str, Any] | None = None) -> Any:
-    outcome = OUTCOMES[reason]
+    """The CheckResponse for a decision, encoding its reply
+    (:func:`authz.reply.render`). Never empty: an empty response means
+    allow to Envoy, so every response carries an explicit status. Its
+    ``dynamic_metadata`` is what Envoy keeps under the ext_authz filter's
+    namespace, on allow and on deny (:meth:`Decision.envoy_metadata`)."""
+    reply = render(decision, request_id)
     response = CheckResponse()
-    response.status.code = outcome.grpc_code
-    response.status.message = reason.value
-    response.dynamic_metadata.update(metadata if metadata is not None else {"reason": reason.value})
-    denied = response.denied_response
-    # envoy.type.v3.StatusCode's numbers are the HTTP status codes themselves.
-    denied.status.code = outcome.http_status  # type: ignore[assignment]
-    _add_headers(denied.headers, _DENIED_HEADERS)
-    if outcome.challenge is not None:
-        _add_headers(denied.headers, (("www-authenticate", outcome.challenge),))
-    denied.body = denied_body(reason, request_id).decode("utf-8")
+    response.status.code = reply.grpc_code  # present, though zero on allow
+    if reply.allowed:
+        ok = response.ok_response
+        _add_headers(ok.headers, reply.upstream)
+        ok.headers_to_remove.extend(reply.remove)
+        if reply.client:
+            _add_client_headers(ok.response_headers_to_add, reply.client)
+    else:
+        response.status.message = reply.message
+        denied = response.denied_response
+        # envoy.type.v3.StatusCode's numbers are the HTTP status codes themselves.
+        denied.status.code = reply.status  # type: ignore[assignment]
+        _add_headers(denied.headers, reply.client)
+        denied.body = reply.body.decode("utf-8")
+    response.dynamic_metadata.update(reply.metadata)
     return response
 
 
@@ -275,7 +264,7 @@ def make_cache_key(reads: Reads, credential_headers: tuple[str, ...]) -> Callabl
     return key
 
 
-def _answer(decision: Decision, request_id: str | None) -> bytes:
+def _encode(decision: Decision, request_id: str | None) -> bytes:
     return bytes(to_response(decision, request_id).SerializeToString())
 
 
@@ -293,10 +282,10 @@ class GrpcDoor:
     summary = staticmethod(summary)
     trace_headers = staticmethod(trace_headers)
     addresses = staticmethod(addresses)
-    answer = staticmethod(_answer)
+    encode = staticmethod(_encode)
     destination_principal = staticmethod(destination_principal)
-    invalid_request = _answer(Decision(allowed=False, reason=Reason.INVALID_REQUEST), None)
-    internal_error = _answer(Decision(allowed=False, reason=Reason.INTERNAL_ERROR), None)
+    invalid_request = _encode(Decision(allowed=False, reason=Reason.INVALID_REQUEST), None)
+    internal_error = _encode(Decision(allowed=False, reason=Reason.INTERNAL_ERROR), None)
 
     @staticmethod
     def call_timeout(message: CheckRequest) -> float | None:

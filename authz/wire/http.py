@@ -7,7 +7,11 @@ headers its ``allowed_upstream_headers`` name, and removing those listed in
 ``x-envoy-auth-headers-to-remove``) and otherwise answers the client with
 authz's status, headers and body.
 
-This is the one module that reads such a request. Every attribute of
+This module is the door: it reads the call (:mod:`authz.wire.http_call`,
+with the trusted forwarding headers of :mod:`authz.wire.forwarded`) into a
+:class:`Request`, keys the decision cache, and encodes the reply; what
+``authz validate --door http`` warns of is :mod:`authz.wire.http_advice`.
+Every attribute of
 :data:`authz.request.ATTRIBUTES` is read as :data:`FIELDS` says, the same
 attributes the gRPC door reads from a CheckRequest, so both doors build the
 same :class:`Request` from the same client request. What this protocol does
@@ -27,31 +31,24 @@ from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
 from authz.decision import Decision
-from authz.errors import OUTCOMES, Reason
+from authz.errors import Reason
 from authz.metadata import as_text
-from authz.policy import Policy, Reads
+from authz.policy import Reads
+from authz.reply import echoed_request_id, render
 from authz.request import ATTRIBUTES, Request
-from authz.upstream import ROOMY_BYTES, ROOMY_HEADERS
+from authz.response_plan import ROOMY_BYTES, ROOMY_HEADERS
 from authz.wire import cache_digest
-from authz.wire.denial import denied_body, echoed_request_id
+from authz.wire.forwarded import XFCC, XFF, client_cert_uri, forwarded_for
+from authz.wire.http_call import Call, InvalidCall, parse
 from authz.wire.http_headers import ENVOYS, PSEUDO_HEADERS, RENAMED, client_headers
 
-#: The most header bytes (names and values) a call may carry.
-MAX_HEADER_BYTES = 64 * 1024
 #: Envoy lists the headers it must remove from the upstream request here.
 HEADERS_TO_REMOVE = "x-envoy-auth-headers-to-remove"
 #: The header in which Envoy states the call's timeout (the ext_authz
 #: ``http_service`` timeout), in milliseconds.
 EXPECTED_TIMEOUT = "x-envoy-expected-rq-timeout-ms"
-XFF = "x-forwarded-for"
-XFCC = "x-forwarded-client-cert"
 
-Answer = tuple[int, list[tuple[bytes, bytes]], bytes]
-
-
-class InvalidCall(ValueError):
-    """A call this door cannot read (not from Envoy, or malformed): a 403
-    ``invalid_request``, never an allow."""
+HttpReply = tuple[int, list[tuple[bytes, bytes]], bytes]
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,55 +81,6 @@ class HttpDoorSettings:
         return frozenset(set(ATTRIBUTES) - known) | {"context"}
 
 
-_HOW_TO_KNOW = {
-    "source_address": "known only with --trusted-forwarded-hops",
-    "source_principal": "known only with --trust-xfcc",
-}
-_SHOWN = {"source_address": "source.address", "source_port": "source.port", "source_principal": "source.principal",
-          "destination_address": "destination.address", "destination_port": "destination.port",
-          "destination_principal": "destination.principal", "context": "context"}
-
-
-def unknowable(policy: Policy, settings: HttpDoorSettings) -> list[str]:
-    """``LINE: warning: ...`` for each permission, rule and peer mapping of
-    ``policy`` that reads what the HTTP door cannot know with ``settings``:
-    there it fails closed (``authz validate --door http``)."""
-    unknown = settings.unknown()
-    found: list[tuple[int, str]] = []
-
-    def note(line: int, what: str, names: frozenset[str], effect: str) -> None:
-        missing = sorted(names & unknown)
-        if missing:
-            said = ", ".join(f"{_SHOWN[n]} ({_HOW_TO_KNOW.get(n, 'never sent by this protocol')})" for n in missing)
-            found.append((line, f"warning: {what} reads {said}: through the HTTP door it {effect}"))
-
-    def envoys(line: int, what: str, reads: set[tuple[str, ...]], effect: str) -> None:
-        for name in sorted({p[2].lower() for p in reads if p[:2] == ("request", "headers") and len(p) > 2} & ENVOYS):
-            found.append((line, f"warning: {what} reads the header {name!r}, which through the HTTP door is "
-                                f"Envoy's own on its call, never the client's: there it {effect}"))
-
-    for rule in policy.deny_rules:
-        note(rule.matcher.line, f"deny rule {rule.name!r}", rule.matcher.attributes, "matches every request it covers")
-        envoys(rule.matcher.line, f"deny rule {rule.name!r}", rule.matcher.reads(), "matches every request it covers")
-    for rule in policy.allow_rules:
-        envoys(rule.matcher.line, f"allow rule {rule.name!r}", rule.matcher.reads(), "never allows")
-    for rule in policy.allow_rules:
-        note(rule.matcher.line, f"allow rule {rule.name!r}", rule.matcher.attributes, "never allows")
-    for role, permissions in policy.roles.items():
-        for index, permission in enumerate(permissions):
-            note(permission.line, f"role {role!r} permission {index}", permission.attributes, "never allows")
-    if policy.peers and "source_principal" in unknown:
-        note(policy.peers_line, "peers", frozenset({"source_principal"}), "grants no roles")
-    plan = policy.response
-    for kind, what, pairs in (("header", "response header", plan.headers),
-                              ("client header", "client header", plan.client_headers),
-                              ("metadata", "metadata key", plan.metadata)):
-        for name, expression in pairs:
-            reads = Reads.from_paths(set(expression.reads)).names()
-            note(plan.lines.get(f"{kind} {name}", 0), f"{what} {name!r}", reads, "is left out")
-    return [f"{line}: {message}" for line, message in sorted(found)]
-
-
 class Field(NamedTuple):
     """Where one attribute is in an HTTP call: the request line, a header,
     a trusted forwarding header (only when configured), or nowhere."""
@@ -161,158 +109,19 @@ if tuple(FIELDS) != ATTRIBUTES:  # pragma: no cover - caught by importing this m
 _PSEUDO_SOURCES = {pseudo: FIELDS[name].header for pseudo, name in PSEUDO_HEADERS.items()}
 
 
-class Call:
-    """One HTTP call from Envoy, checked once: the client's method, the
-    request target as sent (``raw_path`` with the prefix, and the query),
-    and the headers (lower-case names, repeated ones joined with ',') as
-    bytes. Their text (:attr:`headers`, :attr:`target`) is decoded only
-    when asked for: a decision-cache hit reads the bytes alone."""
-
-    __slots__ = ("_headers", "_prefix", "method", "path", "query", "raw", "size")
-
-    def __init__(self, method: str, path: bytes, query: bytes, raw: dict[bytes, bytes], prefix: int = 0,
-                 size: int = 0) -> None:
-        self.method = method
-        self.path = path
-        self.query = query
-        self.raw = raw
-        #: The headers' names and values, in bytes.
-        self.size = size
-        self._prefix = prefix
-        self._headers: dict[str, str] | None = None
-
-    @property
-    def target(self) -> str:
-        """The client's request target: its path and query, as it sent them."""
-        path = self.path[self._prefix:].decode("ascii")
-        return f"{path}?{self.query.decode('ascii')}" if self.query else path
-
-    @property
-    def headers(self) -> dict[str, str]:
-        if self._headers is None:  # parse() checked that every name is ASCII and every value UTF-8
-            self._headers = {name.decode("ascii"): value.decode("utf-8") for name, value in self.raw.items()}
-        return self._headers
-
-
-def _read_headers(pairs: list[tuple[bytes, bytes]]) -> tuple[dict[bytes, bytes], int]:
-    """The headers of an ASGI scope by lower-case name, repeated ones joined
-    with ',', and their size (names and values). The common call (ASCII,
-    lower-case names, none repeated: what Envoy sends) is read by C-level
-    steps; any other is read header by header."""
-    headers = dict(pairs)
-    if len(headers) == len(pairs):  # none repeated
-        names, values = b"".join(headers), b"".join(headers.values())
-        # islower: no upper-case letter (and at least one letter, so at least one header)
-        if names.islower() and names.isascii() and values.isascii():
-            return headers, len(names) + len(values)
-    headers = {}
-    size = 0
-    for name, value in pairs:
-        size += len(name) + len(value)
-        try:
-            name.decode("ascii")
-            value.decode("utf-8")
-        except UnicodeDecodeError:
-            raise InvalidCall("a header is not UTF-8") from None
-        name = name.lower()
-        headers[name] = headers[name] + b"," + value if name in headers else value
-    return headers, size
-
-
-def parse(scope: Mapping[str, Any], prefix: bytes) -> Call:
-    """The call in an ASGI ``http`` scope; raises :class:`InvalidCall`."""
-    raw_path: bytes = scope.get("raw_path") or b""
-    if not raw_path.startswith(prefix) or not raw_path.isascii():
-        raise InvalidCall("path outside the configured prefix, or not ASCII")
-    query: bytes = scope.get("query_string") or b""
-    if query and not query.isascii():
-        raise InvalidCall("query not ASCII")
-    headers, size = _read_headers(scope["headers"])
-    if size > MAX_HEADER_BYTES:
-        raise InvalidCall("header block over the limit")
-    if headers.get(b"content-length", b"0") != b"0" or b"transfer-encoding" in headers:
-        raise InvalidCall("a body where none is expected")
-    method = scope.get("method") or ""
-    if not method:
-        raise InvalidCall("no method")
-    return Call(method, raw_path, query, headers, len(prefix), size)
-
-
-def forwarded_for(value: str | None, hops: int) -> str:
-    """The client address in ``x-forwarded-for``: the entry ``hops`` from
-    the right ("" when there are fewer)."""
-    if not value or hops <= 0:
-        return ""
-    entries = [entry.strip() for entry in value.split(",")]
-    return entries[-hops] if len(entries) >= hops else ""
-
-
-def _split_unquoted(text: str, separator: str) -> list[str]:
-    """``text`` split at ``separator`` outside double quotes (a backslash
-    escapes the next character inside them), as Envoy writes
-    ``x-forwarded-client-cert``. None when a quote is left open."""
-    parts: list[str] = []
-    current: list[str] = []
-    quoted = escaped = False
-    for char in text:
-        if escaped:
-            escaped = False
-        elif quoted and char == "\\":
-            escaped = True
-        elif char == '"':
-            quoted = not quoted
-        elif char == separator and not quoted:
-            parts.append("".join(current))
-            current = []
-            continue
-        current.append(char)
-    if quoted or escaped:
-        raise ValueError("unbalanced quotes")
-    parts.append("".join(current))
-    return parts
-
-
-def client_cert_uri(value: str | None, element: int = -1) -> str:
-    """The ``URI`` of the last element of ``x-forwarded-client-cert`` (the
-    one the Envoy in front set for its own downstream), or "" when there is
-    none, or more than one, or the header does not parse. Quoted values
-    (a certificate's ``Subject`` may hold ``,``, ``;`` and ``=``) are never
-    split, so they cannot forge a ``URI``. ``element=-2`` reads the element
-    before the last (the last one being the caller's, appended by authz's
-    own sidecar: ``--trust-caller-xfcc``)."""
-    if not value:
-        return ""
-    try:
-        elements = _split_unquoted(value, ",")
-        if len(elements) < -element:
-            return ""
-        pairs = _split_unquoted(elements[element], ";")
-    except ValueError:
-        return ""
-    found = [raw.strip() for key, _, raw in (pair.strip().partition("=") for pair in pairs) if key.lower() == "uri"]
-    if len(found) != 1:
-        return ""
-    uri = found[0]
-    if uri.startswith('"'):
-        uri = uri[1:-1].replace('\\"', '"')
-    return uri
-
-
 def _never(_call: Call) -> None:
     return None
-
-
-_DENIED_HEADERS = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
 
 
 def _pairs(pairs: Any) -> list[tuple[bytes, bytes]]:
     return [(name.encode("ascii"), value.encode("ascii")) for name, value in pairs]
 
 
-def to_answer(decision: Decision, request_id: str | None) -> Answer:
-    """(status, headers, body) for Envoy: 200 with the upstream headers (and
-    the removals) and the client's headers to allow; the reason's status,
-    challenge and JSON body to deny (the same body as the gRPC door's).
+def to_reply(decision: Decision, request_id: str | None) -> HttpReply:
+    """(status, headers, body) for Envoy, encoding the decision's reply
+    (:func:`authz.reply.render`): 200 with the upstream headers (and the
+    removals) and the client's headers to allow; the denial's status,
+    headers and body to deny (the same as the gRPC door's).
 
     Dynamic metadata travels as one header per key, named as the key (Envoy
     stores each under its header name, ``dynamic_metadata_from_headers``),
@@ -320,20 +129,16 @@ def to_answer(decision: Decision, request_id: str | None) -> Answer:
     text. The policy's names never collide (``authz.config.response``), and
     Envoy copies none of these headers to the client or the upstream unless
     its configuration lists them."""
-    metadata = [(key.encode("ascii"), as_text(value).encode("ascii"))
-                for key, value in decision.envoy_metadata().items()]
-    if decision.allowed:
-        headers = _pairs(decision.headers)
-        if decision.remove:
-            headers.append((HEADERS_TO_REMOVE.encode("ascii"), ",".join(decision.remove).encode("ascii")))
-        if decision.client_headers:
-            headers += _pairs(decision.client_headers)
+    reply = render(decision, request_id)
+    metadata = [(key.encode("ascii"), as_text(value).encode("ascii")) for key, value in reply.metadata.items()]
+    if reply.allowed:
+        headers = _pairs(reply.upstream)
+        if reply.remove:
+            headers.append((HEADERS_TO_REMOVE.encode("ascii"), ",".join(reply.remove).encode("ascii")))
+        if reply.client:
+            headers += _pairs(reply.client)
         return 200, headers + metadata, b""
-    outcome = OUTCOMES[decision.reason]
-    headers = list(_DENIED_HEADERS)
-    if outcome.challenge is not None:
-        headers.append((b"www-authenticate", outcome.challenge.encode("ascii")))
-    return outcome.http_status, headers + metadata, denied_body(decision.reason, request_id)
+    return reply.status, _pairs(reply.client) + metadata, reply.body
 
 
 class HttpDoor:
@@ -342,8 +147,8 @@ class HttpDoor:
     name = "http"
     #: What a call that cannot be read raises: a 403 ``invalid_request``.
     invalid: tuple[type[Exception], ...] = (InvalidCall,)
-    invalid_request = to_answer(Decision(allowed=False, reason=Reason.INVALID_REQUEST), None)
-    internal_error = to_answer(Decision(allowed=False, reason=Reason.INTERNAL_ERROR), None)
+    invalid_request = to_reply(Decision(allowed=False, reason=Reason.INVALID_REQUEST), None)
+    internal_error = to_reply(Decision(allowed=False, reason=Reason.INTERNAL_ERROR), None)
 
     def __init__(self, settings: HttpDoorSettings) -> None:
         self.settings = settings
@@ -433,8 +238,8 @@ class HttpDoor:
         return self._read(call, "source_address") or None, None
 
     @staticmethod
-    def answer(decision: Decision, request_id: str | None) -> Answer:
-        return to_answer(decision, request_id)
+    def encode(decision: Decision, request_id: str | None) -> HttpReply:
+        return to_reply(decision, request_id)
 
     @staticmethod
     def destination_principal(call: Call) -> str:

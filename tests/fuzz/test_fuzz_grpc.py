@@ -60,7 +60,7 @@ def check(service: CheckService, raw: bytes) -> tuple[bool, Reason]:
     GRPC.trace_headers(message)
     state.key_of[GRPC.name](message)
     decision = state.engine.decide(request, may_wait=False)
-    assert answered(GRPC.answer(decision, GRPC.request_id_of(message))) == (decision.allowed, decision.reason)
+    assert answered(GRPC.encode(decision, GRPC.request_id_of(message))) == (decision.allowed, decision.reason)
     assert (decision.allowed, decision.reason) == (allowed, reason)
     return allowed, reason
 

@@ -15,8 +15,9 @@ from hypothesis import strategies as st
 
 from authz.errors import OUTCOMES, Reason
 from authz.server.service import CheckService
-from authz.wire.http import HEADERS_TO_REMOVE, InvalidCall
-from authz.wire.http import _read_headers as read_headers
+from authz.wire.http import HEADERS_TO_REMOVE
+from authz.wire.http_call import InvalidCall
+from authz.wire.http_call import _read_headers as read_headers
 from tests.fuzz import budget
 from tests.fuzz.conftest import HTTP
 from tests.fuzz.strategies import (
@@ -54,7 +55,7 @@ def answered(answer: Any) -> tuple[bool, Reason]:
 def check(service: CheckService, scope: dict[str, Any]) -> tuple[bool, Reason]:
     """One call as the HTTP door's ASGI app makes it, and the same steps
     again without the last-resort handler: only a call the door cannot read
-    may raise, and only :class:`authz.wire.http.InvalidCall`."""
+    may raise, and only :class:`authz.wire.http_call.InvalidCall`."""
     allowed, reason = answered(LOOP.run_until_complete(service.check_async(HTTP, scope, 1.0)))
     assert reason is not Reason.INTERNAL_ERROR, "an exception reached the Check (see the log)"
     try:

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
+from authz.response_plan import MAX_REQUEST_HEADERS
 from authz.tools.envoy_config import EnvoyOptions
-from authz.upstream import MAX_REQUEST_HEADERS
 from testkit.paths import ACCEPTANCE
 from testkit.procs import Authz, Echo, Envoy, free_port
 from testkit.tokens import claims, token

@@ -96,7 +96,8 @@ def test_an_entry_needs_principals(tmp_path: Path, destinations: str) -> None:
 
 
 def test_with_both_xfcc_flags_the_http_door_reads_the_client_before_the_caller() -> None:
-    from authz.wire.http import Call, HttpDoor, HttpDoorSettings
+    from authz.wire.http import HttpDoor, HttpDoorSettings
+    from authz.wire.http_call import Call
 
     client = 'Hash=1;URI=spiffe://cluster.local/ns/shop/sa/billing;Subject="CN=a,URI=spiffe://x/evil"'
     appended = f"By=spiffe://cluster.local/ns/authz/sa/authz;URI={GATEWAY}"

@@ -384,3 +384,28 @@ def test_an_identity_without_claims_shows_an_empty_claims_map() -> None:
         view = View(request("GET", "/"), "/", "", identity, 0.0)
         expression = compile_expression("size(identity.claims) == 0 && !has(identity.claims.tenant)", result="bool")
         assert expression.evaluate(view.variables(expression.roots)) is True, identity.kind
+
+
+@pytest.mark.parametrize(("source", "message"), [
+    ('"admin" in identity.rolez', "identity has no field 'rolez'"),
+    ('request.header["x"] == "1"', "request has no field 'header'"),
+    ("source.prot > 1", "source has no field 'prot'"),
+])
+def test_a_field_no_variable_has_is_refused_at_load(source: str, message: str) -> None:
+    with pytest.raises(CelError, match=message):
+        compile_expression(source, result="bool")
+
+
+def test_fields_of_maps_and_the_table_are_accepted() -> None:
+    compile_expression('request.headers["x"] == "1" && identity.claims.foo == "x" && has(request.query.a)'
+                       ' && context.anything == "y" && destination.port > 1', result="bool")
+
+
+def test_the_view_builds_exactly_the_fields_the_table_declares() -> None:
+    from authz.cel_types import VARIABLES as TABLE
+
+    view = View(request("GET", "/a?q=1"), "/a", "q=1", Identity(kind="jwt", subject="s"), now=0.0)
+    built = view.variables(tuple(TABLE))
+    for name, variable in TABLE.items():
+        if variable.fields is not None:
+            assert set(built[name]) == set(variable.fields), name

@@ -145,6 +145,9 @@ def test_a_bad_now_is_a_usage_error(capsys: pytest.CaptureFixture[str], tmp_path
                  "    expect: {allowed: true}\n",
                  ["{f}:4: cases[0].token.claims: claims must be JSON values (quote a date or time: '2026-01-01', "
                   "or give exp and iat as Unix seconds)"], id="claims-date"),
+    pytest.param("cases:\n  - name: x\n    request: {path: /a}\n    expect: {status: 500}\n",
+                 ["{f}:4: cases[0].expect.status: a decision's status is 200, 401 or 403 (or a policy's deny_with "
+                  "status: a 4xx or a redirect)"], id="status"),
     pytest.param("cases: []\n", ["{f}:1: cases: no cases: a case file tests at least one request"], id="no-cases"),
     pytest.param("cases: [\n", ["{f}:2: invalid YAML: expected the node content, but found '<stream end>' (while parsing a flow node at line 2)"], id="yaml"),
 ])
@@ -153,6 +156,12 @@ def test_a_case_file_error_is_file_line_and_exit_2(capsys: pytest.CaptureFixture
     code, out, err = run(capsys, tmp_path, cases)
     assert (code, out) == (2, [])
     assert err.splitlines() == [line.format(f=tmp_path / "cases.yaml") for line in expected]
+
+
+def test_expectations_name_the_status_a_policys_deny_with_gives(capsys: pytest.CaptureFixture[str]) -> None:
+    fixtures = Path(__file__).resolve().parents[2] / "fixtures" / "deny_with"
+    assert main(["test", "--config", str(fixtures / "policy.yaml"), str(fixtures / "cases.yaml")]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "4 passed, 0 failed"
 
 
 def test_a_policy_error_is_exit_2(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

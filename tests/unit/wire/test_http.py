@@ -12,15 +12,9 @@ from authz.errors import Reason
 from authz.identity.base import Identity
 from authz.policy import Reads
 from authz.request import ATTRIBUTES
-from authz.wire.http import (
-    FIELDS,
-    HttpDoor,
-    HttpDoorSettings,
-    InvalidCall,
-    client_cert_uri,
-    forwarded_for,
-    to_answer,
-)
+from authz.wire.forwarded import client_cert_uri, forwarded_for
+from authz.wire.http import FIELDS, HttpDoor, HttpDoorSettings, to_reply
+from authz.wire.http_call import InvalidCall
 from authz.wire.http_headers import CALL_HEADERS
 
 DOOR = HttpDoor(HttpDoorSettings("/authz", forwarded_hops=1, trust_xfcc=True))
@@ -117,7 +111,7 @@ def test_every_reading_of_the_headers_gives_the_same_call_and_key(variant: str) 
 
 
 def test_an_allow_is_a_200_with_upstream_headers_and_removals() -> None:
-    status, headers, body = to_answer(Decision(True, Reason.ALLOWED, headers=(("x-user-id", "alice"),),
+    status, headers, body = to_reply(Decision(True, Reason.ALLOWED, headers=(("x-user-id", "alice"),),
                                                remove=("authorization", "cookie")), "r")
     assert (status, body) == (200, b"")
     assert headers == [(b"x-user-id", b"alice"), (b"x-envoy-auth-headers-to-remove", b"authorization,cookie"),
@@ -129,25 +123,25 @@ def test_sec_55_client_headers_and_one_header_per_metadata_key() -> None:
     decision = Decision(True, Reason.ALLOWED, rule="orders-reader", identity=identity,
                         client_headers=(("set-cookie", "a=1"), ("set-cookie", "b=2")),
                         metadata=(("sub", "alice"), ("level", 3), ("roles", ["r", "s"])))
-    status, headers, _body = to_answer(decision, None)
+    status, headers, _body = to_reply(decision, None)
     assert status == 200
     assert headers == [(b"set-cookie", b"a=1"), (b"set-cookie", b"b=2"), (b"reason", b"allowed"),
                        (b"rule", b"orders-reader"), (b"issuer", b"corp"), (b"sub", b"alice"), (b"level", b"3"),
                        (b"roles", b'["r","s"]')]
     # A denial: reason, rule and issuer beside the denial's own headers, nothing else.
     denied = decision._replace(allowed=False, reason=Reason.DENIED_BY_RULE, rule="tenant-isolation")
-    status, headers, _body = to_answer(denied, None)
+    status, headers, _body = to_reply(denied, None)
     assert status == 403
     assert headers[-3:] == [(b"reason", b"denied_by_rule"), (b"rule", b"tenant-isolation"), (b"issuer", b"corp")]
     assert b"set-cookie" not in dict(headers) and b"sub" not in dict(headers)
 
 
 def test_a_denial_has_the_reason_status_challenge_and_body() -> None:
-    status, headers, body = to_answer(Decision(False, Reason.EXPIRED_TOKEN), "r-1")
+    status, headers, body = to_reply(Decision(False, Reason.EXPIRED_TOKEN), "r-1")
     assert status == 401
     assert dict(headers)[b"www-authenticate"] == b'Bearer realm="authz", error="invalid_token", error_description="expired_token"'
     assert body == b'{"error":"unauthenticated","reason":"expired_token","request_id":"r-1"}'
-    assert to_answer(Decision(False, Reason.DENIED_BY_RULE), None)[0] == 403
+    assert to_reply(Decision(False, Reason.DENIED_BY_RULE), None)[0] == 403
 
 
 _CHANGED: dict[str, tuple[str, Any]] = {"method": ("method", "POST"), "path": ("raw_path", b"/authz/a/c"), "host": ("host", "b.example.com"),
@@ -180,7 +174,7 @@ def test_keys_of_the_two_doors_never_collide() -> None:
 
 def test_validate_names_each_rule_that_reads_what_the_http_door_cannot_know(tmp_path: Path) -> None:
     from authz.config import load_policy
-    from authz.wire.http import unknowable
+    from authz.wire.http_advice import unknowable
 
     policy = tmp_path / "policy.yaml"
     policy.write_text(
@@ -256,7 +250,7 @@ def test_sec_57_the_cache_key_finds_a_pseudo_header_where_the_call_carries_it(na
 
 def test_sec_57_validate_names_a_rule_that_reads_a_header_envoy_sets_on_its_own_call(tmp_path: Path) -> None:
     from authz.config import load_policy
-    from authz.wire.http import unknowable
+    from authz.wire.http_advice import unknowable
 
     policy = tmp_path / "policy.yaml"
     policy.write_text(

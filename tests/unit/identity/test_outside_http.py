@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from authz.identity.fetch import FetchError, redirect_target
+from authz.outside.http import FetchError, redirect_target
 
 
 @pytest.mark.parametrize(("current", "location", "expected"), [

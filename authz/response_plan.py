@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from authz.cel import AttrPath, EvaluationError, Expression
-from authz.identity.token import IdentityTokenSigner
+from authz.identity.signing import IdentityTokenSigner
 from authz.metadata import BUILTIN, Unrepresentable, as_text, carried
 from authz.request import View
 from authz.sanitize import mark_separators, sanitize_header_value, sanitize_marked_value

@@ -9,7 +9,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from authz.identity.base import Identity
 from authz.identity.jws import b64url_decode
-from authz.identity.token import IdentityTokenSigner
+from authz.identity.signing import IdentityTokenSigner
 
 NOW = 1_800_000_000.0
 

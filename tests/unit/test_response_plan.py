@@ -18,16 +18,16 @@ from authz.config import load_policy
 from authz.config.advice import header_size_warnings
 from authz.engine import Engine
 from authz.errors import Reason
-from authz.sanitize import mark_separators, sanitize_marked_value
-from authz.server.service import CheckService, PolicyState
-from authz.server.telemetry import Telemetry
-from authz.upstream import (
+from authz.response_plan import (
     MAX_REQUEST_BYTES,
     MAX_REQUEST_HEADERS,
     ROOMY_BYTES,
     ROOMY_HEADERS,
     upstream_request_size,
 )
+from authz.sanitize import mark_separators, sanitize_marked_value
+from authz.server.service import CheckService, PolicyState
+from authz.server.telemetry import Telemetry
 from authz.wire.grpc import GRPC, CheckRequest
 from authz.wire.http import HttpDoor, HttpDoorSettings
 from testkit.paths import ACCEPTANCE
