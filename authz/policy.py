@@ -233,6 +233,9 @@ class Policy:
     paths: PathRules = DEFAULT_RULES
     #: Who may ask, about what (``callers:``); None: anyone, about anything.
     callers: Callers | None = None
+    #: The caches' byte bounds (``cache.*.max_bytes``); 0: bounded by entries only.
+    decision_cache_bytes: int = 0
+    token_cache_bytes: int = 0
 
     def origin(self, name: str) -> tuple[str, int, str | None] | None:
         """Where the rule or role ``name`` (what a decision names) is

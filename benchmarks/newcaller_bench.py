@@ -31,8 +31,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.worker_proc import Authz, Sender, check_bytes, cpu_seconds, settle, worker_pids  # noqa: E402
-from testkit.paths import ACCEPTANCE  # noqa: E402
+from benchmarks.worker_proc import Authz, Sender, check_bytes, cpu_seconds, settle, worker_pids
+from testkit.paths import ACCEPTANCE
 
 
 def mint(key: rsa.RSAPrivateKey, start: int, count: int, now: float) -> list[str]:

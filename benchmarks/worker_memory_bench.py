@@ -25,10 +25,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.worker_proc import (  # noqa: E402
-    Authz, Sender, check_bytes, hs256_policy, hs256_tokens, pss_mb, rss_mb, settle, worker_pids,
+from benchmarks.worker_proc import (
+    Authz,
+    Sender,
+    check_bytes,
+    hs256_policy,
+    hs256_tokens,
+    pss_mb,
+    rss_mb,
+    settle,
+    worker_pids,
 )
-from testkit.paths import ACCEPTANCE  # noqa: E402
+from testkit.paths import ACCEPTANCE
 
 
 def idle(workers: int) -> dict[str, float]:

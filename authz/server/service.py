@@ -25,7 +25,7 @@ from authz.engine import Clock, Engine, KeysPending
 from authz.errors import Reason
 from authz.policy import Policy
 from authz.request import Request
-from authz.server.cache import ExpiringLRU, VerifiedTokenCache
+from authz.server.cache import ExpiringLRU, VerifiedTokenCache, decision_cache
 from authz.server.caller_identity import CallerReader
 from authz.server.decision_log import DecisionLog, Where
 from authz.server.telemetry import DecisionLabels, DoorMeters, Telemetry
@@ -60,9 +60,9 @@ class PolicyState:
     def __init__(self, policy: Policy, clock: Clock, *, dry_run: bool = False, doors: tuple[Door, ...] = (GRPC,)) -> None:
         self.policy = policy
         self.clock = clock
-        self.tokens = VerifiedTokenCache(policy.token_cache_size, time=clock.time, monotonic=clock.monotonic)
+        self.tokens = VerifiedTokenCache(policy.token_cache_size, time=clock.time, monotonic=clock.monotonic, max_bytes=policy.token_cache_bytes)
         self.engine = Engine(policy, clock=clock, token_cache=self.tokens, dry_run=dry_run)
-        self.decisions: ExpiringLRU[Cached] = ExpiringLRU(policy.decision_cache_size, clock.monotonic)
+        self.decisions: ExpiringLRU[Cached] = decision_cache(policy.decision_cache_size, policy.decision_cache_bytes, clock.monotonic)
         #: Each door's decision-cache key function, by door name. Keys of
         #: different doors never collide (each digest starts with its door's
         #: name), so the doors share one cache.
