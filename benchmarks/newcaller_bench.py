@@ -44,21 +44,23 @@ def mint(key: rsa.RSAPrivateKey, start: int, count: int, now: float) -> list[str
 
 
 def floor_us(key: rsa.RSAPrivateKey, rounds: int = 5, count: int = 2000) -> float:
-    """Median µs of one RSA-2048 PKCS#1 v1.5 verify plus one P-256 ECDSA sign."""
+    """Median µs of one RSA-2048 PKCS#1 v1.5 verify plus one P-256 sign, in
+    this thread's CPU time (the worker's figure is CPU time too: a busy
+    machine stretches neither)."""
     public = key.public_key()
     message = b"header.payload-of-a-typical-access-token" * 4
     signature = key.sign(message, padding.PKCS1v15(), hashes.SHA256())
     signer = ec.generate_private_key(ec.SECP256R1())
     samples = []
     for _ in range(rounds):
-        start = time.perf_counter()
+        start = time.thread_time()
         for _ in range(count):
             public.verify(signature, message, padding.PKCS1v15(), hashes.SHA256())
-        verify = (time.perf_counter() - start) / count
-        start = time.perf_counter()
+        verify = (time.thread_time() - start) / count
+        start = time.thread_time()
         for _ in range(count):
             signer.sign(message, ec.ECDSA(hashes.SHA256()))
-        sign = (time.perf_counter() - start) / count
+        sign = (time.thread_time() - start) / count
         samples.append((verify + sign) * 1e6)
     return statistics.median(samples)
 
