@@ -163,8 +163,10 @@ class CheckService:
         self.telemetry = telemetry
         self.decision_log = decision_log
         self.tracer = tracer
-        #: The gRPC door's meters, bound once (check_sync is only ever gRPC).
+        #: The gRPC door's meters, bound once (check_sync is only ever gRPC),
+        #: and each door's by the door itself (a lookup by identity per Check).
         self._grpc = telemetry.door(GRPC.name)
+        self._meters: dict[Any, DoorMeters] = {GRPC: self._grpc}
         self._lock = threading.Lock()
         #: check_sync: how many pool threads may block waiting for a key set
         #: for their whole budget; the others wait ``overflow_wait`` at most.
@@ -202,7 +204,7 @@ class CheckService:
         started = time.perf_counter()
         answer: Answer | None = None
         pending: Pending | None = None
-        meters = self.telemetry.door(door.name)
+        meters = self._meters.get(door) or self._bind(door)
         try:
             step = self._begin(door, raw, context)
             if isinstance(step, _Waiting):
@@ -240,7 +242,7 @@ class CheckService:
             log.error("check failed, denying (internal_error)", exc_info=exc)
             answer = Answer(step.door.internal_error, _INTERNAL_ERROR_DECISION, "none", door=step.door)
         finally:
-            self._account(answer, pending.started, self.telemetry.door(step.door.name))
+            self._account(answer, pending.started, self._meters.get(step.door) or self._bind(step.door))
         return answer.response
 
     def check_sync(self, raw: bytes, context: Any) -> bytes:
@@ -272,6 +274,10 @@ class CheckService:
             self._account(answer, started, self._grpc)
         response: bytes = answer.response
         return response
+
+    def _bind(self, door: Door) -> DoorMeters:
+        meters = self._meters[door] = self.telemetry.door(door.name)
+        return meters
 
     def _young_for(self, future: Any) -> float:
         """How much longer a Check beyond the waiters' quota may wait for

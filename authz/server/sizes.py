@@ -3,7 +3,7 @@
 ``/metrics`` asks every worker for its caches' sizes on each scrape, and a
 decision cache may hold 100,000 entries: measuring each would hold the
 worker's lock (and the GIL) for tens of milliseconds per scrape. Instead a
-sample of the most recently used entries is measured whole (the objects each
+sample of entries (the first the cache holds, oldest first) is measured whole (the objects each
 one reaches, counted once) and the mean is multiplied by the number of
 entries, plus what the cache's own index costs per entry.
 """

@@ -32,20 +32,11 @@ from testkit.paths import EXAMPLES
 from testkit.pki import MeshCA
 from testkit.procs import Authz, Echo, Envoy, Proc, free_port, http_get, wait_listening
 from testkit.requests import check_request_json
-
-GATEWAY = "spiffe://cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account"
-ORDERS = "spiffe://cluster.local/ns/shop/sa/orders"
-BILLING = "spiffe://cluster.local/ns/shop/sa/billing"
-AUTHZ = "spiffe://cluster.local/ns/authz/sa/authz"
+from testkit.spiffe import AUTHZ, BILLING, CALLERS, GATEWAY, ORDERS
 
 POLICY = f"""\
 version: 1
-callers:
-  - principals: ["{GATEWAY}"]
-    destinations: any
-  - principals: ["spiffe://cluster.local/ns/*/sa/*"]
-    destinations: self
-peers:
+{CALLERS}peers:
   "{BILLING}": [orders-reader]
 roles:
   orders-reader:
@@ -145,7 +136,7 @@ def test_a_workload_asking_about_a_peer_gets_untrusted_caller(mtls: tuple[Authz,
     assert _check(stub, ORDERS) == (403, "untrusted_caller")
     assert _check(stub, BILLING) == (200, "allowed")  # about itself it may ask
     _status, _headers, metrics = authz.get("/metrics")
-    assert 'authz_decisions_total{issuer="none",reason="untrusted_caller"}' in metrics.decode()
+    assert 'authz_decisions_total{door="grpc",issuer="none",reason="untrusted_caller"}' in metrics.decode()
 
 
 def test_the_gateway_may_ask_about_any_request(mtls: tuple[Authz, Pki, Path]) -> None:

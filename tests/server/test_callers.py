@@ -24,20 +24,11 @@ from authz.server.telemetry import Telemetry
 from authz.wire.grpc import AUTHORIZATION_SERVICE, CheckRequest, CheckResponse
 from testkit.pki import MeshCA
 from testkit.requests import check_request_json
-
-GATEWAY = "spiffe://cluster.local/ns/istio-system/sa/gateway"
-ORDERS = "spiffe://cluster.local/ns/shop/sa/orders"
-BILLING = "spiffe://cluster.local/ns/shop/sa/billing"
-AUTHZ = "spiffe://cluster.local/ns/authz/sa/authz"
+from testkit.spiffe import AUTHZ, BILLING, CALLERS, GATEWAY, ORDERS
 
 POLICY = f"""\
 version: 1
-callers:
-  - principals: ["{GATEWAY}"]
-    destinations: any
-  - principals: ["spiffe://cluster.local/ns/*/sa/*"]
-    destinations: self
-rules:
+{CALLERS}rules:
   - {{name: public, effect: allow, paths: ["/api/**"], anonymous: true}}
 response:
   headers: {{x-asked-path: request.path}}

@@ -9,20 +9,11 @@ import pytest
 
 from authz.callers import MEMO_SIZE, Callers
 from authz.config import load_policy
-
-GATEWAY = "spiffe://cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account"
-ORDERS = "spiffe://cluster.local/ns/shop/sa/orders"
-BILLING = "spiffe://cluster.local/ns/shop/sa/billing"
-REPORTS = "spiffe://cluster.local/ns/analytics/sa/reports"
+from testkit.spiffe import BILLING, CALLERS, GATEWAY, ORDERS, REPORTS
 
 SECTION = f"""\
 version: 1
-callers:
-  - principals: ["{GATEWAY}"]
-    destinations: any
-  - principals: ["spiffe://cluster.local/ns/*/sa/*"]
-    destinations: self
-  - principals: ["{REPORTS}"]
+{CALLERS}  - principals: ["{REPORTS}"]
     destinations: ["spiffe://cluster.local/ns/shop/**"]
 """
 
