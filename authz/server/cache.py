@@ -22,12 +22,17 @@ from __future__ import annotations
 import itertools
 import threading
 from collections.abc import Callable, Hashable
-from typing import Any, Generic, TypeVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from cachetools import Cache, LRUCache
 
+from authz.decision import Decision
 from authz.identity.base import Identity
 from authz.server.sizes import SAMPLE, decision_entry_bytes, estimate, token_entry_bytes
+
+if TYPE_CHECKING:
+    from authz.server.telemetry import DecisionLabels
 
 V = TypeVar("V")
 
@@ -169,10 +174,19 @@ class ExpiringLRU(Generic[V]):
             self._stale = True
 
 
-def decision_cache(max_entries: int, max_bytes: int, monotonic: Callable[[], float]) -> ExpiringLRU[Any]:
-    """The decision cache: each entry (a ``service.Cached``) sized by
+def decision_cache(max_entries: int, max_bytes: int, monotonic: Callable[[], float]) -> ExpiringLRU[Cached]:
+    """The decision cache: each entry (a :class:`Cached`) sized by
     :func:`authz.server.sizes.decision_entry_bytes` when stored."""
     return ExpiringLRU(max_entries, monotonic, max_bytes=max_bytes, sizeof=decision_entry_bytes)
+
+
+@dataclass(frozen=True, slots=True)
+class Cached:
+    """A decision-cache entry (authz.server.service)."""
+
+    decision: Decision
+    response: Any  # the prepared answer of the door that asked (allow); None: built per request
+    label: DecisionLabels  # the decision's metric labels, bound once (its door's: keys never cross doors)
 
 
 class VerifiedTokenCache:

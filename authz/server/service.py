@@ -25,7 +25,7 @@ from authz.engine import Clock, Engine, KeysPending
 from authz.errors import Reason
 from authz.policy import Policy
 from authz.request import Request
-from authz.server.cache import ExpiringLRU, VerifiedTokenCache, decision_cache
+from authz.server.cache import Cached, ExpiringLRU, VerifiedTokenCache, decision_cache
 from authz.server.caller_identity import CallerReader
 from authz.server.decision_log import DecisionLog, Where
 from authz.server.telemetry import DecisionLabels, DoorMeters, Telemetry
@@ -45,13 +45,6 @@ OVERFLOW_WAIT = 0.25
 #: Time kept back from the caller's deadline to answer before it expires:
 #: a tenth of what remains, at least 20 ms.
 DEADLINE_MARGIN = 0.02
-
-
-@dataclass(frozen=True, slots=True)
-class Cached:
-    decision: Decision
-    response: Any  # the prepared answer of the door that asked (allow); None: built per request
-    label: DecisionLabels  # the decision's metric labels, bound once (its door's: keys never cross doors)
 
 
 class PolicyState:
