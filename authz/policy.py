@@ -236,6 +236,9 @@ class Policy:
     callers: Callers | None = None
     #: How the policy's denials look (``deny_with``); empty: the defaults.
     deny_with: DenyWith = field(default_factory=DenyWith)
+    #: The caches' byte bounds (``cache.*.max_bytes``); 0: bounded by entries only.
+    decision_cache_bytes: int = 0
+    token_cache_bytes: int = 0
 
     def origin(self, name: str) -> tuple[str, int, str | None] | None:
         """Where the rule or role ``name`` (what a decision names) is

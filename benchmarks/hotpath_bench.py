@@ -186,7 +186,8 @@ def main() -> int:
     def allowed(service: CheckService) -> int:
         return sum(n for labels, n in service.telemetry.decisions.items() if labels[:2] == ("allowed", "corp"))
 
-    if any(allowed(service) < args.iterations for service in bound):
+    # measure() sends args.iterations // 7 per round, 7 rounds: at most args.iterations.
+    if any(allowed(service) < (args.iterations // 7 or 1) * 7 for service in bound):
         raise SystemExit("the bound Checks were not all allowed")
 
     tracemalloc.start()

@@ -160,6 +160,8 @@ class PolicyCompiler:
             decision_ttl=decision_ttl,
             deny_ttl=min(cache.decisions.deny_ttl, decision_ttl),
             token_cache_size=cache.tokens.max_entries,
+            decision_cache_bytes=cache.decisions.max_bytes,
+            token_cache_bytes=cache.tokens.max_bytes,
             peers_line=self.located.line(("peers",), key=True) if peers else 0,
             paths=model.paths.rules(),
             credential_headers=credential_headers,

@@ -1,7 +1,9 @@
 """Bounded in-memory caches with an injected clock.
 
-Both caches are LRU-bounded (``cachetools.LRUCache``) and keep an absolute
-expiry per entry, checked on read, so no entry outlives the credential it
+Both caches are LRU-bounded (``cachetools.LRUCache``), by entries and, when
+given a ``max_bytes`` and a ``sizeof``, by the bytes their entries hold
+(each entry's size estimated once, when stored: see authz.server.sizes), and
+keep an absolute expiry per entry, checked on read, so no entry outlives the credential it
 was made from. Each is owned by one worker; reads and writes take a lock, because the
 worker's gRPC server may run Checks on a thread pool (uncontended, the lock
 costs ~0.1 µs). :meth:`~ExpiringLRU.invalidate` is safe from any thread (a
@@ -20,12 +22,17 @@ from __future__ import annotations
 import itertools
 import threading
 from collections.abc import Callable, Hashable
-from typing import Any, Generic, TypeVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from cachetools import Cache, LRUCache
 
+from authz.decision import Decision
 from authz.identity.base import Identity
-from authz.server.sizes import SAMPLE, estimate
+from authz.server.sizes import SAMPLE, decision_entry_bytes, estimate, token_entry_bytes
+
+if TYPE_CHECKING:
+    from authz.server.telemetry import DecisionLabels
 
 V = TypeVar("V")
 
@@ -50,14 +57,42 @@ class _Evicting(LRUCache):  # type: ignore[type-arg]
         return item
 
 
+class _EvictingSized(_Evicting):
+    """Bounded by the bytes its entries hold (``maxsize``, each entry sized
+    by ``sizeof`` when stored) and by their number (``max_entries``)."""
+
+    def __init__(self, max_entries: int, max_bytes: int, stats: Stats,
+                 sizeof: Callable[[Any], int]) -> None:
+        LRUCache.__init__(self, max_bytes, getsizeof=sizeof)
+        self._stats = stats
+        self._max_entries = max_entries
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        try:
+            super().__setitem__(key, value)
+        except ValueError:  # larger than the whole budget: not cached
+            self._stats.evictions += 1
+            return
+        while len(self) > self._max_entries:
+            self.popitem()
+
+
 class ExpiringLRU(Generic[V]):
     """key -> value with an absolute expiry (monotonic seconds) per entry."""
 
-    def __init__(self, max_entries: int, monotonic: Callable[[], float]) -> None:
+    def __init__(self, max_entries: int, monotonic: Callable[[], float], *, max_bytes: int = 0,
+                 sizeof: Callable[[Any], int] | None = None) -> None:
+        """``max_bytes`` (with ``sizeof((expiry, value))``, the bytes an
+        entry holds, its key and index included) bounds the entries' estimated bytes too; 0: entries only."""
         self.max_entries = max_entries
+        self.max_bytes = max_bytes
         self.stats = Stats()
         self._monotonic = monotonic
-        self._data: _Evicting | None = _Evicting(max_entries, self.stats) if max_entries > 0 else None
+        self._data: _Evicting | None = None
+        if max_entries > 0 and max_bytes > 0 and sizeof is not None:
+            self._data = _EvictingSized(max_entries, max_bytes, self.stats, sizeof)
+        elif max_entries > 0:
+            self._data = _Evicting(max_entries, self.stats)
         self._stale = False
         self._epoch = 0
         self._retired = False
@@ -73,10 +108,14 @@ class ExpiringLRU(Generic[V]):
         return len(self._data) if self._data is not None else 0
 
     def estimated_bytes(self) -> int:
-        """Memory the entries hold, estimated from a sample (authz.server.sizes)."""
+        """Memory the entries hold: their sizes as stored when bounded by
+        bytes, else estimated from a sample (authz.server.sizes)."""
         data = self._data
         if data is None:
             return 0
+        if isinstance(data, _EvictingSized):
+            with self._lock:
+                return int(data.currsize)
         with self._lock:
             # Cache.__getitem__, not the LRU's: reading a sample must not
             # make its entries recently used.
@@ -135,11 +174,28 @@ class ExpiringLRU(Generic[V]):
             self._stale = True
 
 
+def decision_cache(max_entries: int, max_bytes: int, monotonic: Callable[[], float]) -> ExpiringLRU[Cached]:
+    """The decision cache: each entry (a :class:`Cached`) sized by
+    :func:`authz.server.sizes.decision_entry_bytes` when stored."""
+    return ExpiringLRU(max_entries, monotonic, max_bytes=max_bytes, sizeof=decision_entry_bytes)
+
+
+@dataclass(frozen=True, slots=True)
+class Cached:
+    """A decision-cache entry (authz.server.service)."""
+
+    decision: Decision
+    response: Any  # the prepared answer of the door that asked (allow); None: built per request
+    label: DecisionLabels  # the decision's metric labels, bound once (its door's: keys never cross doors)
+
+
 class VerifiedTokenCache:
     """Verified tokens: digest -> identity, never beyond the token's expiry."""
 
-    def __init__(self, max_entries: int, *, time: Callable[[], float], monotonic: Callable[[], float]) -> None:
-        self._lru: ExpiringLRU[Identity] = ExpiringLRU(max_entries, monotonic)
+    def __init__(self, max_entries: int, *, time: Callable[[], float], monotonic: Callable[[], float],
+                 max_bytes: int = 0) -> None:
+        self._lru: ExpiringLRU[Identity] = ExpiringLRU(max_entries, monotonic, max_bytes=max_bytes,
+                                                       sizeof=token_entry_bytes)
         self._time = time
 
     @property

@@ -27,7 +27,7 @@ from authz.policy import Policy
 from authz.reply import echoed_request_id
 from authz.request import Request
 from authz.response_plan import ROOMY_BYTES
-from authz.server.cache import ExpiringLRU, VerifiedTokenCache
+from authz.server.cache import Cached, ExpiringLRU, VerifiedTokenCache, decision_cache
 from authz.server.caller_identity import CallerReader
 from authz.server.decision_log import DecisionLog, Where
 from authz.server.telemetry import DecisionLabels, DoorMeters, Telemetry
@@ -46,13 +46,6 @@ OVERFLOW_WAIT = 0.25
 DEADLINE_MARGIN = 0.02
 
 
-@dataclass(frozen=True, slots=True)
-class Cached:
-    decision: Decision
-    response: Any  # the prepared answer of the door that asked (allow); None: built per request
-    label: DecisionLabels  # the decision's metric labels, bound once (its door's: keys never cross doors)
-
-
 class PolicyState:
     """One policy as a worker runs it: engine, caches, cache-key function."""
 
@@ -60,9 +53,9 @@ class PolicyState:
                  doors: tuple[Door, ...] = (GRPC,)) -> None:
         self.policy = policy
         self.clock = clock
-        self.tokens = VerifiedTokenCache(policy.token_cache_size, time=clock.time, monotonic=clock.monotonic)
+        self.tokens = VerifiedTokenCache(policy.token_cache_size, time=clock.time, monotonic=clock.monotonic, max_bytes=policy.token_cache_bytes)
         self.engine = Engine(policy, clock=clock, token_cache=self.tokens, dry_run=dry_run)
-        self.decisions: ExpiringLRU[Cached] = ExpiringLRU(policy.decision_cache_size, clock.monotonic)
+        self.decisions: ExpiringLRU[Cached] = decision_cache(policy.decision_cache_size, policy.decision_cache_bytes, clock.monotonic)
         #: Each door's decision-cache key function, by door name. Keys of
         #: different doors never collide (each digest starts with its door's
         #: name), so the doors share one cache.

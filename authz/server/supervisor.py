@@ -52,6 +52,19 @@ STARTUP_TIMEOUT = 60.0
 READY_POLL = 0.05
 
 
+#: The module the workers' parent imports before forking any (shared code).
+PRELOAD = "authz.server.preload"
+
+
+def worker_context() -> Any:
+    """Workers are forked from a fork server that imported ``PRELOAD`` once:
+    never from the supervisor itself (it runs threads and an event loop),
+    and without importing everything again per worker as ``spawn`` would."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([PRELOAD])
+    return context
+
+
 class WorkerHandle:
     """A worker process and its control pipe (one request at a time)."""
 
@@ -66,7 +79,7 @@ class WorkerHandle:
         self.restarts = 0
 
     def start(self, target: Target) -> None:
-        context = multiprocessing.get_context("spawn")
+        context = worker_context()
         parent, child = context.Pipe(duplex=True)
         self.process = context.Process(target=worker_main, args=(self.options, self.index, child, target.as_message()),
                                        name=f"authz-worker-{self.index}")

@@ -345,7 +345,7 @@ class Worker:
 
 
 def worker_main(options: ServeOptions, index: int, control: Connection, target: dict[str, Any]) -> None:
-    """Entry point of worker process ``index`` (spawned by the supervisor),
+    """Entry point of worker process ``index`` (forked from the supervisor's preloaded fork server),
     which must run the supervisor's generation ``target``."""
     options.configure_logging()
     cpu = pinned_cpu(options.pin_workers, index, options.workers, limit=cgroup_cpu_limit())

@@ -204,3 +204,34 @@ def test_every_worker_runs_the_supervisors_generation_through_any_edits(tmp_path
         authz.proc.wait_for("policy reloaded", since=mark)
         authz.proc.wait_for("worker 0 .*serving gRPC", since=mark)
         assert _same_generation(authz) > generation
+
+
+def _parent(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as handle:
+        return int(handle.read().rsplit(")", 1)[1].split()[1])
+
+
+def test_workers_are_forked_from_one_preloaded_parent_and_a_restarted_one_too(tmp_path: Path) -> None:
+    with Authz(_copy_policy(tmp_path), workers=2) as authz:
+        generation = _same_generation(authz)
+        _status, state = _readyz(authz)
+        workers = state["workers"]
+        assert isinstance(workers, list)
+        pids = [int(w["pid"]) for w in workers]
+        parents = {_parent(pid) for pid in pids}
+        assert len(parents) == 1, parents
+        server = parents.pop()
+        assert server != authz.proc.popen.pid and _parent(server) == authz.proc.popen.pid
+        cmdline = Path(f"/proc/{server}/cmdline").read_bytes().replace(b"\0", b" ")
+        assert b"forkserver" in cmdline and b"authz.server.preload" in cmdline, cmdline
+        # A worker that dies is forked again from the same parent, on the
+        # supervisor's generation.
+        mark = authz.proc.mark()
+        os.kill(pids[0], signal.SIGKILL)
+        authz.proc.wait_for("worker 0 .*serving gRPC", since=mark)
+        assert _same_generation(authz) == generation
+        _status, state = _readyz(authz)
+        workers = state["workers"]
+        assert isinstance(workers, list)
+        again = int(workers[0]["pid"])
+        assert again != pids[0] and _parent(again) == server
