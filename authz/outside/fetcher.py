@@ -18,6 +18,7 @@ value means (:meth:`Fetcher.accepted`).
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import concurrent.futures
 import logging
@@ -60,7 +61,7 @@ class FetchState(Generic[T]):
     fetch_seconds: float = 0.0  # time spent in calls, successful or not
 
 
-class Fetcher(Generic[T]):
+class Fetcher(abc.ABC, Generic[T]):
     """A remote value, fetched on ``loop`` (the process's by default)."""
 
     #: What the log calls it ("issuer", ...), before its name.
@@ -83,9 +84,9 @@ class Fetcher(Generic[T]):
 
     # -- what a subclass says -------------------------------------------------
 
+    @abc.abstractmethod
     async def download(self) -> T:
         """The new value; raises FetchError or ValueError (said in the status)."""
-        raise NotImplementedError
 
     def accepted(self, old: T | None, new: T) -> None:
         """Told on the loop thread once ``new`` is in place of ``old``."""

@@ -37,6 +37,7 @@ from authz.errors import ConfigError, InvalidToken
 from authz.identity.jws import parse_compact
 from authz.identity.keys import KeySet
 from authz.policy import Policy
+from authz.testing.runner import FixedClock
 from testkit import tokens
 from testkit.idp import FakeIdP
 from testkit.keys import PausingKeys, pausing
@@ -53,17 +54,6 @@ _B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 RSA = rsa_key("sec-issuer")
 EC = ec_key("sec-issuer")
 ATTACKER = rsa_key("sec-attacker")
-
-
-class FixedClock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def time(self) -> float:
-        return self.now
-
-    def monotonic(self) -> float:
-        return self.now
 
 
 @dataclasses.dataclass

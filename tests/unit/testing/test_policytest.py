@@ -14,6 +14,7 @@ from authz.cli import main
 from authz.config import load_policy
 from authz.engine import Engine
 from authz.policy import Policy
+from authz.testing.runner import FixedClock
 from authz.testing.standin import StandInKeys, stand_in
 from testkit.idp import FakeIdP, remote_issuer_policy
 from testkit.paths import EXAMPLES
@@ -228,7 +229,7 @@ def test_a_remote_issuer_is_tested_offline() -> None:
         policy = load_policy_text(remote_issuer_policy(idp))
         stand_ins = stand_in(policy)
         minted = stand_ins.mint("remote", {"sub": "alice", "groups": ["orders-reader"]}, NOW_SECONDS)
-        engine = Engine(stand_ins.policy, clock=_Clock(NOW_SECONDS))
+        engine = Engine(stand_ins.policy, clock=FixedClock(NOW_SECONDS))
         assert engine.decide(request(bearer=minted)).allowed
         assert sum(idp.hits.values()) == 0  # no key set, no discovery document
 
@@ -238,7 +239,7 @@ def test_sec_59_the_stand_in_verifies_only_its_own_tokens() -> None:
     other key, or forged with alg none, is still refused."""
     with FakeIdP() as idp:
         stand_ins = stand_in(load_policy_text(remote_issuer_policy(idp)))
-        engine = Engine(stand_ins.policy, clock=_Clock(NOW_SECONDS))
+        engine = Engine(stand_ins.policy, clock=FixedClock(NOW_SECONDS))
         body = claims(iss=idp.issuer, iat=NOW_SECONDS, exp=NOW_SECONDS + 60)
         other = token(body, kid="authz-test-stand-in")
         assert engine.decide(request(bearer=other)).reason.value == "invalid_token"
@@ -256,7 +257,7 @@ def test_a_stand_in_signs_with_an_algorithm_the_issuer_allows(algorithms: list[s
         stand_ins = stand_in(load_policy_text(text))
         minted = stand_ins.mint("remote", {"groups": ["orders-reader"]}, NOW_SECONDS)
         assert json.loads(_b64(minted.split(".")[0]))["alg"] == algorithms[0]
-        assert Engine(stand_ins.policy, clock=_Clock(NOW_SECONDS)).decide(request(bearer=minted)).allowed
+        assert Engine(stand_ins.policy, clock=FixedClock(NOW_SECONDS)).decide(request(bearer=minted)).allowed
 
 
 def test_an_hmac_issuer_and_a_cookie_location(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -279,17 +280,6 @@ cases:
     expect: {allowed: true, rule: user}
 """
     assert run(capsys, tmp_path, cases, config=str(policy))[:2] == (0, ["1 passed, 0 failed"])
-
-
-class _Clock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def time(self) -> float:
-        return self.now
-
-    def monotonic(self) -> float:
-        return self.now
 
 
 def _b64(text: str) -> bytes:
