@@ -22,6 +22,8 @@ from typing import Any
 from opentelemetry._logs import Logger, LogRecord, SeverityNumber
 from opentelemetry.trace import TraceFlags
 
+from authz.server.tracing import otlp_over_http
+
 LOGGER_NAME = "authz.decisions"
 #: Record fields sent as attributes too (name in the record -> attribute).
 ATTRIBUTES = {
@@ -53,8 +55,7 @@ def logger_from_environment(environ: Mapping[str, str] = os.environ) -> Logger |
         # Older opentelemetry-sdk releases name it ConsoleLogExporter.
         exporter = (getattr(export, "ConsoleLogRecordExporter", None) or export.ConsoleLogExporter)()
     else:
-        protocol = environ.get("OTEL_EXPORTER_OTLP_LOGS_PROTOCOL") or environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "grpc"
-        if protocol.startswith("http"):
+        if otlp_over_http(environ, "LOGS"):
             from opentelemetry.exporter.otlp.proto.http._log_exporter import (
                 OTLPLogExporter as HttpExporter,
             )

@@ -27,6 +27,13 @@ SPAN_NAME = "authz.Check"
 _PROPAGATOR = CompositePropagator([TraceContextTextMapPropagator(), B3MultiFormat(), B3SingleFormat()])
 
 
+def otlp_over_http(environ: Mapping[str, str], signal: str) -> bool:
+    """Whether the OTLP exporter of ``signal`` (TRACES, LOGS) speaks HTTP
+    rather than gRPC, as OpenTelemetry's environment variables say."""
+    protocol = environ.get(f"OTEL_EXPORTER_OTLP_{signal}_PROTOCOL") or environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "grpc"
+    return protocol.startswith("http")
+
+
 def wanted(environ: Mapping[str, str] = os.environ) -> str | None:
     """The exporter the environment asks for ("otlp", "console"), or None."""
     if environ.get("OTEL_SDK_DISABLED", "").lower() == "true":
@@ -54,8 +61,7 @@ def tracer_from_environment(environ: Mapping[str, str] = os.environ) -> Tracer |
     if exporter_name == "console":
         exporter = ConsoleSpanExporter()
     else:
-        protocol = environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "grpc"
-        if protocol.startswith("http"):
+        if otlp_over_http(environ, "TRACES"):
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
                 OTLPSpanExporter as HttpExporter,
             )
