@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
-
-from authz.errors import ConfigError
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from authz.engine import Trace
     from authz.policy import Policy
     from authz.tools.policy_headers import PolicyHeaders
 
@@ -28,23 +24,10 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_USAGE)
 
 
-def _read_request(name: str) -> str:
-    if name == "-":
-        return sys.stdin.read()
-    with open(name, encoding="utf-8") as handle:
-        return handle.read()
-
-
 def _load_policy(config: str) -> Policy | None:
-    """The policy, or None after printing each of its problems to stderr."""
-    from authz.config import load_policy
+    from authz.tools.decide import load_or_report
 
-    try:
-        return load_policy(config)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
-        return None
+    return load_or_report(config)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -90,74 +73,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _decide(args: argparse.Namespace, *, explain: bool) -> int:
-    from google.protobuf.json_format import ParseError
+    from authz.tools.decide import decide
 
-    from authz.engine import Engine
-    from authz.reply import echoed_request_id
-    from authz.wire.grpc import parse_json_request, to_request
-
-    policy = _load_policy(args.config)
-    if policy is None:
-        return EXIT_USAGE
-    try:
-        check = parse_json_request(_read_request(args.request))
-        request = to_request(check)
-    except OSError as exc:
-        print(f"{args.request}: cannot read: {exc.strerror}", file=sys.stderr)
-        return EXIT_USAGE
-    except (ParseError, UnicodeDecodeError, ValueError) as exc:
-        print(f"{args.request}: not a CheckRequest in protobuf JSON: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    engine = Engine(policy)
-    trace: Trace | None = [] if explain else None
-    decision = _caller_check(policy, args.caller, check, trace)
-    if decision is None:
-        decision = engine.decide_blocking(request, timeout=args.timeout, trace=trace)
-    if explain:
-        assert trace is not None
-        for step in trace:
-            print(step)
-        verdict = "ALLOW" if decision.allowed else "DENY"
-        origin = policy.origin(decision.rule) if decision.rule else None
-        where = ""
-        if origin is not None:
-            where = f" from {origin[0]}:{origin[1]}" + (f" (team {origin[2]})" if origin[2] else "")
-        print(f"=> {verdict} {decision.status} {decision.reason.value}" + (f" (rule {decision.rule})" if decision.rule else "")
-              + where)
-        if decision.denial is not None:
-            shown = decision.to_json(echoed_request_id(request.headers))["denial"]
-            print(f"   deny_with: {json.dumps(shown, sort_keys=True)}")
-    else:
-        json.dump(decision.to_json(echoed_request_id(request.headers)), sys.stdout, indent=2, sort_keys=True)
-        sys.stdout.write("\n")
-    return EXIT_ALLOWED if decision.allowed else EXIT_DENIED
-
-
-def _caller_check(policy: Policy, caller: str | None, check: Any, trace: Trace | None) -> Any:
-    """With ``--caller``: the ``untrusted_caller`` denial when the policy's
-    ``callers:`` (gRPC door) does not admit that caller to ask this Check;
-    None when it does, or when no caller was named."""
-    from authz.decision import Decision
-    from authz.engine import Step
-    from authz.errors import Reason
-    from authz.wire.grpc import destination_principal
-
-    callers = policy.callers
-    if caller is None:
-        return None
-    if callers is None or not callers.binds("grpc"):
-        if trace is not None:
-            trace.append(Step("caller", caller, "not checked", "no callers: section binds the gRPC door"))
-        return None
-    destination = destination_principal(check) or "(none)"
-    if callers.admits(caller, destination_principal(check)):
-        if trace is not None:
-            trace.append(Step("caller", caller, "admitted", f"to ask about destination {destination}"))
-        return None
-    detail = callers.refusal(caller, destination_principal(check))
-    if trace is not None:
-        trace.append(Step("caller", caller, "refused", detail))
-    return Decision(allowed=False, reason=Reason.UNTRUSTED_CALLER, cacheable=False, detail=detail)
+    allowed = decide(args, explain=explain)
+    return EXIT_USAGE if allowed is None else EXIT_ALLOWED if allowed else EXIT_DENIED
 
 
 def _cpu_count() -> int:
