@@ -293,7 +293,8 @@ def _readable(text: str) -> str:
     match = _MISMATCHED.fullmatch(text)
     if match:
         found = match.group(1)
-        return "syntax error: unexpected end of expression" if found == "'<EOF>'" else f"syntax error: unexpected {found}"
+        return ("syntax error: unexpected end of expression" if found == "'<EOF>'"
+                else f"syntax error: unexpected {found}")
     if text.startswith("Syntax error:"):
         text = "syntax error:" + text[len("Syntax error:"):]
     return text
@@ -400,7 +401,8 @@ def _walk(node: Any, reads: set[AttrPath]) -> None:
         test, container = node.children
         if isinstance(test, Tree) and test.data == "relation_in" and len(test.children) == 1:
             key = _literal_string(test.children[0])
-            while isinstance(container, Tree) and len(container.children) == 1 and container.data not in ("member", "primary"):
+            while (isinstance(container, Tree) and len(container.children) == 1
+                   and container.data not in ("member", "primary")):
                 container = container.children[0]
             inner = _chain(container)
             if key is not None and inner is not None and not inner[1]:

@@ -200,13 +200,17 @@ def _policy_headers(args: argparse.Namespace) -> PolicyHeaders | None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="authz", description="Envoy external authorization: JWT/OIDC, API keys, SPIFFE peers, RBAC and CEL.")
+    parser = _Parser(prog="authz",
+                     description="Envoy external authorization: JWT/OIDC, API keys, SPIFFE peers, RBAC and CEL.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     serve = sub.add_parser("serve", help="run the ext_authz gRPC server and its HTTP side")
-    serve.add_argument("--config", required=True, help="policy file (YAML) or policy directory; reloaded when it or a file it names changes")
-    serve.add_argument("--grpc-address", default="0.0.0.0:9191", help="ext_authz gRPC listen address (default %(default)s)")
-    serve.add_argument("--http-address", default="0.0.0.0:8181", help="/healthz /readyz /metrics /.well-known/jwks.json (default %(default)s)")
+    serve.add_argument("--config", required=True,
+                       help="policy file (YAML) or policy directory; reloaded when it or a file it names changes")
+    serve.add_argument("--grpc-address", default="0.0.0.0:9191",
+                       help="ext_authz gRPC listen address (default %(default)s)")
+    serve.add_argument("--http-address", default="0.0.0.0:8181",
+                       help="/healthz /readyz /metrics /.well-known/jwks.json (default %(default)s)")
     serve.add_argument("--http-authz-address", default=None, metavar="HOST:PORT",
                        help="also answer Envoy's HTTP ext_authz protocol (http_service) here (default: off)")
     serve.add_argument("--http-authz-prefix", default="", metavar="PATH",
@@ -219,23 +223,27 @@ def build_parser() -> argparse.ArgumentParser:
                             "Envoy in front sets itself (forward_client_cert_details: SANITIZE_SET)")
     serve.add_argument("--grpc-tls-cert", default=None, metavar="FILE",
                        help="gRPC door: speak TLS with this certificate chain (PEM; reloaded when it changes)")
-    serve.add_argument("--grpc-tls-key", default=None, metavar="FILE", help="gRPC door: the certificate's private key (PEM)")
+    serve.add_argument("--grpc-tls-key", default=None, metavar="FILE",
+                       help="gRPC door: the certificate's private key (PEM)")
     serve.add_argument("--grpc-client-ca", default=None, metavar="FILE",
                        help="gRPC door: require a client certificate from this CA; the caller (policy 'callers:') "
                             "is its URI SAN")
     serve.add_argument("--trust-caller-xfcc", action="store_true",
                        help="authz runs behind its own sidecar: the caller (policy 'callers:') is the URI of the last "
                             "x-forwarded-client-cert element, the one that sidecar appends")
-    serve.add_argument("--workers", type=int, default=_cpu_count(), help="worker processes (default: CPUs available, %(default)s)")
+    serve.add_argument("--workers", type=int, default=_cpu_count(),
+                       help="worker processes (default: CPUs available, %(default)s)")
     serve.add_argument("--pin-workers", choices=["auto", "on", "off"], default="auto",
                        help="pin worker i to a CPU of its own: auto (the default) when the process owns exactly "
                             "as many CPUs as workers (affinity and cgroup quota), on, or off")
     serve.add_argument("--worker-ports", type=int, metavar="BASE", default=None,
-                       help="also listen on BASE+i in worker i, for Envoy clusters that list each worker as an endpoint")
+                       help="also listen on BASE+i in worker i, for Envoy clusters that list each worker as an "
+                            "endpoint")
     serve.add_argument("--server", choices=["sync", "aio"], default="sync",
                        help="gRPC server flavour per worker: a thread pool (sync, the default: measured faster) "
                             "or grpc.aio on uvloop")
-    serve.add_argument("--threads", type=int, default=4, help="sync server: Check threads per worker (default %(default)s)")
+    serve.add_argument("--threads", type=int, default=4,
+                       help="sync server: Check threads per worker (default %(default)s)")
     serve.add_argument("--max-connection-age", type=float, default=30.0,
                        help="seconds before a client connection is asked to reconnect (HTTP/2 GOAWAY), so the "
                             "kernel re-spreads long-lived connections over the workers (default %(default)s)")
@@ -246,10 +254,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="checks a worker decides at once, per door; more are refused at once (gRPC: "
                             "RESOURCE_EXHAUSTED; HTTP door: 503), which Envoy (failure_mode_allow: false) turns "
                             "into a denial (default %(default)s)")
-    serve.add_argument("--drain-timeout", type=float, default=10.0, help="seconds to finish in-flight checks on SIGTERM")
+    serve.add_argument("--drain-timeout", type=float, default=10.0,
+                       help="seconds to finish in-flight checks on SIGTERM")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.add_argument("--dry-run", action="store_true",
-                       help="evaluate fully, log and count every denial as 'would deny', but allow (like istio.io/dry-run)")
+                       help="evaluate fully, log and count every denial as 'would deny', but allow (like "
+                            "istio.io/dry-run)")
     serve.add_argument("--decision-log", default="denials", choices=["none", "denials", "all"],
                        help="which decisions to log as JSON lines on stdout (default %(default)s)")
     serve.add_argument("--decision-log-sample", type=float, default=1.0, metavar="FRACTION",
@@ -261,21 +271,25 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--key", required=True, help="the issuer's private signing key (PEM)")
     token.add_argument("--issuer", default=None, help="issuer name in the policy (default: the first)")
     token.add_argument("--sub", default="dev-user", help="subject (default %(default)s)")
-    token.add_argument("--role", action="append", default=[], help="role to put in the issuer's roles_claim (repeatable)")
+    token.add_argument("--role", action="append", default=[],
+                       help="role to put in the issuer's roles_claim (repeatable)")
     token.add_argument("--scope", action="append", default=[], help="scope to put in the scopes_claim (repeatable)")
-    token.add_argument("--claim", action="append", default=[], metavar="NAME=JSON", help="extra claim (value parsed as JSON, else string)")
+    token.add_argument("--claim", action="append", default=[], metavar="NAME=JSON",
+                       help="extra claim (value parsed as JSON, else string)")
     token.add_argument("--aud", default=None, help="audience (default: the issuer's first)")
     token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default %(default)s)")
     token.set_defaults(func=cmd_token)
 
     envoy = sub.add_parser("envoy-config", help="print an Envoy bootstrap (edge or sidecar shape) that calls authz")
     envoy.add_argument("--shape", default=None, choices=["edge", "sidecar"],
-                       help="edge: Emissary-style AuthService gateway; sidecar: Istio CUSTOM-policy inbound sidecar (mTLS)")
+                       help="edge: Emissary-style AuthService gateway; sidecar: Istio CUSTOM-policy inbound sidecar "
+                            "(mTLS)")
     envoy.add_argument("--authz", required=True, metavar="HOST:PORT[,HOST:PORT...]",
                        help="authz gRPC address(es); list each worker port to spread load evenly")
     envoy.add_argument("--protocol", choices=["grpc", "http"], default="grpc",
                        help="which door of authz Envoy calls: grpc (grpc_service) or http (http_service)")
-    envoy.add_argument("--path-prefix", default="/authz", help="http: authz serve --http-authz-prefix (default %(default)s)")
+    envoy.add_argument("--path-prefix", default="/authz",
+                       help="http: authz serve --http-authz-prefix (default %(default)s)")
     envoy.add_argument("--config", default=None, metavar="POLICY",
                        help="read what Envoy must pass on from this policy: the headers it sets, removes or signs, "
                             "its client headers and metadata keys, and the headers it reads (without it: defaults, "
@@ -289,7 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
     envoy.add_argument("--listen", default="0.0.0.0:8080", help="listener address (default %(default)s)")
     envoy.add_argument("--upstream", default="127.0.0.1:8000", help="the protected service (default %(default)s)")
     envoy.add_argument("--admin", default="127.0.0.1:9901", help="Envoy admin address (default %(default)s)")
-    envoy.add_argument("--timeout", type=float, default=1.0, help="ext_authz call timeout in seconds (default %(default)s)")
+    envoy.add_argument("--timeout", type=float, default=1.0,
+                       help="ext_authz call timeout in seconds (default %(default)s)")
     envoy.add_argument("--cert-chain", default="/etc/certs/cert-chain.pem", help="sidecar: workload certificate chain")
     envoy.add_argument("--private-key", default="/etc/certs/key.pem", help="sidecar: workload private key")
     envoy.add_argument("--ca-cert", default="/etc/certs/root-cert.pem", help="sidecar: mesh root CA")
@@ -297,17 +312,20 @@ def build_parser() -> argparse.ArgumentParser:
     envoy.add_argument("--protect", action="append", metavar="PREFIX",
                        help="sidecar: path prefix the CUSTOM policy covers (repeatable; default /)")
     envoy.add_argument("--access-log", default=None, metavar="PATH",
-                       help="write a JSON access log line per request here, with authz's metadata (reason, rule, issuer "
-                            "and each --metadata-key) under 'authz'; the path is logged without its query")
+                       help="write a JSON access log line per request here, with authz's metadata (reason, rule, "
+                            "issuer and each --metadata-key) under 'authz'; the path is logged without its query")
     envoy.add_argument("--metadata-key", action="append", default=[], metavar="KEY",
-                       help="a response.metadata key of the policy to log (and, http, to take from authz's answer); repeatable")
+                       help="a response.metadata key of the policy to log (and, http, to take from authz's answer); "
+                            "repeatable")
     envoy.add_argument("--client-header", action="append", default=[], metavar="NAME",
-                       help="http: a response.client_headers name Envoy passes to the client on allow (e.g. set-cookie); repeatable")
+                       help="http: a response.client_headers name Envoy passes to the client on allow (e.g. "
+                            "set-cookie); repeatable")
     envoy.add_argument("--rate-limit-by", action="append", default=[], metavar="KEY[,KEY...]",
                        help="a route rate-limit action making a descriptor of these metadata keys; repeatable")
     envoy.add_argument("--local-rate-limit", action="append", default=[], metavar="KEY=VALUE[,...]:N/PERIOD",
                        help="local_ratelimit (after ext_authz): N requests per PERIOD for that descriptor, e.g. "
-                            "tier=free:3/1m (VALUE * for a bucket per value); other requests are not limited; repeatable")
+                            "tier=free:3/1m (VALUE * for a bucket per value); other requests are not limited; "
+                            "repeatable")
     envoy.add_argument("--authz-tls-cert", default=None, metavar="FILE",
                        help="call authz over TLS presenting this client certificate chain (authz serve "
                             "--grpc-client-ca, or authz's sidecar with --trust-caller-xfcc): the caller of 'callers:'")
@@ -328,7 +346,8 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--trust-xfcc", action="store_true", help="http: as authz serve --trust-xfcc")
     validate.add_argument("--envoy-config", default=None, metavar="FILE",
                           help="also warn (FILE:LINE, on stderr) for each header the policy owns that a client could "
-                               "spoof through FILE: an Envoy bootstrap, an Emissary AuthService or an Istio mesh config")
+                               "spoof through FILE: an Envoy bootstrap, an Emissary AuthService or an Istio mesh "
+                               "config")
     validate.set_defaults(func=cmd_validate)
 
     from authz.testing.command import add_parser as add_test_parser

@@ -100,12 +100,15 @@ def compile_paths(patterns: Iterable[str], *, fold_case: bool = False) -> Globs:
         if "?" in pattern or "#" in pattern:
             raise ValueError(f"path pattern {pattern!r} must not contain a query or fragment")
         if _PATH_UNSAFE.search(pattern):
-            raise ValueError(f"path pattern {pattern!r} has a space, control, non-ASCII or '\\' character, which a path never has")
+            raise ValueError(f"path pattern {pattern!r} has a space, control, non-ASCII or '\\' character, which a "
+                             "path never has")
         segments = pattern.split("/")
         if any(segment in (".", "..") for segment in segments):
-            raise ValueError(f"path pattern {pattern!r} has a '.' or '..' segment; paths are matched after removing those")
+            raise ValueError(f"path pattern {pattern!r} has a '.' or '..' segment; paths are matched after removing "
+                             "those")
         if "" in segments[1:-1]:
-            raise ValueError(f"path pattern {pattern!r} has an empty segment ('//'); paths are matched after merging slashes")
+            raise ValueError(f"path pattern {pattern!r} has an empty segment ('//'); paths are matched after merging "
+                             "slashes")
     return compile_globs(patterns)
 
 

@@ -124,7 +124,8 @@ def main() -> int:
     if args.server == "cli":
         root = Path(__file__).resolve().parents[1]
         granian = Path(sys.executable).parent / "granian"
-        command = [str(granian) if granian.exists() else "granian", "--interface", "asgi", "--workers", str(args.workers),
+        command = [str(granian) if granian.exists() else "granian", "--interface", "asgi", "--workers",
+                   str(args.workers),
                    "--host", "127.0.0.1", "--port", str(args.port), "--no-ws", "--backlog", "1024",
                    "--log-level", "warning", "--loop", "uvloop",
                    "benchmarks.bare_granian:app"]

@@ -99,7 +99,8 @@ def check_body(bearer: str, index: int = 0) -> bytes:
     from authz.wire.grpc import CheckRequest
 
     message = json_format.ParseDict(check_request_json(
-        "GET", f"/api/orders/{index % 1000}", headers={"authorization": f"Bearer {bearer}", "x-tenant": "t1"}), CheckRequest())
+        "GET", f"/api/orders/{index % 1000}",
+        headers={"authorization": f"Bearer {bearer}", "x-tenant": "t1"}), CheckRequest())
     return message.SerializeToString()
 
 
@@ -149,7 +150,8 @@ def metrics(http: str) -> dict[str, float]:
 
 
 def decided(m: dict[str, float], reason: str | None = None) -> float:
-    return sum(v for k, v in m.items() if k.startswith("authz_decisions_total") and (reason is None or f'reason="{reason}"' in k))
+    return sum(v for k, v in m.items() if k.startswith("authz_decisions_total")
+               and (reason is None or f'reason="{reason}"' in k))
 
 
 def h2load(target: str, body_file: Path, duration: float, clients: int = 16, streams: int = 10) -> dict[str, Any]:
@@ -191,7 +193,8 @@ def wrk(url: str, duration: float, headers: dict[str, str], threads: int = 2, co
 
     if not total or not rps:
         raise RuntimeError("wrk failed:\n" + out + run.stderr)
-    return {"requests": int(total.group(1)), "rps": float(rps.group(1)), "non2xx": int(non2xx.group(1)) if non2xx else 0,
+    return {"requests": int(total.group(1)), "rps": float(rps.group(1)),
+            "non2xx": int(non2xx.group(1)) if non2xx else 0,
             "socket_errors": errors.group(1) if errors else None, "p50": pct("50"), "p99": pct("99")}
 
 
@@ -271,7 +274,8 @@ class BareGranian:
     def __init__(self, workers: int, server: str = "embed", pin: bool = False) -> None:
         self.port = free_port()
         self.proc = Proc([sys.executable, str(ROOT / "benchmarks" / "bare_granian.py"), "--workers", str(workers),
-                          "--port", str(self.port), "--server", server, *(["--pin"] if pin else [])], name="bare-granian")
+                          "--port", str(self.port), "--server", server,
+                          *(["--pin"] if pin else [])], name="bare-granian")
         line = self.proc.wait_for(r"^(not )?ready")
         if not line.startswith("ready"):
             self.proc.stop()
@@ -368,7 +372,8 @@ class Bench:
 
     def add(self, row: Row) -> None:
         self.rows.append(row)
-        figures = " ".join(f"{k}={v:.3g}" for k, v in (("rps", row.rps), ("p50_ms", row.p50), ("p99_ms", row.p99)) if v is not None)
+        figures = " ".join(f"{k}={v:.3g}" for k, v in (("rps", row.rps), ("p50_ms", row.p50), ("p99_ms", row.p99))
+                           if v is not None)
         self.say(f"  {row.section} | {row.scenario}: {figures} {row.note}")
 
     # 1. direct gRPC
@@ -394,10 +399,12 @@ class Bench:
                 count = decided(after, "allowed") - decided(before, "allowed")
                 assert decided(after) - decided(before) == count, "not every answer was an allow"
                 assert count >= result["succeeded"] * 0.99 and result["failed"] == 0, (count, result)
-                hits = after['authz_cache_requests_total{cache="decisions",outcome="hit"}'] - before['authz_cache_requests_total{cache="decisions",outcome="hit"}']
+                hits = (after['authz_cache_requests_total{cache="decisions",outcome="hit"}']
+                        - before['authz_cache_requests_total{cache="decisions",outcome="hit"}'])
                 assert hits >= count * 0.99, "the cache-hit scenario missed the cache"
                 runs.append({"rps": count / a.duration})
-            self.add(Row("direct", f"authz cache hit, {workers} worker{'s' if workers > 1 else ''} (h2load)", median_of(runs, "rps")))
+            self.add(Row("direct", f"authz cache hit, {workers} worker{'s' if workers > 1 else ''} (h2load)",
+                         median_of(runs, "rps")))
         for alg in ("RS256", "ES256"):
             runs = []
             # One set per algorithm: every run starts a new authz, with empty caches.
@@ -413,7 +420,8 @@ class Bench:
                 count = decided(after, "allowed") - decided(before, "allowed")
                 assert decided(after) - decided(before) == count, "not every answer was an allow"
                 assert result["requests"] <= len(tokens), "tokens ran out: raise --miss-tokens"
-                token_hits = after.get('authz_cache_requests_total{cache="tokens",outcome="hit"}', 0) - before.get('authz_cache_requests_total{cache="tokens",outcome="hit"}', 0)
+                token_hits = (after.get('authz_cache_requests_total{cache="tokens",outcome="hit"}', 0)
+                              - before.get('authz_cache_requests_total{cache="tokens",outcome="hit"}', 0))
                 assert token_hits == 0, "a unique-token run hit the token cache"
                 runs.append({"rps": count / result["seconds"], "p50": result["p50_ms"], "p99": result["p99_ms"]})
             self.add(Row("direct", f"authz cache miss, unique {alg} tokens, {a.workers} workers (load.mjs)",
@@ -442,7 +450,8 @@ class Bench:
         spent = {pid: cpu_after[pid] - cpu_before[pid] for pid in cpu_after if pid in cpu_before}
         result["envoy_cpu_us"] = spent.get(envoy_pid, 0.0) * 1e6 / requests
         result["server_cpu_us"] = sum(v for pid, v in spent.items() if pid != envoy_pid) * 1e6 / requests
-        result["load_cpu_us"] = ((load_after.ru_utime + load_after.ru_stime) - (load_before.ru_utime + load_before.ru_stime)) * 1e6 / requests
+        result["load_cpu_us"] = ((load_after.ru_utime + load_after.ru_stime)
+                                 - (load_before.ru_utime + load_before.ru_stime)) * 1e6 / requests
         check(result, {k: after.get(k, 0) - before.get(k, 0) for k in after}, server)
         return result
 
@@ -465,7 +474,8 @@ class Bench:
 
         def native() -> tuple[EnvoyProc, int, Callable[[], dict[str, Any]]]:
             listen, admin = free_port(), free_port()
-            envoy = EnvoyProc(envoy_native.config(listen, admin, native=True, jwks=(ACCEPTANCE / "corp.jwks.json").read_text()), self.tmp, "native")
+            envoy = EnvoyProc(envoy_native.config(listen, admin, native=True,
+                                                  jwks=(ACCEPTANCE / "corp.jwks.json").read_text()), self.tmp, "native")
             envoy.wait(admin)
             return envoy, listen, dict
 
@@ -625,7 +635,8 @@ class Bench:
             return row
 
         grpc_row = envoy_row("grpc", f"Envoy + authz gRPC door, {w} workers ({layout}; per-worker ports), cache hit")
-        http_row = envoy_row("http", f"Envoy + authz HTTP door, {w} workers ({layout}; one SO_REUSEPORT port), cache hit")
+        http_row = envoy_row("http",
+                             f"Envoy + authz HTTP door, {w} workers ({layout}; one SO_REUSEPORT port), cache hit")
         granian_row = envoy_row("granian", f"Envoy + bare granian (bare_granian.py: 200, no decision), {w} workers "
                                            f"({'pinned' if auto_pins else 'unpinned'}, as authz)")
         if http_row.rps and grpc_row.rps and granian_row.rps:
@@ -659,7 +670,8 @@ class Bench:
         bare_pinned = Row("http", f"direct: bare grpcio server (sync), {w} workers pinned one per core (h2load)",
                           median_of(pinned_runs["bare"], "rps"))
         authz_direct = Row("http", f"direct: authz gRPC door, cache hit, {w} workers "
-                           f"{'pinned one per core (--pin-workers on)' if pin else 'NOT pinned (this authz has no --pin-workers)'} (h2load)",
+                           + ("pinned one per core (--pin-workers on)" if pin
+                              else "NOT pinned (this authz has no --pin-workers)") + " (h2load)",
                            median_of(pinned_runs["authz"], "rps"))
         authz_direct.extra = {"pinned": pin}
         if authz_direct.rps and bare_pinned.rps:
@@ -745,13 +757,16 @@ class Bench:
                 finally:
                     baseline.stop()
             note = "" if rate == a.rate else (f"{rate / bare.rps:.0%} of Envoy + bare ext_authz capacity here, as "  # type: ignore[union-attr]
-                                              f"{a.rate:,} req/s is of {a.reference_capacity:,.0f} where the target was set")
+                                              f"{a.rate:,} req/s is of {a.reference_capacity:,.0f} where the target "
+                                              "was set")
             self.add(Row("fixed", f"Envoy + authz at {rate} req/s, {a.workers} workers", median_of(runs, "rps"),
                          median_of(runs, "p50_ms"), median_of(runs, "p99_ms"), note=note))
-            self.add(Row("fixed", f"(Envoy + bare Python ext_authz at {rate} req/s, for reference)", median_of(bare_runs, "rps"),
+            self.add(Row("fixed", f"(Envoy + bare Python ext_authz at {rate} req/s, for reference)",
+                         median_of(bare_runs, "rps"),
                          median_of(bare_runs, "p50_ms"), median_of(bare_runs, "p99_ms")))
             self.add(Row("fixed", f"(Envoy alone at {rate} req/s: the load generator's and Envoy's own floor)",
-                         median_of(alone_runs, "rps"), median_of(alone_runs, "p50_ms"), median_of(alone_runs, "p99_ms")))
+                         median_of(alone_runs, "rps"), median_of(alone_runs, "p50_ms"),
+                         median_of(alone_runs, "p99_ms")))
 
     # 4. memory
     def memory(self) -> None:
@@ -763,15 +778,16 @@ class Bench:
             raise RuntimeError(run.stderr)
         result = json.loads(run.stdout.strip().splitlines()[-1])
         row = Row("memory", f"one worker's decision path, {a.tokens:,} unique tokens", note=(
-            f"RSS {result['rss_mb']:.0f} MB (peak {result['peak_rss_mb']:.0f} MB; {result['rss_start_mb']:.0f} MB at start); "
-            f"cache entries: decisions {result['decision_entries']:,}, tokens {result['token_entries']:,}"))
+            f"RSS {result['rss_mb']:.0f} MB (peak {result['peak_rss_mb']:.0f} MB; {result['rss_start_mb']:.0f} MB at "
+            f"start); cache entries: decisions {result['decision_entries']:,}, tokens {result['token_entries']:,}"))
         row.extra = result
         self.add(row)
 
     # 5. telemetry cost
     def telemetry(self) -> None:
         self.say("== 5. what telemetry costs a cached Check (in-process)")
-        run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "hotpath_bench.py"), "--policy", str(self.policy),
+        run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "hotpath_bench.py"), "--policy",
+                              str(self.policy),
                               "--iterations", str(20000 if self.args.quick else 200000)],
                              capture_output=True, text=True, timeout=600)
         if run.returncode != 0:
@@ -788,8 +804,10 @@ class Bench:
     # 6. the cache miss in-process
     def miss(self) -> None:
         self.say("== 6. a cache miss in-process (core_bench.py: the server's Check, every cache missed)")
-        run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "core_bench.py"), "--json", "--policy", str(self.policy),
-                              "--key", str(ACCEPTANCE / "corp-signing-key.pem"), "--tokens", str(300 if self.args.quick else 2000)],
+        run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "core_bench.py"), "--json", "--policy",
+                              str(self.policy),
+                              "--key", str(ACCEPTANCE / "corp-signing-key.pem"), "--tokens",
+                              str(300 if self.args.quick else 2000)],
                              capture_output=True, text=True, timeout=1200)
         if run.returncode != 0:
             raise RuntimeError(run.stdout + run.stderr)
@@ -798,7 +816,8 @@ class Bench:
         for name, key in (("new caller", "check_new_us"), ("identity token reused", "check_reused_us")):
             row = Row("miss", f"Check in-process, every cache missed, RS256, {name}", rps=1e6 / result[key], note=(
                 f"{result[key]:.0f} µs; {result[key] * scale:.0f} µs scaled by PyJWT's decode "
-                f"({result['pyjwt_decode_us']:.0f} µs here, {result['reference_pyjwt_us']:.0f} where the target was set)"))
+                f"({result['pyjwt_decode_us']:.0f} µs here, {result['reference_pyjwt_us']:.0f} where the target was "
+                "set)"))
             row.extra = {**result, "caller": name, "us": result[key], "scaled_us": result[key] * scale}
             self.add(row)
 
@@ -807,8 +826,9 @@ class Bench:
         lines = [
             f"# authz benchmark, {datetime.date.today().isoformat()}",
             "",
-            f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}, Python {platform.python_version()}; "
-            f"workers {a.workers}, {a.duration:g} s per run, median of {a.runs} run(s){' (quick mode)' if a.quick else ''}.",
+            f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}, "
+            f"Python {platform.python_version()}; workers {a.workers}, {a.duration:g} s per run, median of {a.runs} "
+            f"run(s){' (quick mode)' if a.quick else ''}.",
             "",
             "| section | scenario | req/s | p50 ms | p99 ms | notes |",
             "|---|---|---:|---:|---:|---|",
@@ -816,7 +836,8 @@ class Bench:
         for row in self.rows:
             def fmt(value: float | None, digits: int = 0) -> str:
                 return "" if value is None else f"{value:,.{digits}f}"
-            lines.append(f"| {row.section} | {row.scenario} | {fmt(row.rps)} | {fmt(row.p50, 2)} | {fmt(row.p99, 2)} | {row.note} |")
+            lines.append(f"| {row.section} | {row.scenario} | {fmt(row.rps)} | {fmt(row.p50, 2)} | {fmt(row.p99, 2)} | "
+                         f"{row.note} |")
         lines += ["", "## Targets", ""]
         lines += [f"- {line}" for line in self.targets()]
         return "\n".join(lines) + "\n"
@@ -832,34 +853,40 @@ class Bench:
         one = find("direct", "authz cache hit, 1 worker")
         if bare and hit and bare.rps and hit.rps:
             ratio = hit.rps / bare.rps
-            out.append(f"Direct gRPC, cache hit: authz {ratio:.2f}x the bare Python server (target >= 0.80): {'met' if ratio >= 0.8 else 'NOT met'}")
+            out.append(f"Direct gRPC, cache hit: authz {ratio:.2f}x the bare Python server (target >= 0.80): "
+                       f"{'met' if ratio >= 0.8 else 'NOT met'}")
         env_bare = find("envoy", "Envoy + bare")
         env_authz = find("envoy", "Envoy + authz")
         if env_bare and env_authz and env_bare.rps and env_authz.rps:
             ratio = env_authz.rps / env_bare.rps
-            out.append(f"Through Envoy, cache hit: authz {ratio:.2f}x Envoy + bare ext_authz (target >= 0.85): {'met' if ratio >= 0.85 else 'NOT met'}")
+            out.append(f"Through Envoy, cache hit: authz {ratio:.2f}x Envoy + bare ext_authz (target >= 0.85): "
+                       f"{'met' if ratio >= 0.85 else 'NOT met'}")
         for fixed in (r for r in self.rows if r.section == "fixed" and r.scenario.startswith("Envoy + authz")):
             if fixed.p99 is not None:
                 rate = fixed.scenario.split(" at ")[1].split(",")[0]
                 scaled = f" ({fixed.note})" if fixed.note else ""
-                out.append(f"p99 through Envoy at {rate}{scaled}: {fixed.p99:.2f} ms (target < 5 ms): {'met' if fixed.p99 < 5 else 'NOT met'}")
+                out.append(f"p99 through Envoy at {rate}{scaled}: {fixed.p99:.2f} ms (target < 5 ms): "
+                           f"{'met' if fixed.p99 < 5 else 'NOT met'}")
         miss = find("direct", "authz cache miss, unique RS256")
         if miss and miss.rps:
             per = 1e6 * w / miss.rps
-            out.append(f"Cache miss through gRPC, RS256 with a role and a CEL rule: {per:.0f} µs of worker time per decision "
-                       f"({w} workers at {miss.rps:,.0f}/s)")
+            out.append(f"Cache miss through gRPC, RS256 with a role and a CEL rule: {per:.0f} µs of worker time per "
+                       f"decision ({w} workers at {miss.rps:,.0f}/s)")
         for row in (r for r in self.rows if r.section == "miss"):
             us, scaled = row.extra["us"], row.extra["scaled_us"]
-            out.append(f"Cache miss in-process, {row.extra['caller']}: {us:.0f} µs here ({'met' if us <= 150 else 'NOT met'} as an absolute), "
+            out.append(f"Cache miss in-process, {row.extra['caller']}: {us:.0f} µs here "
+                       f"({'met' if us <= 150 else 'NOT met'} as an absolute), "
                        f"{scaled:.0f} µs scaled to the targets' machine by PyJWT's decode (target <= 150 µs): "
                        f"{'met' if scaled <= 150 else 'NOT met'}")
         memory = find("memory", "one worker")
         if memory:
             rss = memory.extra["rss_mb"]
-            out.append(f"Memory: {rss:.0f} MB RSS after {self.args.tokens:,} unique tokens (target < 300 MB): {'met' if rss < 300 else 'NOT met'}")
+            out.append(f"Memory: {rss:.0f} MB RSS after {self.args.tokens:,} unique tokens (target < 300 MB): "
+                       f"{'met' if rss < 300 else 'NOT met'}")
         if one and hit and one.rps and hit.rps and w > 1:
             ratio = hit.rps / one.rps
-            out.append(f"Scaling: {w} workers give {ratio:.2f}x one (target >= 1.7): {'met' if ratio >= 1.7 else 'NOT met'}")
+            out.append(f"Scaling: {w} workers give {ratio:.2f}x one (target >= 1.7): "
+                       f"{'met' if ratio >= 1.7 else 'NOT met'}")
         out += self.http_targets()
         telemetry = find("telemetry", "cached")
         if telemetry and hit and hit.rps:
@@ -867,7 +894,8 @@ class Bench:
             share = max(0.0, cost) / (1e6 * w / hit.rps)
             shown = f"{cost:.2f} µs" if cost > 0 else f"no measurable cost ({cost:+.2f} µs, within noise)"
             out.append(f"Telemetry on the cached hot path: {shown} of the {1e6 * w / hit.rps:.0f} µs "
-                       f"of worker time per Check = {share:.1%} of throughput (target <= 10%): {'met' if share <= 0.10 else 'NOT met'}")
+                       f"of worker time per Check = {share:.1%} of throughput (target <= 10%): "
+                       f"{'met' if share <= 0.10 else 'NOT met'}")
         return out
 
 
@@ -880,25 +908,30 @@ class Bench:
             return "met" if ok else "NOT met"
 
         out = []
-        grpc, http, granian = find("Envoy + authz gRPC door, "), find("Envoy + authz HTTP door, "), find("Envoy + bare granian (")
+        grpc, http = find("Envoy + authz gRPC door, "), find("Envoy + authz HTTP door, ")
+        granian = find("Envoy + bare granian (")
         if grpc and http and grpc.rps and http.rps:
             ratio = http.rps / grpc.rps
-            out.append(f"HTTP door through Envoy: {ratio:.2f}x the gRPC door ({http.rps:,.0f} vs {grpc.rps:,.0f} req/s; "
+            out.append(f"HTTP door through Envoy: {ratio:.2f}x the gRPC door ({http.rps:,.0f} vs {grpc.rps:,.0f} "
+                       "req/s; "
                        f"target >= 2.0): {verdict(ratio >= 2.0)}")
         if granian and http and granian.rps and http.rps:
             ratio = http.rps / granian.rps
-            out.append(f"HTTP door through Envoy: {ratio:.2f}x bare granian ({http.rps:,.0f} vs {granian.rps:,.0f} req/s; "
+            out.append(f"HTTP door through Envoy: {ratio:.2f}x bare granian ({http.rps:,.0f} vs {granian.rps:,.0f} "
+                       "req/s; "
                        f"target >= 0.8): {verdict(ratio >= 0.8)}")
         bare, direct = find("direct: bare grpcio"), find("direct: authz gRPC door")
         if bare and direct and bare.rps and direct.rps:
             ratio = direct.rps / bare.rps
             pinned = "pinned" if direct.extra.get("pinned") else "unpinned: no --pin-workers in this authz"
-            out.append(f"Direct gRPC, cache hit: authz ({pinned}) {ratio:.2f}x the bare grpcio server pinned one per core "
+            out.append(f"Direct gRPC, cache hit: authz ({pinned}) {ratio:.2f}x the bare grpcio server pinned one per "
+                       "core "
                        f"({direct.rps:,.0f} vs {bare.rps:,.0f} Checks/s; target >= 0.8): {verdict(ratio >= 0.8)}")
         door_fixed, granian_fixed = find("Envoy + authz HTTP door at "), find("Envoy + bare granian at ")
         if door_fixed and granian_fixed and door_fixed.p99 is not None and granian_fixed.p99 is not None:
             gap = door_fixed.p99 - granian_fixed.p99
-            out.append(f"p99 through Envoy at {door_fixed.extra['fixed_rate']} req/s ({HTTP_RATE_SHARE:.0%} of the HTTP door's "
+            out.append(f"p99 through Envoy at {door_fixed.extra['fixed_rate']} req/s ({HTTP_RATE_SHARE:.0%} of the "
+                       "HTTP door's "
                        f"capacity): HTTP door {door_fixed.p99:.2f} ms, bare granian {granian_fixed.p99:.2f} ms, "
                        f"{gap:+.2f} ms (target: within 2 ms of bare granian): {verdict(gap <= 2.0)}")
         return out
@@ -926,7 +959,8 @@ def main() -> int:
         args.duration, args.runs, args.tokens, args.miss_tokens, args.rate = 1.0, 1, 2000, 4000, 300
     for tool in ("h2load", "wrk", "node", "envoy"):
         if shutil.which(tool) is None:
-            print(f"missing tool: {tool} (Debian: nghttp2-client for h2load, wrk; Node.js; envoy from the dev extra)", file=sys.stderr)
+            print(f"missing tool: {tool} (Debian: nghttp2-client for h2load, wrk; Node.js; envoy from the dev extra)",
+                  file=sys.stderr)
             return 2
     bench = Bench(args)
     sections = {"direct": bench.direct, "envoy": bench.through_envoy, "fixed": bench.fixed_rate,

@@ -66,7 +66,8 @@ def main() -> int:
 
     def start(setup: str) -> Callable[[], tuple[EnvoyProc, int, Callable[[], dict[str, Any]]]]:
         def go() -> tuple[EnvoyProc, int, Callable[[], dict[str, Any]]]:
-            extra = [] if setup == "plain" else tls_flags + (["--grpc-client-ca", str(ca.cert_path)] if setup == "bound" else [])
+            extra = [] if setup == "plain" else (
+                tls_flags + (["--grpc-client-ca", str(ca.cert_path)] if setup == "bound" else []))
             server = Authz(bound_policy if setup == "bound" else bench.policy, workers=args.workers,
                            worker_ports=True, extra=extra).__enter__()
             before = metrics(server.http)
@@ -106,7 +107,8 @@ def main() -> int:
                               "p99_ms": result["p99"], "server_cpu_us": round(result["server_cpu_us"], 1),
                               "envoy_cpu_us": round(result["envoy_cpu_us"], 1)}), flush=True)
 
-    print("\n| setup | req/s (median) | req/s (min-max) | p50 ms | p99 ms | authz CPU µs/request | Envoy CPU µs/request |")
+    print("\n| setup | req/s (median) | req/s (min-max) | p50 ms | p99 ms | authz CPU µs/request | Envoy CPU "
+          "µs/request |")
     print("|---|---|---|---|---|---|---|")
     for setup in SETUPS:
         rows = runs[setup]

@@ -146,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     # One token more than is timed: the spare warms up each fresh policy.
     *tokens, spare_token = mint_tokens(args.key, count + 1, now)
     print(f"policy: {args.policy}")
-    print(f"minted {count} distinct RS256 tokens in {time.perf_counter() - started:.1f}s; Python {sys.version.split()[0]}\n")
+    print(f"minted {count} distinct RS256 tokens in {time.perf_counter() - started:.1f}s; Python "
+          f"{sys.version.split()[0]}\n")
     requests = [build_request(token, i) for i, token in enumerate(tokens)]
     spare = build_request(spare_token, count)
     rounds = 3 if args.quick else 5
@@ -227,7 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     with_build = timed(condition_with_variables, views, rounds)
     prebuilt = [v.variables(when.roots) for v in views]
     condition = timed(when.evaluate, prebuilt, rounds)
-    sign = timed(lambda i: signer.sign(i, "", int(now), int(now) + 60), identities, rounds) if signer is not None else None
+    sign = (timed(lambda i: signer.sign(i, "", int(now), int(now) + 60), identities, rounds)
+            if signer is not None else None)
 
     # Reference points: the same tokens through PyJWT, and the RSA alone.
     private = serialization.load_pem_private_key(args.key.read_bytes(), password=None)

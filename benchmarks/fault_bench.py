@@ -109,7 +109,8 @@ class Stack:
             endpoints = [address]
         self.authz.__enter__()
         listen, admin = free_port(), free_port()
-        text = render(EnvoyOptions(shape="edge", authz=endpoints, listen=f"127.0.0.1:{listen}", admin=f"127.0.0.1:{admin}",
+        text = render(EnvoyOptions(shape="edge", authz=endpoints, listen=f"127.0.0.1:{listen}",
+                                   admin=f"127.0.0.1:{admin}",
                                    direct_response=True, protocol="http" if door == "http" else "grpc",
                                    path_prefix=PREFIX, resilience=measures))
         self.envoy = EnvoyProc(text, tmp, f"faults-{door}")
@@ -151,7 +152,8 @@ class Stack:
             self.authz.proc.wait_for("policy reloaded", since=mark, timeout=30)
 
 
-def window(stack: Stack, event: Callable[[], None], args: argparse.Namespace, valid: str, forged: str) -> dict[str, Any]:
+def window(stack: Stack, event: Callable[[], None], args: argparse.Namespace, valid: str,
+           forged: str) -> dict[str, Any]:
     """Both load streams for ``args.duration`` s, ``event`` at ``args.event_at`` s."""
     before = stack.envoy.stats()
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
@@ -200,7 +202,8 @@ def main() -> int:
                 continue  # none on the HTTP door; one shared port cannot tell a worker from another
             stack = Stack(Path(tempfile.mkdtemp(prefix="authz-faults-")), door, VARIANTS[name])
             try:
-                events = {"kill": stack.kill, "reload-valid": stack.reload_valid, "reload-invalid": stack.reload_invalid}
+                events = {"kill": stack.kill, "reload-valid": stack.reload_valid,
+                          "reload-invalid": stack.reload_invalid}
                 for event in args.events.split(","):
                     row = window(stack, events[event], args, valid, forged)
                     stack.restore()

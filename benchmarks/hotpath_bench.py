@@ -89,13 +89,15 @@ def measure_http(policy: object, bearer: str, iterations: int, rounds: int = 7) 
     """Best µs per cached call of the HTTP door's ASGI application, with
     the request headers Envoy forwards for the benchmark's request."""
     door = HttpDoor(HttpDoorSettings(prefix="/authz", forwarded_hops=1))
-    service = CheckService(PolicyState(policy, SystemClock(), doors=(GRPC, door)), Telemetry())  # type: ignore[arg-type]
+    service = CheckService(PolicyState(policy, SystemClock(), doors=(GRPC, door)),
+                           Telemetry())  # type: ignore[arg-type]
     app = HttpAuthzApp(lambda: service, door, 100)
     headers = [(b"host", b"127.0.0.1:10000"), (b"user-agent", b"wrk"), (b"authorization", f"Bearer {bearer}".encode()),
                (b"x-tenant", b"t1"), (b"x-forwarded-for", b"127.0.0.1"), (b"x-forwarded-proto", b"http"),
                (b"x-request-id", b"5f0c2b8e-9f2a-4c1e-8a7e-2d1f6b3c4a5e"),
                (b"x-envoy-expected-rq-timeout-ms", b"1000"), (b"content-length", b"0")]
-    scope = {"type": "http", "method": "GET", "raw_path": b"/authz/api/orders/1", "query_string": b"", "headers": headers}
+    scope = {"type": "http", "method": "GET", "raw_path": b"/authz/api/orders/1", "query_string": b"",
+             "headers": headers}
     statuses: list[int] = []
 
     async def send(message: dict[str, object]) -> None:
@@ -162,7 +164,8 @@ def main() -> int:
     without.telemetry.door("grpc").latency = _NoHistogram()  # type: ignore[assignment]
     without.telemetry.decisions = _NoCounter()
     with tempfile.TemporaryDirectory() as directory:
-        metadata = CheckService(PolicyState(load_policy(with_metadata(args.policy, directory)), SystemClock()), Telemetry())
+        metadata = CheckService(PolicyState(load_policy(with_metadata(args.policy, directory)), SystemClock()),
+                                Telemetry())
     a, b, c = measure([with_telemetry, without, metadata], raw, args.iterations // 7 or 1)
     # The same cached Check with callers bound (docs/security.md 60), measured
     # interleaved with the unbound one: asked by a gateway (destinations: any,
@@ -173,10 +176,12 @@ def main() -> int:
         "authorization": f"Bearer {bearer}", "x-tenant": "t1"}), CheckRequest())
     about.attributes.destination.principal = sidecar
     with tempfile.TemporaryDirectory() as directory:
-        bound_path = Path(shutil.copytree(Path(args.policy).parent, Path(directory) / "policy")) / Path(args.policy).name
+        bound_path = Path(shutil.copytree(Path(args.policy).parent,
+                                          Path(directory) / "policy")) / Path(args.policy).name
         text = bound_path.read_text()
         bound = []
-        for entry in (f'["{gateway}"]\n    destinations: any', '["spiffe://cluster.local/ns/*/sa/*"]\n    destinations: self'):
+        for entry in (f'["{gateway}"]\n    destinations: any',
+                      '["spiffe://cluster.local/ns/*/sa/*"]\n    destinations: self'):
             bound_path.write_text(text + f"\ncallers:\n  - principals: {entry}\n")
             bound.append(CheckService(PolicyState(load_policy(str(bound_path)), SystemClock()), Telemetry(),
                                       caller_of=readers(client_ca=True, trust_caller_xfcc=False, http_door=False)))

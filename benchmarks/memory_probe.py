@@ -57,7 +57,8 @@ def main() -> int:
     for item in source.parent.iterdir():
         if item.is_file():
             shutil.copy(item, directory / item.name)
-    (directory / "probe.jwks.json").write_text(json.dumps({"keys": [{"kty": "oct", "kid": "probe", "alg": "HS256", "k": b64(SECRET)}]}))
+    (directory / "probe.jwks.json").write_text(json.dumps({"keys": [{"kty": "oct", "kid": "probe", "alg": "HS256",
+                                                                     "k": b64(SECRET)}]}))
     text = source.read_text().replace(
         "api_keys:",
         "  - name: probe\n    issuer: https://probe.example.com\n    audiences: [orders-api]\n"

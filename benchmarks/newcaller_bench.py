@@ -71,7 +71,8 @@ def signing_us(count: int = 2000) -> dict[str, float]:
     message = b"header.payload-of-a-typical-identity-token" * 6
     p256, ed = ec.generate_private_key(ec.SECP256R1()), ed25519.Ed25519PrivateKey.generate()
     out = {}
-    for name, sign in (("ES256", lambda: p256.sign(message, ec.ECDSA(hashes.SHA256()))), ("EdDSA", lambda: ed.sign(message))):
+    for name, sign in (("ES256", lambda: p256.sign(message, ec.ECDSA(hashes.SHA256()))),
+                       ("EdDSA", lambda: ed.sign(message))):
         samples = []
         for _ in range(5):
             start = time.thread_time()

@@ -120,7 +120,8 @@ class Minter:
         kid, key = self.keys[generation]
         return {
             "hit": [token(self.claims(f"hit-{i}", self.exp), key=key, alg="ES256", kid=kid) for i in range(HITS)],
-            "forged": [token(self.claims(f"forged-{i}", self.exp), key=self.attacker, alg="ES256", kid=kid) for i in range(4)],
+            "forged": [token(self.claims(f"forged-{i}", self.exp), key=self.attacker, alg="ES256", kid=kid)
+                       for i in range(4)],
             "expired": [token(self.claims(f"expired-{i}", int(time.time()) - 3600), key=key, alg="ES256", kid=kid)
                         for i in range(4)],
         }
@@ -355,7 +356,8 @@ def es256_key(kid: str) -> tuple[str, bytes, dict[str, Any]]:
     return kid, pem, public_jwk(key, kid=kid, alg="ES256")
 
 
-def write_policy(directory: Path, issuer: str, rate: float, share: dict[str, float], warmup: float, workers: int) -> Path:
+def write_policy(directory: Path, issuer: str, rate: float, share: dict[str, float], warmup: float,
+                 workers: int) -> Path:
     """The soak policy, with caches that fill in half the warm-up: each
     worker sees rate * share / workers unique tokens a second."""
     per_worker = rate * share["miss"] / workers
@@ -443,7 +445,8 @@ def _grouped(counts: dict[str, float], metric: str, label: str, **only: str) -> 
 
 def decided_line(counts: dict[str, float]) -> str:
     reasons = _grouped(counts, "authz_decisions_total", "reason")
-    caches = {cache: _grouped(counts, "authz_cache_requests_total", "outcome", cache=cache) for cache in ("decisions", "tokens")}
+    caches = {cache: _grouped(counts, "authz_cache_requests_total", "outcome", cache=cache)
+              for cache in ("decisions", "tokens")}
     return f"authz during the soak: decisions by reason {json.dumps(reasons)}; cache lookups {json.dumps(caches)}"
 
 
@@ -463,14 +466,16 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=None,
                         help="minutes before the RSS baseline (default: a fifth of the run, at least 0.5)")
     parser.add_argument("--interval", type=float, default=60.0, help="seconds per printed line (default %(default)s)")
-    parser.add_argument("--rss-every", type=float, default=10.0, help="seconds between RSS samples (default %(default)s)")
+    parser.add_argument("--rss-every", type=float, default=10.0,
+                        help="seconds between RSS samples (default %(default)s)")
     parser.add_argument("--overlap", type=float, default=45.0,
                         help="seconds the old key stays published after the rotation (default %(default)s)")
     parser.add_argument("--mix", default="hit=0.6,miss=0.2,forged=0.1,expired=0.1",
                         help="request kinds and their shares (default %(default)s)")
     parser.add_argument("--connections", type=int, default=64, help="client connections to Envoy (default %(default)s)")
     parser.add_argument("--authz-args", default="", help="more options for authz serve, e.g. '--server aio'")
-    parser.add_argument("--authz-log", type=Path, default=None, help="write authz's output (its decision log) to this file")
+    parser.add_argument("--authz-log", type=Path, default=None,
+                        help="write authz's output (its decision log) to this file")
     args = parser.parse_args()
     mix = {k: float(v) for k, v in (part.split("=") for part in args.mix.split(","))}
     if set(mix) != set(KINDS):
@@ -486,7 +491,8 @@ def main() -> int:
         # Caches are sized for the rate; before it is known, for a guess (the probe only needs a policy).
         policy = write_policy(directory, idp.issuer, args.rate or 1000.0, mix, warmup, args.workers)
         with Authz(policy, workers=args.workers, worker_ports=True, extra=shlex.split(args.authz_args)) as authz, \
-                Envoy(directory, EnvoyOptions(shape="edge", authz=authz.worker_addresses, direct_response=True)) as envoy:
+                Envoy(directory,
+                      EnvoyOptions(shape="edge", authz=authz.worker_addresses, direct_response=True)) as envoy:
             base = {"url": envoy.url + "/api/orders", "issuer": idp.issuer, "keys": [old[:2], new[:2]],
                     "lifetime": seconds + 3600, "mix": mix, "connections": args.connections, "timeout": 10.0,
                     "interval": args.interval, "max_in_flight": 20 * args.connections}
@@ -583,7 +589,8 @@ class Report:
             last = later[-1].get(index, value) if later else value
             growth[index] = (value, peak, last, (peak - value) / value * 100)
         print("RSS after warm-up (MB): " + "; ".join(
-            f"w{i} {b:.1f} -> peak {p:.1f}, last {last:.1f} ({g:+.1f} %)" for i, (b, p, last, g) in sorted(growth.items())))
+            f"w{i} {b:.1f} -> peak {p:.1f}, last {last:.1f} ({g:+.1f} %)"
+            for i, (b, p, last, g) in sorted(growth.items())))
         print(f"key-set fetches: {jwks_fetches}; expected answers by key generation: "
               + ", ".join(f"{k.split(':')[1]}: {v}" for k, v in sorted(self.ok.items())))
         print(f"Envoy during the soak (ext_authz counters that moved, the authz cluster's): {json.dumps(envoy)}")
@@ -594,7 +601,8 @@ class Report:
         unexpected = sum(self.unexpected.values()) + len(self.sampler.restarts)
         rss_ok = bool(growth) and worst < 10
         print(f"verdict: RSS growth after warm-up {worst:+.1f} % (goal < 10 %): {'met' if rss_ok else 'NOT met'}; "
-              f"unexpected outcomes {unexpected} of {self.sent} requests (goal 0): {'met' if unexpected == 0 else 'NOT met'}; "
+              f"unexpected outcomes {unexpected} of {self.sent} requests (goal 0): "
+              f"{'met' if unexpected == 0 else 'NOT met'}; "
               f"p99 per interval median {statistics.median(self.p99) if self.p99 else 0:.2f} ms, "
               f"worst {max(self.p99, default=0):.2f} ms", flush=True)
 

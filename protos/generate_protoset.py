@@ -85,7 +85,8 @@ def protoset_bytes() -> bytes:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=PROTOSET, help="where to write (default: %(default)s)")
-    parser.add_argument("--check", action="store_true", help="write nothing; exit 1 when --out differs from a fresh build")
+    parser.add_argument("--check", action="store_true",
+                        help="write nothing; exit 1 when --out differs from a fresh build")
     args = parser.parse_args(argv)
     data = protoset_bytes()
     if args.check:

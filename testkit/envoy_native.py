@@ -66,12 +66,14 @@ def config(listen: int, admin: int, *, native: bool, jwks: str = "") -> dict[str
             "filter_chains": [{"filters": [{
                 "name": "envoy.filters.network.http_connection_manager",
                 "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                    "@type": ("type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3."
+                              "HttpConnectionManager"),
                     "stat_prefix": "ingress_http",
                     "normalize_path": True,
                     "merge_slashes": True,
                     "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [
-                        {"match": {"prefix": "/"}, "direct_response": {"status": 200, "body": {"inline_string": "ok\n"}}},
+                        {"match": {"prefix": "/"},
+                         "direct_response": {"status": 200, "body": {"inline_string": "ok\n"}}},
                     ]}]},
                     "http_filters": filters,
                 },

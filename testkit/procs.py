@@ -98,7 +98,8 @@ class Proc:
         with self._cond:
             self._cond.wait_for(ready, timeout)
         if not found:
-            raise AssertionError(f"{self.name}: no line matching {pattern!r} within {timeout}s; output:\n" + self.output(60))
+            raise AssertionError(f"{self.name}: no line matching {pattern!r} within {timeout}s; output:\n"
+                                 + self.output(60))
         return found[0]
 
     def output(self, last: int = 200) -> str:

@@ -59,7 +59,8 @@ def raw_sign(signing_input: bytes, key: Any, alg: str) -> bytes:
     if alg.startswith("RS"):
         return bytes(key.sign(signing_input, padding.PKCS1v15(), digest))
     if alg.startswith("PS"):
-        return bytes(key.sign(signing_input, padding.PSS(mgf=padding.MGF1(digest), salt_length=digest.digest_size), digest))
+        return bytes(key.sign(signing_input, padding.PSS(mgf=padding.MGF1(digest), salt_length=digest.digest_size),
+                              digest))
     if alg.startswith("ES"):
         r, s = utils.decode_dss_signature(key.sign(signing_input, ec.ECDSA(digest)))
         width = _EC_WIDTH[alg]

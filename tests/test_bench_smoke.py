@@ -18,14 +18,16 @@ from testkit.paths import REPO
 def test_benchmark_smoke_run(tmp_path: Path) -> None:
     missing = [tool for tool in ("h2load", "wrk", "node") if shutil.which(tool) is None]
     if missing:
-        pytest.fail(f"the benchmark needs {missing}: Debian packages nghttp2-client and wrk, and Node.js (scripts/setup bench and scripts/setup test install them)")
+        pytest.fail(f"the benchmark needs {missing}: Debian packages nghttp2-client and wrk, and Node.js "
+                    "(scripts/setup bench and scripts/setup test install them)")
     out = tmp_path / "results.md"
     run = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench.py"), "--quick", "--out", str(out)],
                          capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     table = out.read_text()
     for scenario in ("bare Python server", "authz cache hit, 1 worker", "authz cache miss, unique RS256",
-                     "authz cache miss, unique ES256", "Envoy alone", "native jwt_authn", "Envoy + bare Python ext_authz",
+                     "authz cache miss, unique ES256", "Envoy alone", "native jwt_authn",
+                     "Envoy + bare Python ext_authz",
                      "Envoy + authz", "at 300 req/s", "unique tokens", "cached Check", "every cache missed",
                      "Envoy + authz gRPC door", "Envoy + authz HTTP door", "Envoy + bare granian",
                      "direct: bare grpcio server", "direct: authz gRPC door"):

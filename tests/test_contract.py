@@ -39,7 +39,8 @@ def test_there_are_23_cases() -> None:
 @pytest.mark.parametrize("case", CASES, ids=_ids)
 def test_cli_check(case: dict[str, Any]) -> None:
     run = subprocess.run(
-        [sys.executable, "-m", "authz", "check", "--config", str(POLICY), "--request", str(ACCEPTANCE / case["request"])],
+        [sys.executable, "-m", "authz", "check", "--config", str(POLICY), "--request",
+         str(ACCEPTANCE / case["request"])],
         capture_output=True, text=True, timeout=60,
     )
     assert run.returncode == (0 if case["allowed"] else 1), run.stderr

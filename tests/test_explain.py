@@ -25,7 +25,8 @@ WHY = {
 
 @pytest.mark.parametrize("case", EXPECTED["cases"], ids=lambda c: c["request"].rsplit("/", 1)[-1][:-5])
 def test_explain(case: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["explain", "--config", str(ACCEPTANCE / "policy.yaml"), "--request", str(ACCEPTANCE / case["request"])])
+    code = main(["explain", "--config", str(ACCEPTANCE / "policy.yaml"), "--request",
+                 str(ACCEPTANCE / case["request"])])
     out = capsys.readouterr().out
     lines = out.splitlines()
     verdict = "ALLOW" if case["allowed"] else "DENY"

@@ -9,7 +9,8 @@ from testkit.paths import REPO
 
 
 def test_ruff() -> None:
-    run = subprocess.run([sys.executable, "-m", "ruff", "check", "authz", "tests", "testkit", "benchmarks", "protos", "setup.py"],
+    run = subprocess.run([sys.executable, "-m", "ruff", "check", "authz", "tests", "testkit", "benchmarks", "protos",
+                          "setup.py"],
                          cwd=REPO, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout[-4000:]
 

@@ -18,5 +18,6 @@ def test_public_names() -> None:
 def test_the_core_without_a_server() -> None:
     engine = authz.Engine(authz.load_policy(str(ACCEPTANCE / "policy.yaml")))
     decision = engine.decide(authz.Request(method="GET", path="/healthz", headers={}, source_address="198.51.100.7"))
-    assert (decision.allowed, decision.status, decision.reason, decision.rule) == (True, 200, authz.Reason.ALLOWED, "public-health")
+    assert ((decision.allowed, decision.status, decision.reason, decision.rule)
+            == (True, 200, authz.Reason.ALLOWED, "public-health"))
     assert issubclass(authz.ConfigError, authz.AuthzError)

@@ -20,7 +20,8 @@ from pydantic import BaseModel, ValidationError
 from authz.config.source import Located, load_yaml
 from authz.errors import Problem
 
-_DURATION_FIELDS = frozenset({"refresh_interval", "min_refetch_interval", "max_stale", "fetch_timeout", "leeway", "ttl", "deny_ttl"})
+_DURATION_FIELDS = frozenset({"refresh_interval", "min_refetch_interval", "max_stale", "fetch_timeout", "leeway", "ttl",
+                              "deny_ttl"})
 _TYPE_NAMES = {
     "string_type": "a string", "int_type": "an integer", "float_type": "a number", "bool_type": "true or false",
     "list_type": "a list", "dict_type": "a mapping", "model_type": "a mapping", "model_attributes_type": "a mapping",
@@ -31,7 +32,8 @@ _MISSING_HINTS = {
     "audiences": "missing required field (an issuer needs at least one audience: the token's aud must contain one)",
     "effect": "missing required field ('allow' or 'deny')",
 }
-_BOUNDS = {"greater_than_equal": "at least", "greater_than": "more than", "less_than_equal": "at most", "less_than": "less than"}
+_BOUNDS = {"greater_than_equal": "at least", "greater_than": "more than", "less_than_equal": "at most",
+           "less_than": "less than"}
 
 
 def read_yaml(path: str, shown: str) -> Located:

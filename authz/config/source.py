@@ -116,7 +116,8 @@ def load_yaml(text: str, file: str) -> Located:
     try:
         located.data = _Converter(located, loader).convert(node, ())
     except _TooBig:
-        located.problems.append(Problem(file, 1, f"the document has more than {MAX_VALUES} values (YAML aliases expanding?)"))
+        located.problems.append(Problem(file, 1,
+                                        f"the document has more than {MAX_VALUES} values (YAML aliases expanding?)"))
         located.data = None
     return located
 
@@ -166,7 +167,8 @@ class _Converter:
         if id(node) in self.active:
             # The node is the alias's target: point at the key that refers to it.
             line = located.key_lines.get(path, node.start_mark.line + 1)
-            located.problems.append(Problem(located.file, line, f"{render_path(path) or 'document'}: recursive YAML alias"))
+            located.problems.append(Problem(located.file, line,
+                                            f"{render_path(path) or 'document'}: recursive YAML alias"))
             return None
         if node.tag not in _COLLECTION_TAGS:
             self.problem(node, f"{render_path(path) or 'document'}: unsupported YAML tag {_short_tag(node.tag)!r}")

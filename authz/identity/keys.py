@@ -42,7 +42,8 @@ _EC_CURVES = {"ES256": "P-256", "ES384": "P-384", "ES512": "P-521"}
 _HMAC_MIN_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
 _B64_MEMBERS = ("n", "e", "x", "y", "k", "d", "p", "q", "dp", "dq", "qi")
 # RFC 7638 required members, for the thumbprint that identifies key material.
-_THUMBPRINT_MEMBERS = {"RSA": ("e", "kty", "n"), "EC": ("crv", "kty", "x", "y"), "OKP": ("crv", "kty", "x"), "oct": ("k", "kty")}
+_THUMBPRINT_MEMBERS = {"RSA": ("e", "kty", "n"), "EC": ("crv", "kty", "x", "y"), "OKP": ("crv", "kty", "x"),
+                       "oct": ("k", "kty")}
 
 
 # ROCA (CVE-2017-15361, Nemec et al., CCS 2017): moduli from the Infineon
@@ -115,7 +116,8 @@ def _compatible_algs(jwk: dict[str, Any], allowed: Iterable[str]) -> list[str]:
 
 
 def _public(key: Any) -> Any:
-    if isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey):
+    if isinstance(key,
+                  rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey):
         return key.public_key()
     return key
 
@@ -319,6 +321,7 @@ def parse_ec_key(data: bytes) -> ec.EllipticCurvePrivateKey | ec.EllipticCurvePu
             key = serialization.load_pem_public_key(data)
         except ValueError:
             raise ValueError("not a PEM EC key") from None
-    if not isinstance(key, ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
+    if not isinstance(key, ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey) or not isinstance(key.curve,
+                                                                                                     ec.SECP256R1):
         raise ValueError("identity tokens are ES256: the key must be an EC P-256 key")
     return key

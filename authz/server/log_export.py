@@ -28,7 +28,8 @@ LOGGER_NAME = "authz.decisions"
 #: Record fields sent as attributes too (name in the record -> attribute).
 ATTRIBUTES = {
     "reason": "authz.reason", "rule": "authz.rule", "door": "authz.door", "worker": "authz.worker",
-    "policy_generation": "authz.policy_generation", "cache": "authz.server.cache", "status": "http.response.status_code",
+    "policy_generation": "authz.policy_generation", "cache": "authz.server.cache",
+    "status": "http.response.status_code",
     "request_id": "envoy.request_id", "client_address": "client.address", "method": "http.request.method",
     "path": "url.path",
 }

@@ -53,9 +53,11 @@ class PolicyState:
                  doors: tuple[Door, ...] = (GRPC,)) -> None:
         self.policy = policy
         self.clock = clock
-        self.tokens = VerifiedTokenCache(policy.token_cache_size, time=clock.time, monotonic=clock.monotonic, max_bytes=policy.token_cache_bytes)
+        self.tokens = VerifiedTokenCache(policy.token_cache_size, time=clock.time, monotonic=clock.monotonic,
+                                         max_bytes=policy.token_cache_bytes)
         self.engine = Engine(policy, clock=clock, token_cache=self.tokens, dry_run=dry_run)
-        self.decisions: ExpiringLRU[Cached] = decision_cache(policy.decision_cache_size, policy.decision_cache_bytes, clock.monotonic)
+        self.decisions: ExpiringLRU[Cached] = decision_cache(policy.decision_cache_size, policy.decision_cache_bytes,
+                                                             clock.monotonic)
         #: Each door's decision-cache key function, by door name. Keys of
         #: different doors never collide (each digest starts with its door's
         #: name), so the doors share one cache.
@@ -303,7 +305,8 @@ class CheckService:
                 meters.in_flight -= 1
             meters.latency.record(elapsed)
             if decision is not None:
-                telemetry.decisions[handled.label or _labels(decision, handled.door.name)] += 1  # type: ignore[union-attr]
+                label = handled.label or _labels(decision, handled.door.name)  # type: ignore[union-attr]
+                telemetry.decisions[label] += 1
                 for rule in decision.dry_run_denials:
                     telemetry.dry_run_denials[rule] += 1
                 for omitted in decision.omitted:

@@ -44,30 +44,57 @@ class MetricInfo:
 CHECK_LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 METRICS: dict[str, MetricInfo] = {m.name: m for m in (
-    MetricInfo("authz_build_info", "gauge", "Always 1: the running authz version, the Python it runs on, and the generation and SHA-256 (first 16 hex digits) of the policy in force.", ("version", "python", "policy_generation", "policy_hash"), "max"),
-    MetricInfo("authz_decisions_total", "counter", "Decisions made, by reason code, by the identity's issuer (issuer name, api_key, peer or none) and by the door that asked (grpc, http).", ("reason", "issuer", "door")),
-    MetricInfo("authz_rule_decisions_total", "counter", "Decisions by the rule or role that made them (names come from the policy; empty when none did) and by decision (allow, deny).", ("rule", "decision")),
-    MetricInfo("authz_dry_run_denials_total", "counter", "Denials a dry-run rule (or --dry-run) would have made, by rule.", ("rule",)),
-    MetricInfo("authz_response_omissions_total", "counter", "Answers sent without a client header or metadata key the policy computes, because its expression failed or its value could not be sent, by kind (client_header, metadata) and name.", ("kind", "name")),
-    MetricInfo("authz_check_duration_seconds", "histogram", "Time to answer one Check inside authz, from request bytes to response bytes, by door (grpc, http).", ("door",)),
-    MetricInfo("authz_checks_in_flight", "gauge", "Checks being decided right now, all workers and doors (on an event loop, those waiting for a key set: the others are decided one at a time).", ()),
-    MetricInfo("authz_worker_checks_in_flight", "gauge", "Checks being decided right now, by worker (its index) and door: compare with authz_checks_in_flight_limit, which applies to each.", ("worker", "door")),
-    MetricInfo("authz_checks_in_flight_limit", "gauge", "--max-concurrent-checks: the most Checks one worker decides at once on one door; one more is refused.", (), "max"),
-    MetricInfo("authz_cache_requests_total", "counter", "Cache lookups, by cache (decisions, tokens) and outcome (hit, miss).", ("cache", "outcome")),
+    MetricInfo("authz_build_info", "gauge",
+               "Always 1: the running authz version, the Python it runs on, and the generation and SHA-256 (first 16 "
+               "hex digits) of the policy in force.", ("version", "python", "policy_generation", "policy_hash"), "max"),
+    MetricInfo("authz_decisions_total", "counter",
+               "Decisions made, by reason code, by the identity's issuer (issuer name, api_key, peer or none) and by "
+               "the door that asked (grpc, http).", ("reason", "issuer", "door")),
+    MetricInfo("authz_rule_decisions_total", "counter",
+               "Decisions by the rule or role that made them (names come from the policy; empty when none did) and by "
+               "decision (allow, deny).", ("rule", "decision")),
+    MetricInfo("authz_dry_run_denials_total", "counter",
+               "Denials a dry-run rule (or --dry-run) would have made, by rule.", ("rule",)),
+    MetricInfo("authz_response_omissions_total", "counter",
+               "Answers sent without a client header or metadata key the policy computes, because its expression "
+               "failed or its value could not be sent, by kind (client_header, metadata) and name.", ("kind", "name")),
+    MetricInfo("authz_check_duration_seconds", "histogram",
+               "Time to answer one Check inside authz, from request bytes to response bytes, by door (grpc, http).",
+               ("door",)),
+    MetricInfo("authz_checks_in_flight", "gauge",
+               "Checks being decided right now, all workers and doors (on an event loop, those waiting for a key set: "
+               "the others are decided one at a time).", ()),
+    MetricInfo("authz_worker_checks_in_flight", "gauge",
+               "Checks being decided right now, by worker (its index) and door: compare with "
+               "authz_checks_in_flight_limit, which applies to each.", ("worker", "door")),
+    MetricInfo("authz_checks_in_flight_limit", "gauge",
+               "--max-concurrent-checks: the most Checks one worker decides at once on one door; one more is refused.",
+               (), "max"),
+    MetricInfo("authz_cache_requests_total", "counter",
+               "Cache lookups, by cache (decisions, tokens) and outcome (hit, miss).", ("cache", "outcome")),
     MetricInfo("authz_cache_evictions_total", "counter", "Entries evicted by the LRU bound, by cache.", ("cache",)),
     MetricInfo("authz_cache_entries", "gauge", "Entries held, by cache.", ("cache",)),
-    MetricInfo("authz_cache_bytes", "gauge", "Memory the entries of each cache hold, estimated from a sample of entries (their objects and the cache's index per entry).", ("cache",)),
-    MetricInfo("authz_jwks_fetches_total", "counter", "Key-set fetches, by issuer and outcome (success, failure).", ("issuer", "outcome")),
-    MetricInfo("authz_jwks_fetch_seconds_total", "counter", "Time spent fetching each issuer's key set (discovery included), successful or not: divided by authz_jwks_fetches_total, the mean fetch time.", ("issuer",)),
-    MetricInfo("authz_jwks_keys", "gauge", "Keys in each issuer's key set (the largest among workers).", ("issuer",), "max"),
-    MetricInfo("authz_jwks_key_set_age_seconds", "gauge", "Seconds since the issuer's key set was last fetched successfully (oldest worker).", ("issuer",), "max"),
+    MetricInfo("authz_cache_bytes", "gauge",
+               "Memory the entries of each cache hold, estimated from a sample of entries (their objects and the "
+               "cache's index per entry).", ("cache",)),
+    MetricInfo("authz_jwks_fetches_total", "counter", "Key-set fetches, by issuer and outcome (success, failure).",
+               ("issuer", "outcome")),
+    MetricInfo("authz_jwks_fetch_seconds_total", "counter",
+               "Time spent fetching each issuer's key set (discovery included), successful or not: divided by "
+               "authz_jwks_fetches_total, the mean fetch time.", ("issuer",)),
+    MetricInfo("authz_jwks_keys", "gauge", "Keys in each issuer's key set (the largest among workers).", ("issuer",),
+               "max"),
+    MetricInfo("authz_jwks_key_set_age_seconds", "gauge",
+               "Seconds since the issuer's key set was last fetched successfully (oldest worker).", ("issuer",), "max"),
     MetricInfo("authz_config_reloads_total", "counter", "Policy reloads, by outcome (success, failure).", ("outcome",)),
     MetricInfo("authz_config_reload_error", "gauge",
-               "1 for each file (and its team, in a policy directory) the last reload failed on; none after a good one.",
-               ("file", "team")),
-    MetricInfo("authz_policy_generation", "gauge", "Generation of the policy in force (lowest among workers).", (), "min"),
+               "1 for each file (and its team, in a policy directory) the last reload failed on; none after a good "
+               "one.", ("file", "team")),
+    MetricInfo("authz_policy_generation", "gauge", "Generation of the policy in force (lowest among workers).", (),
+               "min"),
     MetricInfo("authz_workers", "gauge", "Worker processes answering Checks.", ()),
-    MetricInfo("authz_worker_restarts_total", "counter", "Worker processes started again after one exited, by worker index.", ("worker",)),
+    MetricInfo("authz_worker_restarts_total", "counter",
+               "Worker processes started again after one exited, by worker index.", ("worker",)),
 )}
 
 class LatencyHistogram:
@@ -146,11 +173,13 @@ class Telemetry:
         snapshot: Snapshot = {
             "authz_decisions_total": {
                 labels(reason=reason, issuer=issuer, door=door): n for (reason, issuer, door), n in by_reason.items()},
-            "authz_rule_decisions_total": {labels(rule=rule, decision=decision): n for (rule, decision), n in by_rule.items()},
+            "authz_rule_decisions_total": {
+                labels(rule=rule, decision=decision): n for (rule, decision), n in by_rule.items()},
             "authz_dry_run_denials_total": {labels(rule=rule): n for rule, n in list(self.dry_run_denials.items())},
             "authz_response_omissions_total": {
                 labels(kind=kind, name=name): n for (kind, name), n in list(self.omissions.items())},
-            "authz_check_duration_seconds": {labels(door=door): meters.latency.point() for door, meters in doors.items()},
+            "authz_check_duration_seconds": {
+                labels(door=door): meters.latency.point() for door, meters in doors.items()},
             "authz_checks_in_flight": {(): sum(meters.in_flight for meters in doors.values())},
             "authz_worker_checks_in_flight": {
                 labels(worker=self.worker, door=door): meters.in_flight for door, meters in doors.items()},
@@ -158,16 +187,19 @@ class Telemetry:
                 labels(cache=name, outcome=outcome): count
                 for name, (stats, *_sizes) in caches.items()
                 for outcome, count in (("hit", stats.hits), ("miss", stats.misses))},
-            "authz_cache_evictions_total": {labels(cache=name): stats.evictions for name, (stats, *_sizes) in caches.items()},
+            "authz_cache_evictions_total": {
+                labels(cache=name): stats.evictions for name, (stats, *_sizes) in caches.items()},
             "authz_cache_entries": {labels(cache=name): sizes[0] for name, (_stats, *sizes) in caches.items()},
-            "authz_cache_bytes": {labels(cache=name): sizes[1] for name, (_stats, *sizes) in caches.items() if len(sizes) > 1},
+            "authz_cache_bytes": {
+                labels(cache=name): sizes[1] for name, (_stats, *sizes) in caches.items() if len(sizes) > 1},
             "authz_jwks_fetches_total": {
                 labels(issuer=issuer, outcome=outcome): status.get(field, 0)
                 for issuer, status in remote.items()
                 for outcome, field in (("success", "successes"), ("failure", "failures_total"))},
             "authz_jwks_fetch_seconds_total": {
                 labels(issuer=issuer): status.get("fetch_seconds", 0.0) for issuer, status in remote.items()},
-            "authz_jwks_keys": {labels(issuer=issuer): status["keys"] for issuer, status in key_sets.items() if "keys" in status},
+            "authz_jwks_keys": {
+                labels(issuer=issuer): status["keys"] for issuer, status in key_sets.items() if "keys" in status},
             "authz_jwks_key_set_age_seconds": {
                 labels(issuer=issuer): status["age_seconds"]
                 for issuer, status in key_sets.items() if status.get("age_seconds") is not None},

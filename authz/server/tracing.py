@@ -30,7 +30,8 @@ _PROPAGATOR = CompositePropagator([TraceContextTextMapPropagator(), B3MultiForma
 def otlp_over_http(environ: Mapping[str, str], signal: str) -> bool:
     """Whether the OTLP exporter of ``signal`` (TRACES, LOGS) speaks HTTP
     rather than gRPC, as OpenTelemetry's environment variables say."""
-    protocol = environ.get(f"OTEL_EXPORTER_OTLP_{signal}_PROTOCOL") or environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "grpc"
+    protocol = (environ.get(f"OTEL_EXPORTER_OTLP_{signal}_PROTOCOL") or environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+                or "grpc")
     return protocol.startswith("http")
 
 

@@ -71,7 +71,8 @@ def decide(args: argparse.Namespace, *, explain: bool) -> bool | None:
         where = ""
         if origin is not None:
             where = f" from {origin[0]}:{origin[1]}" + (f" (team {origin[2]})" if origin[2] else "")
-        print(f"=> {verdict} {decision.status} {decision.reason.value}" + (f" (rule {decision.rule})" if decision.rule else "")
+        print(f"=> {verdict} {decision.status} {decision.reason.value}"
+              + (f" (rule {decision.rule})" if decision.rule else "")
               + where)
         if decision.denial is not None:
             shown = decision.to_json(echoed_request_id(request.headers))["denial"]

@@ -83,12 +83,14 @@ class LocalLimit:
         ``tier=free,sub=*:3/1m`` (3 a minute for each free caller)."""
         match = _LIMIT.fullmatch(text.strip())
         if match is None:
-            raise ValueError(f"--local-rate-limit {text!r}: expected KEY=VALUE[,KEY=VALUE...]:REQUESTS/PERIOD, e.g. tier=free:3/1m")
+            raise ValueError(f"--local-rate-limit {text!r}: expected KEY=VALUE[,KEY=VALUE...]:REQUESTS/PERIOD, e.g. "
+                             "tier=free:3/1m")
         entries = []
         for item in match["entries"].split(","):
             key, equals, value = item.strip().partition("=")
             if not equals or not _KEY.fullmatch(key) or not value:
-                raise ValueError(f"--local-rate-limit {text!r}: {item!r} is not KEY=VALUE (VALUE * for a bucket per value)")
+                raise ValueError(f"--local-rate-limit {text!r}: {item!r} is not KEY=VALUE (VALUE * for a bucket per "
+                                 "value)")
             entries.append((key, "" if value == "*" else value))
         period = parse_duration(match["period"])
         requests = int(match["requests"])
@@ -119,7 +121,8 @@ def metadata_keys(options: MetadataOptions) -> list[str]:
     keys = [*BUILTIN, *options.metadata_keys, *(k for keys in options.rate_limit_by for k in keys)]
     for key in keys:
         if not _KEY.fullmatch(key):
-            raise ValueError(f"invalid metadata key {key!r} (lower-case letters, digits, '-' and '_', starting with a letter)")
+            raise ValueError(f"invalid metadata key {key!r} (lower-case letters, digits, '-' and '_', starting with a "
+                             "letter)")
     return list(dict.fromkeys(keys))
 
 
@@ -196,7 +199,8 @@ def filters_after_authz(options: MetadataOptions) -> list[HttpFilter]:
     for limit in options.local_rate_limits:
         unknown = [key for key, _ in limit.entries if key not in limited]
         if unknown:
-            raise ValueError(f"--local-rate-limit names {', '.join(unknown)}, which no --rate-limit-by makes a descriptor of")
+            raise ValueError(f"--local-rate-limit names {', '.join(unknown)}, which no --rate-limit-by makes a "
+                             "descriptor of")
         descriptors.append(LocalRateLimitDescriptor(
             entries=[RateLimitDescriptorEntry(key=key, value=value) for key, value in limit.entries],
             token_bucket=_bucket(limit.requests, limit.period)))

@@ -99,7 +99,8 @@ class _Check:
     def warn(self, line: int, message: str) -> None:
         self.warnings.append((line, f"{self.file}:{line}: warning: {message}"))
 
-    def unset(self, located: Located, path: Path, listed: Any, where: str, matches: Any, extra: Sequence[str] = ()) -> None:
+    def unset(self, located: Located, path: Path, listed: Any, where: str, matches: Any,
+              extra: Sequence[str] = ()) -> None:
         line = located.line(path)
         for name in self.headers.upstream:
             if name not in extra and not matches(listed, name):

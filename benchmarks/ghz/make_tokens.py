@@ -101,8 +101,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--count", type=int, required=True, help="number of distinct tokens (= requests in the run)")
     parser.add_argument("--out", type=Path, required=True, help="the ghz config file to write")
-    parser.add_argument("--config", type=Path, default=DEFAULT_POLICY, help="policy naming the issuer (default: the example)")
-    parser.add_argument("--key", type=Path, default=DEFAULT_KEY, help="the issuer's private key (default: the example's dev key)")
+    parser.add_argument("--config", type=Path, default=DEFAULT_POLICY,
+                        help="policy naming the issuer (default: the example)")
+    parser.add_argument("--key", type=Path, default=DEFAULT_KEY,
+                        help="the issuer's private key (default: the example's dev key)")
     parser.add_argument("--role", action="append", default=None, help="role claim (repeatable; default orders-reader)")
     parser.add_argument("--ttl", type=int, default=TEN_YEARS, help="token lifetime in seconds (default: 10 years)")
     args = parser.parse_args(argv)

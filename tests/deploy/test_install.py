@@ -40,7 +40,8 @@ SPAN_NAME = "authz.Check"
 SERVICE_NAME = "authz-install-test"
 #: Variables that would make the venv's Python import something else than
 #: what is installed in it.
-_FOREIGN: dict[str, str | None] = {"PYTHONPATH": None, "PYTHONHOME": None, "PYTHONUSERBASE": None, "PYTHONSTARTUP": None}
+_FOREIGN: dict[str, str | None] = {"PYTHONPATH": None, "PYTHONHOME": None, "PYTHONUSERBASE": None,
+                                   "PYTHONSTARTUP": None}
 
 
 @dataclass(frozen=True)

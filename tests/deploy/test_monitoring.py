@@ -111,7 +111,8 @@ def test_the_alerts_page_on_what_hurts_users() -> None:
         "AuthzInternalErrors": 'reason="internal_error"', "AuthzJwksUnavailable": 'reason="jwks_unavailable"',
         "AuthzEnvoyExtAuthzErrors": "envoy_ext_authz_errors", "AuthzCheckLatencyHigh": "authz_check_duration_seconds",
         "AuthzKeySetStale": "authz_jwks_key_set_age_seconds", "AuthzKeySetFetchesFailing": "authz_jwks_fetches_total",
-        "AuthzConfigReloadFailing": "authz_config_reloads_total", "AuthzWorkersRestarting": "authz_worker_restarts_total",
+        "AuthzConfigReloadFailing": "authz_config_reloads_total",
+        "AuthzWorkersRestarting": "authz_worker_restarts_total",
         "AuthzChecksNearConcurrencyLimit": "authz_checks_in_flight_limit",
         "AuthzUntrustedCallers": 'reason="untrusted_caller"',
     }
@@ -149,7 +150,8 @@ def test_rules_read_only_exported_metrics_and_their_own_records() -> None:
     recorded = {rule["record"] for rule in rules() if "record" in rule}
     for rule in rules():
         for name in series_names(rule["expr"]):
-            assert exported(name) or name in recorded or name in ENVOY_SERIES, (rule.get("alert") or rule["record"], name)
+            assert exported(name) or name in recorded or name in ENVOY_SERIES, (rule.get("alert") or rule["record"],
+                                                                                name)
 
 
 # -- the dashboard ----------------------------------------------------------------

@@ -27,11 +27,13 @@ from tests.deploy.test_policy_configmap import Cluster
 OVERLAY = REPO / "deploy" / "kubernetes-policy-dir"
 MOUNT = "/etc/authz/policy"
 
-pytestmark = pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (for `kubectl kustomize`) is not installed")
+pytestmark = pytest.mark.skipif(shutil.which("kubectl") is None,
+                                reason="kubectl (for `kubectl kustomize`) is not installed")
 
 
 def render() -> list[dict[str, Any]]:
-    run = subprocess.run(["kubectl", "kustomize", str(OVERLAY)], capture_output=True, text=True, timeout=60, check=False)
+    run = subprocess.run(["kubectl", "kustomize", str(OVERLAY)], capture_output=True, text=True, timeout=60,
+                         check=False)
     assert run.returncode == 0, run.stderr
     return [doc for doc in yaml.safe_load_all(run.stdout) if doc]
 

@@ -54,7 +54,8 @@ def limiter_config_errors(config: dict[str, Any]) -> list[str]:
         limit = descriptor.get("rate_limit")
         if ("rate_limit" in descriptor) == (descriptor.get("unlimited") is True):
             problems.append(f"descriptors[{i}]: give rate_limit or unlimited: true")
-        elif limit is not None and (limit.get("unit") not in UNITS or not isinstance(limit.get("requests_per_unit"), int)):
+        elif limit is not None and (limit.get("unit") not in UNITS
+                                    or not isinstance(limit.get("requests_per_unit"), int)):
             problems.append(f"descriptors[{i}].rate_limit: unit one of {sorted(UNITS)}, requests_per_unit an integer")
     return problems
 
@@ -70,7 +71,8 @@ def _spliced(tmp_path: Path, envoy_filter: dict[str, Any]) -> Path:
         value = copy.deepcopy(patch["patch"]["value"])
         if patch["applyTo"] == "HTTP_FILTER":
             assert patch["patch"]["operation"] == "INSERT_BEFORE"
-            assert patch["match"]["listener"]["filterChain"]["filter"]["subFilter"]["name"] == "envoy.filters.http.router"
+            sub_filter = patch["match"]["listener"]["filterChain"]["filter"]["subFilter"]
+            assert sub_filter["name"] == "envoy.filters.http.router"
             hcm["httpFilters"].insert(len(hcm["httpFilters"]) - 1, value)
         elif patch["applyTo"] == "VIRTUAL_HOST":
             assert patch["patch"]["operation"] == "MERGE"
@@ -90,7 +92,8 @@ def test_the_envoy_filter_patches_are_envoy_config_that_envoy_accepts(tmp_path: 
 
 
 def test_a_broken_patch_is_refused_by_envoy(tmp_path: Path) -> None:
-    broken = mutated(_envoy_filter(), "spec.configPatches.1.patch.value.rate_limits.0.actions.0.metadata.source", "DYNAMC")
+    broken = mutated(_envoy_filter(), "spec.configPatches.1.patch.value.rate_limits.0.actions.0.metadata.source",
+                     "DYNAMC")
     with pytest.raises(AssertionError):
         envoy_validate(_spliced(tmp_path, broken))
 
@@ -131,7 +134,8 @@ def test_istio_descriptors_are_the_ones_authz_metadata_makes() -> None:
     # Broken copies fail.
     assert descriptor_errors(actions, {"descriptors": [{"key": "plan", "value": "free"}]})
     assert limiter_config_errors({"domain": "authz", "descriptors": [{"key": "tier", "value": "free",
-                                                                       "rate_limit": {"unit": "fortnight", "requests_per_unit": 3}}]})
+                                                                       "rate_limit": {"unit": "fortnight",
+                                                                                      "requests_per_unit": 3}}]})
     assert limiter_config_errors({"descriptors": [{"key": "tier", "value": "gold", "unlimited": True,
                                                    "rate_limit": {"unit": "minute", "requests_per_unit": 1}}]})
 

@@ -36,7 +36,8 @@ issuers:
 api_keys:
   header: x-api-key
   keys:
-    - {subject: partner-acme, sha256: "177578fe4330804b934c16b15ca7ffce257f191a164a354e6985f795c957aa5f", roles: [orders-reader]}
+    - {subject: partner-acme, sha256: "177578fe4330804b934c16b15ca7ffce257f191a164a354e6985f795c957aa5f", \
+       roles: [orders-reader]}
 peers:
   "spiffe://cluster.local/ns/shop/sa/billing": [orders-reader]
   "spiffe://cluster.local/ns/*/sa/**": [mesh]
@@ -47,7 +48,8 @@ roles:
     - {paths: ["/api/orders/**"], hosts: ["*.example.com", "api.example.com:8443"]}
   mesh:
     - {paths: [/mesh/**], principals: ["spiffe://cluster.local/ns/shop/**"]}
-    - {paths: [/q], when: 'has(request.query) && "tenant" in request.query && request.query["tenant"] == identity.claims.tenant'}
+    - {paths: [/q], \
+       when: 'has(request.query) && "tenant" in request.query && request.query["tenant"] == identity.claims.tenant'}
 rules:
   - {name: public, effect: allow, paths: [/healthz, "/public/**"], anonymous: true}
   - name: tenant-isolation
@@ -178,12 +180,15 @@ def mostly(usual: st.SearchStrategy[Any], odd: st.SearchStrategy[Any]) -> st.Sea
     return st.integers(0, 7).flatmap(lambda n: odd if n == 0 else usual)
 
 
-VALID_TARGETS = ["/api/orders", "/api/orders/7", "/healthz", "/public/a", "/mesh/x", "/q?tenant=t1", "/internal/x", "/ctx"]
+VALID_TARGETS = ["/api/orders", "/api/orders/7", "/healthz", "/public/a", "/mesh/x", "/q?tenant=t1", "/internal/x",
+                 "/ctx"]
 targets = mostly(
     st.sampled_from(VALID_TARGETS),
     st.one_of(
-        st.sampled_from(["/q?tenant=t1&tenant=t2", "/api/orders/%2e%2e/admin", "/a%2Fb", "/api/./orders//7", "/healthz#x"]),
-        st.lists(st.sampled_from([*PIECES, "api", "orders", "q", "tenant=t1", "&"]), max_size=12).map(lambda p: "/" + "".join(p)),
+        st.sampled_from(["/q?tenant=t1&tenant=t2", "/api/orders/%2e%2e/admin", "/a%2Fb", "/api/./orders//7",
+                         "/healthz#x"]),
+        st.lists(st.sampled_from([*PIECES, "api", "orders", "q", "tenant=t1", "&"]),
+                 max_size=12).map(lambda p: "/" + "".join(p)),
         st.text(max_size=30),
     ),
 )
@@ -195,5 +200,6 @@ addresses = mostly(st.sampled_from(["198.51.100.7", "2001:db9::1"]),
                    st.one_of(st.sampled_from(["203.0.113.9", "2001:db8::1", "::ffff:203.0.113.9", "", "x"]),
                              st.text(max_size=15)))
 principals = mostly(st.sampled_from(["", "spiffe://cluster.local/ns/shop/sa/billing"]),
-                    st.one_of(st.sampled_from(["spiffe://cluster.local/ns/shop/sa/x", "spiffe://cluster.local/ns//sa/x"]),
+                    st.one_of(st.sampled_from(["spiffe://cluster.local/ns/shop/sa/x",
+                                               "spiffe://cluster.local/ns//sa/x"]),
                               st.text(max_size=30)))

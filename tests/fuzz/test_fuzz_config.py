@@ -91,7 +91,8 @@ def mutated_trees(draw: st.DrawFn) -> Any:
 
 
 #: Text that means something to YAML: anchors, aliases, tags, flow and block syntax, odd characters.
-YAML_PIECES = ["&a ", "*a", "<<: *a", "!!binary ", "!!python/name:os.system ", "!!int ", "!!timestamp ", "!custom ", "? ",
+YAML_PIECES = ["&a ", "*a", "<<: *a", "!!binary ", "!!python/name:os.system ", "!!int ", "!!timestamp ", "!custom ",
+               "? ",
                "- ", ": ", "{", "}", "[", "]", ",", "'", '"', "|\n", ">-\n", "#", "\t", "\x00", "\ufeff", "\r", "\x85",
                "\n", "\n  ", "%YAML 1.1\n---\n", "---\n", "...\n", "0x1F", "1e400", ".nan", "~", "yes", "2026-13-45"]
 

@@ -80,7 +80,8 @@ def scopes(draw: st.DrawFn) -> dict[str, Any]:
     target = draw(targets)
     path, _, query = target.partition("?")
     raw_path = draw(mostly(st.just(PREFIX + _encoded(path)),
-                           st.one_of(st.binary(max_size=20), st.just(_encoded(path)), st.binary(max_size=20).map(lambda b: PREFIX + b))))
+                           st.one_of(st.binary(max_size=20), st.just(_encoded(path)),
+                                     st.binary(max_size=20).map(lambda b: PREFIX + b))))
     query_string = draw(mostly(st.just(_encoded(query)), st.binary(max_size=20)))
     headers = draw(header_dicts())
     headers.setdefault("host", draw(hosts))
@@ -125,7 +126,8 @@ _NAMES = st.one_of(st.sampled_from([n.encode() for n in HEADER_NAMES]), st.sampl
 
 
 @budget(600)
-@given(pairs=st.lists(st.tuples(_NAMES, st.one_of(st.binary(max_size=12), st.text(max_size=6).map(str.encode))), max_size=6))
+@given(pairs=st.lists(st.tuples(_NAMES, st.one_of(st.binary(max_size=12), st.text(max_size=6).map(str.encode))),
+                      max_size=6))
 def test_every_header_block_reads_as_it_does_header_by_header(pairs: list[tuple[bytes, bytes]]) -> None:
     # The common block (ASCII, lower-case, none repeated) is read by C-level
     # steps, any other one header by header: both must give the same.

@@ -42,7 +42,8 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> JwtSource:
     """The bearer-token source of the fuzz policy with a second, ES256, issuer."""
     directory = tmp_path_factory.mktemp("fuzz-jwt")
     path = write_policy(directory)
-    (directory / "edge.jwks.json").write_text(json.dumps({"keys": [public_jwk(ec_key("edge"), kid="edge-1", alg="ES256")]}))
+    (directory / "edge.jwks.json").write_text(json.dumps({"keys": [public_jwk(ec_key("edge"), kid="edge-1",
+                                                                              alg="ES256")]}))
     path.write_text(path.read_text().replace("api_keys:", ISSUERS.lstrip("\n") + "api_keys:", 1))
     found = [s for s in load_policy(str(path)).credential_sources if isinstance(s, JwtSource) and s.location.header]
     assert len(found) == 1 and len(found[0].issuers) == 2

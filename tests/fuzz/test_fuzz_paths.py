@@ -19,7 +19,8 @@ from tests.fuzz.strategies import PIECES
 paths = st.one_of(
     st.text(),
     st.lists(st.sampled_from(PIECES), max_size=16).map("".join),
-    st.lists(st.one_of(st.sampled_from(PIECES), st.text(max_size=3)), max_size=12).map(lambda parts: "/" + "".join(parts)),
+    st.lists(st.one_of(st.sampled_from(PIECES), st.text(max_size=3)),
+             max_size=12).map(lambda parts: "/" + "".join(parts)),
 )
 
 _DOT_SEGMENT = re.compile(r"/\.\.?(?=/|$)")

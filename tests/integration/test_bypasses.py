@@ -73,7 +73,8 @@ def test_a_repeated_query_parameter_fails_closed(envoy: Envoy) -> None:
 def test_the_identity_token_never_outlives_the_users_token(envoy: Envoy) -> None:
     expires = int(time.time()) + 25  # sooner than the identity token's 60 s
     bearer = token(claims(exp=expires))
-    status, _headers, body = http_get(envoy.url + "/api/orders/1", {"authorization": f"Bearer {bearer}", "x-tenant": "t1"})
+    status, _headers, body = http_get(envoy.url + "/api/orders/1",
+                                      {"authorization": f"Bearer {bearer}", "x-tenant": "t1"})
     assert status == 200, body
     identity_token = json.loads(body)["headers"]["x-identity-token"]
     payload = identity_token.split(".")[1]

@@ -171,7 +171,8 @@ def authz_sidecar(tmp: Path, pki: Pki, authz: Authz, http_door: str, mode: str) 
         "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
         "require_client_certificate": True,
         "common_tls_context": {
-            "tls_certificates": [{"certificate_chain": {"filename": str(chain)}, "private_key": {"filename": str(key)}}],
+            "tls_certificates": [{"certificate_chain": {"filename": str(chain)},
+                                  "private_key": {"filename": str(key)}}],
             "validation_context": {"trusted_ca": {"filename": str(pki.ca.cert_path)}},
             "alpn_protocols": ["h2", "http/1.1"]}}}
     ports = {"grpc": free_port(), "http": free_port()}
@@ -180,7 +181,8 @@ def authz_sidecar(tmp: Path, pki: Pki, authz: Authz, http_door: str, mode: str) 
         return {"name": door, "address": {"socket_address": {"address": "127.0.0.1", "port_value": ports[door]}},
                 "filter_chains": [{"transport_socket": tls, "filters": [{
                     "name": "envoy.filters.network.http_connection_manager", "typed_config": {
-                        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                        "@type": ("type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3."
+                                  "HttpConnectionManager"),
                         "stat_prefix": door, "codec_type": "AUTO",
                         "forward_client_cert_details": mode,
                         "set_current_client_cert_details": {"uri": True},
@@ -235,11 +237,15 @@ def test_through_authz_s_sidecar_the_gateway_is_admitted_on_both_doors(
         behind_sidecar: tuple[Authz, Pki, Path, int, int], protocol: str) -> None:
     _authz, pki, tmp, grpc_port, http_port = behind_sidecar
     port = grpc_port if protocol == "grpc" else http_port
-    with Echo() as echo, Envoy(tmp, pki.envoy("edge", f"127.0.0.1:{port}", echo, caller="gateway", protocol=protocol)) as envoy:
+    with Echo() as echo, Envoy(tmp,
+                               pki.envoy("edge", f"127.0.0.1:{port}", echo, caller="gateway",
+                                         protocol=protocol)) as envoy:
         status, _headers, body = http_get(envoy.url + "/public/hello", {"x-forwarded-client-cert": f"URI={ORDERS}"})
         assert status == 200, body
     # A workload presenting its own certificate, on the HTTP door, is not the gateway.
-    with Echo() as echo, Envoy(tmp, pki.envoy("edge", f"127.0.0.1:{port}", echo, caller="billing", protocol=protocol)) as envoy:
+    with Echo() as echo, Envoy(tmp,
+                               pki.envoy("edge", f"127.0.0.1:{port}", echo, caller="billing",
+                                         protocol=protocol)) as envoy:
         status, _headers, body = http_get(envoy.url + "/public/hello")
         assert status == 403, body
         assert json.loads(body)["reason"] == "untrusted_caller"

@@ -87,7 +87,8 @@ def test_bypass_route_skips_ext_authz(stack: tuple[Authz, Envoy]) -> None:
 def test_envoy_stats_confirm_checks_ran(stack: tuple[Authz, Envoy]) -> None:
     _authz, envoy = stack
     before = _ext_authz(envoy)
-    assert http_get(envoy.url + "/api/orders/1", {"authorization": f"Bearer {token(claims())}", "x-tenant": "t1"})[0] == 200
+    assert http_get(envoy.url + "/api/orders/1",
+                    {"authorization": f"Bearer {token(claims())}", "x-tenant": "t1"})[0] == 200
     assert http_get(envoy.url + "/api/orders/1")[0] == 401
     assert http_get(envoy.url + "/api/orders/1", {"authorization": "Bearer not-a-token"})[0] == 401
     after = _ext_authz(envoy)

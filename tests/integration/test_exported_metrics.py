@@ -57,7 +57,8 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Authz, E
                                     path_prefix="/authz")) as envoy:
         bearer = token(claims())
         for _ in range(3):
-            status, _h, _b = http_get(f"{envoy.url}/api/orders/1", {"authorization": f"Bearer {bearer}", "x-tenant": "t1"})
+            status, _h, _b = http_get(f"{envoy.url}/api/orders/1",
+                                      {"authorization": f"Bearer {bearer}", "x-tenant": "t1"})
             assert status == 200
             assert http_get(f"{envoy.url}/api/orders/1")[0] == 401
         response = authz.check(check_request_json("GET", "/api/orders/1", headers={

@@ -35,7 +35,8 @@ def _policy_dir(tmp_path: Path) -> Path:
 
 
 def _post(authz: Authz, bearer: str) -> tuple[int, str]:
-    response = authz.check(check_request_json("POST", "/api/orders", headers={"authorization": f"Bearer {bearer}", "x-tenant": "t1"}))
+    response = authz.check(check_request_json("POST", "/api/orders",
+                                              headers={"authorization": f"Bearer {bearer}", "x-tenant": "t1"}))
     return response.status.code, response.denied_response.body
 
 
@@ -86,15 +87,18 @@ def test_reload_applies_valid_changes_and_keeps_the_last_good_policy(tmp_path: P
 
         # A key file the policy names: rotating the issuer's key set.
         mark = authz.proc.mark()
-        _write(tmp_path / "corp.jwks.json", json.dumps(jwks(public_jwk(rsa_key("rotated"), kid="corp-2027", alg="RS256"))))
+        _write(tmp_path / "corp.jwks.json",
+               json.dumps(jwks(public_jwk(rsa_key("rotated"), kid="corp-2027", alg="RS256"))))
         authz.proc.wait_for("reload", since=mark)  # the policy is still invalid: the change is reported, not applied
         mark = authz.proc.mark()
         _write(policy, original)
         authz.proc.wait_for("policy reloaded", since=mark)
-        response = authz.check(check_request_json("GET", "/api/orders", headers={"authorization": f"Bearer {bearer}", "x-tenant": "t1"}))
+        response = authz.check(check_request_json("GET", "/api/orders",
+                                                  headers={"authorization": f"Bearer {bearer}", "x-tenant": "t1"}))
         assert response.status.code == 16  # the old key left the set
         rotated = token(claims(), key=rsa_key("rotated"), kid="corp-2027")
-        response = authz.check(check_request_json("GET", "/api/orders", headers={"authorization": f"Bearer {rotated}", "x-tenant": "t1"}))
+        response = authz.check(check_request_json("GET", "/api/orders",
+                                                  headers={"authorization": f"Bearer {rotated}", "x-tenant": "t1"}))
         assert response.status.code == 0
 
 
@@ -116,7 +120,8 @@ def test_a_starting_worker_serves_once_its_key_sets_are_fetched(tmp_path: Path) 
             authz.proc.stop()
             raise
         with authz:
-            response = authz.check(check_request_json("GET", "/api/orders", headers={"authorization": f"Bearer {bearer}"}))
+            response = authz.check(check_request_json("GET", "/api/orders",
+                                                      headers={"authorization": f"Bearer {bearer}"}))
             assert response.status.code == 0
             assert idp.jwks_fetches == 1
 
@@ -149,7 +154,8 @@ def test_sigterm_answers_in_flight_checks_and_exits_0(tmp_path: Path) -> None:
         with authz:
             assert idp.wait_for_hits("/jwks", 1)
             request = check_request_json("GET", "/api/orders", headers={"authorization": f"Bearer {bearer}"})
-            future = authz.stub.Check.future(json_format.ParseDict(request, external_auth_pb2.CheckRequest()), timeout=20)
+            future = authz.stub.Check.future(json_format.ParseDict(request, external_auth_pb2.CheckRequest()),
+                                             timeout=20)
             # The check is in flight once the worker counts it.
             _wait_in_flight(authz)
             mark = authz.proc.mark()

@@ -52,7 +52,8 @@ def edge(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
     for name in ("policy.yaml", "corp.jwks.json", "identity-es256.pem"):
         shutil.copy(ACCEPTANCE / name, tmp / name)
     policy = tmp / "policy.yaml"
-    policy.write_text(policy.read_text().replace("  remove: [authorization]\n", "  remove: [authorization]\n" + RESPONSE))
+    policy.write_text(policy.read_text().replace("  remove: [authorization]\n", "  remove: [authorization]\n"
+                                                 + RESPONSE))
     door = f"127.0.0.1:{free_port()}"
     extra = ["--http-authz-address", door, "--http-authz-prefix", "/authz", "--trusted-forwarded-hops", "1"]
     access_log = tmp / "access.log"
@@ -62,7 +63,8 @@ def edge(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
             protocol=request.param, path_prefix="/authz", access_log=str(access_log), metadata_keys=["sub", "tier"],
             # 3 an hour rather than docs/rate-limits.md's 3 a minute: the bucket
             # refills over its period, and a refill mid-test would let a 4th through.
-            client_headers=["set-cookie"], rate_limit_by=[("tier",)], local_rate_limits=[LocalLimit.parse("tier=free:3/1h")],
+            client_headers=["set-cookie"], rate_limit_by=[("tier",)],
+            local_rate_limits=[LocalLimit.parse("tier=free:3/1h")],
         )
         with Envoy(tmp, options) as proxy:
             yield Edge(proxy, authz, access_log, request.param)
@@ -114,17 +116,20 @@ def test_sec_55_metadata_reaches_the_access_log_and_no_token_does(edge: Edge) ->
     status, _h, _b = _get(edge, f"{path}?access_token={bearer}", headers)
     assert status == 200
     entry = _log_entry(edge, path)  # logged without its query
-    assert entry["authz"] == {"reason": "allowed", "rule": "orders-reader", "issuer": "corp", "sub": "alice", "tier": "gold"}
+    assert entry["authz"] == {"reason": "allowed", "rule": "orders-reader", "issuer": "corp", "sub": "alice",
+                              "tier": "gold"}
     assert (entry["status"], entry["method"]) == (200, "GET")
     # A denial logs why, and nothing about the caller beyond the issuer's name.
     path = _unique("denied")
     assert _get(edge, path, {**headers, "x-tenant": "t2"})[0] == 403
     entry = _log_entry(edge, path)
-    assert entry["authz"] == {"reason": "denied_by_rule", "rule": "tenant-isolation", "issuer": "corp", "sub": None, "tier": None}
+    assert entry["authz"] == {"reason": "denied_by_rule", "rule": "tenant-isolation", "issuer": "corp", "sub": None,
+                              "tier": None}
     # A failed credential: the reason only.
     path = _unique("bad")
     assert _get(edge, path, {"authorization": "Bearer x.y.z"})[0] == 401
-    assert _log_entry(edge, path)["authz"] == {"reason": "invalid_token", "rule": None, "issuer": None, "sub": None, "tier": None}
+    assert _log_entry(edge, path)["authz"] == {"reason": "invalid_token", "rule": None, "issuer": None, "sub": None,
+                                               "tier": None}
     text = edge.access_log.read_text()
     assert bearer not in text and bearer.split(".")[2] not in text
 

@@ -49,7 +49,8 @@ USER_AUDIENCE = "orders-api"
 def built() -> Path:
     """The edge function, type-checked and compiled (tsc fails on a type error)."""
     if shutil.which("node") is None:
-        pytest.fail("node is not on PATH: the Netlify edge test needs Node.js 20+ (scripts/setup test checks)", pytrace=False)
+        pytest.fail("node is not on PATH: the Netlify edge test needs Node.js 20+ (scripts/setup test checks)",
+                    pytrace=False)
     tsc = EDGE_DIR / "node_modules" / "typescript" / "bin" / "tsc"
     if not tsc.is_file() or not (EDGE_DIR / "node_modules" / "jose").is_dir():
         pytest.fail(f"{EDGE_DIR}/node_modules is missing: run scripts/setup", pytrace=False)

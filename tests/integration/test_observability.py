@@ -114,7 +114,8 @@ def test_no_credential_ever_reaches_a_log_line(tmp_path: Path) -> None:
         lines = authz.proc.lines
     decisions = [json.loads(line) for line in lines if line.startswith('{"time"')]
     assert len(decisions) == 2 * len(requests)
-    assert {d["reason"] for d in decisions} >= {"allowed", "invalid_token", "denied_by_rule", "invalid_api_key", "no_permission"}
+    assert {d["reason"] for d in decisions} >= {"allowed", "invalid_token", "denied_by_rule", "invalid_api_key",
+                                                "no_permission"}
     assert all(d["path"] == "/api/orders/1" for d in decisions)  # never the query
     for line in lines:
         for name, secret in secrets.items():
@@ -152,9 +153,11 @@ def test_readiness_and_grpc_health_follow_the_workers() -> None:
         health = health_pb2_grpc.HealthStub(authz.channel)
         assert health.Check(health_pb2.HealthCheckRequest(), timeout=5).status == health_pb2.HealthCheckResponse.SERVING
         service = "envoy.service.auth.v3.Authorization"
-        assert health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status == health_pb2.HealthCheckResponse.SERVING
+        assert health.Check(health_pb2.HealthCheckRequest(service=service),
+                            timeout=5).status == health_pb2.HealthCheckResponse.SERVING
         reflection = reflection_pb2_grpc.ServerReflectionStub(authz.channel)
-        answers = reflection.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5)
+        answers = reflection.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]),
+                                                  timeout=5)
         services = {s.name for answer in answers for s in answer.list_services_response.service}
         assert {service, "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"} <= services
         # The service's descriptors (authz._proto, in the default pool) are served too, as grpcurl asks for them.

@@ -16,7 +16,8 @@ ROOT = """\
 version: 1
 api_keys:
   keys:
-    - {subject: partner, sha256: "507636717dd889c4aca6e55fac6880c0e096f0160c1c940da0564f39301c6537", roles: [orders-reader]}
+    - {subject: partner, sha256: "507636717dd889c4aca6e55fac6880c0e096f0160c1c940da0564f39301c6537", \
+       roles: [orders-reader]}
 rules:
   - {name: public, effect: allow, paths: [/healthz], anonymous: true}
 """

@@ -60,7 +60,8 @@ def test_a_failing_case_fails_the_run(tmp_path: Path) -> None:
 
 def test_a_case_file_error_stops_the_run(tmp_path: Path) -> None:
     broken = tmp_path / "broken.cases.yaml"
-    broken.write_text("cases:\n  - name: x\n    request: {path: /}\n    token: {issuer: okta}\n    expect: {allowed: true}\n")
+    broken.write_text("cases:\n  - name: x\n    request: {path: /}\n    token: {issuer: okta}\n"
+                      "    expect: {allowed: true}\n")
     run = authz_test("--config", "examples/policy.yaml", str(broken))
     assert (run.returncode, run.stdout) == (2, "")
     assert run.stderr == f"{broken}:4: cases[0].token.issuer: no issuer named 'okta' (the policy has: dev)\n"

@@ -126,7 +126,8 @@ def test_sec_27_duplicate_kid_tries_only_keys_of_the_tokens_alg(tmp_path: Path, 
         assert _check(authz, _bearer(idp, OTHER, "shared", alg="RS256")).status.code == UNAUTHENTICATED
 
 
-def test_sec_28_random_kids_cause_at_most_one_refetch_and_rotation_works_right_after(tmp_path: Path, idp: FakeIdP) -> None:
+def test_sec_28_random_kids_cause_at_most_one_refetch_and_rotation_works_right_after(tmp_path: Path,
+                                                                                     idp: FakeIdP) -> None:
     idp.jwks = jwks(public_jwk(KEY, kid="k1"))
     with Authz(_policy(tmp_path, idp), workers=1) as authz:
         _wait_issuer(authz, "ok")
@@ -146,7 +147,8 @@ def test_sec_28_random_kids_cause_at_most_one_refetch_and_rotation_works_right_a
         assert idp.jwks_fetches == fetches + 1
 
 
-def test_sec_29_rotation_new_kid_works_removed_key_stops_and_its_cached_decisions_go(tmp_path: Path, idp: FakeIdP) -> None:
+def test_sec_29_rotation_new_kid_works_removed_key_stops_and_its_cached_decisions_go(tmp_path: Path,
+                                                                                     idp: FakeIdP) -> None:
     idp.jwks = jwks(public_jwk(KEY, kid="old"))
     with Authz(_policy(tmp_path, idp), workers=1) as authz:
         _wait_issuer(authz, "ok")
@@ -167,7 +169,8 @@ def _decision_hits(authz: Authz) -> float:
     return 0.0
 
 
-def test_sec_52_after_reloads_a_removed_keys_cached_tokens_are_refused_on_both_doors(tmp_path: Path, idp: FakeIdP) -> None:
+def test_sec_52_after_reloads_a_removed_keys_cached_tokens_are_refused_on_both_doors(tmp_path: Path,
+                                                                                     idp: FakeIdP) -> None:
     idp.jwks = jwks(public_jwk(KEY, kid="old"))
     policy = _policy(tmp_path, idp)
     door = f"127.0.0.1:{free_port()}"
@@ -248,7 +251,8 @@ def test_sec_44_a_key_set_redirect_is_followed_only_where_a_key_url_may_point(tm
     ("500", "HTTP 500"), ("404", "HTTP 404"), ("html", "not JSON"), ("empty-object", "not a JWKS"),
     ("huge", "larger than"), ("hang", "longer than"),
 ])
-def test_sec_31_a_broken_key_endpoint_never_allows_and_fetches_are_bounded(tmp_path: Path, idp: FakeIdP, mode: str, error: str) -> None:
+def test_sec_31_a_broken_key_endpoint_never_allows_and_fetches_are_bounded(tmp_path: Path, idp: FakeIdP, mode: str,
+                                                                           error: str) -> None:
     idp.jwks = jwks(public_jwk(KEY, kid="k1"))
     idp.mode = mode
     with Authz(_policy(tmp_path, idp), workers=1) as authz:
@@ -262,7 +266,8 @@ def test_sec_31_the_last_good_keys_keep_serving_while_fetches_fail(tmp_path: Pat
     with Authz(_policy(tmp_path, idp), workers=1) as authz:
         _wait_issuer(authz, "ok")
         idp.mode = "500"
-        assert _check(authz, _bearer(idp, OTHER, "unknown")).status.code == UNAUTHENTICATED  # triggers a failing refetch
+        # triggers a failing refetch
+        assert _check(authz, _bearer(idp, OTHER, "unknown")).status.code == UNAUTHENTICATED
         issuer = _wait_issuer(authz, "stale")
         assert "HTTP 500" in issuer["last_error"]
         assert _check(authz, _bearer(idp, KEY, "k1", jti="fresh")).status.code == OK
@@ -310,7 +315,8 @@ def test_sec_33_a_bad_config_on_reload_keeps_the_last_good_one(tmp_path: Path) -
         assert all(w["alive"] for w in state["workers"])
         metrics = authz.get("/metrics")[2].decode()
         assert 'authz_config_reloads_total{outcome="failure"} 3.0' in metrics
-        allowed = check_request_json("GET", "/api/orders", headers={"authorization": f"Bearer {token(claims())}", "x-tenant": "t1"})
+        allowed = check_request_json("GET", "/api/orders",
+                                     headers={"authorization": f"Bearer {token(claims())}", "x-tenant": "t1"})
         assert authz.check(allowed).status.code == OK
 
 
@@ -321,8 +327,8 @@ def test_sec_34_overload_is_refused_fast_and_late_checks_deny(tmp_path: Path, id
     with Authz(policy, workers=1, extra=["--max-concurrent-checks", "2"]) as authz:
         assert idp.wait_for_hits("/jwks", 1)
         busy = [authz.stub.Check.future(json_format.ParseDict(check_request_json("GET", "/api/orders", headers={
-            "authorization": f"Bearer {_bearer(idp, KEY, 'k1', jti=str(i))}"}), external_auth_pb2.CheckRequest()), timeout=3)
-            for i in range(2)]
+            "authorization": f"Bearer {_bearer(idp, KEY, 'k1', jti=str(i))}"}), external_auth_pb2.CheckRequest()),
+            timeout=3) for i in range(2)]
         for _ in range(3000):  # until both are in flight
             if "authz_checks_in_flight 2.0" in authz.get("/metrics")[2].decode():
                 break
@@ -342,8 +348,8 @@ def test_sec_34_only_some_threads_may_wait_for_a_slow_key_set(tmp_path: Path, id
     with Authz(policy, workers=1, extra=["--threads", "4"]) as authz:
         assert idp.wait_for_hits("/jwks", 1)
         waiting = [authz.stub.Check.future(json_format.ParseDict(check_request_json("GET", "/api/orders", headers={
-            "authorization": f"Bearer {_bearer(idp, KEY, 'k1', jti=str(i))}"}), external_auth_pb2.CheckRequest()), timeout=20)
-            for i in range(6)]
+            "authorization": f"Bearer {_bearer(idp, KEY, 'k1', jti=str(i))}"}), external_auth_pb2.CheckRequest()),
+            timeout=20) for i in range(6)]
         # Half the pool may block on the fetch; the rest are answered at once (jwks_unavailable),
         # and a request needing no keys still gets a thread.
         assert _check(authz, None, timeout=2).status.code == UNAUTHENTICATED
@@ -354,7 +360,8 @@ def test_sec_34_only_some_threads_may_wait_for_a_slow_key_set(tmp_path: Path, id
 def test_sec_35_invalid_utf8_and_huge_headers_get_a_clean_deny(tmp_path: Path) -> None:
     with Authz(ACCEPTANCE / "policy.yaml", workers=1) as authz:
         call = authz.channel.unary_unary("/envoy.service.auth.v3.Authorization/Check",
-                                         request_serializer=None, response_deserializer=external_auth_pb2.CheckResponse.FromString)
+                                         request_serializer=None,
+                                         response_deserializer=external_auth_pb2.CheckResponse.FromString)
         message = json_format.ParseDict(check_request_json("GET", "/api/orders"), external_auth_pb2.CheckRequest())
         raw = message.SerializeToString()
         marker = b"req-1"
@@ -365,7 +372,8 @@ def test_sec_35_invalid_utf8_and_huge_headers_get_a_clean_deny(tmp_path: Path) -
         response = call(b"\xff\xfe not protobuf", timeout=5)
         assert response.status.code == 7 and json.loads(response.denied_response.body)["reason"] == "invalid_request"
         huge = json_format.ParseDict(check_request_json("GET", "/api/orders", headers={
-            "x-junk": "a" * (1024 * 1024), "authorization": "Bearer " + "b" * 100_000}), external_auth_pb2.CheckRequest())
+            "x-junk": "a" * (1024 * 1024),
+            "authorization": "Bearer " + "b" * 100_000}), external_auth_pb2.CheckRequest())
         response = authz.stub.Check(huge, timeout=5)
         assert response.status.code == UNAUTHENTICATED
         assert json.loads(response.denied_response.body)["reason"] == "invalid_token"

@@ -70,7 +70,8 @@ def test_unlisted_peer_is_denied(stack: tuple[Envoy, Mesh]) -> None:
 
 def test_listed_peer_still_needs_a_permission(stack: tuple[Envoy, Mesh]) -> None:
     envoy, mesh = stack
-    status, _headers, body = http_get(envoy.url + "/api/orders/1", method="DELETE", context=mesh.client(BILLING, "billing2"))
+    status, _headers, body = http_get(envoy.url + "/api/orders/1", method="DELETE",
+                                      context=mesh.client(BILLING, "billing2"))
     assert status == 403
     assert json.loads(body)["reason"] == "no_permission"
 

@@ -40,7 +40,8 @@ response:
     x-user-id: identity.subject
     x-user-roles: identity.roles.join(",")
     x-tenant: '"tenant" in identity.claims ? identity.claims.tenant : ""'
-    x-seen: 'request.method + "~" + request.host + "~" + request.path + "~" + request.scheme + "~" + identity.subject + "~" + request.headers.map(k, k + "=" + request.headers[k]).join("|")'
+    x-seen: 'request.method + "~" + request.host + "~" + request.path + "~" + request.scheme + "~" + identity.subject \
+      + "~" + request.headers.map(k, k + "=" + request.headers[k]).join("|")'
   remove: [authorization]
   metadata:
     tier: '"gold"'
@@ -55,7 +56,8 @@ def _policy(tmp: Path) -> Path:
         shutil.copy(ACCEPTANCE / name, tmp / name)
     policy = tmp / "policy.yaml"
     text = policy.read_text()
-    head, _, tail = text.partition("response:\n  headers:\n    x-user-id: identity.subject\n  remove: [authorization]\n")
+    head, _, tail = text.partition(
+        "response:\n  headers:\n    x-user-id: identity.subject\n  remove: [authorization]\n")
     # x-tenant is the policy's here: the tenant rule reads none of the client's.
     head = head.replace('identity.kind == "jwt" && request.headers["x-tenant"] != identity.claims.tenant',
                         'request.method == "TRACE"')
@@ -123,7 +125,8 @@ def _upstream(envoy: Envoy, path: str, headers: dict[str, str]) -> tuple[int, di
 
 
 def test_an_allow_replaces_or_removes_every_forged_header(proxy: Envoy) -> None:
-    status, seen = _upstream(proxy, "/api/orders/7", {"authorization": f"Bearer {token(claims(sub='alice'))}", **FORGED})
+    status, seen = _upstream(proxy, "/api/orders/7",
+                             {"authorization": f"Bearer {token(claims(sub='alice'))}", **FORGED})
     assert status == 200
     assert seen["x-user-id"] == "alice" and seen["x-user-roles"] == "orders-reader" and seen["x-tenant"] == "t1"
     assert seen["x-identity-token"].count(".") == 2 and seen["x-identity-token"] != "forged"

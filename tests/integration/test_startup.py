@@ -112,7 +112,8 @@ def test_a_second_authz_on_a_running_ones_ports_is_refused(tmp_path: Path) -> No
     with Echo() as echo, Authz(ACCEPTANCE / "policy.yaml", workers=2, extra=extra) as running, \
             Envoy(_dir(tmp_path / "grpc"), EnvoyOptions(shape="edge", authz=[running.grpc_address],
                                                         upstream=echo.address)) as grpc_edge, \
-            Envoy(_dir(tmp_path / "http"), EnvoyOptions(shape="edge", authz=[door], upstream=echo.address, protocol="http",
+            Envoy(_dir(tmp_path / "http"),
+                  EnvoyOptions(shape="edge", authz=[door], upstream=echo.address, protocol="http",
                                          path_prefix="/authz")) as http_edge:
         for edge in (grpc_edge, http_edge):  # the running authz's answer: a 401
             assert http_get(edge.url + "/api/orders")[0] == 401

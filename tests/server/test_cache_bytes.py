@@ -74,7 +74,8 @@ def test_sec_67_hostile_tokens_stay_within_the_byte_bounds(tmp_path: Path) -> No
         extra = {f"c{n}": {"k": n, "v": [n, "x"]} for n in range(60)} if i % 2 else {"blob": "y" * 3000}
         claims = {"iss": "https://t.example.com", "aud": "orders-api", "sub": f"user-{i}", "iat": now,
                   "exp": now + 600, "groups": ["orders-reader"], "tenant": "t1", **extra}
-        answer = CheckResponse.FromString(service.check_sync(_check(token(claims, key=SECRET, alg="HS256", kid="t"), i), None))
+        answer = CheckResponse.FromString(service.check_sync(_check(token(claims, key=SECRET, alg="HS256", kid="t"), i),
+                                                             None))
         assert answer.status.code == 0
     for name, bound in (("decisions", decisions), ("tokens", tokens)):
         stats, _entries, estimated = state.cache_sources()[name]

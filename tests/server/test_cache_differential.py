@@ -34,7 +34,8 @@ issuers:
     roles_claim: groups
 api_keys:
   keys:
-    - {subject: partner-acme, sha256: "177578fe4330804b934c16b15ca7ffce257f191a164a354e6985f795c957aa5f", roles: [orders-reader]}
+    - {subject: partner-acme, sha256: "177578fe4330804b934c16b15ca7ffce257f191a164a354e6985f795c957aa5f", \
+       roles: [orders-reader]}
 peers:
   "spiffe://cluster.local/ns/shop/sa/billing": [orders-reader]
 roles:
@@ -51,7 +52,8 @@ rules:
   - {name: blocked, effect: deny, source_ips: [203.0.113.0/24]}
   - name: maintenance
     effect: deny
-    when: '"mode" in context && context["mode"] == "maintenance" && !("force" in request.query && request.query["force"] == "1")'
+    when: '"mode" in context && context["mode"] == "maintenance" \
+      && !("force" in request.query && request.query["force"] == "1")'
 response:
   headers:
     x-user-id: identity.subject

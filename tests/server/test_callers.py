@@ -96,7 +96,8 @@ class Pki:
 def _ask(channel: grpc.Channel) -> Callable[..., tuple[int, str, dict[str, str]]]:
     method = channel.unary_unary(f"/{AUTHORIZATION_SERVICE}/Check")
 
-    def ask(destination: str = ORDERS, path: str = "/api/orders", metadata: Any = None) -> tuple[int, str, dict[str, str]]:
+    def ask(destination: str = ORDERS, path: str = "/api/orders",
+            metadata: Any = None) -> tuple[int, str, dict[str, str]]:
         return _outcome(method(_check(destination, path), timeout=10, metadata=metadata))
 
     return ask
@@ -113,7 +114,8 @@ def mtls(tmp_path: Path) -> Iterator[tuple[Server, Pki, TlsFiles]]:
     server.stop()
 
 
-def test_an_admitted_caller_is_answered_and_others_never_get_the_cached_allow(mtls: tuple[Server, Pki, TlsFiles]) -> None:
+def test_an_admitted_caller_is_answered_and_others_never_get_the_cached_allow(
+        mtls: tuple[Server, Pki, TlsFiles]) -> None:
     server, pki, _files = mtls
     gateway = _ask(pki.channel(server.port, GATEWAY))
     assert gateway() == (200, "allowed", {"x-asked-path": "/api/orders"})
@@ -140,7 +142,8 @@ def test_a_caller_without_a_certificate_gets_no_answer(mtls: tuple[Server, Pki, 
     assert sum(server.telemetry.decisions.values()) == 0
 
 
-def test_rotated_files_serve_new_handshakes_without_dropping_open_connections(mtls: tuple[Server, Pki, TlsFiles]) -> None:
+def test_rotated_files_serve_new_handshakes_without_dropping_open_connections(
+        mtls: tuple[Server, Pki, TlsFiles]) -> None:
     server, pki, _files = mtls
     before = _ask(pki.channel(server.port, GATEWAY))
     assert before()[0] == 200

@@ -82,7 +82,8 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> CheckService:
     for name in ("policy.yaml", "corp.jwks.json", "identity-es256.pem"):
         shutil.copy(ACCEPTANCE / name, tmp / name)
     policy = tmp / "policy.yaml"
-    policy.write_text(policy.read_text().replace("  remove: [authorization]\n", "  remove: [authorization]\n" + EXTRA_RESPONSE))
+    policy.write_text(policy.read_text().replace("  remove: [authorization]\n", "  remove: [authorization]\n"
+                                                 + EXTRA_RESPONSE))
     state = PolicyState(load_policy(str(policy)), SystemClock(), doors=(GRPC, DOOR))
     return CheckService(state, Telemetry())
 
@@ -148,7 +149,8 @@ def test_an_attribute_the_http_door_cannot_know_fails_closed(tmp_path: Path) -> 
         "rules:\n"
         "  - {name: open, effect: allow, paths: ['/open', '/admin/**'], anonymous: true}\n"
         "  - {name: not-from-the-mesh, effect: deny, paths: ['/admin/**'], when: 'destination.principal == \"\"'}\n"
-        "  - {name: by-context, effect: allow, paths: ['/ctx'], methods: [POST], anonymous: true, when: 'context.k == \"v\"'}\n"
+        "  - {name: by-context, effect: allow, paths: ['/ctx'], methods: [POST], anonymous: true, when: 'context.k == "
+        "\"v\"'}\n"
     )
     state = PolicyState(load_policy(str(policy)), SystemClock(), doors=(GRPC, DOOR))
     service = CheckService(state, Telemetry())

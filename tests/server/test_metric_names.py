@@ -75,7 +75,8 @@ def test_the_convention_check_catches_bad_names() -> None:
 
 def test_docs_list_every_metric_as_defined() -> None:
     rows = documented()
-    assert set(rows) == set(METRICS), {"undocumented": set(METRICS) - set(rows), "not exported": set(rows) - set(METRICS)}
+    assert set(rows) == set(METRICS), {"undocumented": set(METRICS) - set(rows),
+                                       "not exported": set(rows) - set(METRICS)}
     for name, metric in METRICS.items():
         assert rows[name] == (metric.kind, metric.labels, metric.description), name
 

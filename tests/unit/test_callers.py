@@ -58,9 +58,11 @@ def test_no_caller_identity_is_never_any_caller(tmp_path: Path) -> None:
 def test_a_caller_no_entry_names_is_refused(tmp_path: Path) -> None:
     callers = _callers(tmp_path)
     # '*' stays within one segment: a longer path is not a service account.
-    assert not callers.admits("spiffe://cluster.local/ns/shop/sa/orders/extra", "spiffe://cluster.local/ns/shop/sa/orders/extra")
+    assert not callers.admits("spiffe://cluster.local/ns/shop/sa/orders/extra",
+                              "spiffe://cluster.local/ns/shop/sa/orders/extra")
     assert not callers.admits("spiffe://other.domain/ns/shop/sa/orders", ORDERS)
-    assert "'spiffe://other.domain/ns/shop/sa/orders'" in callers.refusal("spiffe://other.domain/ns/shop/sa/orders", ORDERS)
+    assert "'spiffe://other.domain/ns/shop/sa/orders'" in callers.refusal("spiffe://other.domain/ns/shop/sa/orders",
+                                                                          ORDERS)
 
 
 def test_remembered_answers_stay_right_past_the_memo_size(tmp_path: Path) -> None:

@@ -154,7 +154,8 @@ def test_now_is_the_decision_time() -> None:
 
 
 def test_anonymous_identity_in_cel() -> None:
-    expression = compile_expression('identity.kind == "anonymous" && identity.subject == "" && size(identity.roles) == 0',
+    expression = compile_expression('identity.kind == "anonymous" && identity.subject == "" && size(identity.roles) == '
+                                    '0',
                                     result="bool")
     assert expression.is_true(view(identity=ANONYMOUS).variables(expression.roots))
 
@@ -215,7 +216,8 @@ def test_when_is_not_evaluated_when_another_field_does_not_match() -> None:
 @pytest.mark.parametrize(
     ("source", "reads"),
     [
-        (TENANT_ISOLATION, {("identity", "kind"), ("request", "headers", "x-tenant"), ("identity", "claims", "tenant")}),
+        (TENANT_ISOLATION,
+         {("identity", "kind"), ("request", "headers", "x-tenant"), ("identity", "claims", "tenant")}),
         ("request.headers['x-tenant'] == 'a'", {("request", "headers", "x-tenant")}),
         ('has(request.headers.x)', {("request", "headers", "x")}),
         ('request.headers["x"].size() > 0', {("request", "headers", "x")}),
@@ -380,7 +382,8 @@ def test_pruned_evaluation_gives_the_same_answers() -> None:
 def test_an_identity_without_claims_shows_an_empty_claims_map() -> None:
     """API-key, peer and anonymous identities carry a read-only empty claims
     map; CEL must still see a map it can read whole, not an error."""
-    for identity in (Identity(kind="api_key", subject="partner"), Identity(kind="peer", subject="spiffe://x"), ANONYMOUS):
+    for identity in (Identity(kind="api_key", subject="partner"), Identity(kind="peer", subject="spiffe://x"),
+                     ANONYMOUS):
         view = View(request("GET", "/"), "/", "", identity, 0.0)
         expression = compile_expression("size(identity.claims) == 0 && !has(identity.claims.tenant)", result="bool")
         assert expression.evaluate(view.variables(expression.roots)) is True, identity.kind

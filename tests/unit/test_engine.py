@@ -177,7 +177,8 @@ def test_allow_rule_without_anonymous_needs_an_authenticated_caller(engine: Engi
     assert_decision(decide(engine, "GET", "/api/feed"), 401, Reason.MISSING_CREDENTIAL)
     assert_decision(decide(engine, "GET", "/api/feed", bearer=mint()), 200, Reason.ALLOWED, "partner-feed")
     # Any authenticated kind will do: an API key without roles, a peer.
-    assert_decision(decide(engine, "GET", "/api/feed", headers={"x-api-key": "ak_monitor"}), 200, Reason.ALLOWED, "partner-feed")
+    assert_decision(decide(engine, "GET", "/api/feed", headers={"x-api-key": "ak_monitor"}), 200, Reason.ALLOWED,
+                    "partner-feed")
     assert_decision(decide(engine, "GET", "/api/feed", principal=BILLING), 200, Reason.ALLOWED, "partner-feed")
     # The rule's other fields still apply.
     assert_decision(decide(engine, "POST", "/api/feed", bearer=mint()), 403, Reason.NO_PERMISSION)
@@ -198,7 +199,8 @@ def test_allow_rule_without_anonymous_needs_an_authenticated_caller(engine: Engi
         ({"headers": {"cookie": "access_token=junk"}}, Reason.INVALID_TOKEN),
         ({"headers": {"x-api-key": "ak_wrong"}}, Reason.INVALID_API_KEY),
     ],
-    ids=["garbage", "expired", "wrong-audience", "unknown-issuer", "wrong-key", "empty-bearer", "bad-cookie", "bad-api-key"],
+    ids=["garbage", "expired", "wrong-audience", "unknown-issuer", "wrong-key", "empty-bearer", "bad-cookie",
+         "bad-api-key"],
 )
 def test_credential_failure_is_401_even_where_an_anonymous_rule_allows(
     engine: Engine, credential: dict[str, Any], reason: Reason
@@ -245,19 +247,24 @@ def test_deny_rule_wins_over_role_permissions(tmp_path: Path) -> None:
                     200, Reason.ALLOWED, "orders-admin")
     assert_decision(decide(engine, "DELETE", "/api/orders/7", bearer=admin, headers={"x-tenant": "t2"}),
                     403, Reason.DENIED_BY_RULE, "tenant-isolation")
-    assert_decision(decide(engine, "DELETE", "/api/orders/7", bearer=admin, headers={"x-tenant": "t1"}, source="203.0.113.9"),
+    assert_decision(decide(engine, "DELETE", "/api/orders/7", bearer=admin, headers={"x-tenant": "t1"},
+                           source="203.0.113.9"),
                     403, Reason.DENIED_BY_RULE, "blocked-networks")
 
 
 def test_deny_rule_wins_over_anonymous_allow_rule(engine: Engine) -> None:
-    assert_decision(decide(engine, "GET", "/healthz", source="203.0.113.9"), 403, Reason.DENIED_BY_RULE, "blocked-networks")
+    assert_decision(decide(engine, "GET", "/healthz", source="203.0.113.9"), 403, Reason.DENIED_BY_RULE,
+                    "blocked-networks")
     # Deny rules match anonymous callers too: 403, not 401.
-    assert_decision(decide(engine, "GET", "/api/orders", source="203.0.113.9"), 403, Reason.DENIED_BY_RULE, "blocked-networks")
+    assert_decision(decide(engine, "GET", "/api/orders", source="203.0.113.9"), 403, Reason.DENIED_BY_RULE,
+                    "blocked-networks")
 
 
 def test_ipv4_mapped_source_address(engine: Engine) -> None:
-    assert_decision(decide(engine, "GET", "/healthz", source="::ffff:203.0.113.9"), 403, Reason.DENIED_BY_RULE, "blocked-networks")
-    assert_decision(decide(engine, "GET", "/healthz", source="::ffff:198.51.100.7"), 200, Reason.ALLOWED, "public-health")
+    assert_decision(decide(engine, "GET", "/healthz", source="::ffff:203.0.113.9"), 403, Reason.DENIED_BY_RULE,
+                    "blocked-networks")
+    assert_decision(decide(engine, "GET", "/healthz", source="::ffff:198.51.100.7"), 200, Reason.ALLOWED,
+                    "public-health")
 
 
 def test_source_address_that_is_not_an_ip_fails_closed(engine: Engine) -> None:
@@ -287,7 +294,8 @@ def test_allow_rule_whose_when_fails_counts_as_not_matched(tmp_path: Path) -> No
             when: 'identity.claims.department == "sales"'
         """), 1)
     engine = make_engine(tmp_path, text)
-    assert_decision(decide(engine, "GET", "/api/reports", bearer=mint(department="sales")), 200, Reason.ALLOWED, "department-reports")
+    assert_decision(decide(engine, "GET", "/api/reports", bearer=mint(department="sales")), 200, Reason.ALLOWED,
+                    "department-reports")
     assert_decision(decide(engine, "GET", "/api/reports", bearer=mint(department="hr")), 403, Reason.NO_PERMISSION)
     assert_decision(decide(engine, "GET", "/api/reports", bearer=mint()), 403, Reason.NO_PERMISSION)
     assert_decision(decide(engine, "GET", "/api/reports", bearer=mint(department=["sales"])), 403, Reason.NO_PERMISSION)
@@ -325,7 +333,8 @@ def test_peer_identity(engine: Engine) -> None:
 def test_peer_roles_are_added_to_a_jwt_identity(engine: Engine) -> None:
     # The token carries no roles (default roles_claim "roles" is absent).
     token = mint()
-    assert_decision(decide(engine, "GET", "/api/orders", bearer=token, headers={"x-tenant": "t1"}), 403, Reason.NO_PERMISSION)
+    assert_decision(decide(engine, "GET", "/api/orders", bearer=token, headers={"x-tenant": "t1"}), 403,
+                    Reason.NO_PERMISSION)
     decision = decide(engine, "GET", "/api/orders", bearer=token, headers={"x-tenant": "t1"}, principal=BILLING)
     assert_decision(decision, 200, Reason.ALLOWED, "orders-reader")
     assert (decision.identity.kind, decision.identity.subject) == ("jwt", "alice")
@@ -349,10 +358,12 @@ def test_peer_roles_are_added_to_an_api_key_identity(engine: Engine) -> None:
         ("groups", {"groups": "orders-reader staff"}, {"orders-reader", "staff"}),
         # Keycloak realm roles and client roles (a client id with a dash).
         ("realm_access.roles", {"realm_access": {"roles": ["orders-reader"]}}, {"orders-reader"}),
-        ("resource_access.orders-api.roles", {"resource_access": {"orders-api": {"roles": ["orders-reader"]}}}, {"orders-reader"}),
+        ("resource_access.orders-api.roles", {"resource_access": {"orders-api": {"roles": ["orders-reader"]}}},
+         {"orders-reader"}),
         # Auth0 namespaced claims: the claim name itself holds dots.
         ("https://example.com/roles", {"https://example.com/roles": ["orders-reader"]}, {"orders-reader"}),
-        ("https://example.com/authz.roles", {"https://example.com/authz": {"roles": ["orders-reader"]}}, {"orders-reader"}),
+        ("https://example.com/authz.roles", {"https://example.com/authz": {"roles": ["orders-reader"]}},
+         {"orders-reader"}),
         # Anything else carries no roles.
         ("groups", {"groups": 7}, set()),
         ("groups", {"groups": [7, {"a": 1}, "orders-reader"]}, {"orders-reader"}),
@@ -404,7 +415,8 @@ def test_scopes_claim(tmp_path: Path, scopes_claim: str, extra_claims: dict[str,
 # -- request shape -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", ["/api/orders%2F7", "/healthz%00", "/api\\orders", "/healthz/..;/api/orders", "/caf\u00e9"])
+@pytest.mark.parametrize("path",
+                         ["/api/orders%2F7", "/healthz%00", "/api\\orders", "/healthz/..;/api/orders", "/caf\u00e9"])
 def test_invalid_path_is_403_whatever_the_credential(engine: Engine, path: str) -> None:
     assert_decision(decide(engine, "GET", path), 403, Reason.INVALID_PATH)
     assert_decision(decide(engine, "GET", path, bearer=mint(), headers={"x-tenant": "t1"}), 403, Reason.INVALID_PATH)
@@ -525,7 +537,8 @@ def test_header_with_a_nul_is_removed_not_cut(engine: Engine) -> None:
 def test_header_whose_expression_fails_is_removed(tmp_path: Path) -> None:
     text = policy_text().replace(
         "    x-user-id: identity.subject\n",
-        "    x-user-id: identity.subject\n    x-tenant-id: identity.claims.tenant\n    x-groups: identity.claims.groups\n",
+        "    x-user-id: identity.subject\n    x-tenant-id: identity.claims.tenant\n    x-groups: "
+        "identity.claims.groups\n",
     )
     engine = make_engine(tmp_path, text)
     # The client sends its own copies; the decision removes them.
@@ -547,7 +560,8 @@ def test_identity_token_for_the_upstream() -> None:
     private = serialization.load_pem_private_key((ACCEPTANCE / "identity-es256.pem").read_bytes(), None)
     assert isinstance(private, ec.EllipticCurvePrivateKey)
     public = private.public_key()
-    verified = pyjwt.decode(issued, public, algorithms=["ES256"], audience="internal", options={"verify_exp": False, "verify_iat": False})
+    verified = pyjwt.decode(issued, public, algorithms=["ES256"], audience="internal",
+                            options={"verify_exp": False, "verify_iat": False})
     assert verified["iss"] == "https://authz.example.internal"
     assert (verified["sub"], verified["kind"], verified["peer"]) == ("alice", "jwt", BILLING)
     assert verified["roles"] == ["orders-reader"] and verified["scopes"] == ["orders:read"]
@@ -578,7 +592,8 @@ def test_a_credential_accepted_within_the_leeway_gets_no_identity_token(past: in
     assert not decision.cacheable and decision.headers == ()
     # exp == now is already past: the token is valid up to, not at, its exp.
     bearer = tokens.token(claims(groups=["orders-reader"], exp=int(NOW)))
-    assert decide(engine, "GET", "/api/orders", bearer=bearer, headers={"x-tenant": "t1"}).reason is Reason.CREDENTIAL_IN_LEEWAY
+    assert decide(engine, "GET", "/api/orders", bearer=bearer,
+                  headers={"x-tenant": "t1"}).reason is Reason.CREDENTIAL_IN_LEEWAY
     # The control: a second of life left is an allow with a one-second token.
     bearer = tokens.token(claims(groups=["orders-reader"], exp=int(NOW) + 1))
     decision = decide(engine, "GET", "/api/orders", bearer=bearer, headers={"x-tenant": "t1"})
@@ -618,10 +633,12 @@ def test_okta_example(tmp_path: Path) -> None:
     assert dict(decision.headers) == {"x-user-id": "alice@example.com", "x-client-id": "0oa1client"}
     # A machine client: no groups, the write scope.
     machine = provider_token(**{**base, "sub": "0oa1client"}, scp=["orders:write"])
-    assert_decision(decide(engine, "POST", "/api/orders", bearer=machine), 200, Reason.ALLOWED, "order-writers-by-scope")
+    assert_decision(decide(engine, "POST", "/api/orders", bearer=machine), 200, Reason.ALLOWED,
+                    "order-writers-by-scope")
     # An admin without the write scope cannot write.
     admin = provider_token(**base, groups=["orders-admins"], scp=["orders:read"])
-    assert_decision(decide(engine, "DELETE", "/api/orders/7", bearer=admin), 403, Reason.DENIED_BY_RULE, "writes-need-scope")
+    assert_decision(decide(engine, "DELETE", "/api/orders/7", bearer=admin), 403, Reason.DENIED_BY_RULE,
+                    "writes-need-scope")
     admin = provider_token(**base, groups=["orders-admins"], scp=["orders:read", "orders:write"])
     assert_decision(decide(engine, "DELETE", "/api/orders/7", bearer=admin), 200, Reason.ALLOWED, "orders-admins")
 
@@ -634,7 +651,8 @@ def test_entra_id_example(tmp_path: Path) -> None:
 
     def entra(tenant: str, **extra: Any) -> str:
         return provider_token(iss=f"https://login.microsoftonline.com/{tenant}/v2.0", tid=tenant, ver="2.0",
-                              sub="AAAAAAAAAAAAAAAAAAAAAIkzqFVrSaSaFHy782bbtaQ", oid="00000000-0000-0000-66f3-3332eca7ea81",
+                              sub="AAAAAAAAAAAAAAAAAAAAAIkzqFVrSaSaFHy782bbtaQ",
+                              oid="00000000-0000-0000-66f3-3332eca7ea81",
                               **{"aud": client_id, **extra})
 
     reader = entra(home, roles=["Orders.Read"], scp="Orders.Read")
@@ -642,19 +660,23 @@ def test_entra_id_example(tmp_path: Path) -> None:
     assert_decision(decision, 200, Reason.ALLOWED, "Orders.Read")
     assert dict(decision.headers) == {"x-user-id": "00000000-0000-0000-66f3-3332eca7ea81", "x-tenant-id": home}
     # v1-style audience (the app ID URI) is accepted too.
-    assert decide(engine, "GET", "/api/orders", bearer=entra(home, roles=["Orders.Read"], aud="api://orders-api")).allowed
+    assert decide(engine, "GET", "/api/orders",
+                  bearer=entra(home, roles=["Orders.Read"], aud="api://orders-api")).allowed
     # A delegated admin token writes only with the write scope; an app-only
     # token (no scp) with the role writes.
-    assert_decision(decide(engine, "POST", "/api/orders/7", bearer=entra(home, roles=["Orders.Admin"], scp="Orders.Read")),
+    assert_decision(decide(engine, "POST", "/api/orders/7",
+                           bearer=entra(home, roles=["Orders.Admin"], scp="Orders.Read")),
                     403, Reason.DENIED_BY_RULE, "delegated-writes-need-scope")
-    assert decide(engine, "POST", "/api/orders/7", bearer=entra(home, roles=["Orders.Admin"], scp="Orders.Read Orders.Write")).allowed
+    assert decide(engine, "POST", "/api/orders/7",
+                  bearer=entra(home, roles=["Orders.Admin"], scp="Orders.Read Orders.Write")).allowed
     assert decide(engine, "POST", "/api/orders/7", bearer=entra(home, roles=["Orders.Admin"])).allowed
     # The partner tenant reads but never writes.
     assert decide(engine, "GET", "/api/orders", bearer=entra(partner, roles=["Orders.Read"])).allowed
     assert_decision(decide(engine, "POST", "/api/orders/7", bearer=entra(partner, roles=["Orders.Admin"])),
                     403, Reason.DENIED_BY_RULE, "partner-tenant-read-only")
     # The partner's tokens are only accepted with the client id as audience.
-    assert_decision(decide(engine, "GET", "/api/orders", bearer=entra(partner, roles=["Orders.Read"], aud="api://orders-api")),
+    assert_decision(decide(engine, "GET", "/api/orders",
+                           bearer=entra(partner, roles=["Orders.Read"], aud="api://orders-api")),
                     401, Reason.INVALID_TOKEN)
 
 
@@ -670,7 +692,8 @@ def test_keycloak_example(tmp_path: Path) -> None:
     assert_decision(decide(engine, "POST", "/api/orders/admin/reindex", bearer=admin),
                     403, Reason.DENIED_BY_RULE, "admin-from-backoffice-only")
     backoffice = provider_token(**{**base, "azp": "backoffice"}, realm_access={"roles": ["orders-admin"]})
-    assert_decision(decide(engine, "POST", "/api/orders/admin/reindex", bearer=backoffice), 200, Reason.ALLOWED, "orders-admin")
+    assert_decision(decide(engine, "POST", "/api/orders/admin/reindex", bearer=backoffice), 200, Reason.ALLOWED,
+                    "orders-admin")
     # Keycloak's default audience alone is not enough.
     account_only = provider_token(**{**base, "aud": "account"}, realm_access={"roles": ["orders-reader"]})
     assert_decision(decide(engine, "GET", "/api/orders", bearer=account_only), 401, Reason.INVALID_TOKEN)
@@ -678,14 +701,17 @@ def test_keycloak_example(tmp_path: Path) -> None:
 
 def test_auth0_example(tmp_path: Path) -> None:
     engine = provider_engine(tmp_path, "auth0.yaml")
-    base = {"iss": "https://example-shop.auth0.com/", "aud": ["https://api.example.com/orders", "https://example-shop.auth0.com/userinfo"],
+    base = {"iss": "https://example-shop.auth0.com/",
+            "aud": ["https://api.example.com/orders", "https://example-shop.auth0.com/userinfo"],
             "sub": "auth0|64f1c2", "scope": "openid profile"}
     reader = provider_token(**base, **{"https://example.com/roles": ["orders-reader"]}, permissions=["read:orders"])
     decision = decide(engine, "GET", "/api/orders/7", bearer=reader)
     assert_decision(decision, 200, Reason.ALLOWED, "orders-reader")
     assert decision.identity.scopes == ("read:orders",)
-    machine = provider_token(**{**base, "sub": "m2m@clients", "aud": "https://api.example.com/orders"}, permissions=["create:orders"])
-    assert_decision(decide(engine, "POST", "/api/orders", bearer=machine), 200, Reason.ALLOWED, "create-orders-by-permission")
+    machine = provider_token(**{**base, "sub": "m2m@clients", "aud": "https://api.example.com/orders"},
+                             permissions=["create:orders"])
+    assert_decision(decide(engine, "POST", "/api/orders", bearer=machine), 200, Reason.ALLOWED,
+                    "create-orders-by-permission")
     assert_decision(decide(engine, "POST", "/api/orders", bearer=reader), 403, Reason.NO_PERMISSION)
     # The issuer is compared exactly: without its trailing slash it is unknown.
     no_slash = provider_token(**{**base, "iss": "https://example-shop.auth0.com"}, permissions=["read:orders"])

@@ -103,7 +103,8 @@ def test_sec_55_metadata_strings_are_sanitized_like_header_values(tmp_path: Path
 
 
 @pytest.mark.parametrize(("value", "expected"), [
-    ("a", "a"), (3, 3), (-2.5, -2.5), (True, True), (None, None), ([1, "x"], [1, "x"]), ({"a": {"b": []}}, {"a": {"b": []}}),
+    ("a", "a"), (3, 3), (-2.5, -2.5), (True, True), (None, None), ([1, "x"], [1, "x"]),
+    ({"a": {"b": []}}, {"a": {"b": []}}),
     ((1, 2), [1, 2]), (2**53, 2**53),
 ])
 def test_values_metadata_carries(value: Any, expected: Any) -> None:
@@ -111,7 +112,8 @@ def test_values_metadata_carries(value: Any, expected: Any) -> None:
 
 
 @pytest.mark.parametrize("value", [
-    b"bytes", math.nan, math.inf, 2**53 + 1, {1: "a"}, object(), "x" * (MAX_VALUE + 1), [[[[[[[[[[[[[[[[[["deep"]]]]]]]]]]]]]]]]]],
+    b"bytes", math.nan, math.inf, 2**53 + 1, {1: "a"}, object(), "x" * (MAX_VALUE + 1),
+    [[[[[[[[[[[[[[[[[["deep"]]]]]]]]]]]]]]]]]],
 ])
 def test_values_metadata_cannot_carry(value: Any) -> None:
     with pytest.raises(Unrepresentable):
@@ -125,7 +127,8 @@ def test_non_strings_travel_as_json_text() -> None:
 
 
 @pytest.mark.parametrize(("response", "message"), [
-    ("  metadata:\n    auth: request.headers['authorization']\n", "metadata may not read the credential header 'authorization'"),
+    ("  metadata:\n    auth: request.headers['authorization']\n",
+     "metadata may not read the credential header 'authorization'"),
     ("  metadata:\n    cookie: request.headers.cookie\n", "metadata may not read the credential header 'cookie'"),
     ("  metadata:\n    all: request.headers.size()\n", "metadata may not read every request header"),
     ("  metadata:\n    rule: '\"x\"'\n", "metadata key 'rule' is set by authz on every answer"),
@@ -160,7 +163,8 @@ def test_what_the_door_did_not_carry_is_left_out_not_read_as_empty(tmp_path: Pat
     engine = engine_with(tmp_path, "  metadata:\n    client: source.port\n    dest: destination.port\n"
                          "    tier: context.tier\n  client_headers:\n    x-from: string(source.port)\n")
     unknown = frozenset({"source_port", "destination_port", "context"})
-    decision = engine.decide(request("GET", "/api/feed", bearer=mint(), context={"tier": "gold"})._replace(unknown=unknown))
+    decision = engine.decide(request("GET", "/api/feed", bearer=mint(),
+                                     context={"tier": "gold"})._replace(unknown=unknown))
     assert decision.allowed
     metadata = decision.envoy_metadata()
     assert not {"client", "dest", "tier"} & set(metadata)

@@ -64,5 +64,6 @@ def test_allow_rules_and_permissions_are_not_warned_about(tmp_path: Path) -> Non
 
 
 def test_with_case_folded_the_warning_names_the_lower_cased_pattern(tmp_path: Path) -> None:
-    found = warnings_for(tmp_path, "- {name: r, effect: deny, paths: [/Internal]}\n", "paths:\n  case_sensitive: false\n")
+    found = warnings_for(tmp_path, "- {name: r, effect: deny, paths: [/Internal]}\n",
+                         "paths:\n  case_sensitive: false\n")
     assert len(found) == 1 and "matches '/internal' but not '/internal/'" in found[0]

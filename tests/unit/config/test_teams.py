@@ -21,7 +21,8 @@ ROOT = """\
 version: 1
 api_keys:
   keys:
-    - {subject: partner, sha256: "507636717dd889c4aca6e55fac6880c0e096f0160c1c940da0564f39301c6537", roles: [orders-reader]}
+    - {subject: partner, sha256: "507636717dd889c4aca6e55fac6880c0e096f0160c1c940da0564f39301c6537", \
+       roles: [orders-reader]}
 roles:
   platform-admin:
     - {paths: ["/**"]}
@@ -152,13 +153,15 @@ OVERLAP = ("teams/{later}.yaml:3: owns: team '{later}' claims requests team '{ea
 
 
 @pytest.mark.parametrize(("files", "expected"), [
-    pytest.param({"orders": team("orders", "/api/orders") + "issuers:\n  - {name: c, issuer: https://i.example, audiences: [a]}\n"},
+    pytest.param({"orders": team("orders", "/api/orders")
+                  + "issuers:\n  - {name: c, issuer: https://i.example, audiences: [a]}\n"},
                  [ROOT_ONLY.format(key="issuers", d="{d}")], id="issuer"),
     pytest.param({"orders": team("orders", "/api/orders") + "peers:\n  'spiffe://x/y': [orders-reader]\n"},
                  [ROOT_ONLY.format(key="peers", d="{d}")], id="peers"),
     pytest.param({"orders": team("orders", "/api/orders") + "response: {}\n"},
                  [ROOT_ONLY.format(key="response", d="{d}")], id="response"),
-    pytest.param({"orders": team("orders", "/api/orders") + "  - {name: public, effect: allow, paths: [/api/orders/x]}\n"},
+    pytest.param({"orders": team("orders", "/api/orders")
+                  + "  - {name: public, effect: allow, paths: [/api/orders/x]}\n"},
                  ["teams/orders.yaml:11: rules[1].name: rule 'public' is already defined by {d}/policy.yaml:6; "
                   "a team may only add rules"], id="global-rule"),
     pytest.param({"orders": team("orders", "/api/orders").replace("orders-reader:", "platform-admin:")},
@@ -177,7 +180,8 @@ OVERLAP = ("teams/{later}.yaml:3: owns: team '{later}' claims requests team '{ea
     pytest.param({"orders": team("orders", "/api/orders").replace("methods: [OPTIONS]", "hosts: ['*.example.com']")},
                  [OUTSIDE.format(line=10, where="rules[0].hosts[0]", what="host '*.example.com'",
                                  owned="hosts ['shop.example.com']")], id="host-outside"),
-    pytest.param({"orders": team("orders", "/api/orders"), "shop": "version: 1\nteam: shop\nowns:\n  hosts: ['*.example.com']\n"},
+    pytest.param({"orders": team("orders", "/api/orders"),
+                  "shop": "version: 1\nteam: shop\nowns:\n  hosts: ['*.example.com']\n"},
                  [OVERLAP.format(later="shop", earlier="orders", d="{d}")], id="overlap"),
     pytest.param({"orders": team("orders", "/api/orders"), "search": team("search", "/api/orders/search")},
                  [OVERLAP.format(later="search", earlier="orders", d="{d}")], id="overlap-nested-prefix"),
@@ -331,7 +335,8 @@ def test_sec_58_a_team_never_allows_outside_its_scope(
 def test_validate_warns_under_the_file_each_warning_is_about(tmp_path: Path,
                                                               capsys: pytest.CaptureFixture[str]) -> None:
     d = make(tmp_path, root=ROOT_PLAIN + "  - {name: root-internal, effect: deny, paths: [/internal]}\n",
-             orders=team("orders", "/api/orders") + "  - {name: orders-admin, effect: deny, paths: [/api/orders/admin]}\n")
+             orders=team("orders", "/api/orders")
+             + "  - {name: orders-admin, effect: deny, paths: [/api/orders/admin]}\n")
     assert main(["validate", "--config", str(d)]) == 0
     err = capsys.readouterr().err.splitlines()
     assert [line.split(": warning: ")[0] for line in err] == [f"{d}/policy.yaml:7", f"{d}/teams/orders.yaml:11"]

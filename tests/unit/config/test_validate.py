@@ -115,7 +115,8 @@ def test_warnings_go_to_stderr_by_line_and_leave_the_policy_valid(tmp_path: Path
              "serve alike; write '/{0}/**' (it matches '/{0}', '/{0}/' and every path below) or add '/{0}/'")
     run = validate(str(policy))
     assert run.returncode == 0 and run.stdout.startswith(f"{policy}: valid (")
-    assert run.stderr.splitlines() == [f"{policy}:3: " + slash.format("internal"), f"{policy}:6: " + slash.format("debug")]
+    assert run.stderr.splitlines() == [f"{policy}:3: " + slash.format("internal"),
+                                       f"{policy}:6: " + slash.format("debug")]
     # With the HTTP door's warnings, in line order.
     run = subprocess.run([sys.executable, "-m", "authz", "validate", "--config", str(policy), "--door", "http"],
                          capture_output=True, text=True, timeout=60, cwd=REPO)
@@ -148,7 +149,8 @@ def test_alias_expansion_is_bounded(tmp_path: Path) -> None:
     policy.write_text("\n".join(lines) + "\n")
     run = validate(str(policy))
     assert run.returncode == 2
-    assert run.stderr.splitlines() == [f"{policy}:1: the document has more than 200000 values (YAML aliases expanding?)"]
+    assert run.stderr.splitlines() == [
+        f"{policy}:1: the document has more than 200000 values (YAML aliases expanding?)"]
 
 
 def _policies() -> list[Path]:

@@ -138,7 +138,8 @@ PROVIDERS = [
         negatives=(
             # Entra signs every tenant's tokens with the same keys: only the
             # exact, tenant-specific issuer keeps other tenants out.
-            ("other-tenant", {"iss": f"https://sts.windows.net/{OTHER_TENANT}/", "tid": OTHER_TENANT}, "unknown_issuer"),
+            ("other-tenant", {"iss": f"https://sts.windows.net/{OTHER_TENANT}/", "tid": OTHER_TENANT},
+             "unknown_issuer"),
             ("v2-issuer", {"iss": f"https://login.microsoftonline.com/{TENANT}/v2.0"}, "unknown_issuer"),
             ("client-id-audience", {"aud": "0c9d8e7f-6a5b-4c3d-2e1f-0a9b8c7d6e5f"}, "invalid_token"),
         ),

@@ -418,7 +418,8 @@ def test_sec_06_a_shared_header_is_parsed_once_and_refused_every_time() -> None:
 ])
 def test_sec_07_non_finite_numbers(setup: Setup, member: str) -> None:
     setup.denied(mint(raw_claims(member)), detail="payload is not a valid JSON object")
-    setup.denied(mint(hdr=raw('{"alg":"RS256","kid":"rsa-1",' + member + "}")), detail="header is not a valid JSON object")
+    setup.denied(mint(hdr=raw('{"alg":"RS256","kid":"rsa-1",' + member + "}")),
+                 detail="header is not a valid JSON object")
     setup.allowed(mint(raw_claims('"x":1e300')))
 
 
@@ -465,7 +466,8 @@ def test_sec_09_alg_not_in_the_issuer_allow_list(make: Callable[..., Setup]) -> 
 def _public_key_encodings() -> dict[str, bytes]:
     public = RSA.public_key()
     return {
-        "PEM SubjectPublicKeyInfo": public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo),
+        "PEM SubjectPublicKeyInfo": public.public_bytes(serialization.Encoding.PEM,
+                                                        serialization.PublicFormat.SubjectPublicKeyInfo),
         "PEM PKCS1": public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.PKCS1),
         "DER": public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo),
         "OpenSSH": public.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH),
@@ -485,7 +487,8 @@ def test_sec_10_hs256_signed_with_the_public_key(make: Callable[..., Setup], enc
     typical.denied(forged, detail="alg not allowed")
     typical.allowed(mint())
     # Even when HS256 is allowed for the issuer, its RSA key is never an HMAC secret.
-    mixed = make(issuers=[issuer_config(algorithms=["RS256", "HS256"])], keys={"idp": tokens.jwks(rsa_jwk(RSA, "rsa-1"))})
+    mixed = make(issuers=[issuer_config(algorithms=["RS256", "HS256"])],
+                 keys={"idp": tokens.jwks(rsa_jwk(RSA, "rsa-1"))})
     assert {key.alg for key in mixed.keyset().keys} == {"RS256"}
     mixed.denied(forged, detail="signature does not verify", lookups=1)
     mixed.denied(forged_no_kid, detail="signature does not verify", lookups=1)
@@ -496,7 +499,8 @@ def test_sec_10_control_a_real_shared_secret_works(make: Callable[..., Setup]) -
     secret = bytes(range(32))
     setup = make(issuers=[issuer_config(algorithms=["HS256"])], keys={"idp": tokens.jwks(oct_jwk(secret, "hs-1"))})
     setup.allowed(mint(hdr=header("HS256", kid="hs-1"), key=secret, alg="HS256"))
-    setup.denied(mint(hdr=header("HS256", kid="hs-1"), key=bytes(32), alg="HS256"), detail="signature does not verify", lookups=1)
+    setup.denied(mint(hdr=header("HS256", kid="hs-1"), key=bytes(32), alg="HS256"), detail="signature does not verify",
+                 lookups=1)
 
 
 def test_sec_11_jwk_without_alg_takes_the_configured_algorithm(make: Callable[..., Setup]) -> None:
@@ -577,7 +581,8 @@ def test_sec_13_curve_mismatch_and_off_curve_points(make: Callable[..., Setup]) 
         r, s = utils.decode_dss_signature(der)
         setup.denied(f"{h}.{p}.{b64(_es256(r, s, 48))}", detail="wrong shape for ES256")
     # ES384 with the P-256 key: not allowed, and the key serves ES256 only.
-    setup.denied(mint(hdr=header("ES384", kid="ec-1"), key=ec_key("sec-384", "P-384"), alg="ES384"), detail="alg not allowed")
+    setup.denied(mint(hdr=header("ES384", kid="ec-1"), key=ec_key("sec-384", "P-384"), alg="ES384"),
+                 detail="alg not allowed")
     es = make(issuers=[issuer_config(algorithms=["ES256", "ES384"])],
               keys={"idp": tokens.jwks(tokens.public_jwk(EC, kid="ec-1"), tokens.public_jwk(p384, kid="ec-384"))})
     h, p = encode_part(header("ES384", kid="ec-1")), encode_part(claims())
@@ -604,11 +609,13 @@ def test_sec_14_weak_keys_are_not_used(make: Callable[..., Setup]) -> None:
 
     short, good = bytes(range(16)), bytes(range(100, 132))
     hs = make(issuers=[issuer_config(algorithms=["HS256"])],
-              keys={"idp": tokens.jwks(oct_jwk(short, "short"), oct_jwk(short, "short-no-alg", alg=None), oct_jwk(good, "good"))})
+              keys={"idp": tokens.jwks(oct_jwk(short, "short"), oct_jwk(short, "short-no-alg", alg=None),
+                                       oct_jwk(good, "good"))})
     assert [key.kid for key in hs.keyset().keys] == ["good"]
     assert sum("16 bytes" in reason for reason in hs.keyset().skipped) == 2
     hs.denied(mint(hdr=header("HS256", kid="short"), key=short, alg="HS256"), detail="unknown kid", lookups=1)
-    hs.denied(mint(hdr=header("HS256", kid=None), key=short, alg="HS256"), detail="signature does not verify", lookups=1)
+    hs.denied(mint(hdr=header("HS256", kid=None), key=short, alg="HS256"), detail="signature does not verify",
+              lookups=1)
     hs.allowed(mint(hdr=header("HS256", kid="good"), key=good, alg="HS256"))
 
 
@@ -638,7 +645,8 @@ def test_sec_15_keys_offered_by_the_token_are_never_used_or_fetched(setup: Setup
         "x5u": {"x5u": idp.url + "/cert.pem"},
         "x5c": {"x5c": [certificate]},
         "x5c-no-kid": {"x5c": [certificate], "kid": None},
-        "all": {"jwk": rsa_jwk(ATTACKER, "rsa-1"), "jku": idp.url + "/jwks", "x5u": idp.url + "/cert.pem", "x5c": [certificate]},
+        "all": {"jwk": rsa_jwk(ATTACKER, "rsa-1"), "jku": idp.url + "/jwks", "x5u": idp.url + "/cert.pem",
+                "x5c": [certificate]},
     }
     for name, members in offers.items():
         kid = members.pop("kid", "rsa-1")
@@ -703,7 +711,8 @@ def test_sec_18_key_set_chosen_by_the_configured_issuer_only(make: Callable[...,
         keys={"a": tokens.jwks(rsa_jwk(key_a, "a-1")), "b": tokens.jwks(rsa_jwk(key_b, "b-1"))},
     )
     a_claims = claims(iss="https://a.test")
-    for kid, detail in (("b-1", "unknown kid"), (None, "signature does not verify"), ("a-1", "signature does not verify")):
+    for kid, detail in (("b-1", "unknown kid"), (None, "signature does not verify"),
+                        ("a-1", "signature does not verify")):
         setup.denied(mint(a_claims, header(kid=kid), key=key_b), detail=detail, lookups=1)
     assert setup.counters["b"].lookups == 0  # B's keys were never consulted
     assert setup.counters["a"].lookups == 3
@@ -803,7 +812,8 @@ def test_sec_23_issuer(make: Callable[..., Setup], iss: Any, reason: str) -> Non
 
 
 def test_sec_23_unknown_issuer_only_when_no_issuer_has_it(make: Callable[..., Setup]) -> None:
-    setup = make(issuers=[issuer_config(), issuer_config("other", issuer="https://other.test", audiences=["other-api"])],
+    setup = make(issuers=[issuer_config(),
+                          issuer_config("other", issuer="https://other.test", audiences=["other-api"])],
                  keys={"idp": default_keys(), "other": default_keys()})
     # 'other' is configured: its failures are invalid_token, never unknown_issuer.
     setup.denied(mint(claims(iss="https://other.test")), "invalid_token", detail="audience")

@@ -92,7 +92,8 @@ class Vector:
 
     @property
     def id(self) -> str:
-        return f"{self.file}-g{self.group_index:02d}-{self.group['comment']}-tc{self.test['tcId']}-{self.test['comment']}"
+        return (f"{self.file}-g{self.group_index:02d}-{self.group['comment']}"
+                f"-tc{self.test['tcId']}-{self.test['comment']}")
 
     def jwks(self) -> dict[str, Any]:
         """The verification keys: the public set or key if given, else the
@@ -233,7 +234,8 @@ def test_summary() -> None:
         outcome = signature_layer(vector.test["jws"], vector.jwks())
         assert not outcome.accepted
         lines.append(f"  {file} tcId {tc_id} ({vector.test['comment']}): {reason} [refused at {outcome.stage}]")
-    refused_as_jwt = [v for v in VECTOR_LIST if v.test["result"] == "valid" and not _payload_is_json_object(v.test["jws"])]
+    refused_as_jwt = [v for v in VECTOR_LIST if v.test["result"] == "valid"
+                      and not _payload_is_json_object(v.test["jws"])]
     lines.append(f"  and as JWTs, all {len(refused_as_jwt)} valid vectors: their payloads are not JSON objects")
     lines.append(f"Acceptable vectors refused: {len(ACCEPTABLE_REFUSED)}")
     for (file, tc_id), target in sorted(DEFECTIVE.items()):

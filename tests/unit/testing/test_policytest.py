@@ -126,17 +126,21 @@ def test_a_bad_now_is_a_usage_error(capsys: pytest.CaptureFixture[str], tmp_path
 @pytest.mark.parametrize(("cases", "expected"), [
     pytest.param("cases:\n  - name: x\n    request: {path: /a}\n    expect: {alowed: true}\n",
                  ["{f}:4: cases[0].expect.alowed: unknown field (did you mean 'allowed'?)"], id="unknown-field"),
-    pytest.param("cases:\n  - name: x\n    request: {path: /a}\n    token: {issuer: corp}\n    expect: {allowed: true}\n",
+    pytest.param("cases:\n  - name: x\n    request: {path: /a}\n    token: {issuer: corp}\n    expect: {allowed: "
+                 "true}\n",
                  ["{f}:4: cases[0].token.issuer: no issuer named 'corp' (the policy has: dev)"], id="issuer"),
     pytest.param("cases:\n  - name: x\n    request: {path: /a}\n    api_key: acme\n    expect: {allowed: true}\n",
-                 ["{f}:4: cases[0].api_key: no API key with subject 'acme' (the policy has: partner-demo)"], id="api-key"),
+                 ["{f}:4: cases[0].api_key: no API key with subject 'acme' (the policy has: partner-demo)"],
+                 id="api-key"),
     pytest.param("cases:\n  - name: x\n    request: {path: /a}\n    expect: {reason: nope, rule: nope}\n",
                  ["{f}:4: cases[0].expect.reason: unknown reason code 'nope'",
                   "{f}:4: cases[0].expect.rule: the policy has no rule or role named 'nope'"], id="names"),
     pytest.param("cases:\n  - name: x\n    request: {path: /a}\n    expect: {}\n",
                  ["{f}:4: cases[0].expect: expect nothing: give allowed, status, reason, rule or headers"], id="empty"),
-    pytest.param("cases:\n  - name: x\n    request: {path: /a}\n    expect: {headers: {a: {present: true, claims: {}}}}\n",
-                 ["{f}:4: cases[0].expect.headers.a: give a value, or exactly one of 'present' or 'claims'"], id="header-check"),
+    pytest.param("cases:\n  - name: x\n    request: {path: /a}\n    expect: {headers: {a: {present: true, claims: "
+                 "{}}}}\n",
+                 ["{f}:4: cases[0].expect.headers.a: give a value, or exactly one of 'present' or 'claims'"],
+                 id="header-check"),
     pytest.param("cases:\n  - name: x\n    request: {path: /a}\n    expect: {allowed: true}\n"
                  "  - name: x\n    request: {path: /b}\n    expect: {allowed: true}\n",
                  ["{f}:5: case name 'x' is used before, at {f}:2"], id="duplicate-name"),
@@ -150,7 +154,9 @@ def test_a_bad_now_is_a_usage_error(capsys: pytest.CaptureFixture[str], tmp_path
                  ["{f}:4: cases[0].expect.status: a decision's status is 200, 401 or 403 (or a policy's deny_with "
                   "status: a 4xx or a redirect)"], id="status"),
     pytest.param("cases: []\n", ["{f}:1: cases: no cases: a case file tests at least one request"], id="no-cases"),
-    pytest.param("cases: [\n", ["{f}:2: invalid YAML: expected the node content, but found '<stream end>' (while parsing a flow node at line 2)"], id="yaml"),
+    pytest.param("cases: [\n",
+                 ["{f}:2: invalid YAML: expected the node content, but found '<stream end>' (while parsing a flow node "
+                  "at line 2)"], id="yaml"),
 ])
 def test_a_case_file_error_is_file_line_and_exit_2(capsys: pytest.CaptureFixture[str], tmp_path: Path, cases: str,
                                                    expected: list[str]) -> None:

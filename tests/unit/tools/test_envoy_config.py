@@ -24,7 +24,8 @@ POLICY = ["--config", "examples/policy.yaml"]
 BOUND = ["--authz-tls-cert", "/etc/authz-client/tls.crt", "--authz-tls-key", "/etc/authz-client/tls.key",
          "--authz-ca", "/etc/authz-client/ca.crt", "--authz-san", "spiffe://cluster.local/ns/authz/sa/authz"]
 SHIPPED = {
-    "edge.yaml": ["--shape", "edge", "--authz", "127.0.0.1:9191", "--listen", "0.0.0.0:8080", "--upstream", "127.0.0.1:8000"],
+    "edge.yaml": ["--shape", "edge", "--authz", "127.0.0.1:9191", "--listen", "0.0.0.0:8080", "--upstream",
+                  "127.0.0.1:8000"],
     "sidecar.yaml": ["--shape", "sidecar", "--authz", "127.0.0.1:9191", "--listen", "0.0.0.0:15006",
                      "--upstream", "127.0.0.1:8000", "--protect", "/api/"],
     "edge-http.yaml": ["--shape", "edge", "--protocol", "http", "--authz", "127.0.0.1:9292", "--listen", "0.0.0.0:8080",
@@ -33,14 +34,16 @@ SHIPPED = {
                           "--listen", "0.0.0.0:15006", "--upstream", "127.0.0.1:8000", "--protect", "/api/"],
     "edge-rate-limits.yaml": ["--shape", "edge", "--authz", "127.0.0.1:9191", "--listen", "0.0.0.0:8080",
                               "--upstream", "127.0.0.1:8000", "--access-log", "/dev/stdout", "--metadata-key", "sub",
-                              "--metadata-key", "tier", "--rate-limit-by", "tier", "--local-rate-limit", "tier=free:3/1m"],
+                              "--metadata-key", "tier", "--rate-limit-by", "tier", "--local-rate-limit",
+                              "tier=free:3/1m"],
     # Callers bound (docs/security.md 60): Envoy presents its certificate to authz.
     "edge-bound.yaml": ["--shape", "edge", "--authz", "127.0.0.1:9191", "--listen", "0.0.0.0:8080",
                         "--upstream", "127.0.0.1:8000", *BOUND],
     "sidecar-bound.yaml": ["--shape", "sidecar", "--authz", "127.0.0.1:9191",
                            "--listen", "0.0.0.0:15006", "--upstream", "127.0.0.1:8000", "--protect", "/api/",
                            "--authz-tls-cert", "/etc/certs/cert-chain.pem", "--authz-tls-key", "/etc/certs/key.pem",
-                           "--authz-ca", "/etc/certs/root-cert.pem", "--authz-san", "spiffe://cluster.local/ns/authz/sa/authz"],
+                           "--authz-ca", "/etc/certs/root-cert.pem", "--authz-san",
+                           "spiffe://cluster.local/ns/authz/sa/authz"],
 }
 
 
@@ -49,7 +52,8 @@ def test_shipped_configs_are_the_generator_output(name: str) -> None:
     run = subprocess.run([sys.executable, "-m", "authz", "envoy-config", *SHIPPED[name], *POLICY], capture_output=True,
                          text=True, timeout=60, cwd=REPO)
     assert run.returncode == 0, run.stderr
-    assert (DEPLOY / name).read_text() == run.stdout, f"deploy/envoy/{name} is stale: regenerate it with authz envoy-config"
+    assert (DEPLOY / name).read_text() == run.stdout, (
+        f"deploy/envoy/{name} is stale: regenerate it with authz envoy-config")
 
 
 @pytest.mark.parametrize("name", ["edge.yaml", "edge-http.yaml", "edge-rate-limits.yaml"])
@@ -76,7 +80,8 @@ def test_sidecar_config_validates_with_real_certificates(tmp_path: Path, name: s
 def test_generated_variants_validate(tmp_path: Path, shape: str, protocol: str) -> None:
     ca = MeshCA(tmp_path)
     chain, key = ca.workload("spiffe://cluster.local/ns/a/sa/b", "w")
-    options = EnvoyOptions(shape=shape, authz=["127.0.0.1:9201", "127.0.0.1:9202"], direct_response=True, protocol=protocol,
+    options = EnvoyOptions(shape=shape, authz=["127.0.0.1:9201", "127.0.0.1:9202"], direct_response=True,
+                           protocol=protocol,
                            cert_chain=str(chain), private_key=str(key), ca_cert=str(ca.cert_path),
                            protected_prefixes=["/api/", "/admin/"], timeout=0.25)
     config = tmp_path / f"{shape}-{protocol}.yaml"
@@ -94,7 +99,8 @@ def test_generated_variants_validate(tmp_path: Path, shape: str, protocol: str) 
 def test_tls_flags_to_authz_go_together() -> None:
     for flags in (["--authz-tls-cert", "c.pem"], ["--authz-tls-cert", "c.pem", "--authz-tls-key", "k.pem"],
                   ["--authz-san", "spiffe://x/y"]):
-        run = subprocess.run([sys.executable, "-m", "authz", "envoy-config", "--shape", "edge", "--authz", "h:1", *flags],
+        run = subprocess.run([sys.executable, "-m", "authz", "envoy-config", "--shape", "edge", "--authz", "h:1",
+                              *flags],
                              capture_output=True, text=True, timeout=60)
         assert run.returncode == 2 and "go together" in run.stderr, flags
 

@@ -20,9 +20,11 @@ from testkit.procs import envoy_validate
 
 
 def _options(**extra: Any) -> EnvoyOptions:
-    return EnvoyOptions(shape="edge", authz=["127.0.0.1:9191"], access_log="/tmp/access.log", metadata_keys=["sub", "tier"],
+    return EnvoyOptions(shape="edge", authz=["127.0.0.1:9191"], access_log="/tmp/access.log",
+                        metadata_keys=["sub", "tier"],
                         client_headers=["set-cookie"], rate_limit_by=[("tier",), ("tier", "sub")],
-                        local_rate_limits=[LocalLimit.parse("tier=free:3/1m"), LocalLimit.parse("tier=silver,sub=*:10/1h")],
+                        local_rate_limits=[LocalLimit.parse("tier=free:3/1m"),
+                                           LocalLimit.parse("tier=silver,sub=*:10/1h")],
                         **extra)
 
 
@@ -37,7 +39,8 @@ def test_every_variant_validates(tmp_path: Path, shape: str, protocol: str) -> N
     ca = MeshCA(tmp_path)
     chain, key = ca.workload("spiffe://cluster.local/ns/a/sa/b", "w")
     options = _options(protocol=protocol)
-    options.shape, options.cert_chain, options.private_key, options.ca_cert = shape, str(chain), str(key), str(ca.cert_path)
+    options.shape, options.cert_chain = shape, str(chain)
+    options.private_key, options.ca_cert = str(key), str(ca.cert_path)
     config = tmp_path / f"{shape}-{protocol}.yaml"
     config.write_text(render(options))
     envoy_validate(config)
@@ -48,7 +51,8 @@ def test_the_access_log_logs_authz_metadata_and_the_path_without_its_query() -> 
     [log] = hcm["accessLog"]
     assert log["typedConfig"]["path"] == "/tmp/access.log"
     fields = log["typedConfig"]["logFormat"]["jsonFormat"]
-    assert fields["authz"] == {key: f"%DYNAMIC_METADATA({NAMESPACE}:{key})%" for key in ("reason", "rule", "issuer", "sub", "tier")}
+    assert fields["authz"] == {key: f"%DYNAMIC_METADATA({NAMESPACE}:{key})%"
+                               for key in ("reason", "rule", "issuer", "sub", "tier")}
     assert fields["path"] == "%PATH(NQ)%"
     assert not any("authorization" in str(value).lower() or "cookie" in str(value).lower() for value in fields.values())
     assert "accessLog" not in _hcm(EnvoyOptions(shape="edge", authz=["127.0.0.1:9191"]))

@@ -33,7 +33,8 @@ def _wire(decision: Decision, request_id: str | None = None) -> CheckResponse:
 
 
 def test_an_allow_sets_overwriting_headers_and_removes_others() -> None:
-    decision = Decision(allowed=True, reason=Reason.ALLOWED, headers=(("x-user-id", "alice"), ("x-identity-token", "t")),
+    decision = Decision(allowed=True, reason=Reason.ALLOWED,
+                        headers=(("x-user-id", "alice"), ("x-identity-token", "t")),
                         remove=("authorization", "x-api-key"))
     response = _wire(decision)
     assert response.HasField("status") and response.status.code == 0
@@ -57,7 +58,8 @@ def test_a_denial_carries_status_challenge_and_a_body_without_the_credential() -
     assert denied.status.code == 401
     headers = {h.header.key: h.header.value for h in denied.headers}
     assert headers == {"content-type": "application/json", "cache-control": "no-store",
-                       "www-authenticate": 'Bearer realm="authz", error="invalid_token", error_description="invalid_token"'}
+                       "www-authenticate": 'Bearer realm="authz", error="invalid_token", '
+                                           'error_description="invalid_token"'}
     assert json.loads(denied.body) == {"error": "unauthenticated", "reason": "invalid_token", "request_id": "req-7"}
 
 
@@ -102,7 +104,8 @@ def test_a_cached_decision_keeps_who_and_why_but_no_claims_headers_or_detail() -
     # What was left out is counted on every answer, cached ones too.
     assert slim.omitted == (("metadata", "tier"),)
     who = slim.identity
-    assert (who.kind, who.subject, who.issuer, who.source, who.expires_at) == ("jwt", "alice", "https://idp", "corp", 99.0)
+    assert (who.kind, who.subject, who.issuer, who.source, who.expires_at) == ("jwt", "alice", "https://idp", "corp",
+                                                                               99.0)
     assert dict(who.claims) == {}
     # A cached denial keeps its challenge, which the wire answer repeats.
     denial = Decision(allowed=False, reason=Reason.EXPIRED_TOKEN, detail="token expired",
@@ -152,7 +155,8 @@ _CHANGED = {"method": "POST", "path": "/a/c?q=1", "host": "admin.example.com", "
 def test_the_table_reads_every_attribute_of_a_request() -> None:
     assert tuple(FIELDS) == ATTRIBUTES
     request = to_request(_check())
-    assert (request.method, request.path, request.host, request.scheme) == ("GET", "/a/b?q=1", "api.example.com", "https")
+    assert (request.method, request.path, request.host, request.scheme) == ("GET", "/a/b?q=1", "api.example.com",
+                                                                            "https")
     assert (request.source_address, request.source_port, request.source_principal) == ("10.0.0.1", 4000, "spiffe://a")
     assert request.destination_principal == "spiffe://b" and dict(request.context) == {"k": "v"}
     for name, value in _CHANGED.items():
@@ -161,7 +165,8 @@ def test_the_table_reads_every_attribute_of_a_request() -> None:
 
 def test_an_empty_field_is_read_from_its_pseudo_header() -> None:
     request = to_request(_check(method="", path="", host="", scheme=""))
-    assert (request.method, request.path, request.host, request.scheme) == ("GET", "/a/b?q=1", "api.example.com", "https")
+    assert (request.method, request.path, request.host, request.scheme) == ("GET", "/a/b?q=1", "api.example.com",
+                                                                            "https")
 
 
 @pytest.mark.parametrize("read", sorted(_CHANGED))
@@ -176,7 +181,8 @@ def test_the_cache_key_changes_with_exactly_the_attributes_the_policy_reads(read
         assert (changed != base) == (name in (read, "path", "host")), (read, name)
     # An attribute read from its pseudo-header when the field is empty keys on both.
     if FIELDS[read].pseudo_header is not None and read != "path":
-        assert key(_check(**{read: "", f"header:{FIELDS[read].pseudo_header}": str(_CHANGED[read])})) != key(_check(**{read: ""}))
+        assert key(_check(**{read: "",
+                             f"header:{FIELDS[read].pseudo_header}": str(_CHANGED[read])})) != key(_check(**{read: ""}))
 
 
 def test_the_cache_key_reads_the_query_credential_and_named_headers_only_when_asked() -> None:

@@ -139,12 +139,14 @@ def test_sec_55_client_headers_and_one_header_per_metadata_key() -> None:
 def test_a_denial_has_the_reason_status_challenge_and_body() -> None:
     status, headers, body = to_reply(Decision(False, Reason.EXPIRED_TOKEN), "r-1")
     assert status == 401
-    assert dict(headers)[b"www-authenticate"] == b'Bearer realm="authz", error="invalid_token", error_description="expired_token"'
+    assert dict(headers)[b"www-authenticate"] == (
+        b'Bearer realm="authz", error="invalid_token", error_description="expired_token"')
     assert body == b'{"error":"unauthenticated","reason":"expired_token","request_id":"r-1"}'
     assert to_reply(Decision(False, Reason.DENIED_BY_RULE), None)[0] == 403
 
 
-_CHANGED: dict[str, tuple[str, Any]] = {"method": ("method", "POST"), "path": ("raw_path", b"/authz/a/c"), "host": ("host", "b.example.com"),
+_CHANGED: dict[str, tuple[str, Any]] = {"method": ("method", "POST"), "path": ("raw_path", b"/authz/a/c"),
+                                        "host": ("host", "b.example.com"),
             "scheme": ("x-forwarded-proto", "http"), "source_address": ("x-forwarded-for", "10.9.9.9"),
             "source_principal": ("x-forwarded-client-cert", "URI=spiffe://x")}
 
@@ -154,7 +156,8 @@ def _changed(name: str) -> dict[str, Any]:
     base = scope()
     if field in ("method", "raw_path"):
         return {**base, field: value}
-    return {**base, "headers": [(k, v) for k, v in base["headers"] if k != field.encode()] + [(field.encode(), value.encode())]}
+    return {**base, "headers": [(k, v) for k, v in base["headers"] if k != field.encode()]
+            + [(field.encode(), value.encode())]}
 
 
 @pytest.mark.parametrize("read", sorted(_CHANGED))
@@ -235,7 +238,8 @@ def test_sec_57_request_headers_are_the_clients_named_as_through_the_grpc_door()
     (":authority", {"headers": [(b"host", b"other.example.com")]}),
     (":scheme", {"headers": [(b"x-forwarded-proto", b"http")]}),
 ])
-def test_sec_57_the_cache_key_finds_a_pseudo_header_where_the_call_carries_it(name: str, changed: dict[str, Any]) -> None:
+def test_sec_57_the_cache_key_finds_a_pseudo_header_where_the_call_carries_it(name: str,
+                                                                              changed: dict[str, Any]) -> None:
     key = DOOR.make_cache_key(Reads(headers=frozenset({name})), ())
     base = scope()
     other = {**base, **changed}
