@@ -14,8 +14,9 @@ The C++ runtime does not expose the parsed expression, so the analysis walks
 the parse tree of ``cel-python``'s parser (lark), once per expression at load.
 
 Variables (documented in docs/policy.md, "CEL"): ``request``, ``source``,
-``destination``, ``context``, ``identity`` (all dynamic maps) and ``now``
-(timestamp).
+``destination``, ``context``, ``identity`` (declared dynamic here: the
+types of their fields are checked at load, by :mod:`authz.config.cel_check`)
+and ``now`` (timestamp); their types are :data:`authz.cel_types.VARIABLES`.
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ from cel_expr_python import cel as _cel
 from cel_expr_python.ext import ext_encoders, ext_strings
 
 from authz.cel_closures import Closure, Fallback, closure_for
+from authz.cel_messages import first_error
 from authz.cel_types import VARIABLES as TABLE
-from authz.cel_types import unknown_field
+from authz.cel_types import runtime_type, unknown_field
 
 #: The variables, in the order docs list them (their types: :mod:`authz.cel_types`).
 VARIABLES = tuple(TABLE)
@@ -39,9 +41,12 @@ VARIABLES = tuple(TABLE)
 #: means everything below it is read.
 AttrPath = tuple[str, ...]
 
+#: The extensions every environment declares (the load-time checker's too).
+EXTENSIONS = (ext_strings.ExtStrings, ext_encoders.ExtEncoders)
+
 _ENV = _cel.NewEnv(
-    variables={name: variable.type for name, variable in TABLE.items()},
-    extensions=[ext_strings.ExtStrings(), ext_encoders.ExtEncoders()],
+    variables={name: runtime_type(kind) for name, kind in TABLE.items()},
+    extensions=[extension() for extension in EXTENSIONS],
 )
 
 
@@ -152,11 +157,9 @@ def compile_expression(source: str, *, result: str) -> Expression:
     try:
         program = _ENV.compile(source)
     except RuntimeError as exc:
-        raise _compile_error(str(exc)) from None
-    got = program.return_type().name()
-    fits = not any(kind in got for kind in _NOT_VALUES) if result == "value" else got in _RESULTS[result]
-    if not fits:
-        raise CelError(f"expression gives {got.lower()}, expected {_EXPECTED[result]}")
+        raise compile_error(str(exc)) from None
+    if (wrong := result_problem(program.return_type().name(), result)) is not None:
+        raise CelError(wrong)
     reads = analyse_reads(source)
     for read in sorted(reads):
         if (wrong := unknown_field(read)) is not None:
@@ -165,6 +168,13 @@ def compile_expression(source: str, *, result: str) -> Expression:
     path = next(iter(reads)) if len(reads) == 1 and _PLAIN_PATH.fullmatch(source) else None
     closure = closure_for(source) if result == "bool" and path is None else None
     return Expression(source, reads, roots, program, path, closure)
+
+
+def result_problem(got: str, result: str) -> str | None:
+    """What is wrong with an expression giving type ``got`` (the runtime's
+    name: ``LIST<STRING>``) where ``result`` is expected; None when it fits."""
+    fits = not any(kind in got for kind in _NOT_VALUES) if result == "value" else got in _RESULTS[result]
+    return None if fits else f"expression gives {got.lower()}, expected {_EXPECTED[result]}"
 
 
 _PLAIN_PATH = re.compile(
@@ -268,36 +278,11 @@ def _holds_nul(value: Any) -> bool:
     return False
 
 
-_ERROR_LINE = re.compile(r"ERROR: <input>:(-?\d+):(-?\d+): (.*)")
-_MISMATCHED = re.compile(r"Syntax error: (?:mismatched|extraneous) input (.*?) expecting .*")
-
-
-def _compile_error(message: str) -> CelError:
-    """The first error of the runtime's report, readable on one line."""
-    for line in message.splitlines():
-        match = _ERROR_LINE.search(line)
-        if not match:
-            continue
-        text = _readable(match.group(3))
-        row, column = int(match.group(1)), int(match.group(2))
-        if row < 1:
-            return CelError(text)
-        return CelError(f"{text} (line {row}, column {column} of the expression)" if row > 1
-                        else f"{text} (column {column})", row, column)
-    first = message.splitlines()[0] if message else "invalid expression"
-    return CelError(_readable(first.removeprefix("INVALID_ARGUMENT: ")))
-
-
-def _readable(text: str) -> str:
-    text = text.removesuffix(" [INVALID_ARGUMENT]").replace(" (in container '')", "")
-    match = _MISMATCHED.fullmatch(text)
-    if match:
-        found = match.group(1)
-        return ("syntax error: unexpected end of expression" if found == "'<EOF>'"
-                else f"syntax error: unexpected {found}")
-    if text.startswith("Syntax error:"):
-        text = "syntax error:" + text[len("Syntax error:"):]
-    return text
+def compile_error(report: str, names: Mapping[str, str] | None = None) -> CelError:
+    """The first error of the runtime's report, readable on one line
+    (:mod:`authz.cel_messages`)."""
+    message, line, column = first_error(report, names)
+    return CelError(message, line, column)
 
 
 def analyse_reads(source: str) -> frozenset[AttrPath]:

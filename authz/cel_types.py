@@ -1,56 +1,137 @@
-"""The one table of CEL variables: every variable an expression may read,
-its type, and for the records among them (``request``, ``source``,
-``destination``, ``identity``) every field with its type. The CEL
-environment is declared from it (:mod:`authz.cel`), :class:`authz.request.View`
-builds exactly these fields (``tests/unit/test_cel.py`` checks it), and an
-expression naming a field no record has (``identity.rolez``,
-``request.header``) is refused at load with its ``FILE:LINE``, instead of
-failing closed at every request."""
+"""The one table of CEL variables: every variable an expression may read and
+its type; for the records among them (``request``, ``source``,
+``destination``, ``identity``), every field with its type.
+
+Everything else is derived from :data:`VARIABLES`:
+
+- the runtime's environment (:mod:`authz.cel`), which declares the records,
+  maps and lists ``dyn`` (:func:`runtime_type`) so that evaluating converts
+  plain dicts and nothing more;
+- the checking environment (:mod:`authz.config.cel_check`), used at load
+  only, in which each record is a protobuf message built from its fields,
+  so that a wrong type inside an expression (``identity.roles == "admin"``,
+  ``request.path > 3``) is a ``FILE:LINE`` error;
+- the field check (:func:`unknown_field`) that names a misspelt field
+  (``identity.rolez``, ``request.header``);
+- what :class:`authz.request.View` builds (``tests/unit/test_cel.py``
+  compares) and the variable table of docs/policy.md (``tests/unit/test_cel_types.py``
+  checks every field is documented).
+
+A type is written in CEL's own notation: ``string``, ``int``, ``double``,
+``bool``, ``bytes``, ``timestamp``, ``dyn`` (anything: checked when
+evaluated), ``list(T)``, ``map(string, T)``, or a mapping of field names to
+types: a record (nested records are allowed).
+
+To add a field, add one line to its record (``"body": "string",``); to add
+a variable, one entry (``"data": "map(string, dyn)",``), and build its value
+in :class:`authz.request.View`.
+"""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeAlias
 
 from cel_expr_python import cel as _cel
 
-_STRING = _cel.Type.STRING
-_INT = _cel.Type.INT
-_DYN = _cel.Type.DYN
+#: A type: its name in CEL notation, or a record (field name → type).
+CelType: TypeAlias = str | Mapping[str, "CelType"]
 
+_PEER: Mapping[str, CelType] = {"address": "string", "port": "int", "principal": "string"}
 
-@dataclass(frozen=True, slots=True)
-class Variable:
-    """A variable's CEL type as the runtime declares it, and its fields
-    (name → the type each holds, for docs and checks); None: a map whose
-    keys are data (``context``), or no fields (``now``)."""
-
-    type: Any
-    fields: Mapping[str, str] | None = field(default=None)
-
-
-_PEER = {"address": "string", "port": "int", "principal": "string"}
-
-VARIABLES: Mapping[str, Variable] = {
-    "request": Variable(_DYN, {"method": "string", "host": "string", "path": "string", "scheme": "string",
-                               "headers": "map(string, string)", "query": "map(string, string)"}),
-    "source": Variable(_DYN, _PEER),
-    "destination": Variable(_DYN, _PEER),
-    "context": Variable(_DYN),
-    "identity": Variable(_DYN, {"kind": "string", "subject": "string", "issuer": "string",
-                                "roles": "list(string)", "scopes": "list(string)", "claims": "map(string, dyn)"}),
-    "now": Variable(_cel.Type.TIMESTAMP),
+VARIABLES: Mapping[str, CelType] = {
+    "request": {
+        "method": "string",
+        "host": "string",
+        "path": "string",
+        "scheme": "string",
+        "headers": "map(string, string)",
+        "query": "map(string, string)",
+    },
+    "source": _PEER,
+    "destination": _PEER,
+    "context": "map(string, string)",
+    "identity": {
+        "kind": "string",
+        "subject": "string",
+        "issuer": "string",
+        "roles": "list(string)",
+        "scopes": "list(string)",
+        "claims": "map(string, dyn)",
+    },
+    "now": "timestamp",
 }
 
+SCALARS: Mapping[str, Any] = {
+    "string": _cel.Type.STRING, "int": _cel.Type.INT, "double": _cel.Type.DOUBLE, "bool": _cel.Type.BOOL,
+    "bytes": _cel.Type.BYTES, "timestamp": _cel.Type.TIMESTAMP, "dyn": _cel.Type.DYN,
+}
+_LIST = re.compile(r"list\((.+)\)")
+_MAP = re.compile(r"map\(string,\s*(.+)\)")
 
-def unknown_field(path: tuple[str, ...]) -> str | None:
+
+def is_record(kind: CelType) -> bool:
+    return not isinstance(kind, str)
+
+
+def parse(kind: str) -> tuple[str, str | None]:
+    """``kind`` as (form, element): ("scalar", None) for a scalar name,
+    ("list", T) or ("map", T) with the element's type; raises ValueError
+    for anything else (a typo in the table fails at import)."""
+    if kind in SCALARS:
+        return "scalar", None
+    for form, pattern in (("list", _LIST), ("map", _MAP)):
+        match = pattern.fullmatch(kind)
+        if match:
+            element = match.group(1)
+            parse(element)
+            return form, element
+    raise ValueError(f"not a CEL type of the table: {kind!r}")
+
+
+def cel_type(kind: str) -> Any:
+    """The runtime's exact type for a type name (``map(string, string)`` →
+    ``Type.Map(STRING, STRING)``)."""
+    form, element = parse(kind)
+    if form == "scalar":
+        return SCALARS[kind]
+    assert element is not None
+    inner = cel_type(element)
+    return _cel.Type.List(inner) if form == "list" else _cel.Type.Map(_cel.Type.STRING, inner)
+
+
+def runtime_type(kind: CelType) -> Any:
+    """How the evaluating environment declares a variable: records, maps,
+    lists and ``dyn`` as ``dyn`` (values are plain dicts and lists, converted
+    as they come), scalars as themselves (``now``: timestamp)."""
+    if is_record(kind):
+        return _cel.Type.DYN
+    assert isinstance(kind, str)
+    return SCALARS[kind] if parse(kind)[0] == "scalar" else _cel.Type.DYN
+
+
+def unknown_field(path: tuple[str, ...], table: Mapping[str, CelType] = VARIABLES) -> str | None:
     """What is wrong with ``path`` (an attribute path an expression reads):
-    a field its record does not have; None when it names a real one."""
-    if len(path) < 2:
-        return None
-    variable = VARIABLES.get(path[0])
-    if variable is None or variable.fields is None or path[1] in variable.fields:
-        return None
-    return (f"{path[0]} has no field {path[1]!r} (its fields: "
-            f"{', '.join(sorted(variable.fields))})")
+    a field its record does not have; None when it names a real one, or
+    goes below a map or ``dyn`` value (whose keys are data)."""
+    kind: CelType | None = table.get(path[0]) if path else None
+    for depth, name in enumerate(path[1:], start=1):
+        if kind is None or isinstance(kind, str):
+            return None
+        if name not in kind:
+            return (f"{'.'.join(path[:depth])} has no field {name!r} (its fields: "
+                    f"{', '.join(sorted(kind))})")
+        kind = kind[name]
+    return None
+
+
+def _check_table(table: Mapping[str, CelType]) -> None:
+    for kind in table.values():
+        if isinstance(kind, str):
+            parse(kind)
+        else:
+            _check_table(kind)
+
+
+_check_table(VARIABLES)

@@ -20,6 +20,7 @@ from authz import matchers
 from authz.cel import CelError, Expression, compile_expression
 from authz.config import schema
 from authz.config.callers import compile_callers
+from authz.config.cel_check import check as check_types
 from authz.config.compiling import UNSETTABLE_HEADER
 from authz.config.deny_with import compile_deny_with, deny_reads
 from authz.config.keyfiles import parse_jwks_file, read_key_file
@@ -106,9 +107,11 @@ class PolicyCompiler:
             return None
 
     def cel(self, path: Path, source: str, result: str) -> Expression | None:
-        """Compile a CEL expression; a problem points at the line of the
-        error inside a literal block (``when: |``), else at the value."""
+        """Compile a CEL expression and check its types; a problem points at
+        the line of the error inside a literal block (``when: |``), else at
+        the value."""
         try:
+            check_types(source, result)
             return compile_expression(source, result=result)
         except CelError as exc:
             line = None

@@ -44,7 +44,7 @@ def view(identity: Identity = ALICE, **kwargs: object) -> View:
         ("request.path == 'a' )", "syntax error: unexpected ')' (column 21)"),
         ("user.tenant == 'a'", "undeclared reference to 'user.tenant'"),
         ("tenant == 'a'", "undeclared reference to 'tenant' (column 1)"),
-        ("now > 5", "found no matching overload for '_>_'"),
+        ("now > 5", "'>' cannot be applied to timestamp and int (column 5)"),
         ("", "empty expression"),
         ("   ", "empty expression"),
     ],
@@ -409,6 +409,7 @@ def test_the_view_builds_exactly_the_fields_the_table_declares() -> None:
 
     view = View(request("GET", "/a?q=1"), "/a", "q=1", Identity(kind="jwt", subject="s"), now=0.0)
     built = view.variables(tuple(TABLE))
-    for name, variable in TABLE.items():
-        if variable.fields is not None:
-            assert set(built[name]) == set(variable.fields), name
+    assert set(built) == set(TABLE)
+    for name, kind in TABLE.items():
+        if not isinstance(kind, str):
+            assert set(built[name]) == set(kind), name
