@@ -76,9 +76,9 @@ class Decision(NamedTuple):
     def grpc_code(self) -> int:
         return OUTCOMES[self.reason].grpc_code
 
-    def to_json(self, request_id: str | None = None) -> dict[str, Any]:
-        """The shape ``authz check`` prints; a policy's own denial is shown
-        as the client gets it for a request with ``request_id``."""
+    def to_json(self) -> dict[str, Any]:
+        """The shape ``authz check`` prints (which adds, for a policy's own
+        denial, the reply the client gets: :mod:`authz.tools.decide`)."""
         identity = self.identity
         return {
             "allowed": self.allowed,
@@ -98,11 +98,4 @@ class Decision(NamedTuple):
             "dry_run_denials": list(self.dry_run_denials),
             "client_headers": [list(pair) for pair in self.client_headers],
             "metadata": self.envoy_metadata(),
-            **({"denial": self._denial_json(request_id)} if self.denial is not None else {}),
         }
-
-    def _denial_json(self, request_id: str | None) -> dict[str, Any]:
-        assert self.denial is not None
-        body = self.denial.body(request_id)
-        return {"status": self.denial.status, "headers": dict(self.denial.headers(request_id)),
-                "body": None if body is None else body.decode("utf-8")}

@@ -1,17 +1,20 @@
 """``authz check`` and ``authz explain``: one CheckRequest (protobuf JSON)
 decided against a policy, printed as the decision (check) or as the steps
-that led to it (explain)."""
+that led to it (explain); a policy's own denial (``deny_with``) with the
+status, headers and body the client gets."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from authz.errors import ConfigError
 
 if TYPE_CHECKING:
+    from authz.decision import Decision
     from authz.engine import Trace
     from authz.policy import Policy
 
@@ -42,7 +45,6 @@ def decide(args: argparse.Namespace, *, explain: bool) -> bool | None:
     from google.protobuf.json_format import ParseError
 
     from authz.engine import Engine
-    from authz.reply import echoed_request_id
     from authz.wire.grpc import parse_json_request, to_request
 
     policy = load_or_report(args.config)
@@ -75,12 +77,30 @@ def decide(args: argparse.Namespace, *, explain: bool) -> bool | None:
               + (f" (rule {decision.rule})" if decision.rule else "")
               + where)
         if decision.denial is not None:
-            shown = decision.to_json(echoed_request_id(request.headers))["denial"]
-            print(f"   deny_with: {json.dumps(shown, sort_keys=True)}")
+            shown = client_reply(decision, request.headers)
+            print(f"   deny_with: the client gets {shown['status']}")
+            for name, value in shown["headers"].items():
+                print(f"     {name}: {value}")
+            body = shown["body"]
+            print(f"     body: {body if body.isprintable() else json.dumps(body)}")
     else:
-        json.dump(decision.to_json(echoed_request_id(request.headers)), sys.stdout, indent=2, sort_keys=True)
+        out = decision.to_json()
+        if decision.denial is not None:
+            out["denial"] = client_reply(decision, request.headers)
+        json.dump(out, sys.stdout, indent=2, sort_keys=True)
         sys.stdout.write("\n")
     return bool(decision.allowed)
+
+
+def client_reply(decision: Decision, headers: Mapping[str, str]) -> dict[str, Any]:
+    """What the client gets for a denial, through either door: its status,
+    every header (``content-type``, ``cache-control``, a 401's challenge, a
+    redirect's ``location``, the policy's own) and the body, as
+    :func:`authz.reply.render` makes them for a request with ``headers``."""
+    from authz.reply import echoed_request_id, render
+
+    reply = render(decision, echoed_request_id(headers))
+    return {"status": reply.status, "headers": dict(reply.client), "body": reply.body.decode("utf-8", "replace")}
 
 
 def _caller_check(policy: Policy, caller: str | None, check: Any, trace: Trace | None) -> Any:
