@@ -14,8 +14,8 @@ Everything else is derived from :data:`VARIABLES`:
 - the field check (:func:`unknown_field`) that names a misspelt field
   (``identity.rolez``, ``request.header``);
 - what :class:`authz.request.View` builds (``tests/unit/test_cel.py``
-  compares) and the variable table of docs/policy.md (``tests/unit/test_cel_types.py``
-  checks every field is documented).
+  compares) and the variable table of docs/policy.md
+  (``tests/unit/config/test_cel_check.py`` checks every field is there).
 
 A type is written in CEL's own notation: ``string``, ``int``, ``double``,
 ``bool``, ``bytes``, ``timestamp``, ``dyn`` (anything: checked when
