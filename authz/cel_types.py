@@ -39,7 +39,9 @@ VARIABLES: Mapping[str, Variable] = {
     "destination": Variable(_DYN, _PEER),
     "context": Variable(_DYN),
     "identity": Variable(_DYN, {"kind": "string", "subject": "string", "issuer": "string",
-                                "roles": "list(string)", "scopes": "list(string)", "claims": "map(string, dyn)"}),
+                                "roles": "list(string)", "scopes": "list(string)", "claims": "map(string, dyn)",
+                                # kind "certificate": its fields (empty otherwise); docs/policy.md
+                                "certificate": "map(string, dyn)"}),
     "now": Variable(_cel.Type.TIMESTAMP),
 }
 

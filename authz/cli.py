@@ -29,9 +29,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _read_request(name: str) -> str:
-    if name == "-":
-        return sys.stdin.read()
-    with open(name, encoding="utf-8") as handle:
+    with open(0 if name == "-" else name, encoding="utf-8", closefd=name != "-") as handle:
         return handle.read()
 
 
@@ -93,6 +91,7 @@ def _decide(args: argparse.Namespace, *, explain: bool) -> int:
     from google.protobuf.json_format import ParseError
 
     from authz.engine import Engine
+    from authz.identity.certificate import peer_certificate
     from authz.reply import echoed_request_id
     from authz.wire.grpc import parse_json_request, to_request
 
@@ -101,9 +100,11 @@ def _decide(args: argparse.Namespace, *, explain: bool) -> int:
         return EXIT_USAGE
     try:
         check = parse_json_request(_read_request(args.request))
+        if args.client_cert is not None:
+            check.attributes.source.certificate = peer_certificate(args.client_cert)
         request = to_request(check)
     except OSError as exc:
-        print(f"{args.request}: cannot read: {exc.strerror}", file=sys.stderr)
+        print(f"{exc.filename or args.request}: cannot read: {exc.strerror}", file=sys.stderr)
         return EXIT_USAGE
     except (ParseError, UnicodeDecodeError, ValueError) as exc:
         print(f"{args.request}: not a CheckRequest in protobuf JSON: {exc}", file=sys.stderr)
@@ -296,8 +297,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="HTTP door: the client address is the x-forwarded-for entry N from the right "
                             "(0: not trusted, the source address is unknown; default %(default)s)")
     serve.add_argument("--trust-xfcc", action="store_true",
-                       help="HTTP door: read the client's SPIFFE ID from x-forwarded-client-cert, which the "
-                            "Envoy in front sets itself (forward_client_cert_details: SANITIZE_SET)")
+                       help="read the client's SPIFFE ID (HTTP door) and certificate (policy 'certificates: from: "
+                            "[xfcc]', both doors) from the last x-forwarded-client-cert element, set by the Envoy in front")
+    serve.add_argument("--trust-client-cert", action="store_true",
+                       help="a hop in front sets the RFC 9440 client-cert headers (policy 'certificates: from: [client-cert]')")
     serve.add_argument("--grpc-tls-cert", default=None, metavar="FILE",
                        help="gRPC door: speak TLS with this certificate chain (PEM; reloaded when it changes)")
     serve.add_argument("--grpc-tls-key", default=None, metavar="FILE", help="gRPC door: the certificate's private key (PEM)")
@@ -426,6 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for remote key sets")
         command.add_argument("--caller", default=None, metavar="SPIFFE_ID",
                              help="the caller asking (the gRPC door's client certificate), checked against 'callers:'")
+        command.add_argument("--client-cert", metavar="FILE", help="the client's certificate (PEM): source.certificate")
         command.set_defaults(func=lambda args, explain=explain: _decide(args, explain=explain))
     return parser
 
