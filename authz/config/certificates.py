@@ -40,7 +40,7 @@ def compile_certificates(compiler: Compiling, config: CertificatesSpec, role_nam
                 ok = False
             else:
                 pins.add(bytes.fromhex(pin.lower().replace(":", "")))
-        if not pins:
+        if not config.pins:
             compiler.problem((*path, "pins"), "an empty list pins no certificate; omit the field to pin none")
             ok = False
     for glob, granted in config.roles.items():
