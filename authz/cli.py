@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from authz.errors import ConfigError
+from authz.tools import tls_flags as envoy_tls
 
 if TYPE_CHECKING:
     from authz.engine import Trace
@@ -209,6 +210,11 @@ def cmd_envoy_config(args: argparse.Namespace) -> int:
     headers = _policy_headers(args)
     if headers is None:
         return EXIT_USAGE
+    try:
+        tls_options = envoy_tls.options_of(args)
+    except ValueError as exc:
+        print(f"authz envoy-config: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     options = EnvoyOptions(
         shape=args.shape or "edge",
         authz=[a for a in args.authz.split(",") if a],
@@ -232,17 +238,8 @@ def cmd_envoy_config(args: argparse.Namespace) -> int:
         policy=args.config,
         rate_limit_by=[tuple(k.strip() for k in keys.split(",")) for keys in args.rate_limit_by],
         local_rate_limits=local_limits,
-        authz_tls_cert=args.authz_tls_cert,
-        authz_tls_key=args.authz_tls_key,
-        authz_ca=args.authz_ca,
-        authz_san=args.authz_san,
+        **tls_options,
     )
-    if (args.authz_tls_cert is None) != (args.authz_tls_key is None) or (
-            args.authz_tls_cert is not None and args.authz_ca is None) or (
-            args.authz_san is not None and args.authz_tls_cert is None):
-        print("authz envoy-config: --authz-tls-cert, --authz-tls-key and --authz-ca go together "
-              "(--authz-san needs them)", file=sys.stderr)
-        return EXIT_USAGE
     try:
         if args.format == "envoy":
             text = render(options)
@@ -392,13 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
     envoy.add_argument("--local-rate-limit", action="append", default=[], metavar="KEY=VALUE[,...]:N/PERIOD",
                        help="local_ratelimit (after ext_authz): N requests per PERIOD for that descriptor, e.g. "
                             "tier=free:3/1m (VALUE * for a bucket per value); other requests are not limited; repeatable")
-    envoy.add_argument("--authz-tls-cert", default=None, metavar="FILE",
-                       help="call authz over TLS presenting this client certificate chain (authz serve "
-                            "--grpc-client-ca, or authz's sidecar with --trust-caller-xfcc): the caller of 'callers:'")
-    envoy.add_argument("--authz-tls-key", default=None, metavar="FILE", help="the client certificate's private key")
-    envoy.add_argument("--authz-ca", default=None, metavar="FILE", help="the CA authz's server certificate chains to")
-    envoy.add_argument("--authz-san", default=None, metavar="SPIFFE_ID",
-                       help="authz's SPIFFE ID: its certificate must carry this URI SAN")
+    envoy_tls.add_arguments(envoy)
     envoy.add_argument("--output", "-o", default="-", help="write to this file instead of stdout")
     envoy.set_defaults(func=cmd_envoy_config)
 
