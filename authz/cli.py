@@ -69,7 +69,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
             from authz.wire.http import HttpDoorSettings
             from authz.wire.http_advice import unknowable
 
-            settings = HttpDoorSettings(forwarded_hops=args.trusted_forwarded_hops, trust_xfcc=args.trust_xfcc)
+            settings = HttpDoorSettings(forwarded_hops=args.trusted_forwarded_hops, trust_xfcc=args.trust_xfcc,
+                                        trust_client_cert=args.trust_client_cert)
             warnings += unknowable(part, settings)
         for line in sorted(warnings, key=lambda text: int(text.partition(":")[0])):
             print(f"{file}:{line}", file=sys.stderr)
@@ -401,6 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--trusted-forwarded-hops", type=int, default=0, metavar="N",
                           help="http: as authz serve --trusted-forwarded-hops")
     validate.add_argument("--trust-xfcc", action="store_true", help="http: as authz serve --trust-xfcc")
+    validate.add_argument("--trust-client-cert", action="store_true", help="http: as authz serve --trust-client-cert")
     validate.add_argument("--envoy-config", default=None, metavar="FILE",
                           help="also warn (FILE:LINE, on stderr) for each header the policy owns that a client could "
                                "spoof through FILE: an Envoy bootstrap, an Emissary AuthService or an Istio mesh config")

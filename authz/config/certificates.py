@@ -57,7 +57,8 @@ def compile_certificates(compiler: Compiling, config: CertificatesSpec, role_nam
         return []
     return [CertificateSource(config.from_, anchors, subject=config.subject,
                               pins=frozenset(pins) if pins is not None else None,
-                              roles=PeerRoles.compile({g: frozenset(r) for g, r in config.roles.items()}))]
+                              roles=PeerRoles.compile({g: frozenset(r) for g, r in config.roles.items()}),
+                              line=compiler.located.line(path, key=True))]
 
 
 def _ca_bundle(data: bytes) -> list[Any]:

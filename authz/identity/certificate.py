@@ -155,8 +155,9 @@ class CertificateSource:
     kind = "certificate"
 
     def __init__(self, sources: Sequence[str], anchors: Sequence[x509.Certificate], *, subject: str = "uri_san",
-                 pins: frozenset[bytes] | None = None, roles: PeerRoles | None = None) -> None:
+                 pins: frozenset[bytes] | None = None, roles: PeerRoles | None = None, line: int = 0) -> None:
         self.sources = tuple(sources)
+        self.line = line  # of the policy's certificates section, for authz validate's warnings
         self.store = Store(list(anchors))
         self.subject = subject
         self.pins = pins

@@ -252,3 +252,45 @@ def test_sec_79_a_cached_certificate_is_never_used_past_its_expiry(tmp_path: Pat
 
     engine.clock = Later()
     denied(engine.decide(peer(short)), "expired_certificate")
+
+
+# -- the command line: authz check/explain --client-cert, validate --door http ---------------
+
+
+def test_check_and_explain_take_the_client_certificate(tmp_path: Path, certs: Certs,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from authz.cli import main
+    from testkit.requests import check_request_json
+
+    engine_for(tmp_path, certs)  # writes policy.yaml
+    (tmp_path / "request.json").write_text(json.dumps(check_request_json("GET", "/api/orders")))
+    web = tmp_path / "web.pem"
+    web.write_text(pem(certs.web))
+    stranger = tmp_path / "stranger.pem"
+    stranger.write_text(pem(certs.other_ca.client("cli-stranger", uris=(SHOP,))[0]))
+    base = ["--config", str(tmp_path / "policy.yaml"), "--request", str(tmp_path / "request.json")]
+    assert main(["check", *base, "--client-cert", str(web)]) == 0
+    assert json.loads(capsys.readouterr().out)["reason"] == "allowed"
+    assert main(["check", *base, "--client-cert", str(stranger)]) == 1
+    assert json.loads(capsys.readouterr().out)["reason"] == "untrusted_certificate"
+    assert main(["check", *base]) == 1  # no certificate: anonymous
+    assert json.loads(capsys.readouterr().out)["reason"] == "missing_credential"
+    assert main(["explain", *base, "--client-cert", str(web)]) == 0
+    out = capsys.readouterr().out
+    assert f"certificate '{SHOP}'" in out and "=> ALLOW" in out
+
+
+def test_validate_door_http_says_which_certificate_sources_it_cannot_read(tmp_path: Path, certs: Certs,
+                                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    from authz.cli import main
+
+    engine_for(tmp_path, certs)  # from: [peer, xfcc, client-cert]
+    policy = str(tmp_path / "policy.yaml")
+    assert main(["validate", "--config", policy, "--door", "http"]) == 0
+    warnings = capsys.readouterr().err
+    assert "reads xfcc, trusted only with --trust-xfcc" in warnings
+    assert "reads client-cert, trusted only with --trust-client-cert" in warnings
+    assert main(["validate", "--config", policy, "--door", "http", "--trust-xfcc", "--trust-client-cert"]) == 0
+    assert "certificates" not in capsys.readouterr().err
