@@ -28,7 +28,7 @@ Without either, Envoy's default (``SANITIZE``) drops every client-sent
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from envoy_data_plane.envoy.config.common.mutation_rules.v3 import HeaderMutation
 from envoy_data_plane.envoy.config.core.v3 import DataSource, TransportSocket, TypedExtensionConfig
@@ -51,10 +51,7 @@ from envoy_data_plane.envoy.extensions.transport_sockets.tls.v3 import (
 from envoy_data_plane.envoy.type.matcher.v3 import StringMatcher
 from envoy_data_plane.google.protobuf import Any as AnyMessage
 
-from authz.tools.tls_flags import flags
-
-if TYPE_CHECKING:
-    from authz.tools.envoy_config import EnvoyOptions
+from authz.tools.tls_flags import TlsOptions, flags
 
 __all__ = ["authz_tls", "connection_manager", "ext_authz", "flags", "listener_tls"]
 
@@ -62,11 +59,11 @@ __all__ = ["authz_tls", "connection_manager", "ext_authz", "flags", "listener_tl
 RFC9440_HEADERS = ("client-cert", "client-cert-chain")
 
 
-def terminates_tls(options: EnvoyOptions) -> bool:
+def terminates_tls(options: TlsOptions) -> bool:
     return options.downstream_tls_cert is not None
 
 
-def listener_tls(options: EnvoyOptions) -> dict[str, Any]:
+def listener_tls(options: TlsOptions) -> dict[str, Any]:
     """The edge filter chain's ``transport_socket``, when it terminates TLS."""
     if not terminates_tls(options):
         return {}
@@ -86,7 +83,7 @@ def listener_tls(options: EnvoyOptions) -> dict[str, Any]:
                                                 typed_config=AnyMessage.pack(context))}
 
 
-def connection_manager(options: EnvoyOptions) -> dict[str, Any]:
+def connection_manager(options: TlsOptions) -> dict[str, Any]:
     """The edge connection manager's client-certificate fields."""
     if terminates_tls(options):
         strip = EarlyHeaderMutation(mutations=[HeaderMutation(remove=name) for name in RFC9440_HEADERS])
@@ -102,12 +99,12 @@ def connection_manager(options: EnvoyOptions) -> dict[str, Any]:
     return {}
 
 
-def ext_authz(options: EnvoyOptions) -> dict[str, Any]:
+def ext_authz(options: TlsOptions) -> dict[str, Any]:
     """The ext_authz filter's: the peer's certificate for the gRPC door."""
     return {"include_peer_certificate": True} if terminates_tls(options) and options.protocol == "grpc" else {}
 
 
-def authz_tls(options: EnvoyOptions) -> TransportSocket:
+def authz_tls(options: TlsOptions) -> TransportSocket:
     """TLS to authz, presenting Envoy's client certificate: authz (or its
     sidecar) knows who asks, for the policy's ``callers:``."""
     validation = CertificateValidationContext(

@@ -5,10 +5,23 @@ parsed without importing Envoy's config classes."""
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from authz.tools.envoy_config import EnvoyOptions
+
+class TlsOptions(Protocol):
+    """What the TLS builders read of ``authz.tools.envoy_config.EnvoyOptions``
+    (a protocol, so neither module imports the other's importer)."""
+
+    protocol: str
+    authz_tls_cert: str | None
+    authz_tls_key: str | None
+    authz_ca: str | None
+    authz_san: str | None
+    downstream_tls_cert: str | None
+    downstream_tls_key: str | None
+    downstream_client_ca: str | None
+    xfcc_from_hop: bool
+
 
 #: Each file flag and the EnvoyOptions field it sets.
 _FILES = {"--authz-tls-cert": "authz_tls_cert", "--authz-tls-key": "authz_tls_key", "--authz-ca": "authz_ca",
@@ -16,7 +29,7 @@ _FILES = {"--authz-tls-cert": "authz_tls_cert", "--authz-tls-key": "authz_tls_ke
           "--downstream-tls-key": "downstream_tls_key", "--downstream-client-ca": "downstream_client_ca"}
 
 
-def flags(options: EnvoyOptions) -> str:
+def flags(options: TlsOptions) -> str:
     """These options as ``authz envoy-config`` flags, for the config's header comment."""
     return "".join(f" {flag} {value}" for flag, name in _FILES.items() if (value := getattr(options, name))) + (
         " --xfcc-from-hop" if options.xfcc_from_hop else "")
