@@ -294,3 +294,15 @@ def test_validate_door_http_says_which_certificate_sources_it_cannot_read(tmp_pa
     assert "reads client-cert, trusted only with --trust-client-cert" in warnings
     assert main(["validate", "--config", policy, "--door", "http", "--trust-xfcc", "--trust-client-cert"]) == 0
     assert "certificates" not in capsys.readouterr().err
+
+
+def test_deny_with_unauthenticated_shapes_a_refused_certificate(tmp_path: Path, certs: Certs) -> None:
+    engine_for(tmp_path, certs)
+    path = tmp_path / "policy.yaml"
+    path.write_text(path.read_text() + 'deny_with:\n  unauthenticated:\n    status: 302\n'
+                                       '    location: "https://login.example.com/start"\n')
+    engine = Engine(load_policy(str(path)))
+    stranger = certs.other_ca.client("deny-with-stranger", uris=(SHOP,))[0]
+    decision = engine.decide(peer(stranger))
+    assert decision.reason.value == "untrusted_certificate" and decision.status == 302
+    allowed_as(engine.decide(peer(certs.web)), SHOP)
