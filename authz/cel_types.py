@@ -59,6 +59,8 @@ VARIABLES: Mapping[str, CelType] = {
         "roles": "list(string)",
         "scopes": "list(string)",
         "claims": "map(string, dyn)",
+        # kind "certificate": its fields (empty otherwise); docs/policy.md
+        "certificate": "map(string, dyn)",
     },
     "now": "timestamp",
 }

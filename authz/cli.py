@@ -8,6 +8,8 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from authz.tools import tls_flags as envoy_tls
+
 if TYPE_CHECKING:
     from authz.policy import Policy
     from authz.tools.policy_headers import PolicyHeaders
@@ -53,7 +55,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
             from authz.wire.http import HttpDoorSettings
             from authz.wire.http_advice import unknowable
 
-            settings = HttpDoorSettings(forwarded_hops=args.trusted_forwarded_hops, trust_xfcc=args.trust_xfcc)
+            settings = HttpDoorSettings(forwarded_hops=args.trusted_forwarded_hops, trust_xfcc=args.trust_xfcc,
+                                        trust_client_cert=args.trust_client_cert)
             warnings += unknowable(part, settings)
         for line in sorted(warnings, key=lambda text: int(text.partition(":")[0])):
             print(f"{file}:{line}", file=sys.stderr)
@@ -127,6 +130,11 @@ def cmd_envoy_config(args: argparse.Namespace) -> int:
     headers = _policy_headers(args)
     if headers is None:
         return EXIT_USAGE
+    try:
+        tls_options = envoy_tls.options_of(args)
+    except ValueError as exc:
+        print(f"authz envoy-config: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     options = EnvoyOptions(
         shape=args.shape or "edge",
         authz=[a for a in args.authz.split(",") if a],
@@ -150,17 +158,8 @@ def cmd_envoy_config(args: argparse.Namespace) -> int:
         policy=args.config,
         rate_limit_by=[tuple(k.strip() for k in keys.split(",")) for keys in args.rate_limit_by],
         local_rate_limits=local_limits,
-        authz_tls_cert=args.authz_tls_cert,
-        authz_tls_key=args.authz_tls_key,
-        authz_ca=args.authz_ca,
-        authz_san=args.authz_san,
+        **tls_options,
     )
-    if (args.authz_tls_cert is None) != (args.authz_tls_key is None) or (
-            args.authz_tls_cert is not None and args.authz_ca is None) or (
-            args.authz_san is not None and args.authz_tls_cert is None):
-        print("authz envoy-config: --authz-tls-cert, --authz-tls-key and --authz-ca go together "
-              "(--authz-san needs them)", file=sys.stderr)
-        return EXIT_USAGE
     try:
         if args.format == "envoy":
             text = render(options)
@@ -219,8 +218,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="HTTP door: the client address is the x-forwarded-for entry N from the right "
                             "(0: not trusted, the source address is unknown; default %(default)s)")
     serve.add_argument("--trust-xfcc", action="store_true",
-                       help="HTTP door: read the client's SPIFFE ID from x-forwarded-client-cert, which the "
-                            "Envoy in front sets itself (forward_client_cert_details: SANITIZE_SET)")
+                       help="read the client's SPIFFE ID (HTTP door) and certificate (policy 'certificates: from: "
+                            "[xfcc]', both doors) from the last x-forwarded-client-cert element, set by the Envoy "
+                            "in front")
+    serve.add_argument("--trust-client-cert", action="store_true",
+                       help="a hop in front sets the RFC 9440 client-cert headers (policy 'certificates: from: "
+                            "[client-cert]')")
     serve.add_argument("--grpc-tls-cert", default=None, metavar="FILE",
                        help="gRPC door: speak TLS with this certificate chain (PEM; reloaded when it changes)")
     serve.add_argument("--grpc-tls-key", default=None, metavar="FILE",
@@ -326,13 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="local_ratelimit (after ext_authz): N requests per PERIOD for that descriptor, e.g. "
                             "tier=free:3/1m (VALUE * for a bucket per value); other requests are not limited; "
                             "repeatable")
-    envoy.add_argument("--authz-tls-cert", default=None, metavar="FILE",
-                       help="call authz over TLS presenting this client certificate chain (authz serve "
-                            "--grpc-client-ca, or authz's sidecar with --trust-caller-xfcc): the caller of 'callers:'")
-    envoy.add_argument("--authz-tls-key", default=None, metavar="FILE", help="the client certificate's private key")
-    envoy.add_argument("--authz-ca", default=None, metavar="FILE", help="the CA authz's server certificate chains to")
-    envoy.add_argument("--authz-san", default=None, metavar="SPIFFE_ID",
-                       help="authz's SPIFFE ID: its certificate must carry this URI SAN")
+    envoy_tls.add_arguments(envoy)
     envoy.add_argument("--output", "-o", default="-", help="write to this file instead of stdout")
     envoy.set_defaults(func=cmd_envoy_config)
 
@@ -344,6 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--trusted-forwarded-hops", type=int, default=0, metavar="N",
                           help="http: as authz serve --trusted-forwarded-hops")
     validate.add_argument("--trust-xfcc", action="store_true", help="http: as authz serve --trust-xfcc")
+    validate.add_argument("--trust-client-cert", action="store_true", help="http: as authz serve --trust-client-cert")
     validate.add_argument("--envoy-config", default=None, metavar="FILE",
                           help="also warn (FILE:LINE, on stderr) for each header the policy owns that a client could "
                                "spoof through FILE: an Envoy bootstrap, an Emissary AuthService or an Istio mesh "
@@ -364,6 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for remote key sets")
         command.add_argument("--caller", default=None, metavar="SPIFFE_ID",
                              help="the caller asking (the gRPC door's client certificate), checked against 'callers:'")
+        command.add_argument("--client-cert", metavar="FILE", help="the client's certificate (PEM): source.certificate")
         command.set_defaults(func=lambda args, explain=explain: _decide(args, explain=explain))
     return parser
 

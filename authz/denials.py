@@ -42,7 +42,10 @@ READS: Mapping[str, tuple[tuple[str, ...], ...]] = {
     "request.url": (("request", "scheme"), ("request", "host"), ("request", "query")),
 }
 UNAUTHENTICATED = frozenset({Reason.MISSING_CREDENTIAL, Reason.INVALID_TOKEN, Reason.EXPIRED_TOKEN,
-                             Reason.UNKNOWN_ISSUER, Reason.INVALID_API_KEY, Reason.CREDENTIAL_IN_LEEWAY})
+                             Reason.UNKNOWN_ISSUER, Reason.INVALID_API_KEY, Reason.CREDENTIAL_IN_LEEWAY,
+                             # client certificates (authz/identity/certificate.py)
+                             Reason.INVALID_CERTIFICATE, Reason.EXPIRED_CERTIFICATE, Reason.UNTRUSTED_CERTIFICATE,
+                             Reason.UNTRUSTED_CERTIFICATE_HEADER})
 UNAUTHORIZED = frozenset({Reason.DENIED_BY_RULE, Reason.NO_PERMISSION, Reason.REQUEST_HEADERS_TOO_LARGE})
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 

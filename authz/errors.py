@@ -9,7 +9,8 @@ Exception hierarchy::
     │   ├── ExpiredToken       exp <= now - leeway                          -> expired_token
     │   ├── UnknownIssuer      no configured issuer has the token's iss     -> unknown_issuer
     │   ├── KeysUnavailable    the issuer's key set could not be obtained   -> jwks_unavailable
-    │   └── InvalidApiKey      no configured key has this value             -> invalid_api_key
+    │   ├── InvalidApiKey      no configured key has this value             -> invalid_api_key
+    │   └── CertificateError   a client certificate that does not verify    -> *_certificate (below)
     └── InvalidPath            encoded '/' or '\\', NUL, not origin-form     -> invalid_path
 
 A denial is a value (:class:`authz.decision.Decision`), not an exception: these
@@ -48,6 +49,17 @@ class Reason(enum.StrEnum):
     REQUEST_HEADERS_TOO_LARGE = "request_headers_too_large"
     INTERNAL_ERROR = "internal_error"
     UNTRUSTED_CALLER = "untrusted_caller"
+    # Client certificates (authz/identity/certificate.py, docs/security.md 75-79).
+    #: Not a certificate, or not one: unparsable, two where one is expected,
+    #: not for client authentication, no subject of the kind the policy names.
+    INVALID_CERTIFICATE = "invalid_certificate"
+    #: Outside its validity period at ``now``.
+    EXPIRED_CERTIFICATE = "expired_certificate"
+    #: Does not chain to the policy's CA bundle, or is not one the policy pins.
+    UNTRUSTED_CERTIFICATE = "untrusted_certificate"
+    #: A certificate header no hop authz trusts may set (``serve --trust-xfcc``,
+    #: ``--trust-client-cert``).
+    UNTRUSTED_CERTIFICATE_HEADER = "untrusted_certificate_header"
 
 
 # gRPC status codes used in CheckResponse.status (google.rpc.Code values).
@@ -97,6 +109,10 @@ OUTCOMES: dict[Reason, Outcome] = {
     Reason.INTERNAL_ERROR: _FORBIDDEN,
     # The caller of Check (not the client) is not admitted by ``callers:``.
     Reason.UNTRUSTED_CALLER: _FORBIDDEN,
+    Reason.INVALID_CERTIFICATE: _unauthenticated(Reason.INVALID_CERTIFICATE),
+    Reason.EXPIRED_CERTIFICATE: _unauthenticated(Reason.EXPIRED_CERTIFICATE),
+    Reason.UNTRUSTED_CERTIFICATE: _unauthenticated(Reason.UNTRUSTED_CERTIFICATE),
+    Reason.UNTRUSTED_CERTIFICATE_HEADER: _unauthenticated(Reason.UNTRUSTED_CERTIFICATE_HEADER),
 }
 
 
@@ -159,6 +175,14 @@ class KeysUnavailable(CredentialError):
 
 class InvalidApiKey(CredentialError):
     reason = Reason.INVALID_API_KEY
+
+
+class CertificateError(CredentialError):
+    """A client certificate that does not verify; ``reason`` says why."""
+
+    def __init__(self, reason: Reason, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
 
 
 class InvalidPath(AuthzError):

@@ -150,6 +150,7 @@ class Reads:
     destination_address: bool = False
     destination_port: bool = False
     destination_principal: bool = False
+    source_certificate: bool = False  # the certificates credential's peer source
     headers: frozenset[str] | None = frozenset()
     context: frozenset[str] | None = frozenset()
     now: bool = False
@@ -192,6 +193,8 @@ class Reads:
                 for name in fields:
                     if name in ("address", "port", "principal"):
                         flags[f"{root}_{name}"] = True
+                if root == "source" and rest[:1] == ("certificate",):
+                    flags["source_certificate"] = True
             elif root == "context":
                 if not rest or context is None:
                     context = _ALL

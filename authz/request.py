@@ -27,6 +27,7 @@ ATTRIBUTES = (
     "method", "path", "host", "scheme",
     "source_address", "source_port", "source_principal",
     "destination_address", "destination_port", "destination_principal",
+    "source_certificate",
 )
 
 
@@ -56,6 +57,17 @@ class Request(NamedTuple):
     #: that read this request cannot know: a matcher that reads one fails
     #: closed (a deny rule matches, an allow rule or permission does not).
     unknown: frozenset[str] = frozenset()
+    #: The client certificate of the connection Envoy received (URL-encoded
+    #: PEM, Envoy's ``source.certificate`` with ``include_peer_certificate``);
+    #: read only by the ``certificates`` credential, never shown to CEL.
+    source_certificate: str = ""
+    #: Which ``x-forwarded-client-cert`` element a hop authz trusts wrote
+    #: (-1 the last, -2 the one before it; 0: none is trusted), and whether
+    #: one sets the RFC 9440 ``client-cert`` headers: the door's settings
+    #: (``serve --trust-xfcc``, ``--trust-client-cert``), the same for every
+    #: request through it.
+    trusted_xfcc: int = 0
+    trusted_client_cert: bool = False
 
 
 class View:

@@ -21,6 +21,7 @@ from authz.cel import CelError, Expression, compile_expression
 from authz.config import schema
 from authz.config.callers import compile_callers
 from authz.config.cel_check import check as check_types
+from authz.config.certificates import compile_certificates
 from authz.config.compiling import UNSETTABLE_HEADER
 from authz.config.deny_with import compile_deny_with, deny_reads
 from authz.config.keyfiles import parse_jwks_file, read_key_file
@@ -28,7 +29,7 @@ from authz.config.messages import read_yaml, validate, yaml_type
 from authz.config.response import compile_response
 from authz.config.source import Located, Path
 from authz.identity.api_key import ApiKeyEntry, ApiKeySource
-from authz.identity.credential import Credential
+from authz.identity.credential import Credential, headers_of, reads_of
 from authz.identity.jwks import FileKeys, KeyRegistry
 from authz.identity.jws import ALGORITHMS
 from authz.identity.jwt import JwtIssuer, JwtSource, TokenLocation
@@ -137,11 +138,13 @@ class PolicyCompiler:
             for name, perms in model.roles.items()
         }
         rules = self.rules(model.rules)
-        credential_headers = tuple(dict.fromkeys(source.header_name for source in sources))
+        credential_headers = tuple(dict.fromkeys(name for source in sources for name in headers_of(source)))
         response = compile_response(self, model.response, credential_headers)
         deny_with = compile_deny_with(self, model.deny_with, model.rules, (key for key, _ in response.metadata))
 
-        reads = policy_reads(roles, rules, response, peers=bool(peers), denials=deny_reads(deny_with))
+        credential_reads = {path for source in sources for path in reads_of(source)}
+        reads = policy_reads(roles, rules, response, peers=bool(peers),
+                             denials=deny_reads(deny_with) | credential_reads)
         cache, decision_ttl = model.cache, model.cache.decisions.ttl
         if response.identity_token is not None:
             # A cached answer carries its identity token: reuse it for at
@@ -432,6 +435,13 @@ def _api_key_section(compiler: PolicyCompiler, model: schema.PolicySpec, before:
     return [api_keys]
 
 
+def _certificate_section(compiler: PolicyCompiler, model: schema.PolicySpec,
+                         before: list[Credential]) -> list[Credential]:
+    if model.certificates is None:
+        return []
+    return compile_certificates(compiler, model.certificates, compiler.role_names)
+
+
 #: Every credential section, in the order its sources are asked: a new
 #: credential is its module (authz/identity/) and one entry here.
-CREDENTIAL_SECTIONS: tuple[CredentialSection, ...] = (_jwt_section, _api_key_section)
+CREDENTIAL_SECTIONS: tuple[CredentialSection, ...] = (_jwt_section, _api_key_section, _certificate_section)

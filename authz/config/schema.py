@@ -108,6 +108,23 @@ class ApiKeysFileSpec(Model):
     keys: list[ApiKeySpec]
 
 
+CertificateSource = Literal["peer", "xfcc", "client-cert"]
+
+
+def _from_peer() -> list[CertificateSource]:
+    return ["peer"]
+
+
+class CertificatesSpec(Model):
+    """Client certificates as a credential (authz/identity/certificate.py)."""
+
+    ca_file: str
+    from_: list[CertificateSource] = Field(default_factory=_from_peer, alias="from")
+    subject: Literal["uri_san", "dns_san", "subject_dn"] = "uri_san"
+    pins: list[str] | None = None
+    roles: dict[str, list[str]] = Field(default_factory=dict)
+
+
 class PermissionSpec(Model):
     hosts: list[str] | None = None
     methods: list[str] | None = None
@@ -243,6 +260,7 @@ class PolicySpec(Model):
     issuers: list[IssuerSpec] = Field(default_factory=list)
     api_keys: ApiKeysSpec | None = None
     peers: dict[str, list[str]] = Field(default_factory=dict)
+    certificates: CertificatesSpec | None = None
     roles: dict[str, list[PermissionSpec]] = Field(default_factory=dict)
     rules: list[RuleSpec] = Field(default_factory=list)
     response: ResponseSpec = Field(default_factory=ResponseSpec)

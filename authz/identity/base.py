@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, NamedTuple, Protocol
 
-#: What verified the caller: "jwt", "api_key", "peer", "anonymous", or a new
+#: What verified the caller: "jwt", "api_key", "peer", "certificate", "anonymous", or a new
 #: credential's own kind (:class:`authz.identity.credential.Credential`).
 Kind = str
 
@@ -63,6 +63,8 @@ class Identity(NamedTuple):
             "scopes": list(self.scopes),
             # The CEL runtime converts plain dicts only.
             "claims": claims if type(claims := self.claims) is dict else dict(claims),
+            # A client certificate's fields (authz/identity/certificate.py) are its claims.
+            "certificate": claims if self.kind == "certificate" else {},
         }
 
 

@@ -9,6 +9,14 @@ request carries no such credential (the next source is asked), or raises a
 ``retry`` set when an outside call under way could change the answer).
 ``kind`` is the ``identity.kind`` it yields.
 
+Two optional members, for a source that reads more than one header or an
+attribute that is not a header (the client certificate,
+:mod:`authz.identity.certificate`): ``header_names`` (every header it
+reads; default ``(header_name,)``) and ``reads`` (request attribute paths,
+like ``("source", "certificate")``, which join the policy's
+:class:`~authz.policy.Reads` so the decision cache keys on them). The
+compiler reads them with :func:`headers_of` and :func:`reads_of`.
+
 A new credential (a client certificate, an introspected token, a session
 cookie) is one module implementing this protocol and one entry in
 :data:`authz.config.compile.CREDENTIAL_SECTIONS`, which compiles its policy section
@@ -36,3 +44,15 @@ class Credential(Protocol):
         """The request header the credential is read from (a cookie: ``cookie``)."""
 
     def authenticate(self, request: Request, *, now: float, cache: TokenCache | None) -> Identity | None: ...
+
+
+def headers_of(source: Credential) -> tuple[str, ...]:
+    """Every header ``source`` reads (its optional ``header_names``, else its ``header_name``)."""
+    names: tuple[str, ...] = getattr(source, "header_names", (source.header_name,))
+    return tuple(name for name in names if name)
+
+
+def reads_of(source: Credential) -> frozenset[tuple[str, ...]]:
+    """The request attributes ``source`` reads besides headers (its optional ``reads``)."""
+    reads: frozenset[tuple[str, ...]] = getattr(source, "reads", frozenset())
+    return reads

@@ -12,6 +12,7 @@ from dataclasses import dataclass, fields
 
 from authz.errors import ConfigError, Problem
 from authz.policy import Policy
+from authz.wire.grpc import GRPC, GrpcDoor
 from authz.wire.http import HttpDoorSettings
 
 
@@ -41,6 +42,7 @@ class ServeOptions:
     grpc_tls_key: str | None = None
     grpc_client_ca: str | None = None  # require a client certificate from this CA: the caller is its URI SAN
     trust_caller_xfcc: bool = False  # the caller is the last x-forwarded-client-cert element (authz's own sidecar)
+    trust_client_cert: bool = False  # a hop in front sets the RFC 9440 client-cert headers
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> ServeOptions:
@@ -48,7 +50,14 @@ class ServeOptions:
 
     def http_door(self) -> HttpDoorSettings:
         return HttpDoorSettings(self.http_authz_prefix, self.trusted_forwarded_hops, self.trust_xfcc,
-                                self.trust_caller_xfcc)
+                                self.trust_caller_xfcc, self.trust_client_cert)
+
+    def grpc_door(self) -> GrpcDoor:
+        """The gRPC door, told which certificate headers a hop in front sets."""
+        if not (self.trust_xfcc or self.trust_client_cert):
+            return GRPC
+        return GrpcDoor(trusted_xfcc=self.http_door().certificate_trust().get("trusted_xfcc", 0),
+                        trusted_client_cert=self.trust_client_cert)
 
     def usage_error(self) -> str | None:
         """What is wrong with the combination of caller-identity flags, if anything."""

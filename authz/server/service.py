@@ -143,8 +143,10 @@ class CheckService:
 
     def __init__(self, state: PolicyState, telemetry: Telemetry, *, decision_log: DecisionLog | None = None,
                  tracer: Tracer | None = None, max_waiting: int = 1, overflow_wait: float = OVERFLOW_WAIT,
-                 caller_of: Mapping[str, CallerReader] | None = None) -> None:
+                 caller_of: Mapping[str, CallerReader] | None = None, grpc_door: Door = GRPC) -> None:
         self.state = state
+        #: The gRPC door this server's Check RPC goes through (``ServeOptions.grpc_door``).
+        self.grpc_door = grpc_door
         #: How each door with a caller identity reads it (authz.server.caller_identity);
         #: a door bound by ``callers:`` without one refuses every Check.
         self.caller_of: Mapping[str, CallerReader] = caller_of or {}
@@ -154,7 +156,7 @@ class CheckService:
         #: The gRPC door's meters, bound once (check_sync is only ever gRPC),
         #: and each door's by the door itself (a lookup by identity per Check).
         self._grpc = telemetry.door(GRPC.name)
-        self._meters: dict[Any, DoorMeters] = {GRPC: self._grpc}
+        self._meters: dict[Any, DoorMeters] = {grpc_door: self._grpc}
         self._lock = threading.Lock()
         #: check_sync: how many pool threads may block waiting for a key set
         #: for their whole budget; the others wait ``overflow_wait`` at most.
@@ -170,7 +172,7 @@ class CheckService:
 
     async def check(self, raw: bytes, context: Any) -> bytes:
         """The Check RPC for grpc.aio (raw bytes in and out)."""
-        answer: bytes = await self.check_async(GRPC, raw, _budget(context), context)
+        answer: bytes = await self.check_async(self.grpc_door, raw, _budget(context), context)
         return answer
 
     async def check_async(self, door: Door, raw: Any, budget: float | None = None, context: Any = None) -> Any:
@@ -240,7 +242,7 @@ class CheckService:
         started = self._enter()
         handled: Handled | None = None
         try:
-            step = self._begin(GRPC, raw, context)
+            step = self._begin(self.grpc_door, raw, context)
             if isinstance(step, _Waiting):
                 budget = _budget(context)
                 # Only some pool threads may block on a key fetch for long, so

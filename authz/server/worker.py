@@ -38,7 +38,7 @@ from authz.server.service import CheckService, PolicyState
 from authz.server.telemetry import Telemetry
 from authz.server.tracing import tracer_from_environment
 from authz.wire import Door
-from authz.wire.grpc import AUTHORIZATION_SERVICE, GRPC
+from authz.wire.grpc import AUTHORIZATION_SERVICE
 from authz.wire.http import HttpDoor
 
 #: Seconds a starting worker waits for its remote key sets' first fetch
@@ -68,7 +68,8 @@ class Worker:
         self.ready = False
         self.last_reload_error: str | None = None
         self.http_door = HttpDoor(options.http_door()) if options.http_authz_address else None
-        self.doors: tuple[Door, ...] = (GRPC,) if self.http_door is None else (GRPC, self.http_door)
+        self.grpc_door = options.grpc_door()
+        self.doors: tuple[Door, ...] = (self.grpc_door,) if self.http_door is None else (self.grpc_door, self.http_door)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
         self._loaded: asyncio.Event | None = None
@@ -90,7 +91,7 @@ class Worker:
                                 trust_caller_xfcc=self.options.trust_caller_xfcc, http_door=self.http_door is not None)
             self.service = CheckService(state, self.telemetry, decision_log=decision_log,
                                         tracer=tracer_from_environment(), max_waiting=self.options.threads // 2,
-                                        caller_of=caller_of)
+                                        caller_of=caller_of, grpc_door=self.grpc_door)
         else:
             # In-flight checks keep the old state, but its caches are closed
             # first: key changes reach only the state in force.

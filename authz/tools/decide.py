@@ -32,9 +32,7 @@ def load_or_report(config: str) -> Policy | None:
 
 
 def _read_request(name: str) -> str:
-    if name == "-":
-        return sys.stdin.read()
-    with open(name, encoding="utf-8") as handle:
+    with open(0 if name == "-" else name, encoding="utf-8", closefd=name != "-") as handle:
         return handle.read()
 
 
@@ -45,6 +43,7 @@ def decide(args: argparse.Namespace, *, explain: bool) -> bool | None:
     from google.protobuf.json_format import ParseError
 
     from authz.engine import Engine
+    from authz.identity.certificate import peer_certificate
     from authz.wire.grpc import parse_json_request, to_request
 
     policy = load_or_report(args.config)
@@ -52,9 +51,11 @@ def decide(args: argparse.Namespace, *, explain: bool) -> bool | None:
         return None
     try:
         check = parse_json_request(_read_request(args.request))
+        if getattr(args, "client_cert", None) is not None:
+            check.attributes.source.certificate = peer_certificate(args.client_cert)
         request = to_request(check)
     except OSError as exc:
-        print(f"{args.request}: cannot read: {exc.strerror}", file=sys.stderr)
+        print(f"{exc.filename or args.request}: cannot read: {exc.strerror}", file=sys.stderr)
         return None
     except (ParseError, UnicodeDecodeError, ValueError) as exc:
         print(f"{args.request}: not a CheckRequest in protobuf JSON: {exc}", file=sys.stderr)

@@ -4,6 +4,10 @@ only as far as the operator says the proxies in front are trusted."""
 
 from __future__ import annotations
 
+# The one splitter of x-forwarded-client-cert (quotes respected), shared with
+# the certificates credential, which reads the same elements' Cert=.
+from authz.identity.certificate import split_quoted
+
 XFF = "x-forwarded-for"
 XFCC = "x-forwarded-client-cert"
 
@@ -17,31 +21,6 @@ def forwarded_for(value: str | None, hops: int) -> str:
     return entries[-hops] if len(entries) >= hops else ""
 
 
-def _split_unquoted(text: str, separator: str) -> list[str]:
-    """``text`` split at ``separator`` outside double quotes (a backslash
-    escapes the next character inside them), as Envoy writes
-    ``x-forwarded-client-cert``. None when a quote is left open."""
-    parts: list[str] = []
-    current: list[str] = []
-    quoted = escaped = False
-    for char in text:
-        if escaped:
-            escaped = False
-        elif quoted and char == "\\":
-            escaped = True
-        elif char == '"':
-            quoted = not quoted
-        elif char == separator and not quoted:
-            parts.append("".join(current))
-            current = []
-            continue
-        current.append(char)
-    if quoted or escaped:
-        raise ValueError("unbalanced quotes")
-    parts.append("".join(current))
-    return parts
-
-
 def client_cert_uri(value: str | None, element: int = -1) -> str:
     """The ``URI`` of the last element of ``x-forwarded-client-cert`` (the
     one the Envoy in front set for its own downstream), or "" when there is
@@ -53,10 +32,10 @@ def client_cert_uri(value: str | None, element: int = -1) -> str:
     if not value:
         return ""
     try:
-        elements = _split_unquoted(value, ",")
+        elements = split_quoted(value, ",")
         if len(elements) < -element:
             return ""
-        pairs = _split_unquoted(elements[element], ";")
+        pairs = split_quoted(elements[element], ";")
     except ValueError:
         return ""
     found = [raw.strip() for key, _, raw in (pair.strip().partition("=") for pair in pairs) if key.lower() == "uri"]

@@ -64,6 +64,7 @@ FIELDS: Mapping[str, Field] = {
     "destination_address": Field("destination", "address.socket_address.address"),
     "destination_port": Field("destination", "address.socket_address.port_value"),
     "destination_principal": Field("destination", "principal"),
+    "source_certificate": Field("source", "certificate"),
 }
 if tuple(FIELDS) != ATTRIBUTES:  # pragma: no cover - caught by importing this module in any test
     raise ImportError("authz.wire.grpc.FIELDS must read every attribute of authz.request.ATTRIBUTES, in order")
@@ -104,11 +105,12 @@ def _read(check: Any, names: tuple[str, ...], headers: Mapping[str, str]) -> dic
     return values
 
 
-def to_request(check: Any) -> Request:
-    """The core's view of a CheckRequest."""
+def to_request(check: Any, **trust: Any) -> Request:
+    """The core's view of a CheckRequest; ``trust``: the door's
+    ``trusted_xfcc``/``trusted_client_cert`` (:class:`GrpcDoor`)."""
     headers = _headers(check.attributes.request.http)
     return Request(headers=dict(headers), context=dict(check.attributes.context_extensions),
-                   **_read(check, ATTRIBUTES, headers))
+                   **_read(check, ATTRIBUTES, headers), **trust)
 
 
 _SUMMARY = ("method", "host", "path")
@@ -276,7 +278,6 @@ class GrpcDoor:
     #: What a request that cannot be read raises: a 403 ``invalid_request``.
     invalid: tuple[type[Exception], ...] = (DecodeError, UnicodeDecodeError)
     parse = staticmethod(CheckRequest.FromString)
-    to_request = staticmethod(to_request)
     make_cache_key = staticmethod(make_cache_key)
     request_id_of = staticmethod(request_id_of)
     summary = staticmethod(summary)
@@ -286,6 +287,21 @@ class GrpcDoor:
     destination_principal = staticmethod(destination_principal)
     invalid_request = _encode(Decision(allowed=False, reason=Reason.INVALID_REQUEST), None)
     internal_error = _encode(Decision(allowed=False, reason=Reason.INTERNAL_ERROR), None)
+
+    def __init__(self, *, trusted_xfcc: int = 0, trusted_client_cert: bool = False) -> None:
+        """``trusted_xfcc``: the ``x-forwarded-client-cert`` element a hop
+        authz trusts wrote (``serve --trust-xfcc``: -1, or -2 with
+        ``--trust-caller-xfcc``); ``trusted_client_cert``: a hop sets the
+        RFC 9440 ``client-cert`` headers (``--trust-client-cert``). Read only
+        by the certificates credential (authz/identity/certificate.py)."""
+        self._trust: dict[str, Any] = {}
+        if trusted_xfcc:
+            self._trust["trusted_xfcc"] = trusted_xfcc
+        if trusted_client_cert:
+            self._trust["trusted_client_cert"] = True
+
+    def to_request(self, check: Any) -> Request:
+        return to_request(check, **self._trust)
 
     @staticmethod
     def call_timeout(message: CheckRequest) -> float | None:

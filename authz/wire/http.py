@@ -71,6 +71,19 @@ class HttpDoorSettings:
     forwarded_hops: int = 0
     trust_xfcc: bool = False
     trust_caller_xfcc: bool = False
+    #: A hop in front sets the RFC 9440 ``client-cert`` headers (and drops
+    #: the client's): the certificates credential may read them.
+    trust_client_cert: bool = False
+
+    def certificate_trust(self) -> dict[str, Any]:
+        """What the certificates credential may read (``Request.trusted_xfcc``,
+        ``trusted_client_cert``), as keyword arguments for a Request."""
+        trust: dict[str, Any] = {}
+        if self.trust_xfcc:
+            trust["trusted_xfcc"] = -2 if self.trust_caller_xfcc else -1
+        if self.trust_client_cert:
+            trust["trusted_client_cert"] = True
+        return trust
 
     def unknown(self) -> frozenset[str]:
         known = {name for name, field in FIELDS.items() if field.source in ("line", "header")}
@@ -101,6 +114,10 @@ FIELDS: Mapping[str, Field] = {
     "destination_address": Field("none"),
     "destination_port": Field("none"),
     "destination_principal": Field("none"),
+    # Envoy's HTTP ext_authz client sends headers only: the client
+    # certificate reaches this door as the trusted x-forwarded-client-cert
+    # element's Cert= (the certificates credential's "xfcc" source).
+    "source_certificate": Field("none"),
 }
 if tuple(FIELDS) != ATTRIBUTES:  # pragma: no cover - caught by importing this module in any test
     raise ImportError("authz.wire.http.FIELDS must read every attribute of authz.request.ATTRIBUTES, in order")
@@ -154,6 +171,7 @@ class HttpDoor:
         self.settings = settings
         self._prefix = settings.prefix.encode("ascii")
         self._unknown = settings.unknown()
+        self._trust = settings.certificate_trust()
 
     def parse(self, scope: Mapping[str, Any]) -> Call:
         return parse(scope, self._prefix)
@@ -183,7 +201,8 @@ class HttpDoor:
 
     def to_request(self, call: Call) -> Request:
         attributes = {name: self._read(call, name) for name in ATTRIBUTES}
-        return Request(headers=client_headers(call.headers, attributes), unknown=self._unknown, **attributes)
+        return Request(headers=client_headers(call.headers, attributes), unknown=self._unknown, **attributes,
+                       **self._trust)
 
     def make_cache_key(self, reads: Reads, credential_headers: tuple[str, ...]) -> Callable[[Call], Hashable | None]:
         """Like the gRPC door's key: a digest of the credential headers and

@@ -46,6 +46,8 @@ def unknowable(policy: Policy, settings: HttpDoorSettings) -> list[str]:
             note(permission.line, f"role {role!r} permission {index}", permission.attributes, "never allows")
     if policy.peers and "source_principal" in unknown:
         note(policy.peers_line, "peers", frozenset({"source_principal"}), "grants no roles")
+    for source in policy.credential_sources:
+        found.extend(_certificates(source, settings))
     plan = policy.response
     for kind, what, pairs in (("header", "response header", plan.headers),
                               ("client header", "client header", plan.client_headers),
@@ -54,3 +56,22 @@ def unknowable(policy: Policy, settings: HttpDoorSettings) -> list[str]:
             reads = Reads.from_paths(set(expression.reads)).names()
             note(plan.lines.get(f"{kind} {name}", 0), f"{what} {name!r}", reads, "is left out")
     return [f"{line}: {message}" for line, message in sorted(found)]
+
+
+def _certificates(source: object, settings: HttpDoorSettings) -> list[tuple[int, str]]:
+    """The ``certificates`` section's sources the HTTP door cannot read with ``settings``."""
+    sources = getattr(source, "sources", None)
+    if getattr(source, "kind", None) != "certificate" or sources is None:
+        return []
+    line: int = getattr(source, "line", 0)
+    notes = []
+    if sources == ("peer",):
+        notes.append((line, "warning: certificates reads only peer (source.certificate), which Envoy's HTTP "
+                            "ext_authz client never sends: through the HTTP door no certificate is read; add xfcc "
+                            "(the edge's own element, with --trust-xfcc)"))
+    for name, trusted, flag in (("xfcc", settings.trust_xfcc, "--trust-xfcc"),
+                                ("client-cert", settings.trust_client_cert, "--trust-client-cert")):
+        if name in sources and not trusted:
+            notes.append((line, f"warning: certificates reads {name}, trusted only with {flag}: through the HTTP "
+                                "door a request carrying it is refused (untrusted_certificate_header)"))
+    return notes

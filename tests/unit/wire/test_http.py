@@ -38,7 +38,7 @@ def test_a_call_becomes_the_request_the_client_sent() -> None:
     assert (request.source_address, request.source_principal) == ("10.0.0.1", "spiffe://a")
     assert request.headers["authorization"] == "Bearer t"
     assert request.unknown == {"source_port", "destination_address", "destination_port", "destination_principal",
-                               "context"}
+                               "source_certificate", "context"}
 
 
 def test_untrusted_forwarding_headers_are_unknown_not_empty() -> None:
