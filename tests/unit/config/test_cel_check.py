@@ -47,7 +47,8 @@ def _problems(path: Path) -> list[str]:
     ("'identity == \"admin\"'", "'==' cannot be applied to identity and string (column 10)"),
     ("'!identity.issuer'", "'!' cannot be applied to string (column 1)"),
     ("'identity.rolez == \"a\"'",
-     "identity has no field 'rolez' (its fields: certificate, claims, issuer, kind, roles, scopes, subject) (column 9)"),
+     "identity has no field 'rolez' (its fields: certificate, claims, issuer, kind, roles, scopes, subject) "
+     "(column 9)"),
     ("'\"x\" in request.header'", "request has no field 'header' (its fields: headers, host, method, path, query, "
                                   "scheme) (column 15)"),
 ])
