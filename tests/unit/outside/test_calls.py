@@ -118,7 +118,7 @@ def test_a_hanging_endpoint_fails_within_the_timeout(loop: FetchLoop) -> None:
         calls = _calls(loop, clock, timeout=0.2)
         call = _getter(endpoint)
         assert _wait(calls, b"k", call).result(timeout=10) is False
-        with pytest.raises(CallFailed, match="no answer within 0.2s"):
+        with pytest.raises(CallFailed, match=r"no answer within 0\.2s"):
             calls.get(b"k", call)
 
 
