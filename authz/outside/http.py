@@ -1,11 +1,13 @@
-"""Fetching the documents of remote key sets (JWKS and OIDC discovery):
-which URLs may be fetched, which redirects followed, how much is read
-(docs/security.md D)."""
+"""Calls to the outside over HTTP: fetching the documents of remote key sets
+(JWKS and OIDC discovery) and posting forms to an endpoint (a token or an
+introspection endpoint): which URLs may be called, which redirects followed,
+how much is read (docs/security.md D)."""
 
 from __future__ import annotations
 
 import ipaddress
 import json
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit
 
@@ -74,6 +76,41 @@ async def fetch_json(session: aiohttp.ClientSession, url: str, max_bytes: int) -
 async def _read_json(response: aiohttp.ClientResponse, url: str, max_bytes: int) -> Any:
     if response.status != 200:
         raise FetchError(f"HTTP {response.status} from {url}")
+    body = await _read_bounded(response, url, max_bytes)
+    try:
+        return _parse(body)
+    except (ValueError, RecursionError):
+        raise FetchError(f"document from {url} is not JSON") from None
+
+
+async def post_form(session: aiohttp.ClientSession, url: str, form: Mapping[str, str], *, max_bytes: int,
+                    headers: Mapping[str, str] | None = None) -> tuple[int, Any]:
+    """POST ``form`` as ``application/x-www-form-urlencoded`` to ``url`` (no
+    redirect followed: a token or introspection endpoint that moves is a
+    configuration error, and following one would resend the form elsewhere),
+    and read a JSON answer of at most ``max_bytes``. Returns the status with
+    the parsed answer, so the caller says what a 400 or 401 from the
+    endpoint means; an answer that is not JSON is None unless the status is
+    200, where it raises :class:`FetchError`, as transport errors and
+    oversize answers do. No time bound here: the caller bounds the call."""
+    import aiohttp
+
+    sent = {"accept": "application/json", **(headers or {})}
+    try:
+        async with session.post(url, data=dict(form), headers=sent, allow_redirects=False) as response:
+            body = await _read_bounded(response, url, max_bytes)
+            status = response.status
+    except aiohttp.ClientError as exc:
+        raise FetchError(f"POST {url}: {exc.__class__.__name__}: {exc}") from None
+    try:
+        return status, _parse(body)
+    except (ValueError, RecursionError):
+        if status == 200:
+            raise FetchError(f"answer from {url} is not JSON") from None
+        return status, None
+
+
+async def _read_bounded(response: aiohttp.ClientResponse, url: str, max_bytes: int) -> bytes:
     if response.content_length is not None and response.content_length > max_bytes:
         raise FetchError(f"document from {url} larger than {max_bytes} bytes")
     body = bytearray()
@@ -81,10 +118,11 @@ async def _read_json(response: aiohttp.ClientResponse, url: str, max_bytes: int)
         body += chunk
         if len(body) > max_bytes:
             raise FetchError(f"document from {url} larger than {max_bytes} bytes")
-    try:
-        return json.loads(bytes(body), parse_constant=_no_constant)
-    except (ValueError, RecursionError):
-        raise FetchError(f"document from {url} is not JSON") from None
+    return bytes(body)
+
+
+def _parse(body: bytes) -> Any:
+    return json.loads(body, parse_constant=_no_constant)
 
 
 def _no_constant(name: str) -> Any:
