@@ -9,7 +9,9 @@ Exception hierarchy::
     │   ├── ExpiredToken       exp <= now - leeway                          -> expired_token
     │   ├── UnknownIssuer      no configured issuer has the token's iss     -> unknown_issuer
     │   ├── KeysUnavailable    the issuer's key set could not be obtained   -> jwks_unavailable
-    │   └── InvalidApiKey      no configured key has this value             -> invalid_api_key
+    │   ├── InvalidApiKey      no configured key has this value             -> invalid_api_key
+    │   ├── InactiveToken      introspection says the token is not active   -> inactive_token
+    │   └── IntrospectionUnavailable  no introspection answer in time       -> introspection_unavailable
     └── InvalidPath            encoded '/' or '\\', NUL, not origin-form     -> invalid_path
 
 A denial is a value (:class:`authz.decision.Decision`), not an exception: these
@@ -48,6 +50,12 @@ class Reason(enum.StrEnum):
     REQUEST_HEADERS_TOO_LARGE = "request_headers_too_large"
     INTERNAL_ERROR = "internal_error"
     UNTRUSTED_CALLER = "untrusted_caller"
+    #: Introspection (RFC 7662) answered ``active: false``: revoked, expired
+    #: at the issuer, or a token it never issued.
+    INACTIVE_TOKEN = "inactive_token"
+    #: The introspection endpoint gave no usable answer within its timeout
+    #: (down, slow, an error, garbage) for a token not known active before.
+    INTROSPECTION_UNAVAILABLE = "introspection_unavailable"
 
 
 # gRPC status codes used in CheckResponse.status (google.rpc.Code values).
@@ -97,6 +105,8 @@ OUTCOMES: dict[Reason, Outcome] = {
     Reason.INTERNAL_ERROR: _FORBIDDEN,
     # The caller of Check (not the client) is not admitted by ``callers:``.
     Reason.UNTRUSTED_CALLER: _FORBIDDEN,
+    Reason.INACTIVE_TOKEN: _unauthenticated(Reason.INACTIVE_TOKEN),
+    Reason.INTROSPECTION_UNAVAILABLE: _unauthenticated(Reason.INTROSPECTION_UNAVAILABLE),
 }
 
 
@@ -159,6 +169,14 @@ class KeysUnavailable(CredentialError):
 
 class InvalidApiKey(CredentialError):
     reason = Reason.INVALID_API_KEY
+
+
+class InactiveToken(CredentialError):
+    reason = Reason.INACTIVE_TOKEN
+
+
+class IntrospectionUnavailable(CredentialError):
+    reason = Reason.INTROSPECTION_UNAVAILABLE
 
 
 class InvalidPath(AuthzError):

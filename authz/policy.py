@@ -239,6 +239,9 @@ class Policy:
     #: The caches' byte bounds (``cache.*.max_bytes``); 0: bounded by entries only.
     decision_cache_bytes: int = 0
     token_cache_bytes: int = 0
+    #: Every endpoint the policy calls per token or per request
+    #: (:class:`authz.outside.calls.KeyedCalls`: introspection, data sources).
+    outside_calls: tuple[Any, ...] = ()
 
     def origin(self, name: str) -> tuple[str, int, str | None] | None:
         """Where the rule or role ``name`` (what a decision names) is

@@ -22,12 +22,14 @@ from authz.config import schema
 from authz.config.callers import compile_callers
 from authz.config.compiling import UNSETTABLE_HEADER
 from authz.config.deny_with import compile_deny_with, deny_reads
+from authz.config.introspection import introspection_section
 from authz.config.keyfiles import parse_jwks_file, read_key_file
 from authz.config.messages import read_yaml, validate, yaml_type
 from authz.config.response import compile_response
 from authz.config.source import Located, Path
 from authz.identity.api_key import ApiKeyEntry, ApiKeySource
 from authz.identity.credential import Credential
+from authz.identity.introspected import IntrospectedSource
 from authz.identity.jwks import FileKeys, KeyRegistry
 from authz.identity.jws import ALGORITHMS
 from authz.identity.jwt import JwtIssuer, JwtSource, TokenLocation
@@ -167,6 +169,8 @@ class PolicyCompiler:
             credential_headers=credential_headers,
             callers=compile_callers(self, model.callers) if model.callers is not None else None,
             deny_with=deny_with,
+            outside_calls=tuple(dict.fromkeys(issuer.calls for source in sources if isinstance(source, IntrospectedSource)
+                                              for issuer in source.issuers.values())),
         )
 
     # -- issuers ------------------------------------------------------------
@@ -179,6 +183,8 @@ class PolicyCompiler:
             path: Path = ("issuers", index)
             self.once(names, config.name, (*path, "name"), f"duplicate issuer name {config.name!r}")
             self.once(values, config.issuer, (*path, "issuer"), f"issuer {config.issuer!r} is configured twice")
+            if config.introspection is not None:  # authz.config.introspection compiles it
+                continue
             issuer = self.issuer(config, path)
             if issuer is not None:
                 out.append(issuer)
@@ -424,11 +430,11 @@ def _api_key_section(compiler: PolicyCompiler, model: schema.PolicySpec, before:
     api_keys = compiler.api_keys(model.api_keys, compiler.role_names)
     if api_keys is None:
         return []
-    if any(isinstance(s, JwtSource) and s.location.header == api_keys.header for s in before):
+    if any(isinstance(s, JwtSource | IntrospectedSource) and s.location.header == api_keys.header for s in before):
         compiler.problem(("api_keys", "header"), f"header {api_keys.header!r} already carries JWTs")
     return [api_keys]
 
 
 #: Every credential section, in the order its sources are asked: a new
 #: credential is its module (authz/identity/) and one entry here.
-CREDENTIAL_SECTIONS: tuple[CredentialSection, ...] = (_jwt_section, _api_key_section)
+CREDENTIAL_SECTIONS: tuple[CredentialSection, ...] = (introspection_section, _jwt_section, _api_key_section)

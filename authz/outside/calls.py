@@ -232,6 +232,9 @@ class KeyedCalls(Generic[T]):
             error = str(exc)
         except aiohttp.ClientError as exc:
             error = exc.__class__.__name__
+        except Exception as exc:  # a bug: this key fails closed like any failed call
+            log.exception("%s: call raised", self.name)
+            error = f"internal error ({exc.__class__.__name__})"
         else:
             stats.record(self._monotonic() - started)
             self._store(key, answer)
