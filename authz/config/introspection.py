@@ -95,7 +95,7 @@ def _issuer(compiler: IssuerCompiling, config: schema.IssuerSpec, spec: schema.I
         auth=auth, roles_claim=tuple(config.roles_claim.split(".")),
         scopes_claim=tuple(config.scopes_claim.split(".")), locations=tuple(locations),
         max_token_size=config.max_token_size, max_ttl=cache.max_ttl, negative_ttl=cache.negative_ttl,
-        max_stale=cache.max_stale, calls=KeyedCalls(config.name, settings),
+        max_stale=cache.max_stale, calls=KeyedCalls(config.name, settings, kind="introspection"),
     )
 
 

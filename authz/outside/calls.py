@@ -149,11 +149,13 @@ Call = Callable[["aiohttp.ClientSession"], Awaitable[Answer[Any]]]
 
 class KeyedCalls(Generic[T]):
     """The answers of one endpoint (an issuer's introspection, a data
-    source), named ``name`` in logs and metrics (never its URL)."""
+    source), named ``name`` in logs and metrics (never its URL), of ``kind``."""
 
-    def __init__(self, name: str, settings: CallSettings, *, loop: FetchLoop | None = None,
+    def __init__(self, name: str, settings: CallSettings, *, kind: str = "call", loop: FetchLoop | None = None,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         self.name = name
+        #: What it calls (introspection, data): a metric label beside the name.
+        self.kind = kind
         self.settings = settings
         self.stats = CallStats()
         self._loop = loop or default_fetch_loop()

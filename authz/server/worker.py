@@ -94,8 +94,11 @@ class Worker:
         else:
             # In-flight checks keep the old state, but its caches are closed
             # first: key changes reach only the state in force.
-            self.service.state.retire()
+            old = self.service.state
+            old.retire()
             self.service.state = state
+            for calls in old.policy.outside_calls:  # its endpoints' connections
+                calls.close()
         self.registry.retain(remote)
         self.telemetry.generation = policy.generation
 
@@ -168,6 +171,7 @@ class Worker:
         return {
             "caches": service.state.cache_sources(),
             "jwks": {issuer.name: issuer.keys.status() for issuer in service.state.policy.issuers},
+            "outside": {calls.name: calls for calls in service.state.policy.outside_calls},
         }
 
     def status(self) -> dict[str, Any]:
@@ -340,6 +344,8 @@ class Worker:
             await server.stop(self.options.drain_timeout)
         for issuer in self.service.state.policy.issuers:
             issuer.keys.stop()
+        for calls in self.service.state.policy.outside_calls:
+            calls.close()
         log.info("worker %d stopped", self.index)
         return 0
 

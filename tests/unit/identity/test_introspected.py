@@ -302,3 +302,26 @@ issuers:
 """)
     with pytest.raises(ConfigError, match=r"policy.yaml:6: .*give one of 'client_secret_file' or 'private_key_jwt'"):
         load_policy(str(tmp_path / "policy.yaml"))
+
+
+def test_sec_82_tokens_and_secrets_reach_no_metric_label_or_log(tmp_path: Path, server: Any,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    from authz.server import metrics
+    from authz.server.telemetry import Telemetry
+
+    endpoint, answers = server
+    marker = "opaque-zq" + "7" * 12
+    answers.tokens[marker] = active()
+    engine = engine_for(tmp_path, endpoint)
+    assert decide(engine, marker).allowed
+    endpoint.mode = "500"
+    assert decide(engine, marker + "new").reason is Reason.INTROSPECTION_UNAVAILABLE
+    telemetry = Telemetry(sources=lambda: {"outside": {c.name: c for c in engine.policy.outside_calls}})
+    text = metrics.render(metrics.merge([telemetry.snapshot()])).decode()
+    assert 'authz_outside_calls_total{kind="introspection",name="partners",outcome="failure"} 1.0' in text
+    assert 'authz_outside_answers_total{kind="introspection",name="partners",outcome="miss"}' in text
+    logged = caplog.text
+    assert "partners: call failed: introspection answered HTTP 500" in logged
+    for secret in (marker, SECRET, basic("authz", SECRET)):
+        assert secret not in text and secret not in logged
+    assert endpoint.url not in text
