@@ -41,6 +41,8 @@ VARIABLES: Mapping[str, Variable] = {
     "identity": Variable(_DYN, {"kind": "string", "subject": "string", "issuer": "string",
                                 "roles": "list(string)", "scopes": "list(string)", "claims": "map(string, dyn)"}),
     "now": Variable(_cel.Type.TIMESTAMP),
+    # The policy's outside data sources' answers, by source name (authz.data).
+    "data": Variable(_DYN),
 }
 
 

@@ -56,6 +56,9 @@ class Reason(enum.StrEnum):
     #: The introspection endpoint gave no usable answer within its timeout
     #: (down, slow, an error, garbage) for a token not known active before.
     INTROSPECTION_UNAVAILABLE = "introspection_unavailable"
+    #: A data source the rules read (``data:``) gave no usable answer
+    #: within its timeout and has no fallback value (``on_error: deny``).
+    DATA_UNAVAILABLE = "data_unavailable"
 
 
 # gRPC status codes used in CheckResponse.status (google.rpc.Code values).
@@ -107,6 +110,7 @@ OUTCOMES: dict[Reason, Outcome] = {
     Reason.UNTRUSTED_CALLER: _FORBIDDEN,
     Reason.INACTIVE_TOKEN: _unauthenticated(Reason.INACTIVE_TOKEN),
     Reason.INTROSPECTION_UNAVAILABLE: _unauthenticated(Reason.INTROSPECTION_UNAVAILABLE),
+    Reason.DATA_UNAVAILABLE: _FORBIDDEN,
 }
 
 

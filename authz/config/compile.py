@@ -21,6 +21,7 @@ from authz.cel import CelError, Expression, compile_expression
 from authz.config import schema
 from authz.config.callers import compile_callers
 from authz.config.compiling import UNSETTABLE_HEADER
+from authz.config.data import compile_data
 from authz.config.deny_with import compile_deny_with, deny_reads
 from authz.config.introspection import introspection_section
 from authz.config.keyfiles import parse_jwks_file, read_key_file
@@ -140,7 +141,8 @@ class PolicyCompiler:
         response = compile_response(self, model.response, credential_headers)
         deny_with = compile_deny_with(self, model.deny_with, model.rules, (key for key, _ in response.metadata))
 
-        reads = policy_reads(roles, rules, response, peers=bool(peers), denials=deny_reads(deny_with))
+        data, data_reads = compile_data(self, model, roles, rules, response.reads(), credential_headers)
+        reads = policy_reads(roles, rules, response, peers=bool(peers), denials=deny_reads(deny_with) | data_reads)
         cache, decision_ttl = model.cache, model.cache.decisions.ttl
         if response.identity_token is not None:
             # A cached answer carries its identity token: reuse it for at
@@ -169,8 +171,10 @@ class PolicyCompiler:
             credential_headers=credential_headers,
             callers=compile_callers(self, model.callers) if model.callers is not None else None,
             deny_with=deny_with,
-            outside_calls=tuple(dict.fromkeys(issuer.calls for source in sources if isinstance(source, IntrospectedSource)
-                                              for issuer in source.issuers.values())),
+            outside_calls=(*dict.fromkeys(issuer.calls for source in sources if isinstance(source, IntrospectedSource)
+                                          for issuer in source.issuers.values()),
+                           *(source.calls for source in (data.sources.values() if data else ()))),
+            data=data,
         )
 
     # -- issuers ------------------------------------------------------------

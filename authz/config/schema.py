@@ -275,6 +275,34 @@ class CallerSpec(Model):
         return self
 
 
+class SecretFileSpec(Model):
+    """A header value read from a file (a data source's credential)."""
+
+    file: str
+    prefix: str = ""
+
+
+class DataSourceSpec(Model):
+    """One outside data source (``data:``, docs/policy.md)."""
+
+    url: str
+    method: Literal["GET", "POST"] = "GET"
+    headers: dict[str, str | SecretFileSpec] = Field(default_factory=dict)
+    #: A JSON object: name -> CEL expression (any JSON-like value).
+    body: dict[str, str] | None = None
+    cache_ttl: Duration = Field(default=30.0, gt=0.0, le=86400.0)
+    timeout: Duration = Field(default=1.0, gt=0.0, le=30.0)
+    on_error: Literal["deny"] | DataFallbackSpec = "deny"
+    allow_insecure_http: bool = False
+    max_concurrent: int = Field(default=16, ge=1, le=1024)
+    max_entries: int = Field(default=10_000, ge=1, le=10_000_000)
+    max_bytes: int = Field(default=8 * 2**20, ge=4096, le=2**40)
+
+
+class DataFallbackSpec(Model):
+    value: Any
+
+
 class PolicySpec(Model):
     version: Literal[1]
     issuers: list[IssuerSpec] = Field(default_factory=list)
@@ -287,3 +315,4 @@ class PolicySpec(Model):
     paths: PathsSpec = Field(default_factory=PathsSpec)
     callers: list[CallerSpec] | None = None
     deny_with: DenyWithSpec | None = None
+    data: dict[Name, DataSourceSpec] = Field(default_factory=dict)
