@@ -81,7 +81,7 @@ def test_a_rule_reads_outside_data_for_the_callers_tenant(setup: dict[str, Any],
 
 
 @pytest.mark.parametrize("mode", ["hang", "500", "garbage"])
-def test_an_outage_denies_within_the_timeout_and_stalls_no_other_request(setup: dict[str, Any], mode: str) -> None:
+def test_sec_84_an_outage_denies_within_the_timeout_and_stalls_no_other_request(setup: dict[str, Any], mode: str) -> None:
     endpoint: Endpoint = setup["endpoint"]
     endpoint.mode = mode
     try:

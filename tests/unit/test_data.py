@@ -127,7 +127,7 @@ rules:
 
 
 @pytest.mark.parametrize("mode", ["500", "garbage", "huge", "hang", "drop"])
-def test_a_failing_source_denies_within_its_timeout(tmp_path: Path, endpoint: Endpoint, mode: str) -> None:
+def test_sec_84_a_failing_source_denies_within_its_timeout(tmp_path: Path, endpoint: Endpoint, mode: str) -> None:
     endpoint.mode = mode
     engine = engine_for(tmp_path, policy_text(endpoint.url))
     started = time.monotonic()
