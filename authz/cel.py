@@ -168,7 +168,7 @@ def compile_expression(source: str, *, result: str) -> Expression:
 
 
 _PLAIN_PATH = re.compile(
-    r"\s*(?:request|source|destination|context|identity)"
+    r"\s*(?:request|source|destination|context|identity|data)"
     r"(?:\s*\.\s*[A-Za-z_][A-Za-z0-9_]*|\s*\[\s*(?:\"[^\"\\\n]*\"|'[^'\\\n]*')\s*\])+\s*"
 )
 

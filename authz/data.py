@@ -147,7 +147,7 @@ class DataPlan:
         values: dict[str, Any] = {}
         waiting: list[concurrent.futures.Future[Any]] = []
         until: float | None = None
-        trace = {name: value for name in TRACE_HEADERS if (value := view.request.headers.get(name))}
+        headers = view.request.headers
         for source in self.needed(view):
             try:
                 url, body = source.build(view)
@@ -156,7 +156,8 @@ class DataPlan:
             else:
                 try:
                     values[source.name] = source.calls.get(
-                        source.key(url, body), lambda session, s=source, u=url, b=body: s.call(session, u, b, trace))
+                        source.key(url, body),
+                        lambda session, s=source, u=url, b=body: s.call(session, u, b, trace_context(headers)))
                     until = source.cache_ttl + now if until is None else min(until, now + source.cache_ttl)
                     continue
                 except CallWaiting as pending:
@@ -173,6 +174,11 @@ class DataPlan:
         if waiting:
             return all_of(waiting)
         return Fetched(values, until)
+
+
+def trace_context(headers: Mapping[str, str]) -> dict[str, str]:
+    """The request's W3C trace context, for the call it makes."""
+    return {name: value for name in TRACE_HEADERS if (value := headers.get(name))}
 
 
 def all_of(futures: list[concurrent.futures.Future[Any]]) -> concurrent.futures.Future[Any]:
