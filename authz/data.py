@@ -156,8 +156,8 @@ class DataPlan:
             else:
                 try:
                     values[source.name] = source.calls.get(
-                        source.key(url, body),
-                        lambda session, s=source, u=url, b=body: s.call(session, u, b, trace_context(headers)))
+                        source.key(url, body), lambda session, trace, s=source, u=url, b=body: s.call(session, u, b, trace),
+                        trace_context(headers))
                     until = source.cache_ttl + now if until is None else min(until, now + source.cache_ttl)
                     continue
                 except CallWaiting as pending:

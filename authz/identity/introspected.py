@@ -264,7 +264,7 @@ class IntrospectedSource:
     @staticmethod
     def _answer(issuer: IntrospectionIssuer, token: str, now: float) -> Identity:
         try:
-            verdict = issuer.calls.get(issuer.key(token), lambda session: issuer.introspect(session, token))
+            verdict = issuer.calls.get(issuer.key(token), lambda session, _trace: issuer.introspect(session, token))
         except CallWaiting as waiting:
             raise IntrospectionUnavailable("introspection under way", retry=waiting.future) from None
         except CallFailed as failed:

@@ -29,7 +29,7 @@ import logging
 import threading
 import time
 from bisect import bisect_left
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
 
@@ -144,7 +144,21 @@ class _Bounded(LRUCache):  # type: ignore[type-arg]
             self.popitem()
 
 
-Call = Callable[["aiohttp.ClientSession"], Awaitable[Answer[Any]]]
+#: A call: given the endpoint's session and the trace context to send
+#: (W3C ``traceparent``/``tracestate`` headers, maybe none), its answer.
+Call = Callable[["aiohttp.ClientSession", Mapping[str, str]], Awaitable[Answer[Any]]]
+
+#: The tracer each call is a CLIENT span of (the worker's, when tracing is
+#: on: :func:`trace_calls`); None: no spans.
+_tracer: Any = None
+
+
+def trace_calls(tracer: Any) -> None:
+    """Make every outside call of this process a span of ``tracer`` (an
+    OpenTelemetry tracer, or None for none), child of the trace context the
+    caller hands :meth:`KeyedCalls.get`, and send the span's own context."""
+    global _tracer
+    _tracer = tracer
 
 
 class KeyedCalls(Generic[T]):
@@ -175,11 +189,12 @@ class KeyedCalls(Generic[T]):
 
     # -- the decision side (any thread) -------------------------------------
 
-    def get(self, key: bytes, call: Call) -> T:
+    def get(self, key: bytes, call: Call, trace: Mapping[str, str] | None = None) -> T:
         """The answer for ``key``; raises :class:`CallWaiting` with the call
-        to wait for (started by ``call(session)`` unless one for the key is
-        under way), or :class:`CallFailed` when the last call failed within
-        ``error_ttl`` and no stale answer may stand in."""
+        to wait for (started by ``call(session, trace)`` unless one for the
+        key is under way; ``trace``: the Check's trace context, if any), or
+        :class:`CallFailed` when the last call failed within ``error_ttl``
+        and no stale answer may stand in."""
         now = self._monotonic()
         stats = self.stats
         with self._lock:
@@ -197,7 +212,7 @@ class KeyedCalls(Generic[T]):
             stats.misses += 1
             future = self._inflight.get(key)
             if future is None or future.done():
-                future = self._loop.submit(self._call(key, call))
+                future = self._loop.submit(self._call(key, call, trace or {}))
                 self._inflight[key] = future
                 future.add_done_callback(lambda done, key=key: self._clear(key, done))
         raise CallWaiting(future)
@@ -217,7 +232,35 @@ class KeyedCalls(Generic[T]):
 
     # -- calling (the loop thread) ------------------------------------------
 
-    async def _call(self, key: bytes, call: Call) -> bool:
+    async def _call(self, key: bytes, call: Call, trace: Mapping[str, str]) -> bool:
+        if _tracer is None:
+            return await self._attempt(key, call, trace)
+        from opentelemetry.trace import StatusCode
+
+        span, sent = self._span(trace)
+        ok = False
+        try:
+            ok = await self._attempt(key, call, sent)
+        finally:
+            span.set_attribute("authz.outside.outcome", "success" if ok else "failure")
+            if not ok:
+                span.set_status(StatusCode.ERROR, "call failed")
+            span.end()
+        return ok
+
+    def _span(self, trace: Mapping[str, str]) -> tuple[Any, dict[str, str]]:
+        from opentelemetry.trace import SpanKind, set_span_in_context
+        from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+        propagator = TraceContextTextMapPropagator()
+        span = _tracer.start_span(f"authz.outside.{self.kind}", context=propagator.extract(dict(trace)),
+                                  kind=SpanKind.CLIENT,
+                                  attributes={"authz.outside.name": self.name, "authz.outside.kind": self.kind})
+        sent: dict[str, str] = {}
+        propagator.inject(sent, context=set_span_in_context(span))
+        return span, sent
+
+    async def _attempt(self, key: bytes, call: Call, trace: Mapping[str, str]) -> bool:
         import aiohttp
 
         stats = self.stats
@@ -227,7 +270,7 @@ class KeyedCalls(Generic[T]):
         try:
             async with asyncio.timeout(self.settings.timeout):
                 async with self._slots_for_loop():
-                    answer = await call(await self._session_for_loop())
+                    answer = await call(await self._session_for_loop(), trace)
         except TimeoutError:
             error = f"no answer within {self.settings.timeout:g}s"
         except (FetchError, ValueError) as exc:

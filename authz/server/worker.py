@@ -26,6 +26,7 @@ from authz.config import KeyRegistry
 from authz.engine import SystemClock
 from authz.errors import ConfigError
 from authz.identity.jwks import RemoteKeys
+from authz.outside.calls import trace_calls
 from authz.policy import Policy
 from authz.server.binding import EXIT_ADDRESS_IN_USE
 from authz.server.caller_identity import TlsFiles, readers
@@ -86,10 +87,12 @@ class Worker:
                 configure_stream()
                 decision_log = DecisionLog(self.options.decision_log, self.options.decision_log_sample,
                                            worker=self.index, otel=logger_from_environment())
+            tracer = tracer_from_environment()
+            trace_calls(tracer)  # each introspection or data call a span of its own
             caller_of = readers(client_ca=self.options.grpc_client_ca is not None,
                                 trust_caller_xfcc=self.options.trust_caller_xfcc, http_door=self.http_door is not None)
             self.service = CheckService(state, self.telemetry, decision_log=decision_log,
-                                        tracer=tracer_from_environment(), max_waiting=self.options.threads // 2,
+                                        tracer=tracer, max_waiting=self.options.threads // 2,
                                         caller_of=caller_of)
         else:
             # In-flight checks keep the old state, but its caches are closed

@@ -77,7 +77,7 @@ def test_a_rule_reads_the_answer_of_a_call_built_from_the_identity(tmp_path: Pat
     first = endpoint.seen[0]
     assert (first.method, first.path) == ("GET", "/tenants/gold-acme")
     assert first.headers["authorization"] == "Bearer plans-secret" and first.headers["x-static"] == "literal"
-    assert first.headers["traceparent"] == TRACEPARENT  # the call carries the trace context
+    assert first.headers["traceparent"] == TRACEPARENT  # tracing off: the request's own context, passed on
 
 
 def test_a_field_value_is_encoded_whole(tmp_path: Path, endpoint: Endpoint) -> None:
@@ -208,3 +208,30 @@ def test_a_body_is_a_json_object_of_expressions(tmp_path: Path, endpoint: Endpoi
     sent = endpoint.seen[0]
     assert sent.method == "POST" and json.loads(sent.body) == {"n": 2, "who": "gold-acme"}
     assert sent.headers["content-type"] == "application/json"
+
+
+def test_each_call_is_a_client_span_of_the_requests_trace(tmp_path: Path, endpoint: Endpoint) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import SpanKind
+
+    from authz.outside.calls import trace_calls
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace_calls(provider.get_tracer("test"))
+    try:
+        engine = engine_for(tmp_path, policy_text(endpoint.url))
+        assert decide(engine, "k-gold", headers={"traceparent": TRACEPARENT}).allowed
+    finally:
+        trace_calls(None)
+    (span,) = exporter.get_finished_spans()
+    assert span.name == "authz.outside.data" and span.kind is SpanKind.CLIENT
+    assert dict(span.attributes or {}) == {"authz.outside.name": "plans", "authz.outside.kind": "data",
+                                           "authz.outside.outcome": "success"}
+    assert format(span.context.trace_id, "032x") == TRACEPARENT.split("-")[1]
+    assert span.parent is not None and format(span.parent.span_id, "016x") == TRACEPARENT.split("-")[2]
+    sent = endpoint.seen[0].headers["traceparent"]  # the call carries the span's own context
+    assert sent.split("-")[1] == TRACEPARENT.split("-")[1] and sent.split("-")[2] == format(span.context.span_id, "016x")

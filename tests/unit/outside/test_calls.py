@@ -36,7 +36,7 @@ def _calls(loop: FetchLoop, clock: Clock, **settings: Any) -> KeyedCalls[Any]:
 
 
 def _getter(endpoint: Endpoint, *, ttl: float = 60.0, stale_ttl: float = 0.0) -> Any:
-    async def call(session: Any) -> Answer[Any]:
+    async def call(session: Any, trace: Any) -> Answer[Any]:
         document = await fetch_json(session, endpoint.url + "/value", 4096)
         if not isinstance(document, dict):
             raise FetchError("not an object")
