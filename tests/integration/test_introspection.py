@@ -13,19 +13,27 @@ from typing import Any
 
 import pytest
 
+from authz.config import load_policy
+from authz.engine import Engine
+from authz.errors import Reason
 from authz.tools.envoy_config import EnvoyOptions
 from testkit.endpoint import Endpoint
 from testkit.oidc_provider import OidcProvider, unavailable
 from testkit.paths import ACCEPTANCE
 from testkit.procs import Authz, Echo, Envoy, free_port, http_get
-from testkit.tokens import claims, token
+from testkit.requests import request
+from testkit.tokens import claims, public_jwk, rsa_key, token
 
 pytestmark = pytest.mark.integration
 
 RESOURCE = "https://orders.example"
+SIGNER = rsa_key("introspection-client")
 CLIENTS = [
     {"client_id": "authz", "client_secret": "authz-secret", "grant_types": ["client_credentials"],
      "response_types": [], "redirect_uris": []},
+    {"client_id": "authz-pkj", "token_endpoint_auth_method": "private_key_jwt",
+     "token_endpoint_auth_signing_alg": "RS256", "jwks": {"keys": [public_jwk(SIGNER, kid="pkj-1")]},
+     "grant_types": ["client_credentials"], "response_types": [], "redirect_uris": []},
     {"client_id": "partner", "client_secret": "partner-secret", "grant_types": ["client_credentials"],
      "response_types": [], "redirect_uris": []},
     {"client_id": "stranger", "client_secret": "stranger-secret", "grant_types": ["client_credentials"],
@@ -156,3 +164,27 @@ def test_sec_83_an_endpoint_outage_fails_closed_within_the_timeout(tmp_path: Pat
             status, _headers, body = get(envoy, "opaque-new")
             assert status == 401 and json.loads(body)["reason"] == "introspection_unavailable"
             assert get(envoy, "opaque-known")[0] == 200  # its answer is cached (max_ttl)
+
+
+def test_private_key_jwt_authenticates_authz_to_the_real_provider(provider: OidcProvider, tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    policy = write_policy(tmp_path, provider.issuer, provider.discovery["introspection_endpoint"])
+    (tmp_path / "client.pem").write_bytes(SIGNER.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    text = policy.read_text().replace("      client_id: authz\n      client_secret_file: introspection.secret\n",
+                                      "      client_id: authz-pkj\n"
+                                      "      private_key_jwt: {key_file: client.pem, alg: RS256, kid: pkj-1}\n")
+    policy.write_text(text)
+    engine = Engine(load_policy(str(policy)))
+    opaque = provider.client_credentials("partner", "partner-secret")
+    decision = engine.decide_blocking(request(path="/api/orders/1", bearer=opaque), timeout=10)
+    assert decision.allowed, decision
+    assert decision.identity.claims["client_id"] == "partner"
+    # the control: a key the provider does not know is refused by it
+    (tmp_path / "client.pem").write_bytes(rsa_key("someone-else").private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    wrong = Engine(load_policy(str(policy)))
+    other = provider.client_credentials("partner", "partner-secret")
+    refused = wrong.decide_blocking(request(path="/api/orders/1", bearer=other), timeout=10)
+    assert refused.reason is Reason.INTROSPECTION_UNAVAILABLE
