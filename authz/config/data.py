@@ -18,7 +18,7 @@ from authz.config.compiling import Compiling
 from authz.config.messages import os_reason
 from authz.config.source import Path
 from authz.data import DENY, DataPlan, DataSource, Reader
-from authz.outside.calls import CallSettings, KeyedCalls
+from authz.outside.calls import CallSettings, endpoint_calls
 from authz.outside.http import check_url
 from authz.policy import Matcher, Rule
 
@@ -190,7 +190,8 @@ def _source(compiler: DataCompiling, name: str, spec: schema.DataSourceSpec, cre
     settings = CallSettings(timeout=spec.timeout, max_concurrent=spec.max_concurrent,
                             max_entries=spec.max_entries, max_bytes=spec.max_bytes)
     return DataSource(name, spec.method, tuple(url), headers, tuple(body) if body is not None else None,
-                      spec.cache_ttl, on_error, KeyedCalls(name, settings, kind="data"))
+                      spec.cache_ttl, on_error,
+                      endpoint_calls(name, "data", settings, (spec.url, spec.method, tuple(spec.headers.items()), spec.cache_ttl)))
 
 
 def _headers(compiler: DataCompiling, spec: schema.DataSourceSpec, at: Path) -> tuple[tuple[str, str], ...] | None:

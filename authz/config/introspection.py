@@ -13,7 +13,7 @@ from authz.config.messages import os_reason
 from authz.config.source import Path
 from authz.identity.introspected import ClientAuth, IntrospectedSource, IntrospectionIssuer
 from authz.identity.jwt import JwtIssuer, TokenLocation
-from authz.outside.calls import CallSettings, KeyedCalls
+from authz.outside.calls import CallSettings, endpoint_calls
 from authz.outside.http import check_url
 
 if TYPE_CHECKING:
@@ -95,7 +95,11 @@ def _issuer(compiler: IssuerCompiling, config: schema.IssuerSpec, spec: schema.I
         auth=auth, roles_claim=tuple(config.roles_claim.split(".")),
         scopes_claim=tuple(config.scopes_claim.split(".")), locations=tuple(locations),
         max_token_size=config.max_token_size, max_ttl=cache.max_ttl, negative_ttl=cache.negative_ttl,
-        max_stale=cache.max_stale, calls=KeyedCalls(config.name, settings, kind="introspection"),
+        max_stale=cache.max_stale,
+        # Kept across reloads while what an answer means stays the same (a rotated secret keeps them).
+        calls=endpoint_calls(config.name, "introspection", settings, (
+            config.issuer, frozenset(config.audiences), spec.endpoint, spec.client_id, config.roles_claim,
+            config.scopes_claim, cache.max_ttl, cache.negative_ttl, cache.max_stale)),
     )
 
 

@@ -28,6 +28,7 @@ import concurrent.futures
 import logging
 import threading
 import time
+import weakref
 from bisect import bisect_left
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -332,3 +333,22 @@ class KeyedCalls(Generic[T]):
         session, self._session = self._session, None
         if session is not None and not session.closed:
             self._loop.submit(session.close())
+
+
+#: The endpoints of the policies in force, by what their answers depend on:
+#: a reload that keeps an endpoint as it was (a secret rotated, another
+#: section changed) keeps its answers. Weak: an endpoint no policy holds goes.
+_ENDPOINTS: weakref.WeakValueDictionary[tuple[Any, ...], KeyedCalls[Any]] = weakref.WeakValueDictionary()
+_ENDPOINTS_LOCK = threading.Lock()
+
+
+def endpoint_calls(name: str, kind: str, settings: CallSettings, meaning: tuple[Any, ...]) -> KeyedCalls[Any]:
+    """The :class:`KeyedCalls` of endpoint ``name`` whose answers mean what
+    ``meaning`` says (every setting an answer depends on, never a secret):
+    the one a policy in force holds already, or a new one."""
+    key = (name, kind, settings, meaning)
+    with _ENDPOINTS_LOCK:
+        found = _ENDPOINTS.get(key)
+        if found is None:
+            found = _ENDPOINTS[key] = KeyedCalls(name, settings, kind=kind)
+        return found

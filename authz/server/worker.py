@@ -100,8 +100,9 @@ class Worker:
             old = self.service.state
             old.retire()
             self.service.state = state
-            for calls in old.policy.outside_calls:  # its endpoints' connections
-                calls.close()
+            for calls in old.policy.outside_calls:  # the connections of endpoints the new one dropped
+                if not any(calls is kept for kept in policy.outside_calls):
+                    calls.close()
         self.registry.retain(remote)
         self.telemetry.generation = policy.generation
 

@@ -164,12 +164,12 @@ def test_a_new_token_fails_closed_when_the_endpoint_fails(tmp_path: Path, server
 
 def test_wrong_client_credentials_fail_closed(tmp_path: Path, server: Any) -> None:
     endpoint, answers = server
-    answers.tokens["opaque-1"] = active()
+    answers.tokens["opaque-1"] = answers.tokens["opaque-2"] = active()
     engine = engine_for(tmp_path, endpoint)
     (tmp_path / "introspection.secret").write_text("wrong")
     wrong = Engine(load_policy(str(tmp_path / "policy.yaml")))
     assert decide(wrong, "opaque-1").reason is Reason.INTROSPECTION_UNAVAILABLE
-    assert decide(engine, "opaque-1").allowed
+    assert decide(engine, "opaque-2").allowed
 
 
 def test_the_secret_file_is_watched_by_the_reload(tmp_path: Path, server: Any) -> None:
@@ -325,3 +325,19 @@ def test_sec_82_tokens_and_secrets_reach_no_metric_label_or_log(tmp_path: Path, 
     for secret in (marker, SECRET, basic("authz", SECRET)):
         assert secret not in text and secret not in logged
     assert endpoint.url not in text
+
+
+def test_a_reload_keeps_the_answers_while_their_meaning_stays(tmp_path: Path, server: Any) -> None:
+    endpoint, answers = server
+    answers.tokens["opaque-1"] = active()
+    engine = engine_for(tmp_path, endpoint)
+    assert decide(engine, "opaque-1").allowed
+    (tmp_path / "introspection.secret").write_text("rotated\n")  # a secret rotated: the answers stay
+    rotated = Engine(load_policy(str(tmp_path / "policy.yaml")))
+    assert rotated.policy.outside_calls[0] is engine.policy.outside_calls[0]
+    (tmp_path / "introspection.secret").write_text(SECRET)
+    (tmp_path / "policy.yaml").write_text((tmp_path / "policy.yaml").read_text().replace(
+        "audiences: [orders-api]\n    roles_claim: roles", "audiences: [billing-api]\n    roles_claim: roles"))
+    changed = Engine(load_policy(str(tmp_path / "policy.yaml")))
+    assert changed.policy.outside_calls[0] is not engine.policy.outside_calls[0]
+    assert decide(changed, "opaque-1").reason is Reason.INVALID_TOKEN  # judged again with the new audiences
