@@ -21,6 +21,7 @@ source that fails or answers garbage within its timeout denies
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import hashlib
 import json
 import threading
@@ -156,8 +157,7 @@ class DataPlan:
             else:
                 try:
                     values[source.name] = source.calls.get(
-                        source.key(url, body), lambda session, trace, s=source, u=url, b=body: s.call(session, u, b, trace),
-                        trace_context(headers))
+                        source.key(url, body), functools.partial(_call, source, url, body), trace_context(headers))
                     until = source.cache_ttl + now if until is None else min(until, now + source.cache_ttl)
                     continue
                 except CallWaiting as pending:
@@ -174,6 +174,11 @@ class DataPlan:
         if waiting:
             return all_of(waiting)
         return Fetched(values, until)
+
+
+async def _call(source: DataSource, url: str, body: bytes | None, session: aiohttp.ClientSession,
+                trace: Mapping[str, str]) -> Answer[Any]:
+    return await source.call(session, url, body, trace)
 
 
 def trace_context(headers: Mapping[str, str]) -> dict[str, str]:

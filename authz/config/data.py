@@ -122,12 +122,12 @@ def compile_data(compiler: DataCompiling, model: schema.PolicySpec, roles: Mappi
     credentials = _CREDENTIAL_HEADERS | frozenset(credential_headers)
     sources: dict[str, DataSource] = {}
     reads: set[AttrPath] = set()
-    for name, spec in model.data.items():
+    for name, source_spec in model.data.items():
         if name not in read_by_rules:
             compiler.problem(("data", name), f"data source {name!r} is read by no rule or permission (a "
                                              "source is called only when a when reads data.NAME)")
             continue
-        source = _source(compiler, name, spec, credentials, reads)
+        source = _source(compiler, name, source_spec, credentials, reads)
         if source is not None:
             sources[name] = source
     if not model.data:
@@ -186,7 +186,7 @@ def _source(compiler: DataCompiling, name: str, spec: schema.DataSourceSpec, cre
     headers = _headers(compiler, spec, at)
     if not ok or headers is None:
         return None
-    on_error: Any = DENY if spec.on_error == "deny" else spec.on_error.value  # type: ignore[union-attr]
+    on_error: Any = DENY if isinstance(spec.on_error, str) else spec.on_error.value
     settings = CallSettings(timeout=spec.timeout, max_concurrent=spec.max_concurrent,
                             max_entries=spec.max_entries, max_bytes=spec.max_bytes)
     return DataSource(name, spec.method, tuple(url), headers, tuple(body) if body is not None else None,

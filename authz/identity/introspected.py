@@ -269,9 +269,9 @@ class IntrospectedSource:
             raise IntrospectionUnavailable("introspection under way", retry=waiting.future) from None
         except CallFailed as failed:
             raise IntrospectionUnavailable(f"introspection failed: {failed}") from None
-        if verdict.__class__ is Rejection:
-            raise verdict.error(verdict.detail)  # type: ignore[union-attr]
-        identity: Identity = verdict  # type: ignore[assignment]
+        if isinstance(verdict, Rejection):
+            raise verdict.error(verdict.detail)
+        identity: Identity = verdict
         if identity.expires_at is not None and identity.expires_at <= now:
             raise ExpiredToken("token expired")
         return identity

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import logging
 import threading
 import time
@@ -215,7 +216,7 @@ class KeyedCalls(Generic[T]):
             if future is None or future.done():
                 future = self._loop.submit(self._call(key, call, trace or {}))
                 self._inflight[key] = future
-                future.add_done_callback(lambda done, key=key: self._clear(key, done))
+                future.add_done_callback(functools.partial(self._clear, key))
         raise CallWaiting(future)
 
     def peek(self, key: bytes) -> T | None:

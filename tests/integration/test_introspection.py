@@ -28,7 +28,7 @@ pytestmark = pytest.mark.integration
 
 RESOURCE = "https://orders.example"
 SIGNER = rsa_key("introspection-client")
-CLIENTS = [
+CLIENTS: list[dict[str, Any]] = [
     {"client_id": "authz", "client_secret": "authz-secret", "grant_types": ["client_credentials"],
      "response_types": [], "redirect_uris": []},
     {"client_id": "authz-pkj", "token_endpoint_auth_method": "private_key_jwt",

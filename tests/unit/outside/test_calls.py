@@ -160,7 +160,7 @@ def test_a_slow_endpoint_does_not_hold_up_another(loop: FetchLoop) -> None:
     with Endpoint(lambda seen: (200, {})) as slow, Endpoint(lambda seen: (200, {"fast": 1})) as fast:
         slow.mode = "gate"
         slow_calls = _calls(loop, clock, max_concurrent=2, timeout=10)
-        fast_calls = KeyedCalls("source-b", CallSettings(timeout=10), loop=loop, monotonic=clock)
+        fast_calls: KeyedCalls[Any] = KeyedCalls("source-b", CallSettings(timeout=10), loop=loop, monotonic=clock)
         held = [_wait(slow_calls, bytes([i]), _getter(slow)) for i in range(50)]
         assert slow.wait_for(2)
         assert _wait(fast_calls, b"k", _getter(fast)).result(timeout=10) is True
