@@ -140,7 +140,9 @@ def test_sec_80_jwts_beside_introspection_and_a_strangers_jwt_never_sent(provide
     envoy = doors[door]
     status, _headers, body = get(envoy, token(claims(sub="alice")))
     assert status == 200 and json.loads(body)["headers"]["x-client"] == "alice"
+    assert get(envoy, provider.client_credentials("partner", "partner-secret"))[0] == 200
     before = outside_calls(doors["authz"])
+    assert before >= 1  # /metrics counts the introspection calls, by issuer name
     status, _headers, body = get(envoy, token(claims(iss="https://evil.example.com")))
     assert status == 401 and json.loads(body)["reason"] == "unknown_issuer"
     assert outside_calls(doors["authz"]) == before
