@@ -43,8 +43,6 @@ if TYPE_CHECKING:
 MAX_ANSWER_BYTES = 256 * 1024
 #: ``on_error: deny``.
 DENY = object()
-#: Request headers that carry the trace context to a source.
-TRACE_HEADERS = ("traceparent", "tracestate")
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -157,7 +155,7 @@ class DataPlan:
             else:
                 try:
                     values[source.name] = source.calls.get(
-                        source.key(url, body), functools.partial(_call, source, url, body), trace_context(headers))
+                        source.key(url, body), functools.partial(_call, source, url, body), headers)
                     until = source.cache_ttl + now if until is None else min(until, now + source.cache_ttl)
                     continue
                 except CallWaiting as pending:
@@ -179,11 +177,6 @@ class DataPlan:
 async def _call(source: DataSource, url: str, body: bytes | None, session: aiohttp.ClientSession,
                 trace: Mapping[str, str]) -> Answer[Any]:
     return await source.call(session, url, body, trace)
-
-
-def trace_context(headers: Mapping[str, str]) -> dict[str, str]:
-    """The request's W3C trace context, for the call it makes."""
-    return {name: value for name in TRACE_HEADERS if (value := headers.get(name))}
 
 
 def all_of(futures: list[concurrent.futures.Future[Any]]) -> concurrent.futures.Future[Any]:

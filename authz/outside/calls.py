@@ -150,6 +150,9 @@ class _Bounded(LRUCache):  # type: ignore[type-arg]
 #: (W3C ``traceparent``/``tracestate`` headers, maybe none), its answer.
 Call = Callable[["aiohttp.ClientSession", Mapping[str, str]], Awaitable[Answer[Any]]]
 
+#: Request headers that carry the W3C trace context to a call.
+TRACE_HEADERS = ("traceparent", "tracestate")
+
 #: The tracer each call is a CLIENT span of (the worker's, when tracing is
 #: on: :func:`trace_calls`); None: no spans.
 _tracer: Any = None
@@ -191,10 +194,11 @@ class KeyedCalls(Generic[T]):
 
     # -- the decision side (any thread) -------------------------------------
 
-    def get(self, key: bytes, call: Call, trace: Mapping[str, str] | None = None) -> T:
+    def get(self, key: bytes, call: Call, headers: Mapping[str, str] | None = None) -> T:
         """The answer for ``key``; raises :class:`CallWaiting` with the call
         to wait for (started by ``call(session, trace)`` unless one for the
-        key is under way; ``trace``: the Check's trace context, if any), or
+        key is under way; ``trace``: the W3C trace context of ``headers``,
+        the Check's request headers, read only when a call starts), or
         :class:`CallFailed` when the last call failed within ``error_ttl``
         and no stale answer may stand in."""
         now = self._monotonic()
@@ -214,7 +218,8 @@ class KeyedCalls(Generic[T]):
             stats.misses += 1
             future = self._inflight.get(key)
             if future is None or future.done():
-                future = self._loop.submit(self._call(key, call, trace or {}))
+                trace = {name: value for name in TRACE_HEADERS if (value := (headers or {}).get(name))}
+                future = self._loop.submit(self._call(key, call, trace))
                 self._inflight[key] = future
                 future.add_done_callback(functools.partial(self._clear, key))
         raise CallWaiting(future)
