@@ -178,7 +178,7 @@ def result_problem(got: str, result: str) -> str | None:
 
 
 _PLAIN_PATH = re.compile(
-    r"\s*(?:request|source|destination|context|identity)"
+    r"\s*(?:request|source|destination|context|identity|data)"
     r"(?:\s*\.\s*[A-Za-z_][A-Za-z0-9_]*|\s*\[\s*(?:\"[^\"\\\n]*\"|'[^'\\\n]*')\s*\])+\s*"
 )
 

@@ -28,7 +28,7 @@ from typing import Any
 Variables = Mapping[str, Any]
 Closure = Callable[[Variables], Any]
 
-_VARIABLES = frozenset({"request", "source", "destination", "context", "identity"})
+_VARIABLES = frozenset({"request", "source", "destination", "context", "identity", "data"})
 _STRING = re.compile(r"""(?:"([^"\\\n]*)"|'([^'\\\n]*)')""")
 
 

@@ -63,6 +63,8 @@ VARIABLES: Mapping[str, CelType] = {
         "certificate": "map(string, dyn)",
     },
     "now": "timestamp",
+    # The policy's outside data sources' answers, by source name (authz.data).
+    "data": "map(string, dyn)",
 }
 
 SCALARS: Mapping[str, Any] = {

@@ -8,7 +8,11 @@ Phase 1, credential: the first credential source present in the request
     the rules say. None presented: the mTLS peer if ``peers`` lists it, else
     anonymous.
 Phase 2, peer roles: roles ``peers`` grants to ``source.principal`` join
-    the identity's roles.
+    the identity's roles. Then outside data: the ``data:`` sources read by
+    the rules and permissions that may apply are called, all at once (a
+    Check waits for them: ``CallPending``); one that fails denies
+    (``data_unavailable``) unless it has a fallback value, and a decision
+    that read data is cached no longer than its ``cache_ttl``.
 Phase 3, deny rules: any match is a 403 (a rule whose ``when`` fails to
     evaluate counts as matched: fail closed).
 Phase 4, permissions: a role with a matching permission, or a matching allow
@@ -29,6 +33,7 @@ import time as _time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from authz.data import Fetched
 from authz.decision import Decision
 from authz.errors import CredentialError, InvalidPath, Reason
 from authz.identity.base import ANONYMOUS, Identity, TokenCache
@@ -164,6 +169,19 @@ class Engine:
                     _note(trace, "identity", "peer roles added", principal, f"roles {sorted(peer_roles)}")
         view = View(request, path, query, identity, now)
 
+        # Phase 2b: outside data the rules that may apply read (authz.data).
+        data_until = None
+        if policy.data is not None:
+            fetched = policy.data.fetch(view, now, may_wait=may_wait)
+            if not isinstance(fetched, Fetched):
+                raise CallPending(fetched)
+            if fetched.failed is not None:
+                _note(trace, "data", "unavailable", "deny", fetched.failed)
+                return self._deny(Reason.DATA_UNAVAILABLE, identity, detail=fetched.failed, trace=trace,
+                                  cacheable=False)
+            view.data, data_until = fetched.values, fetched.until
+            _note(trace, "data", ", ".join(sorted(fetched.values)) or "none needed", "read")
+
         # Phase 3: deny rules win.
         would_deny: list[str] = []
         for rule in policy.deny_rules:
@@ -174,14 +192,15 @@ class Engine:
                 if rule.dry_run:
                     would_deny.append(rule.name)
                     continue
-                return self._deny(Reason.DENIED_BY_RULE, identity, rule=rule.name, trace=trace, would_deny=would_deny)
+                return _until(self._deny(Reason.DENIED_BY_RULE, identity, rule=rule.name, trace=trace,
+                                         would_deny=would_deny), data_until)
 
         # Phase 4: a role's permission or an allow rule.
         granted = self._grant(view, identity, trace, would_deny)
         if granted is None:
             # Phase 5: nothing allows.
             reason = Reason.NO_PERMISSION if identity.authenticated else Reason.MISSING_CREDENTIAL
-            return self._deny(reason, identity, trace=trace, would_deny=would_deny)
+            return _until(self._deny(reason, identity, trace=trace, would_deny=would_deny), data_until)
 
         # Phase 6: what the upstream, the client and Envoy learn.
         built = policy.response.build(view)
@@ -204,7 +223,7 @@ class Engine:
             identity=identity,
             headers=built.headers,
             remove=built.remove,
-            valid_until=_earliest(identity.expires_at, built.fresh_until),
+            valid_until=_earliest(_earliest(identity.expires_at, built.fresh_until), data_until),
             cacheable=not policy.reads.now and built.roomy,
             dry_run_denials=tuple(would_deny),
             client_headers=built.client_headers,
@@ -291,6 +310,13 @@ def _earliest(a: float | None, b: float | None) -> float | None:
     if a is None:
         return b
     return a if b is None else min(a, b)
+
+
+def _until(decision: Decision, data_until: float | None) -> Decision:
+    """``decision``, cached no longer than the data it read."""
+    if data_until is None:
+        return decision
+    return decision._replace(valid_until=_earliest(decision.valid_until, data_until))
 
 
 def _when(matcher: Matcher) -> str | None:

@@ -10,7 +10,9 @@ Exception hierarchy::
     │   ├── UnknownIssuer      no configured issuer has the token's iss     -> unknown_issuer
     │   ├── KeysUnavailable    the issuer's key set could not be obtained   -> jwks_unavailable
     │   ├── InvalidApiKey      no configured key has this value             -> invalid_api_key
-    │   └── CertificateError   a client certificate that does not verify    -> *_certificate (below)
+    │   ├── CertificateError   a client certificate that does not verify    -> *_certificate (below)
+    │   ├── InactiveToken      introspection says the token is not active   -> inactive_token
+    │   └── IntrospectionUnavailable  no introspection answer in time       -> introspection_unavailable
     └── InvalidPath            encoded '/' or '\\', NUL, not origin-form     -> invalid_path
 
 A denial is a value (:class:`authz.decision.Decision`), not an exception: these
@@ -60,6 +62,15 @@ class Reason(enum.StrEnum):
     #: A certificate header no hop authz trusts may set (``serve --trust-xfcc``,
     #: ``--trust-client-cert``).
     UNTRUSTED_CERTIFICATE_HEADER = "untrusted_certificate_header"
+    #: Introspection (RFC 7662) answered ``active: false``: revoked, expired
+    #: at the issuer, or a token it never issued.
+    INACTIVE_TOKEN = "inactive_token"
+    #: The introspection endpoint gave no usable answer within its timeout
+    #: (down, slow, an error, garbage) for a token not known active before.
+    INTROSPECTION_UNAVAILABLE = "introspection_unavailable"
+    #: A data source the rules read (``data:``) gave no usable answer
+    #: within its timeout and has no fallback value (``on_error: deny``).
+    DATA_UNAVAILABLE = "data_unavailable"
 
 
 # gRPC status codes used in CheckResponse.status (google.rpc.Code values).
@@ -113,6 +124,9 @@ OUTCOMES: dict[Reason, Outcome] = {
     Reason.EXPIRED_CERTIFICATE: _unauthenticated(Reason.EXPIRED_CERTIFICATE),
     Reason.UNTRUSTED_CERTIFICATE: _unauthenticated(Reason.UNTRUSTED_CERTIFICATE),
     Reason.UNTRUSTED_CERTIFICATE_HEADER: _unauthenticated(Reason.UNTRUSTED_CERTIFICATE_HEADER),
+    Reason.INACTIVE_TOKEN: _unauthenticated(Reason.INACTIVE_TOKEN),
+    Reason.INTROSPECTION_UNAVAILABLE: _unauthenticated(Reason.INTROSPECTION_UNAVAILABLE),
+    Reason.DATA_UNAVAILABLE: _FORBIDDEN,
 }
 
 
@@ -183,6 +197,12 @@ class CertificateError(CredentialError):
     def __init__(self, reason: Reason, detail: str) -> None:
         super().__init__(detail)
         self.reason = reason
+class InactiveToken(CredentialError):
+    reason = Reason.INACTIVE_TOKEN
+
+
+class IntrospectionUnavailable(CredentialError):
+    reason = Reason.INTROSPECTION_UNAVAILABLE
 
 
 class InvalidPath(AuthzError):

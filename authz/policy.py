@@ -21,6 +21,7 @@ from authz.request import ATTRIBUTES, View
 
 if TYPE_CHECKING:
     from authz.callers import Callers
+    from authz.data import DataPlan
     from authz.identity.credential import Credential
     from authz.identity.jwt import JwtIssuer
     from authz.identity.peer import PeerRoles
@@ -242,6 +243,11 @@ class Policy:
     #: The caches' byte bounds (``cache.*.max_bytes``); 0: bounded by entries only.
     decision_cache_bytes: int = 0
     token_cache_bytes: int = 0
+    #: Every endpoint the policy calls per token or per request
+    #: (:class:`authz.outside.calls.KeyedCalls`: introspection, data sources).
+    outside_calls: tuple[Any, ...] = ()
+    #: The ``data:`` sources and the rules that read them (authz.data); None: none.
+    data: DataPlan | None = None
 
     def origin(self, name: str) -> tuple[str, int, str | None] | None:
         """Where the rule or role ``name`` (what a decision names) is

@@ -73,7 +73,7 @@ class Request(NamedTuple):
 class View:
     """What matchers and CEL see of one request, built lazily per decision."""
 
-    __slots__ = ("_ip", "_vars", "identity", "now", "path", "query", "request")
+    __slots__ = ("_ip", "_vars", "data", "identity", "now", "path", "query", "request")
 
     def __init__(self, request: Request, path: str, query: str, identity: Identity, now: float) -> None:
         self.request = request
@@ -83,6 +83,9 @@ class View:
         self.now = now
         self._vars: dict[str, Any] = {}
         self._ip: Any = _UNPARSED
+        #: The answers of the policy's data sources this Check needs, by
+        #: name (``data``; authz.data): set by the engine before any rule.
+        self.data: dict[str, Any] = {}
 
     @property
     def source_ip(self) -> Any:
@@ -132,6 +135,8 @@ class View:
             return self.identity.cel_value()
         if root == "now":
             return datetime.datetime.fromtimestamp(self.now, datetime.UTC)
+        if root == "data":
+            return self.data
         raise KeyError(root)
 
 

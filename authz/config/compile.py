@@ -19,17 +19,19 @@ from typing import Any, TypeVar
 from authz import matchers
 from authz.cel import CelError, Expression, compile_expression
 from authz.config import schema
+from authz.config.api_keys import INVALID_HEADER, api_key_section
 from authz.config.callers import compile_callers
 from authz.config.cel_check import check as check_types
 from authz.config.certificates import compile_certificates
 from authz.config.compiling import UNSETTABLE_HEADER
+from authz.config.data import compile_data
 from authz.config.deny_with import compile_deny_with, deny_reads
+from authz.config.introspection import introspection_section
 from authz.config.keyfiles import parse_jwks_file, read_key_file
-from authz.config.messages import read_yaml, validate, yaml_type
 from authz.config.response import compile_response
 from authz.config.source import Located, Path
-from authz.identity.api_key import ApiKeyEntry, ApiKeySource
 from authz.identity.credential import Credential, headers_of, reads_of
+from authz.identity.introspected import IntrospectedSource
 from authz.identity.jwks import FileKeys, KeyRegistry
 from authz.identity.jws import ALGORITHMS
 from authz.identity.jwt import JwtIssuer, JwtSource, TokenLocation
@@ -41,14 +43,12 @@ from authz.scope import Scope
 
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9a-z-]+")
 _COOKIE_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 # Headers authz must never set or strip: framing, routing and hop-by-hop.
 _RESERVED_HEADERS = frozenset({
     "host", "content-length", "transfer-encoding", "connection", "upgrade", "te",
     "keep-alive", "proxy-connection", "expect",
 })
 # What is said of a header name that fails header_name(), with the name as written.
-_INVALID_HEADER = "invalid header name {!r}"
 
 T = TypeVar("T")
 
@@ -143,8 +143,9 @@ class PolicyCompiler:
         deny_with = compile_deny_with(self, model.deny_with, model.rules, (key for key, _ in response.metadata))
 
         credential_reads = {path for source in sources for path in reads_of(source)}
+        data, data_reads = compile_data(self, model, roles, rules, response.reads(), credential_headers)
         reads = policy_reads(roles, rules, response, peers=bool(peers),
-                             denials=deny_reads(deny_with) | credential_reads)
+                             denials=deny_reads(deny_with) | credential_reads | data_reads)
         cache, decision_ttl = model.cache, model.cache.decisions.ttl
         if response.identity_token is not None:
             # A cached answer carries its identity token: reuse it for at
@@ -173,6 +174,11 @@ class PolicyCompiler:
             credential_headers=credential_headers,
             callers=compile_callers(self, model.callers) if model.callers is not None else None,
             deny_with=deny_with,
+            outside_calls=(*dict.fromkeys(issuer.calls for source in sources
+                                          if isinstance(source, IntrospectedSource)
+                                          for issuer in source.issuers.values()),
+                           *(source.calls for source in (data.sources.values() if data else ()))),
+            data=data,
         )
 
     # -- issuers ------------------------------------------------------------
@@ -185,6 +191,8 @@ class PolicyCompiler:
             path: Path = ("issuers", index)
             self.once(names, config.name, (*path, "name"), f"duplicate issuer name {config.name!r}")
             self.once(values, config.issuer, (*path, "issuer"), f"issuer {config.issuer!r} is configured twice")
+            if config.introspection is not None:  # authz.config.introspection compiles it
+                continue
             issuer = self.issuer(config, path)
             if issuer is not None:
                 out.append(issuer)
@@ -268,7 +276,7 @@ class PolicyCompiler:
 
     def location(self, where: schema.TokenLocationSpec, path: Path) -> TokenLocation | None:
         if where.header is not None:
-            name = self.header_name(where.header, (*path, "header"), _INVALID_HEADER, fold=True)
+            name = self.header_name(where.header, (*path, "header"), INVALID_HEADER, fold=True)
             return None if name is None else TokenLocation(header=name, prefix=where.prefix or "")
         assert where.cookie is not None
         if not _COOKIE_NAME.fullmatch(where.cookie):
@@ -289,54 +297,7 @@ class PolicyCompiler:
         known = frozenset(issuer.issuer for issuer in issuers)
         return [JwtSource(location, group, known_issuers=known) for location, group in by_location.items()]
 
-    # -- API keys and peers -------------------------------------------------
-
-    def api_keys(self, config: schema.ApiKeysSpec, role_names: set[str]) -> ApiKeySource | None:
-        header = self.header_name(config.header, ("api_keys", "header"), _INVALID_HEADER, fold=True)
-        entries: list[ApiKeyEntry] = []
-        seen: set[str] = set()
-        self.key_entries(config.keys, ("api_keys", "keys"), self.located, role_names, entries, seen)
-        if config.keys_file is not None:
-            file = self.resolve(config.keys_file)
-            # Problems in the keys file are reported under its own name, as
-            # reachable from where the policy file was named.
-            shown = config.keys_file
-            if not os.path.isabs(shown):
-                shown = os.path.join(os.path.dirname(self.located.file), shown)
-            located = read_yaml(file, shown)
-            if not located.problems:
-                if isinstance(located.data, list):
-                    located.data = {"keys": located.data}
-                    located.remap(("keys",))
-                if isinstance(located.data, dict):
-                    model = validate(located, schema.ApiKeysFileSpec)
-                    if model is not None:
-                        self.key_entries(model.keys, ("keys",), located, role_names, entries, seen)
-                else:
-                    located.problem((), "expected a list of keys (or a mapping with 'keys'), "
-                                        f"not {yaml_type(located.data)}")
-            self.problems.extend(located.problems)
-        return None if header is None else ApiKeySource(header, tuple(entries))
-
-    def key_entries(
-        self, keys: list[schema.ApiKeySpec], path: Path, located: Located, role_names: set[str],
-        entries: list[ApiKeyEntry], seen: set[str],
-    ) -> None:
-        for index, key in enumerate(keys):
-            where: Path = (*path, index)
-            digest = key.sha256.lower()
-            if not _SHA256_HEX.fullmatch(digest):
-                located.problem((*where, "sha256"),
-                                "sha256 must be 64 hexadecimal digits (the hash of the key, never the key)")
-                continue
-            if digest in seen:
-                located.problem((*where, "sha256"), "the same key is listed twice")
-                continue
-            seen.add(digest)
-            for i, role in enumerate(key.roles):
-                if role not in role_names:
-                    located.problem((*where, "roles", i), f"unknown role {role!r}")
-            entries.append(ApiKeyEntry(key.subject, bytes.fromhex(digest), frozenset(key.roles)))
+    # -- peers ----------------------------------------------------------------
 
     def peers(self, peers: dict[str, list[str]], role_names: set[str]) -> PeerRoles:
         out: dict[str, frozenset[str]] = {}
@@ -424,17 +385,6 @@ def _jwt_section(compiler: PolicyCompiler, model: schema.PolicySpec, before: lis
     return list(compiler.jwt_sources(compiler.compiled_issuers))
 
 
-def _api_key_section(compiler: PolicyCompiler, model: schema.PolicySpec, before: list[Credential]) -> list[Credential]:
-    if model.api_keys is None:
-        return []
-    api_keys = compiler.api_keys(model.api_keys, compiler.role_names)
-    if api_keys is None:
-        return []
-    if any(isinstance(s, JwtSource) and s.location.header == api_keys.header for s in before):
-        compiler.problem(("api_keys", "header"), f"header {api_keys.header!r} already carries JWTs")
-    return [api_keys]
-
-
 def _certificate_section(compiler: PolicyCompiler, model: schema.PolicySpec,
                          before: list[Credential]) -> list[Credential]:
     if model.certificates is None:
@@ -444,4 +394,5 @@ def _certificate_section(compiler: PolicyCompiler, model: schema.PolicySpec,
 
 #: Every credential section, in the order its sources are asked: a new
 #: credential is its module (authz/identity/) and one entry here.
-CREDENTIAL_SECTIONS: tuple[CredentialSection, ...] = (_jwt_section, _api_key_section, _certificate_section)
+CREDENTIAL_SECTIONS: tuple[CredentialSection, ...] = (
+    introspection_section, _jwt_section, api_key_section, _certificate_section)

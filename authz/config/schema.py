@@ -72,6 +72,42 @@ class JwksSpec(Model):
         return JwksSettings(**self.model_dump())
 
 
+class IntrospectionCacheSpec(Model):
+    """How long introspection answers are kept (docs/policy.md)."""
+
+    max_ttl: Duration = Field(default=300.0, gt=0.0, le=86400.0)
+    negative_ttl: Duration = Field(default=10.0, gt=0.0, le=3600.0)
+    #: How long past max_ttl an active answer stands in while the endpoint
+    #: fails (never past the token's exp).
+    max_stale: Duration = Field(default=300.0, ge=0.0, le=86400.0)
+    max_entries: int = Field(default=10_000, ge=1, le=10_000_000)
+    max_bytes: int = Field(default=8 * 2**20, ge=4096, le=2**40)
+
+
+class PrivateKeyJwtSpec(Model):
+    key_file: str
+    alg: Literal["RS256", "ES256", "PS256", "EdDSA"] = "RS256"
+    kid: str | None = None
+
+
+class IntrospectionSpec(Model):
+    """An issuer whose tokens are checked by RFC 7662 introspection."""
+
+    endpoint: str
+    client_id: str
+    client_secret_file: str | None = None
+    private_key_jwt: PrivateKeyJwtSpec | None = None
+    cache: IntrospectionCacheSpec = Field(default_factory=IntrospectionCacheSpec)
+    timeout: Duration = Field(default=1.0, gt=0.0, le=30.0)
+    max_concurrent: int = Field(default=16, ge=1, le=1024)
+
+    @model_validator(mode="after")
+    def _one_auth(self) -> IntrospectionSpec:
+        if (self.client_secret_file is None) == (self.private_key_jwt is None):
+            raise ValueError("give one of 'client_secret_file' or 'private_key_jwt'")
+        return self
+
+
 class IssuerSpec(Model):
     name: Name
     issuer: str
@@ -88,6 +124,7 @@ class IssuerSpec(Model):
     token_types: list[str] | None = None
     max_token_size: int = Field(default=8192, ge=256, le=65536)
     jwks: JwksSpec = Field(default_factory=JwksSpec)
+    introspection: IntrospectionSpec | None = None
 
 
 class ApiKeySpec(Model):
@@ -255,6 +292,34 @@ class CallerSpec(Model):
         return self
 
 
+class SecretFileSpec(Model):
+    """A header value read from a file (a data source's credential)."""
+
+    file: str
+    prefix: str = ""
+
+
+class DataSourceSpec(Model):
+    """One outside data source (``data:``, docs/policy.md)."""
+
+    url: str
+    method: Literal["GET", "POST"] = "GET"
+    headers: dict[str, str | SecretFileSpec] = Field(default_factory=dict)
+    #: A JSON object: name -> CEL expression (any JSON-like value).
+    body: dict[str, str] | None = None
+    cache_ttl: Duration = Field(default=30.0, gt=0.0, le=86400.0)
+    timeout: Duration = Field(default=1.0, gt=0.0, le=30.0)
+    on_error: Literal["deny"] | DataFallbackSpec = "deny"
+    allow_insecure_http: bool = False
+    max_concurrent: int = Field(default=16, ge=1, le=1024)
+    max_entries: int = Field(default=10_000, ge=1, le=10_000_000)
+    max_bytes: int = Field(default=8 * 2**20, ge=4096, le=2**40)
+
+
+class DataFallbackSpec(Model):
+    value: Any
+
+
 class PolicySpec(Model):
     version: Literal[1]
     issuers: list[IssuerSpec] = Field(default_factory=list)
@@ -268,3 +333,4 @@ class PolicySpec(Model):
     paths: PathsSpec = Field(default_factory=PathsSpec)
     callers: list[CallerSpec] | None = None
     deny_with: DenyWithSpec | None = None
+    data: dict[Name, DataSourceSpec] = Field(default_factory=dict)

@@ -24,6 +24,8 @@ class FetchLoop:
     def __init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._session: aiohttp.ClientSession | None = None
+        #: Sessions of their own (:meth:`own_session`), closed with the loop.
+        self._own: list[aiohttp.ClientSession] = []
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
@@ -60,6 +62,21 @@ class FetchLoop:
             )
         return self._session
 
+    async def own_session(self, limit: int) -> aiohttp.ClientSession:
+        """A session with its own pool of at most ``limit`` connections, for
+        one endpoint (:mod:`authz.outside.calls`): no other endpoint ever
+        waits for a connection it holds. Closed with the loop."""
+        import aiohttp
+
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=limit),
+            timeout=aiohttp.ClientTimeout(total=None),
+            headers={"accept": "application/json", "user-agent": "authz"},
+        )
+        self._own = [s for s in self._own if not s.closed]
+        self._own.append(session)
+        return session
+
     def close(self) -> None:
         with self._lock:
             loop, self._loop = self._loop, None
@@ -69,6 +86,8 @@ class FetchLoop:
         async def shutdown() -> None:
             if self._session is not None:
                 await self._session.close()
+            for own in self._own:
+                await own.close()
             for task in asyncio.all_tasks():
                 if task is not asyncio.current_task():
                     task.cancel()

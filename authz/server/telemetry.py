@@ -86,6 +86,22 @@ METRICS: dict[str, MetricInfo] = {m.name: m for m in (
                "max"),
     MetricInfo("authz_jwks_key_set_age_seconds", "gauge",
                "Seconds since the issuer's key set was last fetched successfully (oldest worker).", ("issuer",), "max"),
+    MetricInfo("authz_outside_calls_total", "counter",
+               "Calls to an outside endpoint (an issuer's introspection, a data source), by the issuer's or source's"
+               " name (never a URL), kind (introspection, data) and outcome (success, failure: an error status, "
+               "garbage, a timeout, no connection).", ("name", "kind", "outcome")),
+    MetricInfo("authz_outside_call_duration_seconds", "histogram",
+               "Time of each call to an outside endpoint, the wait for a free connection included, by name and kind.",
+               ("name", "kind")),
+    MetricInfo("authz_outside_answers_total", "counter",
+               "Answers the Checks needed from an outside endpoint, by name, kind and where they came from (hit: its"
+               " cache; miss: a call, made or shared; stale: an old answer standing in while the endpoint fails).",
+               ("name", "kind", "outcome")),
+    MetricInfo("authz_outside_cache_entries", "gauge",
+               "Answers held in each outside endpoint's cache, by name and kind.", ("name", "kind")),
+    MetricInfo("authz_outside_cache_bytes", "gauge",
+               "Bytes the answers in each outside endpoint's cache hold (their documents' sizes), by name and kind.",
+               ("name", "kind")),
     MetricInfo("authz_config_reloads_total", "counter", "Policy reloads, by outcome (success, failure).", ("outcome",)),
     MetricInfo("authz_config_reload_error", "gauge",
                "1 for each file (and its team, in a policy directory) the last reload failed on; none after a good "
@@ -204,5 +220,26 @@ class Telemetry:
                 labels(issuer=issuer): status["age_seconds"]
                 for issuer, status in key_sets.items() if status.get("age_seconds") is not None},
             "authz_policy_generation": {(): self.generation},
+            **_outside_series(sources.get("outside", {})),
         }
         return {name: series for name, series in snapshot.items() if series}
+
+
+def _outside_series(endpoints: dict[str, Any]) -> Snapshot:
+    """The ``authz_outside_*`` series of the endpoints a policy calls
+    (:class:`authz.outside.calls.KeyedCalls`, by name)."""
+    series: Snapshot = {name: {} for name in (
+        "authz_outside_calls_total", "authz_outside_call_duration_seconds", "authz_outside_answers_total",
+        "authz_outside_cache_entries", "authz_outside_cache_bytes")}
+    for name, calls in endpoints.items():
+        stats, kind = calls.stats, calls.kind
+        series["authz_outside_calls_total"].update({
+            labels(name=name, kind=kind, outcome="success"): stats.calls - stats.failures,
+            labels(name=name, kind=kind, outcome="failure"): stats.failures})
+        series["authz_outside_call_duration_seconds"][labels(name=name, kind=kind)] = stats.histogram()
+        series["authz_outside_answers_total"].update({
+            labels(name=name, kind=kind, outcome=outcome): getattr(stats, field)
+            for outcome, field in (("hit", "hits"), ("miss", "misses"), ("stale", "stale"))})
+        series["authz_outside_cache_entries"][labels(name=name, kind=kind)] = len(calls)
+        series["authz_outside_cache_bytes"][labels(name=name, kind=kind)] = calls.estimated_bytes()
+    return series

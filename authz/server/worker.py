@@ -26,6 +26,7 @@ from authz.config import KeyRegistry
 from authz.engine import SystemClock
 from authz.errors import ConfigError
 from authz.identity.jwks import RemoteKeys
+from authz.outside.calls import trace_calls
 from authz.policy import Policy
 from authz.server.binding import EXIT_ADDRESS_IN_USE
 from authz.server.caller_identity import TlsFiles, readers
@@ -87,16 +88,22 @@ class Worker:
                 configure_stream()
                 decision_log = DecisionLog(self.options.decision_log, self.options.decision_log_sample,
                                            worker=self.index, otel=logger_from_environment())
+            tracer = tracer_from_environment()
+            trace_calls(tracer)  # each introspection or data call a span of its own
             caller_of = readers(client_ca=self.options.grpc_client_ca is not None,
                                 trust_caller_xfcc=self.options.trust_caller_xfcc, http_door=self.http_door is not None)
             self.service = CheckService(state, self.telemetry, decision_log=decision_log,
-                                        tracer=tracer_from_environment(), max_waiting=self.options.threads // 2,
+                                        tracer=tracer, max_waiting=self.options.threads // 2,
                                         caller_of=caller_of, grpc_door=self.grpc_door)
         else:
             # In-flight checks keep the old state, but its caches are closed
             # first: key changes reach only the state in force.
-            self.service.state.retire()
+            old = self.service.state
+            old.retire()
             self.service.state = state
+            for calls in old.policy.outside_calls:  # the connections of endpoints the new one dropped
+                if not any(calls is kept for kept in policy.outside_calls):
+                    calls.close()
         self.registry.retain(remote)
         self.telemetry.generation = policy.generation
 
@@ -169,6 +176,7 @@ class Worker:
         return {
             "caches": service.state.cache_sources(),
             "jwks": {issuer.name: issuer.keys.status() for issuer in service.state.policy.issuers},
+            "outside": {calls.name: calls for calls in service.state.policy.outside_calls},
         }
 
     def status(self) -> dict[str, Any]:
@@ -342,6 +350,8 @@ class Worker:
             await server.stop(self.options.drain_timeout)
         for issuer in self.service.state.policy.issuers:
             issuer.keys.stop()
+        for calls in self.service.state.policy.outside_calls:
+            calls.close()
         log.info("worker %d stopped", self.index)
         return 0
 

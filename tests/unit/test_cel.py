@@ -250,7 +250,7 @@ def test_analyse_reads(source: str, reads: set[tuple[str, ...]]) -> None:
 
 
 def test_unparsable_source_reads_everything() -> None:
-    everything = {("request",), ("source",), ("destination",), ("context",), ("identity",), ("now",)}
+    everything = {("request",), ("source",), ("destination",), ("context",), ("identity",), ("now",), ("data",)}
     assert analyse_reads("request.?path == 'x'") == frozenset(everything)
 
 
