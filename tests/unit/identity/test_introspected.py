@@ -8,7 +8,7 @@ import base64
 import re
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -124,21 +124,25 @@ def test_answers_are_cached_by_token_hash(tmp_path: Path, server: Any) -> None:
 
 
 @pytest.mark.parametrize(("answer", "reason"), [
-    ({"active": False}, Reason.INACTIVE_TOKEN),
-    (active(aud="someone-else"), Reason.INVALID_TOKEN),
-    (active(aud=["a", "orders-api"]), Reason.ALLOWED),
-    (active(aud=None), Reason.ALLOWED),
-    (active(iss="https://elsewhere.example.com"), Reason.INVALID_TOKEN),
-    (active(exp=int(time.time()) - 5), Reason.EXPIRED_TOKEN),
-    (active(exp="soon"), Reason.INVALID_TOKEN),
-    (active(nbf=int(time.time()) + 600), Reason.INVALID_TOKEN),
-    (active(token_type="refresh_token"), Reason.INVALID_TOKEN),
-    (active(token_type="access_token"), Reason.ALLOWED),
-    (active(roles=[]), Reason.NO_PERMISSION),
+    (lambda: {"active": False}, Reason.INACTIVE_TOKEN),
+    (lambda: active(aud="someone-else"), Reason.INVALID_TOKEN),
+    (lambda: active(aud=["a", "orders-api"]), Reason.ALLOWED),
+    (lambda: active(aud=None), Reason.ALLOWED),
+    (lambda: active(iss="https://elsewhere.example.com"), Reason.INVALID_TOKEN),
+    (lambda: active(exp=int(time.time()) - 5), Reason.EXPIRED_TOKEN),
+    (lambda: active(exp="soon"), Reason.INVALID_TOKEN),
+    (lambda: active(nbf=int(time.time()) + 600), Reason.INVALID_TOKEN),
+    (lambda: active(token_type="refresh_token"), Reason.INVALID_TOKEN),
+    (lambda: active(token_type="access_token"), Reason.ALLOWED),
+    (lambda: active(roles=[]), Reason.NO_PERMISSION),
 ])
-def test_each_answer_is_decided(tmp_path: Path, server: Any, answer: dict[str, Any], reason: Reason) -> None:
+def test_each_answer_is_decided(
+    tmp_path: Path, server: Any, answer: Callable[[], dict[str, Any]], reason: Reason,
+) -> None:
+    # Built when the test runs, not when it is collected: a suite longer than
+    # the answers' ten minutes must not see them expire.
     endpoint, answers = server
-    answers.tokens["opaque-1"] = answer
+    answers.tokens["opaque-1"] = answer()
     decision = decide(engine_for(tmp_path, endpoint), "opaque-1")
     assert decision.reason is reason, decision
 
