@@ -48,6 +48,10 @@ VARIABLES: Mapping[str, CelType] = {
         "scheme": "string",
         "headers": "map(string, string)",
         "query": "map(string, string)",
+        # The body, only for a policy that reads it (authz.body: computed when read).
+        "body": "bytes",
+        "body_json": "dyn",
+        "form": "map(string, string)",
     },
     "source": _PEER,
     "destination": _PEER,

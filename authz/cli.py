@@ -43,6 +43,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     counted = f", {teams} team file(s)" if os.path.isdir(args.config) else ""
     print(f"{args.config}: valid ({len(policy.issuers)} issuer(s), {roles} role(s), {rules} rule(s){counted})")
     from authz.config.advice import header_size_warnings, trailing_slash_warnings
+    from authz.config.body_advice import body_warnings
 
     parts = [(args.config, policy)]
     if os.path.isdir(args.config):
@@ -50,7 +51,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
         parts = by_file(policy, args.config)  # each warning under the file it is about
     for file, part in parts:
-        warnings = trailing_slash_warnings(part) + header_size_warnings(part)
+        warnings = trailing_slash_warnings(part) + header_size_warnings(part) + body_warnings(part)
         if args.door == "http":
             from authz.wire.http import HttpDoorSettings
             from authz.wire.http_advice import unknowable
@@ -159,6 +160,7 @@ def cmd_envoy_config(args: argparse.Namespace) -> int:
         rate_limit_by=[tuple(k.strip() for k in keys.split(",")) for keys in args.rate_limit_by],
         local_rate_limits=local_limits,
         **tls_options,
+        body=headers.body,
     )
     try:
         if args.format == "envoy":
@@ -349,6 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate.set_defaults(func=cmd_validate)
 
     from authz.testing.command import add_parser as add_test_parser
+    from authz.tools.offline_body import add_body_arguments
 
     add_test_parser(sub)
 
@@ -363,6 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--caller", default=None, metavar="SPIFFE_ID",
                              help="the caller asking (the gRPC door's client certificate), checked against 'callers:'")
         command.add_argument("--client-cert", metavar="FILE", help="the client's certificate (PEM): source.certificate")
+        add_body_arguments(command)
         command.set_defaults(func=lambda args, explain=explain: _decide(args, explain=explain))
     return parser
 

@@ -18,6 +18,10 @@ Phase 3, deny rules: any match is a 403 (a rule whose ``when`` fails to
 Phase 4, permissions: a role with a matching permission, or a matching allow
     rule, allows (a ``when`` that fails counts as not matched).
 Phase 5, default: 401 with a challenge for an anonymous caller, 403 otherwise.
+Phase 3-6, body: a body a rule or response expression read and could not
+    have (cut, compressed, another media type, malformed, ambiguous, too
+    deep) denies with its ``body_*`` reason, whatever else matched
+    (:mod:`authz.body`; only for a policy that reads a body).
 Phase 6, response: headers and identity token for the upstream, headers
     for the client, dynamic metadata for Envoy. A credential past its own
     exp (accepted within the leeway) gets no identity token: 401
@@ -96,6 +100,8 @@ class Engine:
         #: Evaluate fully, but turn every denial into an allow that records
         #: what would have been denied (``authz serve --dry-run``).
         self.dry_run = dry_run
+        #: The body limits when the policy reads a body (None: no body is read).
+        self.body_limits = policy.body if policy.reads.body else None
 
     def decide(self, request: Request, *, may_wait: bool = True, trace: Trace | None = None) -> Decision:
         """Decide one request. Raises :class:`CallPending` (only when
@@ -120,7 +126,7 @@ class Engine:
             path = normalize_path(raw_path, self.policy.paths)
         except InvalidPath:
             path = raw_path
-        view = View(request, path, query, denial.identity, self.clock.time())
+        view = View(request, path, query, denial.identity, self.clock.time(), self.body_limits)
         built = self.policy.response.build(view)
         label = f"{denial.reason.value}:{denial.rule or '-'}"
         _note(trace, "dry run", label, "would deny; allowed")
@@ -167,7 +173,7 @@ class Engine:
                 else:
                     identity = identity.with_roles(peer_roles)
                     _note(trace, "identity", "peer roles added", principal, f"roles {sorted(peer_roles)}")
-        view = View(request, path, query, identity, now)
+        view = View(request, path, query, identity, now, self.body_limits)
 
         # Phase 2b: outside data the rules that may apply read (authz.data).
         data_until = None
@@ -192,11 +198,13 @@ class Engine:
                 if rule.dry_run:
                     would_deny.append(rule.name)
                     continue
-                return _until(self._deny(Reason.DENIED_BY_RULE, identity, rule=rule.name, trace=trace,
-                                         would_deny=would_deny), data_until)
+                return _until(self._unread_body(view, identity, trace, would_deny) or self._deny(
+                    Reason.DENIED_BY_RULE, identity, rule=rule.name, trace=trace, would_deny=would_deny), data_until)
 
         # Phase 4: a role's permission or an allow rule.
         granted = self._grant(view, identity, trace, would_deny)
+        if (refused := self._unread_body(view, identity, trace, would_deny)) is not None:
+            return refused
         if granted is None:
             # Phase 5: nothing allows.
             reason = Reason.NO_PERMISSION if identity.authenticated else Reason.MISSING_CREDENTIAL
@@ -206,6 +214,8 @@ class Engine:
         built = policy.response.build(view)
         for text in built.notes:
             _note(trace, "response", text.partition(":")[0], "omitted", text.partition(": ")[2])
+        if (refused := self._unread_body(view, identity, trace, would_deny)) is not None:
+            return refused
         if built.expired_credential:
             # Leeway is for accepting a credential, never for asserting one.
             return self._deny(Reason.CREDENTIAL_IN_LEEWAY, identity, detail="the credential's exp has passed "
@@ -230,6 +240,16 @@ class Engine:
             metadata=built.metadata,
             omitted=built.omitted,
         )
+
+    def _unread_body(self, view: View, identity: Identity, trace: Trace | None,
+                     would_deny: list[str]) -> Decision | None:
+        """The denial for a body an expression read and could not have (its
+        ``body_*`` reason), or None: a rule that could not see the body never
+        decides, whichever way it failed."""
+        if self.body_limits is None or (problem := view.body_problem) is None:
+            return None
+        _note(trace, "body", problem.reason.value, "unreadable", problem.detail)
+        return self._deny(problem.reason, identity, detail=problem.detail, trace=trace, would_deny=would_deny)
 
     def decide_blocking(self, request: Request, *, timeout: float, trace: Trace | None = None) -> Decision:
         """Decide, waiting (blocking this thread) up to ``timeout`` seconds for

@@ -71,10 +71,19 @@ class Reason(enum.StrEnum):
     #: A data source the rules read (``data:``) gave no usable answer
     #: within its timeout and has no fallback value (``on_error: deny``).
     DATA_UNAVAILABLE = "data_unavailable"
+    # A request body a rule reads that cannot be read as it asks (authz.body):
+    BODY_TOO_LARGE = "body_too_large"  # over body.max_bytes, or cut by the proxy
+    BODY_UNAVAILABLE = "body_unavailable"  # declared, but not passed on whole by the proxy
+    BODY_ENCODING = "body_encoding"  # compressed (content-encoding): never guessed at
+    BODY_CONTENT_TYPE = "body_content_type"  # body_json or form read on a body of another media type
+    BODY_INVALID = "body_invalid"  # not JSON, not a form, not UTF-8
+    BODY_DUPLICATE_KEY = "body_duplicate_key"  # a JSON key or form field twice
+    BODY_TOO_COMPLEX = "body_too_complex"  # deeper or more values than body.max_depth / max_elements
 
 
 # gRPC status codes used in CheckResponse.status (google.rpc.Code values).
 GRPC_OK = 0
+GRPC_INVALID_ARGUMENT = 3
 GRPC_PERMISSION_DENIED = 7
 GRPC_UNAUTHENTICATED = 16
 
@@ -127,6 +136,16 @@ OUTCOMES: dict[Reason, Outcome] = {
     Reason.INACTIVE_TOKEN: _unauthenticated(Reason.INACTIVE_TOKEN),
     Reason.INTROSPECTION_UNAVAILABLE: _unauthenticated(Reason.INTROSPECTION_UNAVAILABLE),
     Reason.DATA_UNAVAILABLE: _FORBIDDEN,
+    # A body a rule must read and cannot: the client's request is at fault
+    # (400/413/415, as a web server answers), except a body the proxy did not
+    # pass on whole, which is the deployment's (403).
+    Reason.BODY_TOO_LARGE: Outcome(GRPC_INVALID_ARGUMENT, 413, "payload_too_large"),
+    Reason.BODY_UNAVAILABLE: _FORBIDDEN,
+    Reason.BODY_ENCODING: Outcome(GRPC_INVALID_ARGUMENT, 415, "unsupported_media_type"),
+    Reason.BODY_CONTENT_TYPE: Outcome(GRPC_INVALID_ARGUMENT, 415, "unsupported_media_type"),
+    Reason.BODY_INVALID: Outcome(GRPC_INVALID_ARGUMENT, 400, "bad_request"),
+    Reason.BODY_DUPLICATE_KEY: Outcome(GRPC_INVALID_ARGUMENT, 400, "bad_request"),
+    Reason.BODY_TOO_COMPLEX: Outcome(GRPC_INVALID_ARGUMENT, 400, "bad_request"),
 }
 
 

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from authz.body import BODY_FIELDS, BODY_HEADERS, BodyLimits
 from authz.cel import AttrPath, EvaluationError, Expression
 from authz.denials import DenyWith
 from authz.matchers import Globs, HostMatcher, IPNetwork
@@ -155,6 +156,9 @@ class Reads:
     headers: frozenset[str] | None = frozenset()
     context: frozenset[str] | None = frozenset()
     now: bool = False
+    #: ``request.body``, ``body_json`` or ``form`` (then the headers that say
+    #: how to read a body, :data:`authz.body.BODY_HEADERS`, are read too).
+    body: bool = False
 
     def attributes(self) -> tuple[str, ...]:
         """The :data:`authz.request.ATTRIBUTES` a decision reads: the path and
@@ -181,7 +185,12 @@ class Reads:
             if root == "request":
                 if not rest:
                     flags.update(dict.fromkeys(every_request, True))
+                    flags["body"] = True
                     headers = _ALL
+                elif rest[0] in BODY_FIELDS:
+                    flags["body"] = True
+                    if headers is not None:
+                        headers.update(BODY_HEADERS)
                 elif rest[0] == "headers":
                     if len(rest) == 1 or headers is None:
                         headers = _ALL
@@ -248,6 +257,8 @@ class Policy:
     outside_calls: tuple[Any, ...] = ()
     #: The ``data:`` sources and the rules that read them (authz.data); None: none.
     data: DataPlan | None = None
+    #: ``body:``: the limits on a request body a rule reads.
+    body: BodyLimits = field(default_factory=BodyLimits)
 
     def origin(self, name: str) -> tuple[str, int, str | None] | None:
         """Where the rule or role ``name`` (what a decision names) is

@@ -12,15 +12,17 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import parse_qsl
 
+from authz.body import BodyLimits, RequestVars
 from authz.matchers import parse_ip
 
 if TYPE_CHECKING:
+    from authz.body import BodyError
     from authz.identity.base import Identity
 
 _EMPTY: Mapping[str, str] = MappingProxyType({})
 _UNPARSED = object()
 
-#: The attributes of a request besides its headers and context, as
+#: The attributes of a request besides its headers, context and body, as
 #: :class:`Request` fields: each door reads every one of them from its wire
 #: (for gRPC, :data:`authz.wire.grpc.FIELDS`).
 ATTRIBUTES = (
@@ -68,15 +70,23 @@ class Request(NamedTuple):
     #: request through it.
     trusted_xfcc: int = 0
     trusted_client_cert: bool = False
+    #: The body as the door carried it (b"": none; None: one follows that
+    #: the door did not read); read only by a policy whose rules read
+    #: ``request.body``, ``body_json`` or ``form`` (authz.body).
+    body: bytes | None = b""
 
 
 class View:
     """What matchers and CEL see of one request, built lazily per decision."""
 
-    __slots__ = ("_ip", "_vars", "data", "identity", "now", "path", "query", "request")
+    __slots__ = ("_ip", "_vars", "body_limits", "data", "identity", "now", "path", "query", "request")
 
-    def __init__(self, request: Request, path: str, query: str, identity: Identity, now: float) -> None:
+    def __init__(self, request: Request, path: str, query: str, identity: Identity, now: float,
+                 body_limits: BodyLimits | None = None) -> None:
         self.request = request
+        #: Set when the policy reads a body: ``request`` then has its body
+        #: fields, each computed when first read (authz.body.RequestVars).
+        self.body_limits = body_limits
         self.path = path
         self.query = query
         self.identity = identity
@@ -93,6 +103,12 @@ class View:
         if self._ip is _UNPARSED:
             self._ip = parse_ip(self.request.source_address)
         return self._ip
+
+    @property
+    def body_problem(self) -> BodyError | None:
+        """The first body field an expression read and could not have (its reason), or None."""
+        built = self._vars.get("request")
+        return built.problem if type(built) is RequestVars else None
 
     def variables(self, roots: tuple[str, ...]) -> dict[str, Any]:
         out = self._vars
@@ -116,6 +132,8 @@ class View:
             query = _query(self.query)
             if query is not None:
                 built["query"] = query
+            if self.body_limits is not None:
+                return RequestVars(built, request.body, headers, self.body_limits)
             return built
         if root == "source":
             peer: dict[str, Any] = {"address": request.source_address, "port": request.source_port,

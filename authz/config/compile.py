@@ -179,6 +179,7 @@ class PolicyCompiler:
                                           for issuer in source.issuers.values()),
                            *(source.calls for source in (data.sources.values() if data else ()))),
             data=data,
+            body=model.body.limits(),
         )
 
     # -- issuers ------------------------------------------------------------

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
+from authz.body import DEFAULT_MAX_BYTES, DEFAULT_MAX_DEPTH, DEFAULT_MAX_ELEMENTS, MAX_BODY_BYTES, BodyLimits
 from authz.identity.jwks import JwksSettings
 from authz.paths import MAX_PATH_LENGTH, PathRules
 
@@ -318,6 +319,36 @@ class DataSourceSpec(Model):
 
 class DataFallbackSpec(Model):
     value: Any
+_SIZE = re.compile(r"(\d+)\s*(B|KiB|MiB)?")
+_SIZE_UNITS = {None: 1, "B": 1, "KiB": 1024, "MiB": 1024 * 1024}
+
+
+def parse_size(value: Any) -> int:
+    """'8KiB', '1MiB', '512B' or a number of bytes -> bytes."""
+    if isinstance(value, bool):
+        raise ValueError("expected a size such as 8KiB, 64KiB or 1MiB")
+    if isinstance(value, int):
+        return value
+    match = _SIZE.fullmatch(value.strip()) if isinstance(value, str) else None
+    if match is None:
+        raise ValueError(f"expected a size such as 8KiB, 64KiB or 1MiB, not {value!r}")
+    return int(match.group(1)) * _SIZE_UNITS[match.group(2)]
+
+
+Size = Annotated[int, BeforeValidator(parse_size)]
+
+
+class BodySpec(Model):
+    """``body:``, the limits on a request body that a rule reads
+    (:class:`authz.body.BodyLimits`, same names and defaults): authz and the
+    Envoy config ``authz envoy-config --config`` writes both use them."""
+
+    max_bytes: Size = Field(default=DEFAULT_MAX_BYTES, ge=1, le=MAX_BODY_BYTES)
+    max_depth: int = Field(default=DEFAULT_MAX_DEPTH, ge=1, le=256)
+    max_elements: int = Field(default=DEFAULT_MAX_ELEMENTS, ge=1, le=1_000_000)
+
+    def limits(self) -> BodyLimits:
+        return BodyLimits(**self.model_dump())
 
 
 class PolicySpec(Model):
@@ -334,3 +365,4 @@ class PolicySpec(Model):
     callers: list[CallerSpec] | None = None
     deny_with: DenyWithSpec | None = None
     data: dict[Name, DataSourceSpec] = Field(default_factory=dict)
+    body: BodySpec = Field(default_factory=BodySpec)

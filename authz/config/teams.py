@@ -52,7 +52,8 @@ from authz.scope import Scope
 ROOT_FILE = "policy.yaml"
 TEAMS_DIR = "teams"
 #: What only the root may say.
-ROOT_ONLY = ("issuers", "api_keys", "peers", "response", "cache", "paths", "callers", "deny_with", "data")
+ROOT_ONLY = ("issuers", "api_keys", "peers", "response", "cache", "paths", "callers", "deny_with", "data",
+             "body")
 
 
 class OwnsSpec(schema.Model):

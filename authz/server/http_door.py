@@ -22,6 +22,7 @@ from granian.server.embed import Server
 
 from authz.server.service import CheckService, Pending
 from authz.wire.http import HttpDoor
+from authz.wire.http_call import InvalidCall, read_body
 
 log = logging.getLogger("authz.http_door")
 
@@ -56,7 +57,17 @@ class HttpAuthzApp:
         elif self.in_flight >= self.max_in_flight:
             status, headers, body = 503, _TEXT, b"overloaded\n"
         else:
-            answer = service.check_now(self.door, scope)  # a cache hit is answered without a coroutine
+            call: Any = scope
+            policy = service.state.policy
+            if policy.reads.body:  # read the body Envoy passes on (with_request_body); else left unread
+                try:
+                    parsed = self.door.parse(scope)
+                    if parsed.body is None:
+                        await read_body(parsed, receive, policy.body.max_bytes)
+                    call = parsed
+                except InvalidCall:
+                    pass  # check_now reads the scope again and refuses it, counted and logged
+            answer = service.check_now(self.door, call)  # a cache hit is answered without a coroutine
             if answer.__class__ is Pending:
                 self.in_flight += 1
                 try:

@@ -33,7 +33,7 @@ from authz.server.decision_log import DecisionLog, Where
 from authz.server.telemetry import DecisionLabels, DoorMeters, Telemetry
 from authz.server.tracing import carried_ids, start_check_span
 from authz.wire import Door
-from authz.wire.grpc import GRPC
+from authz.wire.grpc import GRPC, body_size
 
 log = logging.getLogger("authz.check")
 
@@ -336,8 +336,9 @@ class CheckService:
         # within Envoy's limits is decided uncached (docs/security.md 65): a
         # serialized CheckRequest is longer than its headers; the HTTP
         # door's key function checks the size it measured, and both key
-        # functions the header count.
-        key = None if type(raw) is bytes and len(raw) > ROOMY_BYTES else state.key_of[door.name](message)
+        # functions the header count (a body Envoy passes on is not headers).
+        key = None if type(raw) is bytes and len(raw) > ROOMY_BYTES and len(raw) - body_size(message) > ROOMY_BYTES \
+            else state.key_of[door.name](message)
         if key is not None:
             hit = state.decisions.get(key)
             if hit is not None:

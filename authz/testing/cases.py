@@ -47,6 +47,16 @@ class RequestSpec(Model):
     source: PeerSpec = Field(default_factory=PeerSpec)
     destination: PeerSpec = Field(default_factory=PeerSpec)
     context: dict[str, str] = Field(default_factory=dict)
+    #: The request body, as text (with its content-type in headers), or
+    #: ``body_json`` (any JSON value; content-type application/json unless given).
+    body: str | None = None
+    body_json: Any = None
+
+    @model_validator(mode="after")
+    def _one_body(self) -> RequestSpec:
+        if self.body is not None and self.body_json is not None:
+            raise ValueError("give one of 'body' or 'body_json'")
+        return self
 
 
 class TokenSpec(Model):

@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from authz.body import PARTIAL_BODY
 from authz.decision import Decision
 from authz.engine import Engine, Trace
 from authz.policy import Policy
@@ -94,6 +95,13 @@ def build_request(case: Case, stand_ins: StandIns, now: int) -> Any:
         header, key = stand_ins.api_keys[spec.api_key]
         headers[header] = key
     http = {"method": want.method, "path": want.path, "host": want.host, "scheme": want.scheme, "headers": headers}
+    body = want.body.encode("utf-8") if want.body is not None else None
+    if want.body_json is not None:
+        body = json.dumps(want.body_json).encode("utf-8")
+        headers.setdefault("content-type", "application/json")
+    if body is not None:  # as Envoy passes a whole body on (with_request_body, pack_as_bytes)
+        http["rawBody"] = base64.b64encode(body).decode("ascii")
+        headers[PARTIAL_BODY] = "false"
     check = {
         "attributes": {
             "request": {"http": http},

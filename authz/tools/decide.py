@@ -44,6 +44,7 @@ def decide(args: argparse.Namespace, *, explain: bool) -> bool | None:
 
     from authz.engine import Engine
     from authz.identity.certificate import peer_certificate
+    from authz.tools.offline_body import apply_body
     from authz.wire.grpc import parse_json_request, to_request
 
     policy = load_or_report(args.config)
@@ -53,7 +54,7 @@ def decide(args: argparse.Namespace, *, explain: bool) -> bool | None:
         check = parse_json_request(_read_request(args.request))
         if getattr(args, "client_cert", None) is not None:
             check.attributes.source.certificate = peer_certificate(args.client_cert)
-        request = to_request(check)
+        request = to_request(apply_body(args, check))
     except OSError as exc:
         print(f"{exc.filename or args.request}: cannot read: {exc.strerror}", file=sys.stderr)
         return None

@@ -97,6 +97,7 @@ from envoy_data_plane.google.protobuf import Any as AnyMessage
 from authz.tools import envoy_metadata
 from authz.tools import envoy_resilience as resilience
 from authz.tools import envoy_tls as tls
+from authz.tools.envoy_body import BodyBuffering, body_flags
 from authz.tools.envoy_metadata import LocalLimit
 from authz.tools.policy_headers import default_owned, denial_headers
 
@@ -148,9 +149,8 @@ class EnvoyOptions:
     denial_headers: Sequence[str] = ()
     rate_limit_by: Sequence[Sequence[str]] = ()
     local_rate_limits: Sequence[LocalLimit] = ()
-    # Every header the policy owns (authz.tools.policy_headers): stripped from
-    # the client's request on routes where no Check runs (the edge's bypass
-    # route, the sidecar's paths outside protected_prefixes). None: the
+    # Every header the policy owns (authz.tools.policy_headers): stripped from the client's request on routes
+    # where no Check runs (the edge's bypass route, the sidecar's paths outside protected_prefixes). None: the
     # upstream headers, their twins and the metadata keys.
     owned_headers: Sequence[str] | None = None
     # The policy the lists were read from (authz envoy-config --config), for the header comment.
@@ -172,6 +172,7 @@ class EnvoyOptions:
     downstream_tls_key: str | None = None
     downstream_client_ca: str | None = None
     xfcc_from_hop: bool = False
+    body: BodyBuffering | None = None  # request bodies buffered for the Check (authz.tools.envoy_body)
 
 
 def _address(host_port: str) -> Address:
@@ -226,6 +227,7 @@ def _exact(names: Sequence[str]) -> ListStringMatcher:
 
 
 def _ext_authz(options: EnvoyOptions, **extra: Any) -> ExtAuthz:
+    extra.update(options.body.envoy(options.protocol) if options.body is not None else {})
     if options.protocol == "http":
         service = HttpService(
             server_uri=HttpUri(uri="http://authz", cluster="authz", timeout=_duration(options.timeout)),
@@ -409,7 +411,7 @@ def render(options: EnvoyOptions) -> str:
         f"--shape {options.shape} --authz {','.join(options.authz)}"
         + (f" --protocol http --path-prefix {options.path_prefix}" if options.protocol == "http" else "")
         + envoy_metadata.flags(options) + tls.flags(options)
-        + (f" --config {options.policy}" if options.policy else "") + "\n"
+        + (f" --config {options.policy}" if options.policy else "") + body_flags(options.body) + "\n"
     )
     return header + yaml.safe_dump(document, sort_keys=False, default_flow_style=False)
 
@@ -420,6 +422,7 @@ def _explicit_fail_closed(node: Any) -> None:
     if isinstance(node, dict):
         if node.get("@type", "").endswith("ext_authz.v3.ExtAuthz"):
             node["failureModeAllow"] = False
+            node.get("withRequestBody", {})["allowPartialMessage"] = False  # said too: Envoy answers 413 itself
         for value in node.values():
             _explicit_fail_closed(value)
     elif isinstance(node, list):

@@ -54,7 +54,7 @@ def istio(options: EnvoyOptions, headers: PolicyHeaders) -> dict[str, Any]:
     common: dict[str, Any] = {"service": host, "port": port, "timeout": _seconds(options.timeout),
                               "failOpen": False, "statusOnError": "503"}
     if options.protocol == "grpc":
-        entry = {"name": ISTIO_NAMES["grpc"], "envoyExtAuthzGrpc": common}
+        entry = {"name": ISTIO_NAMES["grpc"], "envoyExtAuthzGrpc": {**common, **_istio_body(headers, "grpc")}}
     else:
         http: dict[str, Any] = {**common, "pathPrefix": options.path_prefix}
         http["includeRequestHeadersInCheck"] = list(headers.request or ("*",))
@@ -63,8 +63,14 @@ def istio(options: EnvoyOptions, headers: PolicyHeaders) -> dict[str, Any]:
         http["headersToDownstreamOnDeny"] = list(dict.fromkeys([*DENIAL_HEADERS, *headers.denial]))
         if headers.client:
             http["headersToDownstreamOnAllow"] = list(headers.client)
+        http.update(_istio_body(headers, "http"))
         entry = {"name": ISTIO_NAMES["http"], "envoyExtAuthzHttp": http}
     return {"extensionProviders": [entry]}
+
+
+def _istio_body(headers: PolicyHeaders, protocol: str) -> dict[str, Any]:
+    """``includeRequestBodyInCheck``, only for a policy that reads request bodies."""
+    return headers.body.istio(protocol) if headers.body is not None else {}
 
 
 def emissary(options: EnvoyOptions, headers: PolicyHeaders) -> dict[str, Any]:
@@ -75,6 +81,8 @@ def emissary(options: EnvoyOptions, headers: PolicyHeaders) -> dict[str, Any]:
     else:
         spec.update(proto="http", path_prefix=options.path_prefix)
     spec.update(timeout_ms=int(options.timeout * 1000), failure_mode_allow=False, status_on_error={"code": 503})
+    if headers.body is not None:  # only for a policy that reads request bodies
+        spec.update(headers.body.emissary())
     if options.protocol == "http":
         if headers.request:
             spec["allowed_request_headers"] = list(headers.request)

@@ -19,7 +19,9 @@ extension provider or an Emissary ``AuthService``) and ``authz validate
 - ``request``: the client headers authz reads (credentials, headers the
   policy reads, and those the HTTP door and logs read), for proxies that
   forward only the headers they list to the HTTP door (None: the policy
-  reads every header, which no list can name).
+  reads every header, which no list can name);
+- ``body``: whether (and up to how many bytes) the proxy buffers request
+  bodies for the Check (:mod:`authz.tools.envoy_body`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from authz.metadata import BUILTIN
+from authz.tools.envoy_body import BodyBuffering
 
 if TYPE_CHECKING:
     from authz.policy import Policy
@@ -67,6 +70,8 @@ class PolicyHeaders:
     #: True when read from a policy; False for the defaults.
     from_policy: bool = False
     denial: tuple[str, ...] = ()
+    #: Request bodies the proxy must buffer for the Check (None: none).
+    body: BodyBuffering | None = None
 
     @classmethod
     def of(cls, policy: Policy) -> PolicyHeaders:
@@ -83,6 +88,7 @@ class PolicyHeaders:
             request=request,
             from_policy=True,
             denial=policy.deny_with.header_names(),
+            body=BodyBuffering.of(policy),
         )
 
     @classmethod
@@ -97,7 +103,7 @@ class PolicyHeaders:
         up = merged(*self.upstream, *upstream)
         keys = merged(*self.metadata, *metadata)
         return PolicyHeaders(up, merged(*self.owned, *up, *_twins(up), *keys), merged(*self.client, *client), keys,
-                             self.request, self.from_policy, self.denial)
+                             self.request, self.from_policy, self.denial, self.body)
 
 
 def default_owned(upstream: tuple[str, ...], metadata: tuple[str, ...] = ()) -> tuple[str, ...]:

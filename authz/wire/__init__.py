@@ -76,3 +76,9 @@ def cache_digest(parts: list[Any]) -> bytes:
     tuples of them (never lists, nor True beside 1), where equal means the
     same value."""
     return _digest(tuple(parts))
+
+
+def body_digest(body: bytes) -> bytes:
+    """What a decision-cache key holds of a request body a policy reads: its
+    SHA-256 (the key's memo keeps its parts, and a body may be a megabyte)."""
+    return hashlib.sha256(body).digest()

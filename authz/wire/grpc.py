@@ -27,7 +27,7 @@ from authz.policy import Reads
 from authz.reply import echoed_request_id, render
 from authz.request import ATTRIBUTES, Request
 from authz.response_plan import ROOMY_HEADERS
-from authz.wire import cache_digest
+from authz.wire import body_digest, cache_digest
 
 CheckRequest = external_auth_pb2.CheckRequest
 CheckResponse = external_auth_pb2.CheckResponse
@@ -105,12 +105,25 @@ def _read(check: Any, names: tuple[str, ...], headers: Mapping[str, str]) -> dic
     return values
 
 
+def body_of(http: Any) -> bytes:
+    """The request body Envoy passed on (``with_request_body``): ``raw_body``
+    with ``pack_as_bytes``, else ``body`` (text); b"" when none."""
+    raw: bytes = http.raw_body
+    return raw or http.body.encode("utf-8")
+
+
+def body_size(check: Any) -> int:
+    """The length of a CheckRequest's body (text counted in characters: at most its bytes)."""
+    return len(check.attributes.request.http.raw_body) + len(check.attributes.request.http.body)
+
+
 def to_request(check: Any, **trust: Any) -> Request:
     """The core's view of a CheckRequest; ``trust``: the door's
     ``trusted_xfcc``/``trusted_client_cert`` (:class:`GrpcDoor`)."""
-    headers = _headers(check.attributes.request.http)
+    http = check.attributes.request.http
+    headers = _headers(http)
     return Request(headers=dict(headers), context=dict(check.attributes.context_extensions),
-                   **_read(check, ATTRIBUTES, headers), **trust)
+                   body=body_of(http), **_read(check, ATTRIBUTES, headers), **trust)
 
 
 _SUMMARY = ("method", "host", "path")
@@ -240,6 +253,7 @@ def make_cache_key(reads: Reads, credential_headers: tuple[str, ...]) -> Callabl
     every_header = reads.headers is None
     context_names = None if reads.context is None else tuple(sorted(reads.context))
     with_query = reads.query
+    with_body = reads.body
 
     def key(check: Any) -> Hashable | None:
         attributes = check.attributes
@@ -261,6 +275,8 @@ def make_cache_key(reads: Reads, credential_headers: tuple[str, ...]) -> Callabl
             parts.append(tuple(sorted(attributes.context_extensions.items())))
         elif context_names:
             parts.extend(map(attributes.context_extensions.get, context_names))
+        if with_body:  # its digest: the memo must not hold bodies
+            parts.append(body_digest(body_of(http)))
         return cache_digest(parts)
 
     return key

@@ -37,7 +37,7 @@ from authz.policy import Reads
 from authz.reply import echoed_request_id, render
 from authz.request import ATTRIBUTES, Request
 from authz.response_plan import ROOMY_BYTES, ROOMY_HEADERS
-from authz.wire import cache_digest
+from authz.wire import body_digest, cache_digest
 from authz.wire.forwarded import XFCC, XFF, client_cert_uri, forwarded_for
 from authz.wire.http_call import Call, InvalidCall, parse
 from authz.wire.http_headers import ENVOYS, PSEUDO_HEADERS, RENAMED, client_headers
@@ -173,8 +173,13 @@ class HttpDoor:
         self._unknown = settings.unknown()
         self._trust = settings.certificate_trust()
 
-    def parse(self, scope: Mapping[str, Any]) -> Call:
-        return parse(scope, self._prefix)
+    def parse(self, scope: Mapping[str, Any] | Call) -> Call:
+        """The call in an ASGI scope; a :class:`Call` the application read
+        already (to read its body first, :func:`authz.wire.http_call.read_body`)
+        as it is."""
+        if scope.__class__ is Call:
+            return scope
+        return parse(scope, self._prefix)  # type: ignore[arg-type]
 
     @staticmethod
     def call_timeout(call: Call) -> float | None:
@@ -200,9 +205,11 @@ class HttpDoor:
         return value or ""
 
     def to_request(self, call: Call) -> Request:
+        # call.body None: a body follows that was not read (the policy read
+        # none when the call came): a rule that reads it is refused (body_unavailable).
         attributes = {name: self._read(call, name) for name in ATTRIBUTES}
-        return Request(headers=client_headers(call.headers, attributes), unknown=self._unknown, **attributes,
-                       **self._trust)
+        return Request(headers=client_headers(call.headers, attributes), unknown=self._unknown, body=call.body,
+                       **attributes, **self._trust)
 
     def make_cache_key(self, reads: Reads, credential_headers: tuple[str, ...]) -> Callable[[Call], Hashable | None]:
         """Like the gRPC door's key: a digest of the credential headers and
@@ -224,6 +231,7 @@ class HttpDoor:
         every_header = reads.headers is None
         with_method = "method" in read or ":method" in wanted or every_header
         with_query = reads.query or ":path" in wanted or every_header
+        with_body = reads.body
 
         def key(call: Call) -> Hashable | None:
             headers = call.raw
@@ -233,6 +241,10 @@ class HttpDoor:
                                 call.method if with_method else None, *map(headers.get, names)]
             if every_header:
                 parts.append(tuple(sorted(headers.items())))
+            if with_body:  # its digest: the memo must not hold bodies
+                if call.body is None:
+                    return None
+                parts.append(body_digest(call.body))
             return cache_digest(parts)
 
         return key

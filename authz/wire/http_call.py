@@ -1,7 +1,11 @@
 """An HTTP ext_authz call as Envoy sends it, read from an ASGI ``http``
 scope once: the client's method, its request target exactly as sent
 (``raw_path``, so ``/a%2Fb`` and ``/a/b`` stay apart) and the headers as
-bytes. A call that is not well-formed raises :class:`InvalidCall`."""
+bytes. A call that is not well-formed raises :class:`InvalidCall`.
+
+A call may carry the client's body (Envoy's ``with_request_body``): the
+ASGI application reads it (:func:`read_body`, bounded) into
+:attr:`Call.body` before the call is decided."""
 
 from __future__ import annotations
 
@@ -22,7 +26,7 @@ class Call:
     bytes. Their text (:attr:`headers`, :attr:`target`) is decoded only
     when asked for: a decision-cache hit reads the bytes alone."""
 
-    __slots__ = ("_headers", "_prefix", "method", "path", "query", "raw", "size")
+    __slots__ = ("_headers", "_prefix", "body", "method", "path", "query", "raw", "size")
 
     def __init__(self, method: str, path: bytes, query: bytes, raw: dict[bytes, bytes], prefix: int = 0,
                  size: int = 0) -> None:
@@ -34,6 +38,9 @@ class Call:
         self.size = size
         self._prefix = prefix
         self._headers: dict[str, str] | None = None
+        #: The body Envoy sent; None until read when one follows the headers
+        #: (:func:`read_body`), b"" when none does.
+        self.body: bytes | None = b""
 
     @property
     def target(self) -> str:
@@ -84,9 +91,31 @@ def parse(scope: Mapping[str, Any], prefix: bytes) -> Call:
     headers, size = _read_headers(scope["headers"])
     if size > MAX_HEADER_BYTES:
         raise InvalidCall("header block over the limit")
-    if headers.get(b"content-length", b"0") != b"0" or b"transfer-encoding" in headers:
-        raise InvalidCall("a body where none is expected")
+    length = headers.get(b"content-length", b"0")
+    if b"transfer-encoding" in headers or not length.isdigit():
+        raise InvalidCall("a body not framed by content-length")
     method = scope.get("method") or ""
     if not method:
         raise InvalidCall("no method")
-    return Call(method, raw_path, query, headers, len(prefix), size)
+    call = Call(method, raw_path, query, headers, len(prefix), size)
+    if length != b"0":
+        call.body = None  # one follows: read_body reads it
+    return call
+
+
+async def read_body(call: Call, receive: Any, limit: int) -> None:
+    """Read the body that follows ``call`` from ASGI ``receive``, at most
+    ``limit`` + 1 bytes (more is not read: a body over the limit is
+    refused, ``body_too_large``, when a rule reads it)."""
+    chunks: list[bytes] = []
+    size = 0
+    while size <= limit:
+        message = await receive()
+        if message.get("type") != "http.request":
+            raise InvalidCall("the call ended before its body")
+        chunk = message.get("body", b"")
+        chunks.append(chunk)
+        size += len(chunk)
+        if not message.get("more_body", False):
+            break
+    call.body = b"".join(chunks)[: limit + 1]

@@ -30,7 +30,7 @@ class CallHeader(NamedTuple):
 #: through the gRPC door, plus the pseudo-headers :data:`PSEUDO_HEADERS`.
 CALL_HEADERS: Mapping[str, CallHeader] = {
     "host": CallHeader("client", ":authority"),
-    # Envoy frames its own call (no body: the client's length is not sent).
+    # Envoy frames its own call (the client's length is not sent; with_request_body: the buffered body's).
     "content-length": CallHeader("envoy"),
     # Envoy's client marks its own call internal, whoever the client is.
     "x-envoy-internal": CallHeader("envoy"),

@@ -1,5 +1,6 @@
 """Decisions never depend on the cache (docs/security.md G): random request streams
-give identical answers with the decision and token caches off and on."""
+give identical answers with the decision and token caches off and on, a
+policy that reads request bodies included (docs/security.md 70)."""
 
 from __future__ import annotations
 
@@ -50,6 +51,12 @@ rules:
     paths: ["/api/orders/**"]
     when: 'identity.kind == "jwt" && request.headers["x-tenant"] != identity.claims.tenant'
   - {name: blocked, effect: deny, source_ips: [203.0.113.0/24]}
+  - name: big-orders
+    effect: deny
+    methods: [POST]
+    paths: ["/api/orders/**"]
+    when: 'request.body_json.amount > 100'
+  - {name: quotes, effect: allow, anonymous: true, paths: [/other], when: 'request.body_json.amount < 100'}
   - name: maintenance
     effect: deny
     when: '"mode" in context && context["mode"] == "maintenance" \
@@ -119,6 +126,13 @@ requests = st.fixed_dictionaries({
     "source": st.sampled_from(["198.51.100.7", "203.0.113.9", "not-an-ip"]),
     "principal": st.sampled_from(["", "spiffe://cluster.local/ns/shop/sa/billing", "spiffe://cluster.local/ns/x/sa/y"]),
     "mode": st.sampled_from([None, "maintenance", "normal"]),
+    "body": st.sampled_from([None, b'{"amount": 5}', b'{"amount": 500}', b'{"amount": 5, "amount": 500}', b"{bad",
+                             b"amount=500"]),
+    "body_headers": st.fixed_dictionaries({}, optional={
+        "content-type": st.sampled_from(["application/json", "application/x-www-form-urlencoded"]),
+        "content-encoding": st.sampled_from(["gzip", "identity"]),
+        "x-envoy-auth-partial-body": st.sampled_from(["true", "false"]),
+    }),
 })
 steps = st.lists(st.one_of(requests, st.floats(min_value=0.5, max_value=25.0)), min_size=5, max_size=60)
 
@@ -130,6 +144,7 @@ def _message(spec: dict[str, Any], index: int) -> bytes:
         headers["x-tenant"] = spec["tenant"]
     if spec["client"] is not None:
         headers["x-client"] = spec["client"]
+    headers.update(spec.get("body_headers", {}))
     message = CheckRequest()
     attributes = message.attributes
     http = attributes.request.http
@@ -139,6 +154,8 @@ def _message(spec: dict[str, Any], index: int) -> bytes:
     attributes.source.principal = spec["principal"]
     if spec["mode"] is not None:
         attributes.context_extensions["mode"] = spec["mode"]
+    if spec.get("body") is not None:
+        http.raw_body = spec["body"]
     return bytes(message.SerializeToString())
 
 
@@ -205,3 +222,21 @@ def test_repeats_hit_the_cache_and_skip_the_engine(tmp_path: Path) -> None:
         assert stats.misses == 3
     finally:
         loop.close()
+
+
+def test_a_body_rule_is_keyed_on_the_body(tmp_path: Path) -> None:
+    """The same request with another body is another entry (docs/security.md 70)."""
+    clock = FakeClock()
+    service = _service(tmp_path, 1000, clock)
+    spec = {"credential": 0, "method": "POST", "path": "/other", "host": "api.example.com", "tenant": None,
+            "client": None, "noise": "", "source": "198.51.100.7", "principal": "", "mode": None,
+            "body_headers": {"content-type": "application/json"}}
+    loop = asyncio.new_event_loop()
+    try:
+        answers = [_comparable(loop.run_until_complete(service.check(_message({**spec, "body": body}, i), None)))
+                   for i, body in enumerate([b'{"amount": 5}', b'{"amount": 500}', b'{"amount": 5}', b"{bad"])]
+    finally:
+        loop.close()
+    assert [a["code"] for a in answers] == [0, 16, 0, 3]
+    assert answers[3]["body"]["reason"] == "body_invalid"
+    assert service.state.decisions.stats.hits == 1

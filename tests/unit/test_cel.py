@@ -405,11 +405,21 @@ def test_fields_of_maps_and_the_table_are_accepted() -> None:
 
 
 def test_the_view_builds_exactly_the_fields_the_table_declares() -> None:
+    from authz.body import BODY_FIELDS, BodyLimits
     from authz.cel_types import VARIABLES as TABLE
 
-    view = View(request("GET", "/a?q=1"), "/a", "q=1", Identity(kind="jwt", subject="s"), now=0.0)
-    built = view.variables(tuple(TABLE))
-    assert set(built) == set(TABLE)
-    for name, kind in TABLE.items():
-        if not isinstance(kind, str):
-            assert set(built[name]) == set(kind), name
+    # A policy that reads a body: its fields are there when read (authz.body);
+    # body_json of a JSON body, form of a form.
+    for content_type, missing in (("application/json", "form"), ("application/x-www-form-urlencoded", "body_json")):
+        body = b"{}" if missing == "form" else b""
+        view = View(request("GET", "/a?q=1", headers={"content-type": content_type}, body=body),
+                    "/a", "q=1", Identity(kind="jwt", subject="s"), now=0.0, body_limits=BodyLimits())
+        built = view.variables(tuple(TABLE))
+        assert set(built) == set(TABLE)
+        for name, kind in TABLE.items():
+            if not isinstance(kind, str):
+                present = {field for field in kind if field in built[name]}
+                assert present == set(kind) - {missing} == set(built[name]) - {missing}, name
+    # One that reads none: no body field at all.
+    plain = View(request("GET", "/a"), "/a", "", Identity(kind="jwt", subject="s"), now=0.0).variables(("request",))
+    assert set(plain["request"]) == set(TABLE["request"]) - set(BODY_FIELDS)

@@ -49,8 +49,8 @@ def _problems(path: Path) -> list[str]:
     ("'identity.rolez == \"a\"'",
      "identity has no field 'rolez' (its fields: certificate, claims, issuer, kind, roles, scopes, subject) "
      "(column 9)"),
-    ("'\"x\" in request.header'", "request has no field 'header' (its fields: headers, host, method, path, query, "
-                                  "scheme) (column 15)"),
+    ("'\"x\" in request.header'", "request has no field 'header' (its fields: body, body_json, form, headers, host, "
+                                  "method, path, query, scheme) (column 15)"),
 ])
 def test_a_type_clash_inside_an_expression_is_a_file_line_error(tmp_path: Path, when: str, message: str) -> None:
     path = _policy(tmp_path, when)

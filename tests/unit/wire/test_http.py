@@ -41,6 +41,33 @@ def test_a_call_becomes_the_request_the_client_sent() -> None:
                                "source_certificate", "context"}
 
 
+def test_a_body_is_read_bounded_and_passed_on_never_decided_unread() -> None:
+    """Envoy's with_request_body: the call carries the client's body (docs/security.md 70)."""
+    import asyncio
+
+    from authz.wire.http_call import read_body
+
+    def chunks(*parts: bytes) -> Any:
+        messages = iter([{"type": "http.request", "body": p, "more_body": i < len(parts) - 1}
+                         for i, p in enumerate(parts)])
+
+        async def receive() -> dict[str, Any]:
+            return next(messages)
+        return receive
+
+    call = DOOR.parse(scope(content_length="11", content_type="application/json"))
+    assert call.body is None
+    assert DOOR.to_request(call).body is None  # not read: never decided as no body (body_unavailable)
+    asyncio.run(read_body(call, chunks(b'{"a":', b" 1}", b""), 64))
+    request = DOOR.to_request(call)
+    assert request.body == b'{"a": 1}' and request.headers["content-type"] == "application/json"
+    assert "content-length" not in request.headers  # Envoy's framing, not the client's
+    assert DOOR.to_request(DOOR.parse(scope())).body == b""
+    big = DOOR.parse(scope(content_length="100"))
+    asyncio.run(read_body(big, chunks(b"x" * 40, b"y" * 40, b"z" * 20), 50))
+    assert big.body is not None and len(big.body) == 51  # over the limit: refused when a rule reads it
+
+
 def test_untrusted_forwarding_headers_are_unknown_not_empty() -> None:
     door = HttpDoor(HttpDoorSettings("/authz"))
     request = door.to_request(door.parse(scope()))
@@ -76,7 +103,7 @@ def test_the_peer_is_the_uri_of_the_last_client_cert_element(value: str | None, 
     scope(b"/other/a"),  # outside the prefix
     scope(b"/authz/\xc3\xa9"),  # not ASCII
     {**scope(), "headers": [(b"x-a", b"\xff\xfe")]},  # not UTF-8
-    scope(content_length="5"),  # a body
+    scope(content_length="five"),  # a body not framed by its length
     scope(transfer_encoding="chunked"),
     scope(x_big="a" * 70_000),  # over the header limit
     {**scope(), "method": ""},
