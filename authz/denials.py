@@ -45,7 +45,9 @@ UNAUTHENTICATED = frozenset({Reason.MISSING_CREDENTIAL, Reason.INVALID_TOKEN, Re
                              Reason.UNKNOWN_ISSUER, Reason.INVALID_API_KEY, Reason.CREDENTIAL_IN_LEEWAY,
                              # client certificates (authz/identity/certificate.py)
                              Reason.INVALID_CERTIFICATE, Reason.EXPIRED_CERTIFICATE, Reason.UNTRUSTED_CERTIFICATE,
-                             Reason.UNTRUSTED_CERTIFICATE_HEADER})
+                             Reason.UNTRUSTED_CERTIFICATE_HEADER,
+                             # browser sessions (authz/login)
+                             Reason.INVALID_SESSION, Reason.EXPIRED_SESSION})
 UNAUTHORIZED = frozenset({Reason.DENIED_BY_RULE, Reason.NO_PERMISSION, Reason.REQUEST_HEADERS_TOO_LARGE})
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 

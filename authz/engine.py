@@ -22,6 +22,10 @@ Phase 3-6, body: a body a rule or response expression read and could not
     have (cut, compressed, another media type, malformed, ambiguous, too
     deep) denies with its ``body_*`` reason, whatever else matched
     (:mod:`authz.body`; only for a policy that reads a body).
+Login (``login:`` of an issuer, :mod:`authz.login`), around all of it: a
+    login's callback and logout paths are answered by its own steps; a
+    browser navigation denied for want of a credential is sent to sign in;
+    an allow never passes the flow's cookies upstream.
 Phase 6, response: headers and identity token for the upstream, headers
     for the client, dynamic metadata for Envoy. A credential past its own
     exp (accepted within the leeway) gets no identity token: 401
@@ -37,6 +41,7 @@ import time as _time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from authz import login
 from authz.data import Fetched
 from authz.decision import Decision
 from authz.errors import CredentialError, InvalidPath, Reason
@@ -107,8 +112,9 @@ class Engine:
         """Decide one request. Raises :class:`CallPending` (only when
         ``may_wait``) when a key set must be fetched first; any
         other exception is a bug the caller turns into ``internal_error``."""
-        decision = self._decide(request, may_wait, trace)
-        if decision.allowed:
+        decision = self._login(request, may_wait, trace) if self.policy.logins else \
+            self._decide(request, may_wait, trace)
+        if decision.allowed or decision.denial is not None:  # a login step's reply is its own
             return decision
         if self.dry_run:
             return self._would_deny(request, decision, trace)
@@ -118,6 +124,23 @@ class Engine:
             if denial is not None:
                 _note(trace, "deny_with", decision.reason.value, f"status {denial.status}", decision.rule)
                 return decision._replace(denial=denial)
+        return decision
+
+    def _login(self, request: Request, may_wait: bool, trace: Trace | None) -> Decision:
+        """The decision with browser sign-in (:mod:`authz.login`): the one
+        place the engine calls it."""
+        def path() -> str | None:
+            try:
+                return normalize_path(split_path(request.path)[0], self.policy.paths)
+            except InvalidPath:
+                return None
+        try:
+            decision = login.decide(self.policy.logins, request, self.clock.time(), may_wait=may_wait, path=path,
+                                    rest=lambda: self._decide(request, may_wait, trace), start_allowed=not self.dry_run)
+        except login.Waiting as waiting:
+            raise CallPending(waiting.future) from None
+        if decision.denial is not None:
+            _note(trace, "login", decision.reason.value, f"status {decision.denial.status}", decision.detail)
         return decision
 
     def _would_deny(self, request: Request, denial: Decision, trace: Trace | None) -> Decision:

@@ -12,7 +12,9 @@ Exception hierarchy::
     │   ├── InvalidApiKey      no configured key has this value             -> invalid_api_key
     │   ├── CertificateError   a client certificate that does not verify    -> *_certificate (below)
     │   ├── InactiveToken      introspection says the token is not active   -> inactive_token
-    │   └── IntrospectionUnavailable  no introspection answer in time       -> introspection_unavailable
+    │   ├── IntrospectionUnavailable  no introspection answer in time       -> introspection_unavailable
+    │   ├── InvalidSession     a session cookie that does not open          -> invalid_session
+    │   └── ExpiredSession     a session cookie past its lifetime           -> expired_session
     └── InvalidPath            encoded '/' or '\\', NUL, not origin-form     -> invalid_path
 
 A denial is a value (:class:`authz.decision.Decision`), not an exception: these
@@ -79,6 +81,32 @@ class Reason(enum.StrEnum):
     BODY_INVALID = "body_invalid"  # not JSON, not a form, not UTF-8
     BODY_DUPLICATE_KEY = "body_duplicate_key"  # a JSON key or form field twice
     BODY_TOO_COMPLEX = "body_too_complex"  # deeper or more values than body.max_depth / max_elements
+    # Browser sign-in (authz/login, docs/security.md K).
+    #: A session cookie that does not open: tampered, cut, another cookie's,
+    #: or sealed with a key no longer in the keys file.
+    INVALID_SESSION = "invalid_session"
+    #: A session cookie past its lifetime (``session.ttl``).
+    EXPIRED_SESSION = "expired_session"
+    #: The callback signed the browser in: a 302 to where it was going, with the session cookie.
+    SIGNED_IN = "signed_in"
+    #: The logout path cleared the session: a 302 to the provider's end-session endpoint, or to /.
+    SIGNED_OUT = "signed_out"
+    #: A callback without the login-state cookie, or whose ``state`` is not the cookie's (foreign).
+    LOGIN_STATE_INVALID = "login_state_invalid"
+    #: A callback whose state was used before (this worker saw it complete).
+    LOGIN_STATE_REUSED = "login_state_reused"
+    #: The ID token's nonce is not the one the sign-in sent.
+    LOGIN_NONCE_MISMATCH = "login_nonce_mismatch"
+    #: The ID token does not verify: another issuer, audience or key, expired, or azp not the client.
+    LOGIN_ID_TOKEN_INVALID = "login_id_token_invalid"
+    #: The return URL is not a same-origin path (an open redirect).
+    LOGIN_RETURN_INVALID = "login_return_invalid"
+    #: The provider answered the callback with an error, or refused the code: shown once, never a redirect.
+    LOGIN_PROVIDER_ERROR = "login_provider_error"
+    #: The token endpoint gave no usable answer within its timeout.
+    LOGIN_UNAVAILABLE = "login_unavailable"
+    #: A logout that is not a same-origin POST (CSRF).
+    LOGOUT_REFUSED = "logout_refused"
 
 
 # gRPC status codes used in CheckResponse.status (google.rpc.Code values).
@@ -146,6 +174,19 @@ OUTCOMES: dict[Reason, Outcome] = {
     Reason.BODY_INVALID: Outcome(GRPC_INVALID_ARGUMENT, 400, "bad_request"),
     Reason.BODY_DUPLICATE_KEY: Outcome(GRPC_INVALID_ARGUMENT, 400, "bad_request"),
     Reason.BODY_TOO_COMPLEX: Outcome(GRPC_INVALID_ARGUMENT, 400, "bad_request"),
+    Reason.INVALID_SESSION: _unauthenticated(Reason.INVALID_SESSION),
+    Reason.EXPIRED_SESSION: _unauthenticated(Reason.EXPIRED_SESSION),
+    # The flow's own replies: always a redirect the login step makes (authz.login).
+    Reason.SIGNED_IN: Outcome(GRPC_UNAUTHENTICATED, 302, "unauthenticated"),
+    Reason.SIGNED_OUT: Outcome(GRPC_UNAUTHENTICATED, 302, "unauthenticated"),
+    Reason.LOGIN_STATE_INVALID: _FORBIDDEN,
+    Reason.LOGIN_STATE_REUSED: _FORBIDDEN,
+    Reason.LOGIN_NONCE_MISMATCH: _FORBIDDEN,
+    Reason.LOGIN_ID_TOKEN_INVALID: _FORBIDDEN,
+    Reason.LOGIN_RETURN_INVALID: _FORBIDDEN,
+    Reason.LOGIN_PROVIDER_ERROR: _FORBIDDEN,
+    Reason.LOGIN_UNAVAILABLE: _FORBIDDEN,
+    Reason.LOGOUT_REFUSED: _FORBIDDEN,
 }
 
 
@@ -222,6 +263,14 @@ class InactiveToken(CredentialError):
 
 class IntrospectionUnavailable(CredentialError):
     reason = Reason.INTROSPECTION_UNAVAILABLE
+
+
+class InvalidSession(CredentialError):
+    reason = Reason.INVALID_SESSION
+
+
+class ExpiredSession(CredentialError):
+    reason = Reason.EXPIRED_SESSION
 
 
 class InvalidPath(AuthzError):

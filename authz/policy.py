@@ -259,6 +259,8 @@ class Policy:
     data: DataPlan | None = None
     #: ``body:``: the limits on a request body a rule reads.
     body: BodyLimits = field(default_factory=BodyLimits)
+    #: The issuers' ``login:`` (browser sign-in, :class:`authz.login.Login`).
+    logins: tuple[Any, ...] = ()
 
     def origin(self, name: str) -> tuple[str, int, str | None] | None:
         """Where the rule or role ``name`` (what a decision names) is

@@ -28,6 +28,7 @@ from authz.config.data import compile_data
 from authz.config.deny_with import compile_deny_with, deny_reads
 from authz.config.introspection import introspection_section
 from authz.config.keyfiles import parse_jwks_file, read_key_file
+from authz.config.login import login_section
 from authz.config.response import compile_response
 from authz.config.source import Located, Path
 from authz.identity.credential import Credential, headers_of, reads_of
@@ -36,6 +37,7 @@ from authz.identity.jwks import FileKeys, KeyRegistry
 from authz.identity.jws import ALGORITHMS
 from authz.identity.jwt import JwtIssuer, JwtSource, TokenLocation
 from authz.identity.peer import PeerRoles
+from authz.login.session import SessionSource
 from authz.outside.http import check_url
 from authz.policy import Matcher, Policy, Reads, Rule, next_generation
 from authz.response_plan import ResponsePlan
@@ -177,9 +179,11 @@ class PolicyCompiler:
             outside_calls=(*dict.fromkeys(issuer.calls for source in sources
                                           if isinstance(source, IntrospectedSource)
                                           for issuer in source.issuers.values()),
+                           *(source.login.calls for source in sources if isinstance(source, SessionSource)),
                            *(source.calls for source in (data.sources.values() if data else ()))),
             data=data,
             body=model.body.limits(),
+            logins=tuple(source.login for source in sources if isinstance(source, SessionSource)),
         )
 
     # -- issuers ------------------------------------------------------------
@@ -396,4 +400,4 @@ def _certificate_section(compiler: PolicyCompiler, model: schema.PolicySpec,
 #: Every credential section, in the order its sources are asked: a new
 #: credential is its module (authz/identity/) and one entry here.
 CREDENTIAL_SECTIONS: tuple[CredentialSection, ...] = (
-    introspection_section, _jwt_section, api_key_section, _certificate_section)
+    introspection_section, _jwt_section, api_key_section, _certificate_section, login_section)

@@ -109,6 +109,27 @@ class IntrospectionSpec(Model):
         return self
 
 
+class SessionSpec(Model):
+    """A login's session cookie (authz/login/session.py)."""
+
+    ttl: Duration = Field(default=8 * 3600.0, gt=0.0, le=30 * 86400.0)
+    cookie: str = "authz_session"
+    keys_file: str
+
+
+class LoginSpec(Model):
+    """Browser sign-in with this issuer (docs/login.md)."""
+
+    client_id: str
+    client_secret_file: str | None = None
+    scopes: list[str] = Field(default_factory=lambda: ["openid", "profile", "email"])
+    callback_path: str = "/oauth2/callback"
+    logout_path: str = "/oauth2/logout"
+    paths: list[str] | None = None
+    session: SessionSpec
+    timeout: Duration = Field(default=2.0, gt=0.0, le=30.0)
+
+
 class IssuerSpec(Model):
     name: Name
     issuer: str
@@ -126,6 +147,7 @@ class IssuerSpec(Model):
     max_token_size: int = Field(default=8192, ge=256, le=65536)
     jwks: JwksSpec = Field(default_factory=JwksSpec)
     introspection: IntrospectionSpec | None = None
+    login: LoginSpec | None = None
 
 
 class ApiKeySpec(Model):

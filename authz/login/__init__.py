@@ -1,0 +1,65 @@
+"""Browser sign-in (OIDC authorization code with PKCE S256): the one room of
+the flow. The engine calls :func:`decide` in one place, around the rest of
+the decision:
+
+- on a login's callback or logout path, the flow's own step answers
+  (:mod:`authz.login.callback`, :func:`authz.login.flow.logout`);
+- otherwise the policy decides; a browser navigation on a login's paths
+  denied for want of a credential (a ``deny_with.unauthenticated`` reason)
+  is sent to sign in instead (:func:`authz.login.flow.start`), never when the
+  provider cannot be reached (``jwks_unavailable`` is not such a reason);
+- an allow never passes a cookie of the flow to the upstream.
+
+The session itself is a credential source
+(:class:`authz.login.session.SessionSource`), registered like any other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from authz.decision import Decision
+from authz.denials import UNAUTHENTICATED
+from authz.login import cookies
+from authz.login.callback import callback
+from authz.login.flow import Login, Waiting, is_navigation, logout, start
+from authz.paths import split_path
+from authz.request import Request
+
+__all__ = ["Login", "Waiting", "decide"]
+
+
+def decide(logins: Sequence[Login], request: Request, now: float, *, may_wait: bool, path: Callable[[], str | None],
+           rest: Callable[[], Decision], start_allowed: bool = True) -> Decision:
+    """The decision on ``request`` with sign-in: a login's own step on its
+    paths, else ``rest()`` (the policy), sent to sign in or stripped of the
+    flow's cookies. ``path()`` is the normalized path (None: not one).
+    Raises :class:`Waiting` (only when ``may_wait``) while a callback's code
+    is exchanged."""
+    raw, query = split_path(request.path)
+    for login in logins:
+        if raw == login.callback_path:
+            return callback(login, request, query, now, may_wait=may_wait)
+        if raw == login.logout_path:
+            return logout(login, request)
+    decision = rest()
+    header = request.headers.get("cookie")
+    if decision.allowed:
+        names = tuple(name for login in logins for name in login.cookies)
+        if not cookies.has_any(header, names):
+            return decision
+        kept = cookies.strip(header or "", names)
+        if kept:
+            headers = (*((n, v) for n, v in decision.headers if n != "cookie"), ("cookie", kept))
+            return decision._replace(headers=headers)
+        return decision._replace(remove=(*decision.remove, "cookie"))
+    if not start_allowed or decision.reason not in UNAUTHENTICATED or decision.identity.authenticated \
+            or not is_navigation(request):
+        return decision
+    normalized = path()
+    if normalized is None:
+        return decision
+    for login in logins:
+        if login.covers(normalized):
+            return start(login, request, decision, may_wait=may_wait) or decision
+    return decision

@@ -1,0 +1,54 @@
+"""The flow's cookies: read from a Cookie header, written as Set-Cookie,
+and stripped from the Cookie header the upstream gets.
+
+Every cookie of the flow is ``__Host-`` prefixed: the browser keeps it only
+when it was set over HTTPS with ``Secure``, ``Path=/`` and no ``Domain``, so
+no sibling host and no plain-HTTP page can plant or read one. Each is also
+``HttpOnly`` (no script reads it) and ``SameSite=Lax`` (a cross-site POST
+does not carry it).
+"""
+
+from __future__ import annotations
+
+PREFIX = "__Host-"
+_ATTRIBUTES = "Path=/; Secure; HttpOnly; SameSite=Lax"
+
+
+class CookieError(ValueError):
+    """A cookie set more than once with different values, or empty."""
+
+
+def read(header: str | None, name: str) -> str | None:
+    """The value of cookie ``name``; None when absent; CookieError when it
+    is there twice with different values or empty."""
+    if not header or name not in header:
+        return None
+    found: str | None = None
+    for part in header.split(";"):
+        key, sep, value = part.strip().partition("=")
+        if sep and key == name:
+            if found is not None and value != found:
+                raise CookieError(f"cookie {name} is set more than once")
+            found = value
+    if found is not None and not found:
+        raise CookieError(f"cookie {name} is empty")
+    return found
+
+
+def has_any(header: str | None, names: tuple[str, ...]) -> bool:
+    return bool(header) and any(name in header for name in names)  # type: ignore[operator]
+
+
+def strip(header: str, names: tuple[str, ...]) -> str:
+    """``header`` without the cookies ``names`` (the rest as sent)."""
+    kept = [part.strip() for part in header.split(";")
+            if part.strip() and part.strip().partition("=")[0] not in names]
+    return "; ".join(kept)
+
+
+def set_cookie(name: str, value: str, max_age: int) -> str:
+    return f"{name}={value}; {_ATTRIBUTES}; Max-Age={max(int(max_age), 0)}"
+
+
+def clear_cookie(name: str) -> str:
+    return f"{name}=; {_ATTRIBUTES}; Max-Age=0"
