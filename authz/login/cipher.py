@@ -58,7 +58,7 @@ def parse_keys(data: bytes) -> tuple[bytes, ...]:
         if not line or line.startswith("#"):
             continue
         try:
-            key = unb64url(line)
+            key = unb64url(line.rstrip("="))
         except ValueError:
             raise ValueError(f"line {number} of the keys file is not base64url") from None
         if len(key) != KEY_BYTES:

@@ -11,6 +11,7 @@ finishes a callback need not be the one that started it.
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import hmac
 import json
@@ -103,11 +104,11 @@ def start(login: Login, request: Request, denied: Decision, *, may_wait: bool = 
     now could loop while the provider is down). Raises :class:`Waiting`
     (only when ``may_wait``) while they are being fetched."""
     endpoints = login.discovery.value()
-    if endpoints is None:
-        _wait(login.discovery.wait_for_value(), may_wait)
-        return None
-    if login.issuer.keys.current() is None:
-        _wait(login.issuer.keys.wait_for_keys(), may_wait)
+    keys_held = login.issuer.keys.current() is not None
+    if endpoints is None or not keys_held:
+        pending = [login.discovery.wait_for_value() if endpoints is None else None,
+                   None if keys_held else login.issuer.keys.wait_for_keys()]
+        _wait(_all(pending), may_wait)
         return None
     state, nonce, verifier = b64url(os.urandom(32)), b64url(os.urandom(32)), b64url(os.urandom(32))
     going = request.path if safe_return(request.path) else "/"
@@ -132,6 +133,27 @@ class Waiting(Exception):
     def __init__(self, future: Any) -> None:
         super().__init__("outside call in progress")
         self.future = future
+
+
+def _all(futures: list[Any]) -> Any:
+    """One future done when every one of ``futures`` (None: none) is."""
+    waiting = [f for f in futures if f is not None]
+    if len(waiting) <= 1:
+        return waiting[0] if waiting else None
+    combined: concurrent.futures.Future[bool] = concurrent.futures.Future()
+    left = [len(waiting)]
+    lock = threading.Lock()
+
+    def one_done(_: Any) -> None:
+        with lock:
+            left[0] -= 1
+            last = left[0] == 0
+        if last:
+            combined.set_result(True)
+
+    for future in waiting:
+        future.add_done_callback(one_done)
+    return combined
 
 
 def _wait(future: Any, may_wait: bool) -> None:

@@ -24,7 +24,7 @@ def safe_return(target: str) -> bool:
         decoded = unquote(seen)
         if decoded == seen:
             return True
-        if not _plain(decoded):
+        if decoded.startswith("//") or "\\" in decoded or any(ord(c) < 0x20 or ord(c) == 0x7F for c in decoded):
             return False
         seen = decoded
     return False
