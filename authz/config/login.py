@@ -99,11 +99,11 @@ def _login(compiler: LoginCompiling, config: schema.IssuerSpec, spec: schema.Log
             compiler.problem((*path, "paths"), str(exc))
             ok = False
         if paths is not None:
-            for field in ("callback_path", "logout_path"):
-                if paths.matches(getattr(spec, field).lower() if compiler.fold_case else getattr(spec, field)):
-                    compiler.problem((*path, field), f"{field} is inside paths: a browser sent back to it "
-                                     "would be sent to sign in again")
-                    ok = False
+            callback = spec.callback_path.lower() if compiler.fold_case else spec.callback_path
+            if paths.matches(callback):
+                compiler.problem((*path, "callback_path"), "callback_path is inside paths: a browser sent back "
+                                 "to it must never be sent to sign in")
+                ok = False
     session = spec.session
     if not _COOKIE_NAME.fullmatch(session.cookie):
         compiler.problem((*path, "session", "cookie"), f"invalid cookie name {session.cookie!r}")
