@@ -12,7 +12,10 @@ test`` installs its npm packages; where Node.js or the packages are missing,
 from __future__ import annotations
 
 import base64
+import html
+import http.cookiejar
 import json
+import re
 import shutil
 import tempfile
 import urllib.error
@@ -147,3 +150,38 @@ class OidcProvider:
                                         client_secret=client_secret)
         if status != 200:
             raise AssertionError(f"revocation: HTTP {status} {answer}")
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+def sign_in(authorize_url: str, *, login: str, until: str, max_steps: int = 12) -> str:
+    """A person signing in at the provider with its login form (any
+    password), from ``authorize_url`` (where authz sent the browser): the
+    provider's own cookies kept, its redirects followed, until one leads to
+    a URL starting with ``until`` (the client's redirect URI), which is
+    returned (with ``code`` and ``state``)."""
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()), _NoRedirect)
+    url, data = authorize_url, None
+    for _ in range(max_steps):
+        try:
+            with opener.open(urllib.request.Request(url, data=data), timeout=30) as response:
+                page = response.read().decode("utf-8", "replace")
+                location = None
+        except urllib.error.HTTPError as exc:
+            if exc.code not in (302, 303):
+                raise AssertionError(f"the provider answered {exc.code} at {url}: {exc.read()[:300]!r}") from None
+            location, page = str(exc.headers["location"]), ""
+        if location is not None:
+            url, data = urllib.parse.urljoin(url, location), None
+            if url.startswith(until):
+                return url
+            continue
+        action = re.search(r'<form[^>]*action="([^"]+)"', page)
+        if action is None:
+            raise AssertionError(f"no form on the provider's page at {url}: {page[:300]!r}")
+        url = urllib.parse.urljoin(url, html.unescape(action.group(1)))
+        data = urllib.parse.urlencode({"prompt": "login", "login": login, "password": "any"}).encode()
+    raise AssertionError(f"no redirect to {until} after {max_steps} steps")

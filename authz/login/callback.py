@@ -17,10 +17,11 @@ the client (``login_id_token_invalid``), another nonce
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl, quote
 
@@ -56,9 +57,6 @@ def callback(login: Login, request: Request, query: str, now: float, *, may_wait
         return refuse(login, Reason.LOGIN_PROVIDER_ERROR, "the callback carries no code")
     if not safe_return(state["r"]):
         return refuse(login, Reason.LOGIN_RETURN_INVALID, "the return URL is not a path of this origin")
-    endpoints = login.discovery.value()
-    if endpoints is None:
-        return refuse(login, Reason.LOGIN_UNAVAILABLE, "the provider's endpoints are not known")
     form = {"grant_type": "authorization_code", "code": code, "redirect_uri": state["u"],
             "code_verifier": state["v"]}
     headers: dict[str, str] = {}
@@ -70,6 +68,13 @@ def callback(login: Login, request: Request, query: str, now: float, *, may_wait
     key = hashlib.sha256(f"{state['s']}\0{code}".encode()).digest()
 
     async def exchange(session: Any, trace: Mapping[str, str]) -> Answer[str]:
+        # Another worker may have started this sign-in: what it fetched
+        # first, this one fetches in the same call (one wait for the Check).
+        await _held(login.discovery.value() is None, login.discovery.wait_for_value)
+        await _held(login.issuer.keys.current() is None, login.issuer.keys.wait_for_keys)
+        endpoints = login.discovery.value()
+        if endpoints is None:
+            raise FetchError("the provider's endpoints are not known (discovery failed)")
         status, answer = await post_form(session, endpoints.token, form, max_bytes=MAX_ANSWER,
                                          headers={**headers, **trace})
         if status != 200 or not isinstance(answer, dict):
@@ -125,6 +130,12 @@ _REFUSED = "the token endpoint"
 
 class _Refused(FetchError):
     """The token endpoint answered, and refused (a reused or foreign code)."""
+
+
+async def _held(missing: bool, wait: Callable[[], Any]) -> None:
+    """Wait (on the fetch loop) for an outside value being fetched, if ``missing``."""
+    if missing and (future := wait()) is not None:
+        await asyncio.wrap_future(future)
 
 
 def _params(query: str) -> dict[str, str]:

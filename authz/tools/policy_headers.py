@@ -80,14 +80,19 @@ class PolicyHeaders:
         request = None if read is None else tuple(dict.fromkeys(
             name for name in (*policy.credential_headers, *sorted(read), *ALWAYS_READ)
             if not name.startswith(":") and name != "host"))
+        # Browser sign-in (authz.login): an allow may rewrite the Cookie header
+        # (the flow's cookies never reach the upstream); its replies carry
+        # Location and Set-Cookie.
+        login = bool(getattr(policy, "logins", ()))
         return cls(
-            upstream=plan.upstream_headers(),
+            upstream=(*plan.upstream_headers(), *(("cookie",) if login else ())),
             owned=plan.owned,
             client=tuple(dict.fromkeys(name for name, _ in plan.client_headers)),
             metadata=tuple(key for key, _ in plan.metadata),
             request=request,
             from_policy=True,
-            denial=policy.deny_with.header_names(),
+            denial=tuple(dict.fromkeys((*policy.deny_with.header_names(),
+                                        *(("location", "set-cookie") if login else ())))),
             body=BodyBuffering.of(policy),
         )
 

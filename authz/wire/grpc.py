@@ -187,6 +187,21 @@ def _add_client_headers(options: Any, headers: Any) -> None:
         option.append_action = _APPEND
 
 
+def _add_denial_headers(options: Any, headers: Any) -> None:
+    """A denial's headers, each replacing any other but ``set-cookie``, of
+    which a reply may carry several (sign-in sets one cookie and clears
+    another): each is added."""
+    for name, value in headers:
+        option = options.add()
+        option.header.key = name
+        option.header.value = value
+        if name == "set-cookie":
+            option.append_action = _APPEND
+        else:
+            option.append.value = False
+            option.append_action = _OVERWRITE
+
+
 def to_response(decision: Decision, request_id: str | None) -> Any:
     """The CheckResponse for a decision, encoding its reply
     (:func:`authz.reply.render`). Never empty: an empty response means
@@ -207,7 +222,7 @@ def to_response(decision: Decision, request_id: str | None) -> Any:
         denied = response.denied_response
         # envoy.type.v3.StatusCode's numbers are the HTTP status codes themselves.
         denied.status.code = reply.status  # type: ignore[assignment]
-        _add_headers(denied.headers, reply.client)
+        _add_denial_headers(denied.headers, reply.client)
         denied.body = reply.body.decode("utf-8")
     response.dynamic_metadata.update(reply.metadata)
     return response
