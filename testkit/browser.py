@@ -8,6 +8,16 @@ The browser resolves no name but ``localhost`` and the names given in
 ``hosts`` (mapped to an address, e.g. ``127.0.0.1``): nothing leaves the
 machine. ``scripts/setup test`` installs chromium and playwright-core;
 where either is missing, :func:`unavailable` says why, for ``pytest.skip``.
+
+What chromium does with cookies here (tests/integration/test_browser_harness.py
+checks each): a ``__Host-`` cookie (Secure, no Domain, Path=/) is kept from
+HTTPS pages whose certificate the browser accepts (``trust`` with the server's
+own certificate, also for a mapped name the certificate does not carry; or
+``ignore_https_errors``), and from plain HTTP only on ``127.0.0.1`` and
+``localhost`` (secure contexts), never on a mapped name over plain HTTP.
+Trusting only a CA's certificate is not enough while the server sends its
+certificate without the CA (chromium matches the keys of the chain the server
+sends, and it has no trust store here).
 """
 
 from __future__ import annotations
@@ -54,6 +64,9 @@ def unavailable() -> str | None:
     """None when the browser can run here; else why not (a skip reason)."""
     if shutil.which("node") is None:
         return "Node.js is not on PATH (scripts/setup test installs it)"
+    named = os.environ.get("AUTHZ_CHROMIUM")
+    if named and chromium_path() is None:
+        return f"AUTHZ_CHROMIUM={named} is not an executable"
     if chromium_path() is None:
         return "chromium is not on PATH (Debian package chromium; scripts/setup test installs it as root)"
     if not (HERE / "node_modules" / "playwright-core" / "package.json").is_file():

@@ -154,10 +154,10 @@ def test_a_code_without_its_verifier_is_refused(provider: OidcProvider, callback
 
 
 class _CookieServer:
-    """HTTPS on 127.0.0.1: ``/set`` sets a ``__Host-`` cookie, ``/hop`` redirects to
-    ``/set``, ``/echo`` answers with the Cookie header it received."""
+    """HTTPS on 127.0.0.1 (plain HTTP without ``cert``): ``/set`` sets a ``__Host-``
+    cookie, ``/hop`` redirects to ``/set``, ``/echo`` answers with the Cookie header it received."""
 
-    def __init__(self, cert: Path, key: Path, expires_in: int) -> None:
+    def __init__(self, cert: Path | None, key: Path | None, expires_in: int) -> None:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
@@ -188,12 +188,15 @@ class _CookieServer:
                 self.end_headers()
                 self.wfile.write(body)
 
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(cert, key)
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
-        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
-        self.url = f"https://127.0.0.1:{self.server.server_address[1]}"
+        scheme = "http"
+        if cert is not None:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(cert, key)
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+            scheme = "https"
+        self.url = f"{scheme}://127.0.0.1:{self.server.server_address[1]}"
 
     def __enter__(self) -> _CookieServer:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
@@ -204,25 +207,34 @@ class _CookieServer:
         self.server.server_close()
 
 
-def test_a_host_cookie_from_an_https_page_is_kept_with_its_flags_and_sent_back(tmp_path: Path) -> None:
+@pytest.mark.parametrize("how", ["trusted key", "errors ignored", "a mapped name"])
+def test_a_host_cookie_from_an_https_page_is_kept_with_its_flags_and_sent_back(tmp_path: Path, how: str) -> None:
     ca = MeshCA(tmp_path)
     cert, key = ca.workload("spiffe://test/app", "app")
-    with _CookieServer(cert, key, expires_in=600) as server, Browser(trust=[cert]) as browser:
-        page = browser.goto(server.url + "/hop")
-        assert page.url == server.url + "/set" and page.status == 200
-        assert browser.chain() == [Hop(302, server.url + "/hop", "/set"), Hop(200, server.url + "/set", None)]
+    choices: dict[str, dict[str, Any]] = {
+        "trusted key": {"trust": [cert]},
+        "errors ignored": {"ignore_https_errors": True},
+        # The certificate names 127.0.0.1 and localhost, not app.test: a trusted key covers that too.
+        "a mapped name": {"trust": [cert], "hosts": {"app.test": "127.0.0.1"}},
+    }
+    with _CookieServer(cert, key, expires_in=600) as server, Browser(**choices[how]) as browser:
+        origin = server.url.replace("127.0.0.1", "app.test") if how == "a mapped name" else server.url
+        domain = urllib.parse.urlsplit(origin).hostname
+        page = browser.goto(origin + "/hop")
+        assert page.url == origin + "/set" and page.status == 200
+        assert browser.chain() == [Hop(302, origin + "/hop", "/set"), Hop(200, origin + "/set", None)]
         assert browser.text("#msg") == "cookie set"
 
         host = browser.cookie("__Host-session")
         assert host is not None
-        assert (host.value, host.domain, host.path) == ("s3cr3t", "127.0.0.1", "/")
+        assert (host.value, host.domain, host.path) == ("s3cr3t", domain, "/")
         assert host.secure and host.http_only and host.same_site == "Lax"
         # Max-Age 600, set now (the server sets it per request; not a timing assertion: a wide window).
         assert time.time() < host.expires <= time.time() + 601
         plain = browser.cookie("plain")
         assert plain is not None and not plain.secure and not plain.http_only and plain.expires == -1
 
-        browser.goto(server.url + "/echo")
+        browser.goto(origin + "/echo")
         sent = browser.text("#cookie")
         assert "__Host-session=s3cr3t" in sent and "plain=1" in sent
         assert browser.reload().status == 200
@@ -230,6 +242,19 @@ def test_a_host_cookie_from_an_https_page_is_kept_with_its_flags_and_sent_back(t
 
         browser.clear_cookies()
         assert browser.cookies() == []
+
+
+def test_a_secure_cookie_over_plain_http_is_kept_on_loopback_only() -> None:
+    """Chromium counts http://127.0.0.1 and http://localhost as secure contexts (a ``__Host-``
+    cookie set there is kept), not a name mapped to 127.0.0.1."""
+    with _CookieServer(None, None, expires_in=600) as server, \
+            Browser(hosts={"app.test": "127.0.0.1"}) as browser:
+        port = urllib.parse.urlsplit(server.url).port
+        for host, kept in (("127.0.0.1", True), ("localhost", True), ("app.test", False)):
+            browser.clear_cookies()
+            assert browser.goto(f"http://{host}:{port}/set").status == 200
+            assert (browser.cookie("__Host-session") is not None) is kept, host
+            assert browser.cookie("plain") is not None
 
 
 def test_an_untrusted_certificate_fails_the_navigation_as_an_error(tmp_path: Path) -> None:
