@@ -15,6 +15,9 @@ The login form (oidc-provider's development interactions) is
 (``loadExistingGrant`` in provider.mjs); should the consent form ever show,
 its button is ``button[type="submit"]`` ("Continue") in a form holding
 ``input[name="prompt"][value="consent"]``, and :func:`sign_in` clicks it.
+Its end-session endpoint (RP-initiated logout) asks first: a page whose
+``button[name="logout"][value="yes"]`` ("Yes, sign me out") ends the
+provider's session; :func:`confirm_sign_out` clicks it.
 """
 
 from __future__ import annotations
@@ -58,6 +61,19 @@ def sign_in(browser: Browser, login: str, password: str) -> Page:
     if "/interaction/" in page.url and CONSENT_MARK in browser.content():
         page = browser.click(SUBMIT_BUTTON)
     return page
+
+
+SIGN_OUT_BUTTON = 'button[name="logout"][value="yes"]'
+
+
+def confirm_sign_out(browser: Browser) -> Page:
+    """Confirms on the provider's logout page, where ``browser`` is now (after it
+    followed a request to the end-session endpoint there); the page the provider
+    then sends the browser to (the ``post_logout_redirect_uri``, with ``state``,
+    or its own "Sign-out Success" page)."""
+    if "/session/end" not in browser.url():
+        raise AssertionError(f"not on the provider's logout page: {browser.url()}")
+    return browser.click(SIGN_OUT_BUTTON)
 
 
 def unavailable() -> str | None:

@@ -26,7 +26,7 @@ from testkit import browser as browser_kit
 from testkit import oidc_provider
 from testkit.browser import Browser, BrowserError, Hop
 from testkit.endpoint import Endpoint, Seen
-from testkit.oidc_provider import OidcProvider, sign_in
+from testkit.oidc_provider import OidcProvider, confirm_sign_out, sign_in
 from testkit.pki import MeshCA
 
 REASON = browser_kit.unavailable() or oidc_provider.unavailable()
@@ -46,7 +46,8 @@ def callback() -> Iterator[Endpoint]:
 @pytest.fixture
 def provider(callback: Endpoint) -> Iterator[OidcProvider]:
     client = {"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET, "grant_types": ["authorization_code"],
-              "response_types": ["code"], "redirect_uris": [callback.url + "/callback"]}
+              "response_types": ["code"], "redirect_uris": [callback.url + "/callback"],
+              "post_logout_redirect_uris": [callback.url + "/signed-out"]}
     accounts = {"alice": {"email": "alice@example.com", "email_verified": True, "name": "Alice",
                           "groups": ["staff"]}}
     with OidcProvider(clients=[client], accounts=accounts) as op:
@@ -137,6 +138,27 @@ def test_the_provider_session_survives_so_a_second_request_needs_no_login_form(
     assert page.url.startswith(redirect_uri + "?"), page
     assert last_callback(callback).query["state"] == [values["state"]]
     assert browser.chain()[0].url == second
+
+
+def test_signing_out_at_the_provider_ends_its_session_so_the_login_form_comes_back(
+        provider: OidcProvider, callback: Endpoint, browser: Browser) -> None:
+    redirect_uri = callback.url + "/callback"
+    url, values = authorization_request(provider, redirect_uri)
+    browser.goto(url)
+    sign_in(browser, "alice", "pw")
+    answer = provider.exchange_code(last_callback(callback).query["code"][0], verifier=values["verifier"],
+                                    redirect_uri=redirect_uri, client_id=CLIENT_ID, client_secret=CLIENT_SECRET)
+
+    end = provider.discovery["end_session_endpoint"] + "?" + urllib.parse.urlencode(
+        {"id_token_hint": answer["id_token"], "post_logout_redirect_uri": callback.url + "/signed-out",
+         "state": "bye"})
+    assert "/session/end" in browser.goto(end).url
+    page = confirm_sign_out(browser)
+    assert page.url == callback.url + "/signed-out?state=bye", page
+    assert [s.query for s in callback.seen if s.path == "/signed-out"] == [{"state": ["bye"]}]
+
+    again, _ = authorization_request(provider, redirect_uri)
+    assert browser.goto(again).url.startswith(provider.issuer + "/interaction/")
 
 
 def test_a_code_without_its_verifier_is_refused(provider: OidcProvider, callback: Endpoint,
