@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -60,6 +61,19 @@ def chromium_path() -> str | None:
     return None
 
 
+@functools.cache
+def _broken(path: str) -> str | None:
+    """Why ``path --version`` does not answer as a chromium (Ubuntu's chromium-browser may be
+    a wrapper that only says to install a snap); None when it does."""
+    try:
+        done = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"{path} --version failed: {exc}"
+    if done.returncode != 0 or "Chrom" not in done.stdout:
+        return f"{path} --version did not answer as chromium: {(done.stdout + done.stderr).strip()[:200]!r}"
+    return None
+
+
 def unavailable() -> str | None:
     """None when the browser can run here; else why not (a skip reason)."""
     if shutil.which("node") is None:
@@ -71,7 +85,7 @@ def unavailable() -> str | None:
         return "chromium is not on PATH (Debian package chromium; scripts/setup test installs it as root)"
     if not (HERE / "node_modules" / "playwright-core" / "package.json").is_file():
         return f"the npm package playwright-core is not installed in {HERE} (scripts/setup test installs it)"
-    return None
+    return _broken(str(chromium_path()))
 
 
 def spki_sha256(cert_path: Path) -> str:
