@@ -19,7 +19,7 @@ import pytest
 from authz.config import load_policy
 from authz.tools.envoy_config import EnvoyOptions
 from authz.tools.policy_headers import PolicyHeaders
-from testkit.oidc_provider import OidcProvider, sign_in, unavailable
+from testkit.oidc_provider import OidcProvider, sign_in_by_http, unavailable
 from testkit.procs import Authz, Echo, Envoy, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.skipif(unavailable() is not None, reason=unavailable() or "")]
@@ -129,7 +129,7 @@ def test_sign_in_reach_the_app_and_sign_out(stack: dict[str, Envoy], door: str) 
     api = Browser(stack[door].url).go("/app/orders", accept="application/json")
     assert api[0] == 401 and "location" not in api[1]
 
-    back = sign_in(location, login="alice", until=CALLBACK)
+    back = sign_in_by_http(location, login="alice", until=CALLBACK)
     callback = urlsplit(back)
     status, headers, body = browser.go(f"{callback.path}?{callback.query}")
     assert status == 302, body
