@@ -199,14 +199,17 @@ def envoy_validate(config: Path) -> None:
 class Envoy:
     """A real Envoy 1.40 with a config from ``authz envoy-config``."""
 
-    def __init__(self, tmp: Path, options: EnvoyOptions) -> None:
+    def __init__(self, tmp: Path, options: EnvoyOptions, *, listen_port: int | None = None) -> None:
+        """``listen_port``: the port to listen on, when a test must name it
+        before Envoy starts (a sign-in redirect URI); default: a free one."""
         self.admin_port = free_port()
-        self.listen_port = free_port()
+        self.listen_port = listen_port or free_port()
         options.admin = f"127.0.0.1:{self.admin_port}"
         options.listen = f"127.0.0.1:{self.listen_port}"
         self.config = tmp / f"envoy-{options.shape}.yaml"
         self.config.write_text(render(options))
-        self.url = f"http://127.0.0.1:{self.listen_port}"
+        scheme = "https" if getattr(options, "downstream_tls_cert", None) else "http"
+        self.url = f"{scheme}://127.0.0.1:{self.listen_port}"
         self.admin = f"http://127.0.0.1:{self.admin_port}"
         self.proc = Proc(
             ["envoy", "-c", str(self.config), "--disable-hot-restart", "--concurrency", "2", "-l", "info",
