@@ -124,7 +124,7 @@ def test_a_person_signs_in_reaches_the_app_reloads_signs_out_and_is_sent_back_to
                 {"authz": [http_door], "protocol": "http", "path_prefix": "/authz", "denial_headers": headers.denial}
             options = EnvoyOptions(shape="edge", upstream=app.address, upstream_headers=headers.upstream,
                                    owned_headers=headers.owned, downstream_tls_cert=str(cert),
-                                   downstream_tls_key=str(key), **via)  # type: ignore[arg-type]
+                                   downstream_tls_key=str(key), **via)
             with Envoy(tmp_path, options, listen_port=port), \
                     Browser(trust=[cert], hosts={"shop.test": "127.0.0.1"}) as browser:
                 page = browser.goto(origin + "/app/orders?page=2")
