@@ -202,7 +202,7 @@ class UsedStates:
     would have expired anyway: a second callback with one is refused. Across
     workers and processes, the provider's own rule holds: a code is redeemed
     once (RFC 6749 4.1.2), and the code is bound to this state's PKCE
-    verifier (docs/security.md 91)."""
+    verifier (docs/security.md 90)."""
 
     def __init__(self, size: int = 100_000) -> None:
         self._seen: TTLCache[bytes, bool] = TTLCache(maxsize=size, ttl=STATE_TTL)
