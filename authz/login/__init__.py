@@ -61,5 +61,7 @@ def decide(logins: Sequence[Login], request: Request, now: float, *, may_wait: b
         return decision
     for login in logins:
         if login.covers(normalized):
-            return start(login, request, decision, may_wait=may_wait) or decision
+            # Not sent to sign in only while the provider is not held: a
+            # later navigation may be, so this 401 is not kept for it.
+            return start(login, request, decision, may_wait=may_wait) or decision._replace(cacheable=False)
     return decision

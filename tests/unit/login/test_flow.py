@@ -150,6 +150,9 @@ def test_no_redirect_while_the_provider_is_down(tmp_path: object, provider: Prov
     flow = Flow(tmp_path, provider)  # type: ignore[arg-type]
     decision = flow.navigate("/app/home")
     assert decision.status == 401 and header(decision, "location") is None
+    assert not decision.cacheable  # once the provider is back, a navigation is sent to sign in
+    api = flow.decide("GET", "/app/home", {"accept": "application/json"})
+    assert api.status == 401 and api.cacheable  # the control: an API call's 401 is kept as before
 
 
 def test_no_redirect_while_the_key_set_is_unavailable(tmp_path: object, provider: Provider) -> None:
