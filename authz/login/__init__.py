@@ -41,7 +41,7 @@ def decide(logins: Sequence[Login], request: Request, now: float, *, may_wait: b
         if raw == login.callback_path:
             return callback(login, request, query, now, may_wait=may_wait)
         if raw == login.logout_path:
-            return logout(login, request)
+            return logout(login, request, may_wait=may_wait)
     decision = rest()
     header = request.headers.get("cookie")
     if decision.allowed:

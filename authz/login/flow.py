@@ -176,11 +176,12 @@ def read_state(login: Login, request: Request) -> dict[str, str] | None:
     return document
 
 
-def logout(login: Login, request: Request) -> Decision:
+def logout(login: Login, request: Request, *, may_wait: bool = False) -> Decision:
     """Clear the session: only a POST from a page of this origin (an
     ``Origin`` of this scheme and host, or ``Sec-Fetch-Site: same-origin``),
     so another site cannot sign the user out; then a 302 to the provider's
-    end-session endpoint when it has one, else to ``/``."""
+    end-session endpoint when it has one, else to ``/``. Raises
+    :class:`Waiting` (only when ``may_wait``) while discovery is fetched."""
     headers = request.headers
     origin = headers.get("origin")
     here = f"{request.scheme or 'https'}://{request.host}"
@@ -188,6 +189,8 @@ def logout(login: Login, request: Request) -> Decision:
     if request.method != "POST" or not same:
         return refuse(login, Reason.LOGOUT_REFUSED, "a logout must be a POST from this origin")
     endpoints = login.discovery.value()
+    if endpoints is None:  # this worker has not fetched it yet
+        _wait(login.discovery.wait_for_value(), may_wait)
     target = "/"
     if endpoints is not None and endpoints.end_session is not None:
         separator = "&" if "?" in endpoints.end_session else "?"

@@ -145,8 +145,10 @@ def test_sign_in_reach_the_app_and_sign_out(stack: dict[str, Envoy], door: str) 
     seen = json.loads(body)["headers"]
     assert seen["x-user"] == "alice" and seen["x-email"] == "alice@shop.test"
     assert seen["cookie"] == "theme=dark"  # the session cookie never reaches the upstream
+    del browser.jar["theme"]
     status, _, body = browser.go("/app/orders")  # a reload: no new sign-in
     assert status == 200
+    assert "cookie" not in json.loads(body)["headers"]  # the session was the only cookie: none upstream
 
     replay = Browser(stack[door].url)
     status, headers, body = replay.go(f"{callback.path}?{callback.query}")
