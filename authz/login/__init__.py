@@ -5,9 +5,9 @@ the decision:
 - on a login's callback or logout path, the flow's own step answers
   (:mod:`authz.login.callback`, :func:`authz.login.flow.logout`);
 - otherwise the policy decides; a browser navigation on a login's paths
-  denied for want of a credential (a ``deny_with.unauthenticated`` reason)
-  is sent to sign in instead (:func:`authz.login.flow.start`), never when the
-  provider cannot be reached (``jwks_unavailable`` is not such a reason);
+  denied with no credential or a failed session (:data:`START`) is sent to
+  sign in instead (:func:`authz.login.flow.start`), never when the provider
+  cannot be reached;
 - an allow never passes a cookie of the flow to the upstream.
 
 The session itself is a credential source
@@ -19,14 +19,20 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from authz.decision import Decision
-from authz.denials import UNAUTHENTICATED
+from authz.errors import Reason
 from authz.login import cookies
 from authz.login.callback import callback
 from authz.login.flow import Login, Waiting, is_navigation, logout, start
 from authz.paths import split_path
 from authz.request import Request
 
-__all__ = ["Login", "Waiting", "decide"]
+__all__ = ["START", "Login", "Waiting", "decide"]
+
+#: The denials a browser navigation is sent to sign in instead of: no
+#: credential, or a session that failed. A request with another credential
+#: (a bearer token) is decided by it as without sign-in; a failure to check
+#: (``jwks_unavailable``) is never one (a redirect could loop).
+START = frozenset({Reason.MISSING_CREDENTIAL, Reason.INVALID_SESSION, Reason.EXPIRED_SESSION})
 
 
 def decide(logins: Sequence[Login], request: Request, now: float, *, may_wait: bool, path: Callable[[], str | None],
@@ -53,7 +59,7 @@ def decide(logins: Sequence[Login], request: Request, now: float, *, may_wait: b
             headers = (*((n, v) for n, v in decision.headers if n != "cookie"), ("cookie", kept))
             return decision._replace(headers=headers)
         return decision._replace(remove=(*decision.remove, "cookie"))
-    if not start_allowed or decision.reason not in UNAUTHENTICATED or decision.identity.authenticated \
+    if not start_allowed or decision.reason not in START or decision.identity.authenticated \
             or not is_navigation(request):
         return decision
     normalized = path()

@@ -70,7 +70,8 @@ def test_the_pkce_verifier_matches_the_challenge_sent(flow: Flow, provider: Prov
 def test_a_bearer_token_decides_as_today_beside_a_session(flow: Flow) -> None:
     flow.sign_in()
     decision = flow.decide("GET", "/app/orders", {"authorization": "Bearer not.a.token", "accept": "text/html"})
-    assert decision.reason is Reason.INVALID_TOKEN
+    assert decision.reason is Reason.INVALID_TOKEN and decision.status == 401  # not sent to sign in
+    assert flow.decide("GET", "/app/orders", {"accept": "text/html"}).allowed  # the control: the session
 
 
 def test_a_callback_without_state_or_with_a_foreign_one_is_refused(flow: Flow, provider: Provider) -> None:
