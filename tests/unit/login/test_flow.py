@@ -178,6 +178,7 @@ def test_a_tampered_expired_or_old_key_session_is_refused(flow: Flow, provider: 
     wrong_purpose = cipher.seal(json.dumps({"c": {"sub": "alice"}, "e": 9e9}).encode(), STATE)
     assert flow.decide("GET", "/app/home", cookies={SESSION: wrong_purpose}).reason is Reason.INVALID_SESSION
     # Rotation: a new first key, the old one still opens; once removed, it no longer does.
+    assert str(flow.tmp / "session.keys") in flow.engine.policy.files  # watched: a change reloads the policy
     new = new_key()
     flow.write([new, flow.keys[0]])
     assert flow.decide("GET", "/app/home", cookies={SESSION: good}).allowed
