@@ -201,3 +201,28 @@ def test_logout_needs_a_same_origin_post(flow: Flow, provider: Provider) -> None
     assert urlsplit(location).path == "/session/end" and f"client_id={CLIENT}" in location
     assert SESSION not in flow.jar
     assert flow.navigate("/app/home").status == 302  # back to sign in
+
+
+def test_a_public_client_sends_its_client_id_and_no_secret(tmp_path: object, provider: Provider) -> None:
+    from tests.unit.login.conftest import policy_text
+
+    text = policy_text(provider.issuer).replace("      client_secret_file: web.secret\n", "")
+    flow = Flow(tmp_path, provider, text=text)  # type: ignore[arg-type]
+    assert flow.sign_in().reason is Reason.SIGNED_IN
+    assert provider.token_forms[-1]["client_id"] == CLIENT
+    assert "authorization" not in provider.endpoint.seen[-1].headers
+
+
+def test_a_session_keeps_what_fits_a_cookie(flow: Flow, provider: Provider) -> None:
+    params = location_params(flow.navigate("/app/home"))
+    provider.claims = provider.id_claims(params["nonce"], bio="x" * 3000, sid="s1", at_hash="h")
+    assert flow.navigate(f"/oauth2/callback?code=c&state={params['state']}").reason is Reason.SIGNED_IN
+    assert len(flow.jar[SESSION]) <= 3800
+    allowed = flow.navigate("/app/home")
+    assert allowed.allowed and "staff" in allowed.identity.roles  # the roles claim is kept
+    claims = json.loads(Cipher([unb64url(flow.keys[0])]).open(flow.jar[SESSION], SESSION))["c"]
+    assert "bio" not in claims and "sid" not in claims and claims["email"] == "alice@shop.example"
+    params = location_params(flow.navigate("/app/home"))
+    provider.claims = provider.id_claims(params["nonce"], sub="x" * 3000)
+    refused = flow.navigate(f"/oauth2/callback?code=c2&state={params['state']}")
+    assert refused.reason is Reason.LOGIN_ID_TOKEN_INVALID and header(refused, "location") is None
