@@ -7,6 +7,17 @@ login form (any login name, any password; the account's claims come from
 ``accounts``) for the authorization code flow with PKCE. ``scripts/setup
 test`` installs its npm packages; where Node.js or the packages are missing,
 :func:`unavailable` says why, for ``pytest.skip``.
+
+The login form (oidc-provider's development interactions) is
+``input[name="login"]``, ``input[name="password"]`` and
+``button[type="submit"]`` ("Sign-in"); :func:`sign_in` fills it in a
+:class:`testkit.browser.Browser`. Consent is granted without a page
+(``loadExistingGrant`` in provider.mjs); should the consent form ever show,
+its button is ``button[type="submit"]`` ("Continue") in a form holding
+``input[name="prompt"][value="consent"]``, and :func:`sign_in` clicks it.
+Its end-session endpoint (RP-initiated logout) asks first: a page whose
+``button[name="logout"][value="yes"]`` ("Yes, sign me out") ends the
+provider's session; :func:`confirm_sign_out` clicks it.
 """
 
 from __future__ import annotations
@@ -19,12 +30,50 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from testkit.procs import Proc
 
+if TYPE_CHECKING:
+    from testkit.browser import Browser, Page
+
 HERE = Path(__file__).resolve().parent / "oidc"
 SCRIPT = HERE / "provider.mjs"
+
+
+LOGIN_FIELD = 'input[name="login"]'
+PASSWORD_FIELD = 'input[name="password"]'
+SUBMIT_BUTTON = 'button[type="submit"]'
+# The consent form's hidden field, as the provider writes it in the page.
+CONSENT_MARK = 'name="prompt" value="consent"'
+
+
+def sign_in(browser: Browser, login: str, password: str) -> Page:
+    """Signs in on the provider's login form, where ``browser`` is now (after
+    it followed an authorization request there), and consents if asked; the
+    page the provider then sends the browser to (a client's redirect_uri, with
+    ``code`` and ``state``)."""
+    if "/interaction/" not in browser.url():
+        raise AssertionError(f"not on the provider's login form: {browser.url()}")
+    browser.fill(LOGIN_FIELD, login)
+    browser.fill(PASSWORD_FIELD, password)
+    page = browser.click(SUBMIT_BUTTON)
+    if "/interaction/" in page.url and CONSENT_MARK in browser.content():
+        page = browser.click(SUBMIT_BUTTON)
+    return page
+
+
+SIGN_OUT_BUTTON = 'button[name="logout"][value="yes"]'
+
+
+def confirm_sign_out(browser: Browser) -> Page:
+    """Confirms on the provider's logout page, where ``browser`` is now (after it
+    followed a request to the end-session endpoint there); the page the provider
+    then sends the browser to (the ``post_logout_redirect_uri``, with ``state``,
+    or its own "Sign-out Success" page)."""
+    if "/session/end" not in browser.url():
+        raise AssertionError(f"not on the provider's logout page: {browser.url()}")
+    return browser.click(SIGN_OUT_BUTTON)
 
 
 def unavailable() -> str | None:
@@ -147,3 +196,14 @@ class OidcProvider:
                                         client_secret=client_secret)
         if status != 200:
             raise AssertionError(f"revocation: HTTP {status} {answer}")
+
+    def exchange_code(self, code: str, *, verifier: str, redirect_uri: str, client_id: str,
+                      client_secret: str | None = None) -> Any:
+        """The authorization code grant (with its PKCE verifier): the token answer
+        (``id_token``, ``access_token`` ...)."""
+        form = {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri,
+                "code_verifier": verifier}
+        status, answer = self.post_form("token_endpoint", form, client_id=client_id, client_secret=client_secret)
+        if status != 200:
+            raise AssertionError(f"authorization_code for {client_id}: HTTP {status} {answer}")
+        return answer
