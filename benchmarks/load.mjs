@@ -1,6 +1,6 @@
 // A small load generator with no dependencies (Node's own http2/http).
 //
-//   node load.mjs grpc --target 127.0.0.1:9191 --bodies FILE --connections 8 --streams 16 --duration 10
+//   node load.mjs grpc --target 127.0.0.1:9191 --bodies FILE --connections 8 --streams 16 --duration 10 [--once 1]
 //     Closed loop of unary gRPC Check calls; each call sends the next body from
 //     FILE (length-prefixed serialized CheckRequests), so every call can carry
 //     a different token. Counts answers with grpc-status 0.
@@ -85,8 +85,10 @@ async function grpcLoad() {
       stream.end(body);
     });
   }
+  // --once 1: every body is sent at most once (unique tokens stay unique);
+  // the run then ends early when they run out, and rps counts its real length.
   async function lane(session) {
-    while (performance.now() < deadline) await one(session);
+    while (performance.now() < deadline && !(opts.once && next >= bodies.length)) await one(session);
   }
   const lanes = [];
   for (const session of sessions) for (let s = 0; s < opts.streams; s++) lanes.push(lane(session));

@@ -239,8 +239,7 @@ class IntrospectedSource:
 
     @property
     def name(self) -> str:
-        where = f"cookie {self.location.cookie}" if self.location.cookie else f"header {self.location.header}"
-        return f"introspection ({where})"
+        return f"introspection ({self.location.where})"
 
     def authenticate(self, request: Request, *, now: float, cache: TokenCache | None) -> Identity | None:
         token = self.location.extract(request.headers)

@@ -63,6 +63,11 @@ class TokenLocation:
     def header_name(self) -> str:
         return self.header if self.header is not None else "cookie"
 
+    @property
+    def where(self) -> str:
+        """How ``authz explain`` names the place: ``header authorization``, ``cookie access_token``."""
+        return f"cookie {self.cookie}" if self.cookie else f"header {self.header}"
+
     def extract(self, headers: Mapping[str, str]) -> str | None:
         """The token, or None when this location holds none. Raises
         InvalidToken when it holds something that cannot be one token (two
@@ -219,8 +224,7 @@ class JwtSource:
 
     @property
     def name(self) -> str:
-        where = f"cookie {self.location.cookie}" if self.location.cookie else f"header {self.location.header}"
-        return f"jwt ({where})"
+        return f"jwt ({self.location.where})"
 
     def authenticate(self, request: Request, *, now: float, cache: TokenCache | None) -> Identity | None:
         """The identity of the token at this location, from ``cache`` when it
