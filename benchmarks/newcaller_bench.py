@@ -11,13 +11,24 @@ reply, logs, metrics. The crypto floor (one RSA-2048 verify + one P-256
 sign, with ``cryptography``) is timed in this process in the same run.
 
 Run: ``.venv/bin/python benchmarks/newcaller_bench.py [--callers 3000]
-[--runs 3] [--json]``. Prints per run and the median; asserts nothing about
-time (it does check that every answer is an allow).
+[--runs 3] [--servers sync,aio] [--before DIR] [--json]``. ``--servers``
+starts one ``authz serve`` per gRPC server flavour; ``--before DIR`` starts
+the same again from another checkout (e.g. ``git archive main`` unpacked,
+with ``authz/_proto`` copied in), run by this interpreter. Every server is
+up for the whole run and each run measures them in turn on the same
+requests (their caches are their own), so the comparison is within one run.
+Prints per run and the median per server; asserts nothing about time (it
+does check that every answer is an allow).
+
+CPU time, not instructions: this VM has no hardware counters (``perf stat
+-e instructions`` says "not supported"; the kernel logs "PMU not available
+due to virtualization"), so the figures are medians of CPU time over runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import sys
@@ -99,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--callers", type=int, default=3000, help="new callers per run")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--window", type=int, default=8, help="Checks in flight")
+    parser.add_argument("--servers", default="sync", help="gRPC server flavours, comma-separated: sync, aio")
+    parser.add_argument("--before", type=Path, help="also run the worker from this checkout, alternated")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     key = serialization.load_pem_private_key((ACCEPTANCE / "corp-signing-key.pem").read_bytes(), password=None)
@@ -106,30 +119,45 @@ def main(argv: list[str] | None = None) -> int:
     now = time.time()
     tokens = mint(key, 0, args.callers * args.runs + 200, now)
     requests = [check_bytes(t, i) for i, t in enumerate(tokens)]
-    rows = []
-    with tempfile.TemporaryDirectory(), Authz(ACCEPTANCE / "policy.yaml", workers=1) as authz:
-        pid = worker_pids(authz)[0]
-        sender = Sender(authz.grpc_address, args.window)
-        sender.send(requests[-200:] * 3)  # warm up: misses, then hits
+    checkouts: list[tuple[str, Path | None]] = [("this", None)]
+    if args.before is not None:
+        checkouts.insert(0, ("before", args.before.resolve()))
+    names = [f"{checkout}/{server}" for checkout, _ in checkouts for server in args.servers.split(",")]
+    rows: dict[str, list[dict[str, float]]] = {name: [] for name in names}
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(tempfile.TemporaryDirectory())
+        servers = {}
+        for checkout, root in checkouts:
+            for server in args.servers.split(","):
+                env = {"PYTHONPATH": str(root)} if root is not None else None
+                authz = stack.enter_context(Authz(ACCEPTANCE / "policy.yaml", workers=1, extra=["--server", server],
+                                                  env=env, cwd=root))
+                sender = Sender(authz.grpc_address, args.window)
+                stack.callback(sender.close)
+                sender.send(requests[-200:] * 3)  # warm up: misses, then hits
+                servers[f"{checkout}/{server}"] = (sender, worker_pids(authz)[0])
         for run in range(args.runs):
             batch = requests[run * args.callers:(run + 1) * args.callers]
-            miss = phase(sender, pid, batch)
-            hit = phase(sender, pid, batch)
             floor = floor_us(key)
-            above = (miss - hit) / len(batch) * 1e6
-            rows.append({"miss_us": miss / len(batch) * 1e6, "hit_us": hit / len(batch) * 1e6,
-                         "above_hit_us": above, "floor_us": floor, "ratio": above / floor})
-            print(f"run {run + 1}: miss {rows[-1]['miss_us']:.0f} µs, hit {rows[-1]['hit_us']:.0f} µs of worker CPU "
-                  f"per Check; a new caller {above:.0f} µs above a hit; floor {floor:.1f} µs; {above / floor:.1f}x")
-        sender.close()
-    median = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
-    print(f"median of {args.runs} runs x {args.callers} callers: a new caller {median['above_hit_us']:.0f} µs "
-          f"above a hit ({median['ratio']:.1f}x the floor of {median['floor_us']:.1f} µs; goal <= 2.3x); "
-          f"hit {median['hit_us']:.0f} µs")
+            for name in names if run % 2 == 0 else reversed(names):
+                sender, pid = servers[name]
+                miss = phase(sender, pid, batch)
+                hit = phase(sender, pid, batch)
+                above = (miss - hit) / len(batch) * 1e6
+                rows[name].append({"miss_us": miss / len(batch) * 1e6, "hit_us": hit / len(batch) * 1e6,
+                                   "above_hit_us": above, "floor_us": floor, "ratio": above / floor})
+                row = rows[name][-1]
+                print(f"run {run + 1} {name}: miss {row['miss_us']:.0f} µs, hit {row['hit_us']:.0f} µs of worker CPU "
+                      f"per Check; a new caller {above:.0f} µs above a hit; floor {floor:.1f} µs; {above / floor:.1f}x")
+    medians = {name: {k: statistics.median(r[k] for r in rows[name]) for k in rows[name][0]} for name in names}
+    for name, median in medians.items():
+        print(f"{name}: median of {args.runs} runs x {args.callers} callers: miss {median['miss_us']:.0f} µs, "
+              f"hit {median['hit_us']:.0f} µs; a new caller {median['above_hit_us']:.0f} µs above a hit "
+              f"({median['ratio']:.2f}x the floor of {median['floor_us']:.1f} µs; goal <= 2.3x)")
     signing = signing_us()
     print(f"identity-token signing alone: ES256 {signing['ES256']:.1f} µs, EdDSA (Ed25519) {signing['EdDSA']:.1f} µs")
     if args.json:
-        print(json.dumps({"runs": rows, "median": median, "signing_us": signing}))
+        print(json.dumps({"runs": rows, "median": medians, "signing_us": signing}))
     return 0
 
 
