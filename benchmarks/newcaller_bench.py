@@ -11,8 +11,9 @@ reply, logs, metrics. The crypto floor (one RSA-2048 verify + one P-256
 sign, with ``cryptography``) is timed in this process in the same run.
 
 Run: ``.venv/bin/python benchmarks/newcaller_bench.py [--callers 3000]
-[--runs 3] [--servers sync,aio] [--before DIR] [--json]``. ``--servers``
-starts one ``authz serve`` per gRPC server flavour; ``--before DIR`` starts
+[--runs 3] [--servers sync aio 'sync --threads 2'] [--before DIR] [--json]``.
+``--servers`` starts one ``authz serve`` per value (a gRPC server flavour and
+any further serve arguments); ``--before DIR`` starts
 the same again from another checkout (e.g. ``git archive main`` unpacked,
 with ``authz/_proto`` copied in), run by this interpreter. Every server is
 up for the whole run and each run measures them in turn on the same
@@ -110,7 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--callers", type=int, default=3000, help="new callers per run")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--window", type=int, default=8, help="Checks in flight")
-    parser.add_argument("--servers", default="sync", help="gRPC server flavours, comma-separated: sync, aio")
+    parser.add_argument("--servers", nargs="+", default=["sync"],
+                        help="one server per value: its flavour and any further serve arguments "
+                             "(e.g. sync aio 'sync --threads 2')")
     parser.add_argument("--before", type=Path, help="also run the worker from this checkout, alternated")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
@@ -122,16 +125,16 @@ def main(argv: list[str] | None = None) -> int:
     checkouts: list[tuple[str, Path | None]] = [("this", None)]
     if args.before is not None:
         checkouts.insert(0, ("before", args.before.resolve()))
-    names = [f"{checkout}/{server}" for checkout, _ in checkouts for server in args.servers.split(",")]
+    names = [f"{checkout}/{server}" for checkout, _ in checkouts for server in args.servers]
     rows: dict[str, list[dict[str, float]]] = {name: [] for name in names}
     with contextlib.ExitStack() as stack:
         stack.enter_context(tempfile.TemporaryDirectory())
         servers = {}
         for checkout, root in checkouts:
-            for server in args.servers.split(","):
+            for server in args.servers:
                 env = {"PYTHONPATH": str(root)} if root is not None else None
-                authz = stack.enter_context(Authz(ACCEPTANCE / "policy.yaml", workers=1, extra=["--server", server],
-                                                  env=env, cwd=root))
+                authz = stack.enter_context(Authz(ACCEPTANCE / "policy.yaml", workers=1, env=env, cwd=root,
+                                                  extra=["--server", *server.split()]))
                 sender = Sender(authz.grpc_address, args.window)
                 stack.callback(sender.close)
                 sender.send(requests[-200:] * 3)  # warm up: misses, then hits
