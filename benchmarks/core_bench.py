@@ -25,7 +25,9 @@ identity token signed in an earlier round is reused.
 Also timed alone, to show where the time goes: verifying one token, the
 tenant-isolation CEL condition, and signing one identity token; and, as
 reference points for comparing machines, the RSA-2048 verification itself
-and PyJWT's own RS256 decode of the same tokens.
+and PyJWT's own RS256 decode of the same tokens; and the crypto floor of
+a new caller (one RSA-2048 verify plus one P-256 sign, issue 25), with the
+ratio of the server-path new caller to it, best to best and median to median.
 
 Run: ``python benchmarks/core_bench.py [--quick]``. Prints a table; asserts
 nothing about time (it does check that every decision is an allow).
@@ -44,7 +46,7 @@ from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -238,6 +240,13 @@ def main(argv: list[str] | None = None) -> int:
     pyjwt = timed(lambda t: jwt.decode(t, public, algorithms=["RS256"], audience="orders-api"), tokens, rounds)
     signed = [(t.rsplit(".", 1)[0].encode(), jwt.utils.base64url_decode(t.rsplit(".", 1)[1])) for t in tokens]
     rsa_only = timed(lambda pair: public.verify(pair[1], pair[0], padding.PKCS1v15(), hashes.SHA256()), signed, rounds)
+    # The crypto floor of a new caller (issue 25): that RSA-2048 verify plus
+    # one P-256 signature over an identity token's signing input, timed the
+    # same way in the same run.
+    p256 = ec.generate_private_key(ec.SECP256R1())
+    inputs = [f"{t.rsplit('.', 2)[0]}.{i:08d}".encode() for i, t in enumerate(tokens)]
+    p256_only = timed(lambda data: p256.sign(data, ec.ECDSA(hashes.SHA256())), inputs, rounds)
+    floor = (rsa_only[0] + p256_only[0], rsa_only[1] + p256_only[1])
 
     rows: list[tuple[str, Timing, bool]] = [
         ("Check, server path, token and decision caches missed (new caller)", check_new, True),
@@ -252,6 +261,8 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(("  ES256 identity token signing alone", sign, False))
     rows.append(("reference: PyJWT jwt.decode, RS256", pyjwt, False))
     rows.append(("reference: RSA-2048 verify alone (cryptography)", rsa_only, False))
+    rows.append(("reference: P-256 sign alone (cryptography)", p256_only, False))
+    rows.append(("crypto floor: RSA-2048 verify + P-256 sign", floor, False))
     width = max(len(r[0]) for r in rows)
     print(f"{'what':<{width}}  {'µs best':>8}  {'median':>8}  {'decisions/s':>11}")
     print(f"{'-' * width}  {'-' * 8}  {'-' * 8}  {'-' * 11}")
@@ -268,9 +279,14 @@ def main(argv: list[str] | None = None) -> int:
         by_rsa = best * REFERENCE_RSA_US / rsa_only[0]
         print(f"Server-path miss, {name}, scaled to that machine: {by_pyjwt:.0f} µs by PyJWT's ratio, "
               f"{by_rsa:.0f} µs by the RSA ratio (target <= {TARGET_US:.0f} µs)")
+    ratio = (check_new[0] / floor[0], check_new[1] / floor[1])
+    print(f"\nA new caller (server path) is {ratio[0]:.2f}x the crypto floor, best against best "
+          f"({ratio[1]:.2f}x median against median); issue 25's goal: <= 2.3x")
     if args.json:
         print(json.dumps({
             "check_new_us": check_new[0], "check_reused_us": check_reused[0],
+            "check_new_median_us": check_new[1], "floor_us": floor[0], "floor_median_us": floor[1],
+            "p256_sign_us": p256_only[0], "floor_ratio": ratio[0], "floor_ratio_median": ratio[1],
             "decide_new_us": per_decision[0], "decide_reused_us": reused[0],
             "pyjwt_decode_us": pyjwt[0], "rsa_verify_us": rsa_only[0],
             "reference_pyjwt_us": REFERENCE_PYJWT_US, "reference_rsa_us": REFERENCE_RSA_US,
