@@ -18,7 +18,8 @@ the same again from another checkout (e.g. ``git archive main`` unpacked,
 with ``authz/_proto`` copied in), run by this interpreter. Every server is
 up for the whole run and each run measures them in turn on the same
 requests (their caches are their own), so the comparison is within one run.
-Prints per run and the median per server; asserts nothing about time (it
+Prints per run and the median per server (with the context switches of
+the worker's threads per Check, from ``/proc/PID/task/*/status``); asserts nothing about time (it
 does check that every answer is an allow).
 
 CPU time, not instructions: this VM has no hardware counters (``perf stat
@@ -95,15 +96,29 @@ def signing_us(count: int = 2000) -> dict[str, float]:
     return out
 
 
-def phase(sender: Sender, pid: int, requests: list[bytes]) -> float:
-    """CPU seconds the worker spent answering ``requests`` (all allows)."""
+def switches(pid: int) -> int:
+    """Context switches (voluntary and not) of every live thread of ``pid``."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            for line in (task / "status").read_text().splitlines():
+                if "ctxt_switches:" in line:
+                    total += int(line.split()[1])
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # a thread that ended meanwhile
+    return total
+
+
+def phase(sender: Sender, pid: int, requests: list[bytes]) -> tuple[float, int]:
+    """CPU seconds the worker spent answering ``requests`` (all allows), and
+    the context switches of its threads meanwhile."""
     settle(pid)
-    before = cpu_seconds(pid)
+    before, switched = cpu_seconds(pid), switches(pid)
     allowed = sender.send(requests)
     settle(pid)
     if allowed != len(requests):
         raise SystemExit(f"error: {len(requests) - allowed} of {len(requests)} Checks were not allowed")
-    return cpu_seconds(pid) - before
+    return cpu_seconds(pid) - before, switches(pid) - switched
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -144,19 +159,24 @@ def main(argv: list[str] | None = None) -> int:
             floor = floor_us(key)
             for name in names if run % 2 == 0 else reversed(names):
                 sender, pid = servers[name]
-                miss = phase(sender, pid, batch)
-                hit = phase(sender, pid, batch)
+                miss, miss_switches = phase(sender, pid, batch)
+                hit, hit_switches = phase(sender, pid, batch)
                 above = (miss - hit) / len(batch) * 1e6
                 rows[name].append({"miss_us": miss / len(batch) * 1e6, "hit_us": hit / len(batch) * 1e6,
-                                   "above_hit_us": above, "floor_us": floor, "ratio": above / floor})
+                                   "above_hit_us": above, "floor_us": floor, "ratio": above / floor,
+                                   "miss_switches": miss_switches / len(batch),
+                                   "hit_switches": hit_switches / len(batch)})
                 row = rows[name][-1]
                 print(f"run {run + 1} {name}: miss {row['miss_us']:.0f} µs, hit {row['hit_us']:.0f} µs of worker CPU "
-                      f"per Check; a new caller {above:.0f} µs above a hit; floor {floor:.1f} µs; {above / floor:.1f}x")
+                      f"per Check; a new caller {above:.0f} µs above a hit; floor {floor:.1f} µs; "
+                      f"{above / floor:.1f}x; context switches per Check {row['miss_switches']:.1f} / "
+                      f"{row['hit_switches']:.1f}")
     medians = {name: {k: statistics.median(r[k] for r in rows[name]) for k in rows[name][0]} for name in names}
     for name, median in medians.items():
         print(f"{name}: median of {args.runs} runs x {args.callers} callers: miss {median['miss_us']:.0f} µs, "
               f"hit {median['hit_us']:.0f} µs; a new caller {median['above_hit_us']:.0f} µs above a hit "
-              f"({median['ratio']:.2f}x the floor of {median['floor_us']:.1f} µs; goal <= 2.3x)")
+              f"({median['ratio']:.2f}x the floor of {median['floor_us']:.1f} µs; goal <= 2.3x); context switches "
+              f"per Check {median['miss_switches']:.1f} on a miss, {median['hit_switches']:.1f} on a hit")
     signing = signing_us()
     print(f"identity-token signing alone: ES256 {signing['ES256']:.1f} µs, EdDSA (Ed25519) {signing['EdDSA']:.1f} µs")
     if args.json:
