@@ -158,8 +158,6 @@ class CheckService:
         self._grpc = telemetry.door(GRPC.name)
         self._meters: dict[Any, DoorMeters] = {grpc_door: self._grpc}
         self._lock = threading.Lock()
-        #: check_sync: one pool thread decides at a time, never while waiting (benchmarks/RESULTS.md, issue 25).
-        self._serial = threading.Lock()
         #: check_sync: how many pool threads may block waiting for a key set
         #: for their whole budget; the others wait ``overflow_wait`` at most.
         self._waiters = threading.BoundedSemaphore(max(1, max_waiting))
@@ -174,7 +172,8 @@ class CheckService:
 
     async def check(self, raw: bytes, context: Any) -> bytes:
         """The Check RPC for grpc.aio (raw bytes in and out)."""
-        return await self.check_async(self.grpc_door, raw, _budget(context), context)  # type: ignore[no-any-return]
+        answer: bytes = await self.check_async(self.grpc_door, raw, _budget(context), context)
+        return answer
 
     async def check_async(self, door: Door, raw: Any, budget: float | None = None, context: Any = None) -> Any:
         """One Check on an event loop, waiting up to ``budget`` seconds for a
@@ -237,14 +236,13 @@ class CheckService:
         return handled.response
 
     def check_sync(self, raw: bytes, context: Any) -> bytes:
-        """The Check RPC for the thread-pool gRPC server: the same steps, waiting for a key set by blocking
-        this pool thread (within the call's deadline). One pool thread decides at a time: the crypto releases
-        the GIL, and Checks side by side would hand it over at each signature, costing more than they overlap."""
+        """The Check RPC for the thread-pool gRPC server: the same steps,
+        waiting for a key set by blocking this pool thread (within the
+        call's deadline)."""
         started = self._enter()
         handled: Handled | None = None
         try:
-            with self._serial:
-                step = self._begin(self.grpc_door, raw, context)
+            step = self._begin(self.grpc_door, raw, context)
             if isinstance(step, _Waiting):
                 budget = _budget(context)
                 # Only some pool threads may block on a key fetch for long, so
@@ -257,18 +255,19 @@ class CheckService:
                         self._waiters.release()
                 elif budget > 0:
                     self._wait_for(step.future, min(budget, self._young_for(step.future)))
-                with self._serial:
-                    step = self._complete(step)
+                step = self._complete(step)
             handled = step
         except Exception as exc:
             log.error("check failed, denying (internal_error)", exc_info=exc)
             handled = Handled(GRPC.internal_error, _INTERNAL_ERROR_DECISION, "none")
         finally:
             self._account(handled, started, self._grpc)
-        return handled.response  # type: ignore[no-any-return]
+        response: bytes = handled.response
+        return response
 
     def _bind(self, door: Door) -> DoorMeters:
-        return self._meters.setdefault(door, self.telemetry.door(door.name))
+        meters = self._meters[door] = self.telemetry.door(door.name)
+        return meters
 
     def _young_for(self, future: Any) -> float:
         """How much longer a Check beyond the waiters' quota may wait for
