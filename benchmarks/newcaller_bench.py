@@ -22,6 +22,10 @@ Prints per run and the median per server (with the context switches of
 the worker's threads per Check, from ``/proc/PID/task/*/status``); asserts nothing about time (it
 does check that every answer is an allow).
 
+By default the one worker is pinned to the first CPU (``--pin-workers
+on``), as ``serve`` pins each worker when it runs one per CPU (its
+default), and this process, the client, runs on the other CPUs.
+
 CPU time, not instructions: this VM has no hardware counters (``perf stat
 -e instructions`` says "not supported"; the kernel logs "PMU not available
 due to virtualization"), so the figures are medians of CPU time over runs.
@@ -32,6 +36,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -126,12 +131,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--callers", type=int, default=3000, help="new callers per run")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--window", type=int, default=8, help="Checks in flight")
-    parser.add_argument("--servers", nargs="+", default=["sync"],
-                        help="one server per value: its flavour and any further serve arguments "
-                             "(e.g. sync aio 'sync --threads 2')")
+    parser.add_argument("--servers", nargs="+", default=["sync --pin-workers on"],
+                        help="one server per value: its flavour and any further serve arguments (default: the "
+                             "thread pool, the worker pinned to a CPU as 'serve' pins one worker per CPU; e.g. "
+                             "aio 'sync --pin-workers off')")
     parser.add_argument("--before", type=Path, help="also run the worker from this checkout, alternated")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
+    # The servers may use every CPU this process may (a pinned worker takes
+    # the first); this process, the client, keeps off the first when it can.
+    cpus = sorted(os.sched_getaffinity(0))
+    command = ("taskset", "-c", ",".join(map(str, cpus)), sys.executable, "-m", "authz")
+    if len(cpus) > 1:
+        os.sched_setaffinity(0, cpus[1:])
     key = serialization.load_pem_private_key((ACCEPTANCE / "corp-signing-key.pem").read_bytes(), password=None)
     assert isinstance(key, rsa.RSAPrivateKey)
     now = time.time()
@@ -149,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
             for server in args.servers:
                 env = {"PYTHONPATH": str(root)} if root is not None else None
                 authz = stack.enter_context(Authz(ACCEPTANCE / "policy.yaml", workers=1, env=env, cwd=root,
-                                                  extra=["--server", *server.split()]))
+                                                  extra=["--server", *server.split()], command=command))
                 sender = Sender(authz.grpc_address, args.window)
                 stack.callback(sender.close)
                 sender.send(requests[-200:] * 3)  # warm up: misses, then hits
