@@ -46,7 +46,7 @@ data:
     url: {endpoint.url}/tenants/{{identity.claims.tenant}}
     headers: {{authorization: {{file: plans.token, prefix: "Bearer "}}}}
     cache_ttl: 30s
-    timeout: 300ms
+    timeout: 1s
 roles:
   orders-reader:
     - {{paths: ["/api/reports/*"], when: 'data.plans.tier == "gold"'}}
