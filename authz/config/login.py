@@ -125,6 +125,7 @@ def _login(compiler: LoginCompiling, config: schema.IssuerSpec, spec: schema.Log
         issuer=verifying, client_id=spec.client_id, client_secret=secret, scopes=tuple(spec.scopes),
         callback_path=spec.callback_path, logout_path=spec.logout_path, paths=paths, ttl=session.ttl,
         cookie=cookies.PREFIX + session.cookie, state_cookie=cookies.PREFIX + session.cookie + "_login",
+        id_cookie=cookies.PREFIX + session.cookie + "_id",
         cipher=Cipher(keys), discovery=discovery_for(config.name, config.issuer, settings), calls=calls,
         verifier=JwtSource(TokenLocation(header="x-authz-id-token"), [verifying]),
     )

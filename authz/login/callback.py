@@ -27,7 +27,7 @@ from urllib.parse import parse_qsl, quote
 
 from authz.decision import Decision
 from authz.errors import CredentialError, KeysUnavailable, Reason
-from authz.login import cookies
+from authz.login import cookies, kept
 from authz.login.flow import USED, Login, Waiting, read_state, refuse, reply
 from authz.login.returns import safe_return
 from authz.login.session import SessionSource, SessionTooLarge, seal_session
@@ -119,8 +119,11 @@ def callback(login: Login, request: Request, query: str, now: float, *, may_wait
     if not USED.claim(state["s"]):
         return refuse(login, Reason.LOGIN_STATE_REUSED, "this state signed a browser in before")
     session = SessionSource(login).open(value, now)
+    held = request.headers.get("cookie")
     return reply(Reason.SIGNED_IN, 302, [("location", state["r"]),
                                          ("set-cookie", cookies.set_cookie(login.cookie, value, int(ends - now))),
+                                         *(("set-cookie", v) for v in kept.set_or_clear(login, held, login.id_cookie,
+                                                                                        id_token, ends - now)),
                                          ("set-cookie", cookies.clear_cookie(login.state_cookie))],
                  identity=session.slim())
 

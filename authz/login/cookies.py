@@ -39,6 +39,13 @@ def has_any(header: str | None, names: tuple[str, ...]) -> bool:
     return bool(header) and any(name in header for name in names)  # type: ignore[operator]
 
 
+def holds(header: str | None, name: str) -> bool:
+    """Whether the Cookie ``header`` holds cookie ``name`` (any value)."""
+    if not header or name not in header:
+        return False
+    return any(part.strip().partition("=")[0] == name for part in header.split(";"))
+
+
 def strip(header: str, names: tuple[str, ...]) -> str:
     """``header`` without the cookies ``names`` (the rest as sent)."""
     kept = [part.strip() for part in header.split(";")

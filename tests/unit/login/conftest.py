@@ -41,6 +41,8 @@ class Provider:
         self.discovery_status = 200
         self.jwks_status = 200
         self.token_forms: list[dict[str, str]] = []
+        #: The ID tokens the token endpoint answered, in order.
+        self.issued: list[str] = []
         self.claims: dict[str, Any] | None = None
         self.sign_key: Any = self.key
         self.endpoint = Endpoint(self.answer)
@@ -61,8 +63,8 @@ class Provider:
             self.token_forms.append(seen.form)
             if self.claims is None:
                 return 400, {"error": "invalid_grant"}
-            return 200, {"access_token": "opaque", "token_type": "Bearer",
-                         "id_token": token(self.claims, key=self.sign_key, kid=KID)}
+            self.issued.append(token(self.claims, key=self.sign_key, kid=KID))
+            return 200, {"access_token": "opaque", "token_type": "Bearer", "id_token": self.issued[-1]}
         return 404, {}
 
     def id_claims(self, nonce: str, **overrides: Any) -> dict[str, Any]:
