@@ -60,11 +60,16 @@ class Login:
     state_cookie: str
     #: The ID token's cookie (:mod:`authz.login.kept`): the hint at sign-out.
     id_cookie: str
+    #: The refresh token's cookie (:mod:`authz.login.renew`).
+    refresh_cookie: str
     cipher: Cipher
     discovery: Discovery
-    #: The token endpoint's calls (one per code).
+    #: The token endpoint's calls (one per code, one per refresh token).
     calls: KeyedCalls[Any]
     verifier: JwtSource
+    #: Renew a session with its refresh token this many seconds before it
+    #: ends (``session.refresh``); None: no refresh tokens are kept.
+    refresh_before: float | None = None
 
     @property
     def cookies(self) -> tuple[str, ...]:
@@ -74,7 +79,7 @@ class Login:
     @property
     def kept_cookies(self) -> tuple[str, ...]:
         """The cookies of the provider's tokens kept beside the session."""
-        return (self.id_cookie,)
+        return (self.id_cookie, self.refresh_cookie)
 
     def covers(self, path: str) -> bool:
         return self.paths is None or self.paths.matches(path)

@@ -53,6 +53,23 @@ def seal_session(login: Login, claims: Mapping[str, Any], now: float) -> tuple[s
     raise SessionTooLarge("the ID token's claims do not fit a cookie")
 
 
+def open_session(login: Login, value: str) -> tuple[dict[str, Any], float]:
+    """The claims and the end of a session cookie's value, ended or not;
+    InvalidSession when it does not open or holds no session."""
+    try:
+        document = json.loads(login.cipher.open(value, login.cookie))
+    except SealError as exc:
+        raise InvalidSession(f"session cookie: {exc}") from None
+    except ValueError:
+        raise InvalidSession("session cookie: not a session") from None
+    if not isinstance(document, dict):
+        raise InvalidSession("session cookie: not a session")
+    claims, ends = document.get("c"), document.get("e")
+    if not isinstance(claims, dict) or isinstance(ends, bool) or not isinstance(ends, int | float):
+        raise InvalidSession("session cookie: not a session")
+    return claims, float(ends)
+
+
 def _minimal(login: Login, claims: Mapping[str, Any]) -> dict[str, Any]:
     roots = {login.issuer.roles_claim[0], login.issuer.scopes_claim[0], ".".join(login.issuer.roles_claim),
              ".".join(login.issuer.scopes_claim), *_SMALL}
@@ -98,17 +115,7 @@ class SessionSource:
         return identity
 
     def open(self, value: str, now: float) -> Identity:
-        try:
-            document = json.loads(self.login.cipher.open(value, self.login.cookie))
-        except SealError as exc:
-            raise InvalidSession(f"session cookie: {exc}") from None
-        except ValueError:
-            raise InvalidSession("session cookie: not a session") from None
-        if not isinstance(document, dict):
-            raise InvalidSession("session cookie: not a session")
-        claims, ends = document.get("c"), document.get("e")
-        if not isinstance(claims, dict) or isinstance(ends, bool) or not isinstance(ends, int | float):
-            raise InvalidSession("session cookie: not a session")
+        claims, ends = open_session(self.login, value)
         if ends <= now:
             raise ExpiredSession("session ended")
         issuer = self.login.issuer
