@@ -76,15 +76,13 @@ def callback(login: Login, request: Request, query: str, now: float, *, may_wait
     if not USED.claim(state["s"]):
         return refuse(login, Reason.LOGIN_STATE_REUSED, "this state signed a browser in before")
     session = SessionSource(login).open(value, now)
-    held = request.headers.get("cookie")
+    held, ttl = request.headers.get("cookie"), ends - now
     refresh = tokens.refresh_token if login.refresh_before is not None else None
-    return reply(Reason.SIGNED_IN, 302, [("location", state["r"]),
-                                         ("set-cookie", cookies.set_cookie(login.cookie, value, int(ends - now))),
-                                         *(("set-cookie", v) for v in kept.set_or_clear(login, held, login.id_cookie,
-                                                                                        id_token, ends - now)),
-                                         *(("set-cookie", v) for v in kept.set_or_clear(
-                                             login, held, login.refresh_cookie, refresh, ends - now)),
-                                         ("set-cookie", cookies.clear_cookie(login.state_cookie))],
+    written = [cookies.set_cookie(login.cookie, value, int(ttl)),
+               *kept.set_or_clear(login.cipher, held, login.id_cookie, id_token, ttl),
+               *kept.set_or_clear(login.cipher, held, login.refresh_cookie, refresh, ttl),
+               cookies.clear_cookie(login.state_cookie)]
+    return reply(Reason.SIGNED_IN, 302, [("location", state["r"]), *(("set-cookie", v) for v in written)],
                  identity=session.slim())
 
 

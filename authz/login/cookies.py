@@ -11,6 +11,9 @@ does not carry it).
 from __future__ import annotations
 
 PREFIX = "__Host-"
+#: The longest cookie value written (browsers keep 4096 bytes per cookie,
+#: name and attributes included).
+MAX_COOKIE = 3800
 _ATTRIBUTES = "Path=/; Secure; HttpOnly; SameSite=Lax"
 
 

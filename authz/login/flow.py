@@ -138,7 +138,7 @@ def start(login: Login, request: Request, denied: Decision, *, may_wait: bool = 
     held = request.headers.get("cookie")
     if cookies.has_any(held, (login.cookie,)):
         headers.append(("set-cookie", cookies.clear_cookie(login.cookie)))  # a session that failed
-        headers.extend(("set-cookie", value) for value in kept.clear_held(login, held))
+        headers.extend(("set-cookie", value) for value in kept.clear_held(login.kept_cookies, held))
     return reply(denied.reason, 302, headers, detail=denied.detail)
 
 
@@ -209,7 +209,7 @@ def logout(login: Login, request: Request, *, may_wait: bool = False) -> Decisio
     target = "/"
     if endpoints is not None and endpoints.end_session is not None:
         params = {"client_id": login.client_id}
-        hint = kept.read(login, headers.get("cookie"), login.id_cookie)
+        hint = kept.read(login.cipher, headers.get("cookie"), login.id_cookie)
         if hint is not None:  # the provider knows whose session ends (and may skip its confirmation)
             params["id_token_hint"] = hint
         separator = "&" if "?" in endpoints.end_session else "?"

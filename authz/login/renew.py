@@ -80,7 +80,7 @@ def renew(login: Login, request: Request, decision: Decision, now: float, *, may
         return decision
     if decision.allowed and decision.identity.expires_at != ends:
         return decision  # decided by another credential of the issuer (a bearer token)
-    refresh = kept.read(login, header, login.refresh_cookie)
+    refresh = kept.read(login.cipher, header, login.refresh_cookie)
     if refresh is None:
         return _failed(login, decision, "the refresh token cookie does not open", clear=True)
     key = hashlib.sha256(b"refresh\0" + refresh.encode("utf-8")).digest()
@@ -109,10 +109,10 @@ def renew(login: Login, request: Request, decision: Decision, now: float, *, may
     if not renewed.allowed:
         return renewed._replace(cacheable=False)
     ttl = ends - now
-    id_token = tokens.id_token or kept.read(login, header, login.id_cookie)
+    id_token = tokens.id_token or kept.read(login.cipher, header, login.id_cookie)
     written = [cookies.set_cookie(login.cookie, value, int(ttl)),
-               *kept.set_or_clear(login, header, login.id_cookie, id_token, ttl),
-               *kept.set_or_clear(login, header, login.refresh_cookie, tokens.refresh_token or refresh, ttl)]
+               *kept.set_or_clear(login.cipher, header, login.id_cookie, id_token, ttl),
+               *kept.set_or_clear(login.cipher, header, login.refresh_cookie, tokens.refresh_token or refresh, ttl)]
     return renewed._replace(client_headers=(*renewed.client_headers, *(("set-cookie", v) for v in written)),
                             cacheable=False)
 

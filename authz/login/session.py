@@ -24,14 +24,12 @@ from authz.identity.base import Identity, TokenCache
 from authz.identity.jwt import claim_at
 from authz.login import cookies
 from authz.login.cipher import SealError
+from authz.login.cookies import MAX_COOKIE
 
 if TYPE_CHECKING:
     from authz.login.flow import Login
     from authz.request import Request
 
-#: The longest session cookie value written (browsers keep 4096 bytes per
-#: cookie, name and attributes included).
-MAX_COOKIE = 3800
 #: ID token claims that say nothing of the user: never kept.
 PROTOCOL_CLAIMS = frozenset({"nonce", "at_hash", "c_hash", "s_hash", "sid", "auth_time", "acr", "amr", "azp"})
 _SMALL = ("sub", "iss", "email", "name")

@@ -1,7 +1,7 @@
 """Sessions renewed with their refresh token (``session.refresh``) inside
 the Check, against the provider stand-in, on the engine's own clock: when a
 session is due, what the browser gets, rotation, and every failure bounded
-by the session's own end (docs/security.md 96)."""
+by the session's own end (docs/security.md 87, 93, 95)."""
 
 from __future__ import annotations
 
