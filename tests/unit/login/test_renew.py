@@ -191,3 +191,29 @@ def test_a_bad_refresh_setting_is_a_file_line_problem(tmp_path: Path, provider: 
     with pytest.raises(ConfigError) as raised:
         load_policy(str(tmp_path / "policy.yaml"))
     assert message in str(raised.value) and "policy.yaml:" in str(raised.value), str(raised.value)
+
+
+def test_the_generated_proxy_configs_pass_set_cookie_on_allow_to_the_client_only(
+        tmp_path: Path, provider: Provider, capsys: pytest.CaptureFixture[str]) -> None:
+    from authz.cli import main
+    from authz.tools.policy_headers import PolicyHeaders
+
+    flow = Flow(tmp_path, provider, text=policy_text(provider.issuer, login_extra="        refresh: true\n"))
+    headers = PolicyHeaders.of(flow.engine.policy)
+    assert "set-cookie" in headers.client and "set-cookie" not in headers.upstream
+    (tmp_path / "plain.yaml").write_text(policy_text(provider.issuer))
+    assert "set-cookie" not in PolicyHeaders.of(load_policy(str(tmp_path / "plain.yaml"))).client
+    config = str(tmp_path / "policy.yaml")
+    assert main(["envoy-config", "--config", config, "--shape", "edge", "--protocol", "http",
+                 "--authz", "127.0.0.1:9191", "--upstream", "127.0.0.1:8080"]) == 0
+    envoy = capsys.readouterr().out
+    on_success = envoy.split("allowedClientHeadersOnSuccess:", 1)[1].split("dynamicMetadataFromHeaders", 1)[0]
+    assert "exact: set-cookie" in on_success
+    assert main(["envoy-config", "--config", config, "--format", "istio", "--protocol", "http",
+                 "--authz", "authz.authz:8080"]) == 0
+    assert "headersToDownstreamOnAllow" in capsys.readouterr().out
+    assert main(["envoy-config", "--config", config, "--format", "emissary", "--protocol", "http",
+                 "--authz", "authz.authz:8080"]) != 0
+    assert "gRPC AuthService" in capsys.readouterr().err
+    assert main(["envoy-config", "--config", config, "--format", "emissary", "--protocol", "grpc",
+                 "--authz", "authz.authz:8080"]) == 0
