@@ -78,8 +78,10 @@ def callback(login: Login, request: Request, query: str, now: float, *, may_wait
     session = SessionSource(login).open(value, now)
     held, ttl = request.headers.get("cookie"), ends - now
     refresh = tokens.refresh_token if login.refresh_before is not None else None
+    endpoints = login.discovery.value()
+    hint = None if endpoints is not None and endpoints.end_session is None else id_token  # no end-session: no hint
     written = [cookies.set_cookie(login.cookie, value, int(ttl)),
-               *kept.set_or_clear(login.cipher, held, login.id_cookie, id_token, ttl),
+               *kept.set_or_clear(login.cipher, held, login.id_cookie, hint, ttl),
                *kept.set_or_clear(login.cipher, held, login.refresh_cookie, refresh, ttl),
                cookies.clear_cookie(login.state_cookie)]
     return reply(Reason.SIGNED_IN, 302, [("location", state["r"]), *(("set-cookie", v) for v in written)],

@@ -109,7 +109,8 @@ def renew(login: Login, request: Request, decision: Decision, now: float, *, may
     if not renewed.allowed:
         return renewed._replace(cacheable=False)
     ttl = ends - now
-    id_token = tokens.id_token or kept.read(login.cipher, header, login.id_cookie)
+    held = kept.read(login.cipher, header, login.id_cookie)  # kept only for a provider with an end-session endpoint
+    id_token = (tokens.id_token or held) if held is not None else None
     written = [cookies.set_cookie(login.cookie, value, int(ttl)),
                *kept.set_or_clear(login.cipher, header, login.id_cookie, id_token, ttl),
                *kept.set_or_clear(login.cipher, header, login.refresh_cookie, tokens.refresh_token or refresh, ttl)]

@@ -50,6 +50,8 @@ class Provider:
         self.refresh_tokens: list[str] = []
         self.honoured: set[str] = set()
         self.refresh_claims: dict[str, Any] | None = None
+        #: Whether discovery names an end-session endpoint.
+        self.end_session = True
         #: A status the token endpoint answers instead (a provider down).
         self.token_status: int | None = None
         self.claims: dict[str, Any] | None = None
@@ -65,7 +67,8 @@ class Provider:
         if seen.path == "/.well-known/openid-configuration":
             return self.discovery_status, {
                 "issuer": url, "jwks_uri": url + "/jwks", "authorization_endpoint": url + "/authorize",
-                "token_endpoint": url + "/token", "end_session_endpoint": url + "/session/end"}
+                "token_endpoint": url + "/token",
+                **({"end_session_endpoint": url + "/session/end"} if self.end_session else {})}
         if seen.path == "/jwks":
             return self.jwks_status, {"keys": [public_jwk(self.key, kid=KID, alg="RS256")]}
         if seen.path == "/token":

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -78,3 +79,13 @@ def test_the_id_token_cookie_is_cleared_with_a_session_that_failed(flow: Flow, p
     cleared = [v for n, v in client_headers(again) if n == "set-cookie" and "Max-Age=0" in v]
     assert {v.partition("=")[0] for v in cleared} == {SESSION, ID}
     assert ID not in flow.jar
+
+
+def test_no_id_token_is_kept_for_a_provider_without_an_end_session_endpoint(tmp_path: Path,
+                                                                          provider: Provider) -> None:
+    provider.end_session = False
+    flow = Flow(tmp_path, provider)
+    assert flow.sign_in().reason is Reason.SIGNED_IN
+    assert SESSION in flow.jar and ID not in flow.jar  # nothing to hint: no cookie to carry
+    out = flow.decide("POST", "/oauth2/logout", {"origin": f"https://{HOST}"})
+    assert out.reason is Reason.SIGNED_OUT and header(out, "location") == "/"
