@@ -136,7 +136,8 @@ class Engine:
                 return None
         try:
             decision = login.decide(self.policy.logins, request, self.clock.time(), may_wait=may_wait, path=path,
-                                    rest=lambda: self._decide(request, may_wait, trace), start_allowed=not self.dry_run)
+                                    rest=lambda asked: self._decide(asked, may_wait, trace),
+                                    start_allowed=not self.dry_run)
         except login.Waiting as waiting:
             raise CallPending(waiting.future) from None
         if decision.denial is not None:

@@ -79,9 +79,16 @@ def main() -> int:
     session = Cipher([KEY]).seal(json.dumps({"c": {"sub": "alice", "iss": "http://127.0.0.1:9",
                                                    "groups": ["orders-reader"], "email": "alice@example.com"},
                                              "e": time.time() + 3600}).encode(), "__Host-authz_session")
+    # What a browser also sends once the ID token (the sign-out's hint) and a
+    # refresh token are kept beside the session (docs/login.md): each in its own sealed cookie.
+    id_token = Cipher([KEY]).seal(token(claims(aud="web")).encode(), "__Host-authz_session_id")
+    refresh = Cipher([KEY]).seal(base64.urlsafe_b64encode(bytes(32)).decode().encode(), "__Host-authz_session_refresh")
+    kept = f"__Host-authz_session={session}; __Host-authz_session_id={id_token}; " \
+        f"__Host-authz_session_refresh={refresh}; theme=dark"
     calls = {
         "bearer": raw({**BROWSER, "authorization": f"Bearer {token(claims())}"}),
         "session": raw({**BROWSER, "cookie": f"__Host-authz_session={session}; theme=dark"}),
+        "session_kept": raw({**BROWSER, "cookie": kept}),
     }
     service = CheckService(PolicyState(policy, SystemClock()), Telemetry())
     for message in calls.values():
@@ -116,6 +123,7 @@ def main() -> int:
                     raise SystemExit(f"the {name} request was not allowed")
             miss[name] = min(miss[name], (time.perf_counter() - started) / count * 1e6)
     print(json.dumps({"bearer_hit_us": round(best["bearer"], 3), "session_hit_us": round(best["session"], 3),
+                      "session_kept_hit_us": round(best["session_kept"], 3), "cookie_bytes": len(kept),
                       "bearer_miss_us": round(miss["bearer"], 1), "session_miss_us": round(miss["session"], 1),
                       "session_vs_bearer_pct": round((best["session"] - best["bearer"]) / best["bearer"] * 100, 2),
                       "calls_per_kind": per_round * args.rounds}))

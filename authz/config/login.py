@@ -59,10 +59,10 @@ def login_section(compiler: LoginCompiling, model: schema.PolicySpec, before: li
             if value in seen_paths:
                 compiler.problem((*path, where), f"{value!r} is another login's path")
             seen_paths.add(value)
-        if built.cookie in seen_cookies:
+        if seen_cookies.intersection(built.cookies):
             compiler.problem((*path, "session", "cookie"), f"cookie {config.login.session.cookie!r} is another "
-                             "login's")
-        seen_cookies.add(built.cookie)
+                             "login's (or one of its state, ID token or refresh token cookies)")
+        seen_cookies.update(built.cookies)
         sources.append(SessionSource(built))
     return sources
 
@@ -108,6 +108,16 @@ def _login(compiler: LoginCompiling, config: schema.IssuerSpec, spec: schema.Log
     if not _COOKIE_NAME.fullmatch(session.cookie):
         compiler.problem((*path, "session", "cookie"), f"invalid cookie name {session.cookie!r}")
         ok = False
+    refresh_before = None
+    if session.refresh:
+        refresh_before = session.ttl / 4 if session.refresh_before is None else session.refresh_before
+        if refresh_before >= session.ttl:
+            compiler.problem((*path, "session", "refresh_before"), f"refresh_before ({refresh_before:g}s) must be "
+                             f"shorter than the session's ttl ({session.ttl:g}s)")
+            ok = False
+    elif session.refresh_before is not None:
+        compiler.problem((*path, "session", "refresh_before"), "refresh_before without refresh: true")
+        ok = False
     keys = compiler.key_file(session.keys_file, (*path, "session", "keys_file"), parse_keys)
     secret = None
     if spec.client_secret_file is not None:
@@ -125,6 +135,7 @@ def _login(compiler: LoginCompiling, config: schema.IssuerSpec, spec: schema.Log
         issuer=verifying, client_id=spec.client_id, client_secret=secret, scopes=tuple(spec.scopes),
         callback_path=spec.callback_path, logout_path=spec.logout_path, paths=paths, ttl=session.ttl,
         cookie=cookies.PREFIX + session.cookie, state_cookie=cookies.PREFIX + session.cookie + "_login",
+        id_cookie=cookies.PREFIX + session.cookie + "_id", refresh_cookie=cookies.PREFIX + session.cookie + "_refresh",
         cipher=Cipher(keys), discovery=discovery_for(config.name, config.issuer, settings), calls=calls,
-        verifier=JwtSource(TokenLocation(header="x-authz-id-token"), [verifying]),
+        verifier=JwtSource(TokenLocation(header="x-authz-id-token"), [verifying]), refresh_before=refresh_before,
     )

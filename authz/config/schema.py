@@ -115,6 +115,10 @@ class SessionSpec(Model):
     ttl: Duration = Field(default=8 * 3600.0, gt=0.0, le=30 * 86400.0)
     cookie: str = "authz_session"
     keys_file: str
+    #: Keep the provider's refresh token and renew the session with it
+    #: (authz/login/renew.py), ``refresh_before`` its end (default: the last quarter of ttl).
+    refresh: bool = False
+    refresh_before: Duration | None = Field(default=None, gt=0.0)
 
 
 class LoginSpec(Model):

@@ -8,6 +8,8 @@ the decision:
   denied with no credential or a failed session (:data:`START`) is sent to
   sign in instead (:func:`authz.login.flow.start`), never when the provider
   cannot be reached;
+- a session near its end is renewed with its refresh token
+  (:mod:`authz.login.renew`), the allow carrying the new cookies;
 - an allow never passes a cookie of the flow to the upstream.
 
 The session itself is a credential source
@@ -20,7 +22,7 @@ from collections.abc import Callable, Sequence
 
 from authz.decision import Decision
 from authz.errors import Reason
-from authz.login import cookies
+from authz.login import cookies, renew
 from authz.login.callback import callback
 from authz.login.flow import Login, Waiting, is_navigation, logout, start
 from authz.paths import split_path
@@ -36,19 +38,22 @@ START = frozenset({Reason.MISSING_CREDENTIAL, Reason.INVALID_SESSION, Reason.EXP
 
 
 def decide(logins: Sequence[Login], request: Request, now: float, *, may_wait: bool, path: Callable[[], str | None],
-           rest: Callable[[], Decision], start_allowed: bool = True) -> Decision:
+           rest: Callable[[Request], Decision], start_allowed: bool = True) -> Decision:
     """The decision on ``request`` with sign-in: a login's own step on its
-    paths, else ``rest()`` (the policy), sent to sign in or stripped of the
-    flow's cookies. ``path()`` is the normalized path (None: not one).
-    Raises :class:`Waiting` (only when ``may_wait``) while a callback's code
-    is exchanged."""
+    paths, else ``rest(request)`` (the policy), its session renewed when due
+    (:mod:`authz.login.renew`), sent to sign in or stripped of the flow's
+    cookies. ``path()`` is the normalized path (None: not one). Raises
+    :class:`Waiting` (only when ``may_wait``) while a callback's code or a
+    refresh token is exchanged."""
     raw, query = split_path(request.path)
     for login in logins:
         if raw == login.callback_path:
             return callback(login, request, query, now, may_wait=may_wait)
         if raw == login.logout_path:
             return logout(login, request, may_wait=may_wait)
-    decision = rest()
+    decision = rest(request)
+    if decision.allowed or decision.reason is Reason.EXPIRED_SESSION:
+        decision = renew.around(logins, request, decision, now, may_wait=may_wait, rest=rest)
     header = request.headers.get("cookie")
     if decision.allowed:
         names = tuple(name for login in logins for name in login.cookies)

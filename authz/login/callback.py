@@ -17,26 +17,18 @@ the client (``login_id_token_invalid``), another nonce
 
 from __future__ import annotations
 
-import asyncio
-import base64
 import hashlib
 import hmac
-from collections.abc import Callable, Mapping
 from typing import Any
-from urllib.parse import parse_qsl, quote
+from urllib.parse import parse_qsl
 
 from authz.decision import Decision
 from authz.errors import CredentialError, KeysUnavailable, Reason
-from authz.login import cookies
+from authz.login import cookies, kept, token
 from authz.login.flow import USED, Login, Waiting, read_state, refuse, reply
 from authz.login.returns import safe_return
 from authz.login.session import SessionSource, SessionTooLarge, seal_session
-from authz.outside.calls import Answer, CallFailed, CallWaiting
-from authz.outside.http import FetchError, post_form
 from authz.request import Request
-
-#: The largest token endpoint answer read.
-MAX_ANSWER = 64 * 1024
 
 
 def callback(login: Login, request: Request, query: str, now: float, *, may_wait: bool) -> Decision:
@@ -59,59 +51,24 @@ def callback(login: Login, request: Request, query: str, now: float, *, may_wait
         return refuse(login, Reason.LOGIN_RETURN_INVALID, "the return URL is not a path of this origin")
     form = {"grant_type": "authorization_code", "code": code, "redirect_uri": state["u"],
             "code_verifier": state["v"]}
-    headers: dict[str, str] = {}
-    if login.client_secret is None:
-        form["client_id"] = login.client_id
-    else:
-        pair = f"{quote(login.client_id, safe='')}:{quote(login.client_secret, safe='')}"
-        headers["authorization"] = "Basic " + base64.b64encode(pair.encode()).decode("ascii")
     key = hashlib.sha256(f"{state['s']}\0{code}".encode()).digest()
-
-    async def exchange(session: Any, trace: Mapping[str, str]) -> Answer[str]:
-        # Another worker may have started this sign-in: what it fetched
-        # first, this one fetches in the same call (one wait for the Check).
-        await _held(login.discovery.value() is None, login.discovery.wait_for_value)
-        await _held(login.issuer.keys.current() is None, login.issuer.keys.wait_for_keys)
-        endpoints = login.discovery.value()
-        if endpoints is None:
-            raise FetchError("the provider's endpoints are not known (discovery failed)")
-        status, answer = await post_form(session, endpoints.token, form, max_bytes=MAX_ANSWER,
-                                         headers={**headers, **trace})
-        if status != 200 or not isinstance(answer, dict):
-            error = answer.get("error") if isinstance(answer, dict) else None
-            said = f" ({error[:64]})" if isinstance(error, str) else ""
-            raise _Refused(f"the token endpoint answered {status}{said}")
-        id_token = answer.get("id_token")
-        if not isinstance(id_token, str):
-            raise _Refused("the token endpoint's answer has no id_token")
-        return Answer(id_token, ttl=0.0, size=len(id_token))
-
     try:
-        id_token = login.calls.get(key, exchange, request.headers)
-    except CallWaiting as waiting:
+        tokens = token.call(login, form, key, request.headers)
+    except token.CallWaiting as waiting:
         if may_wait:
             raise Waiting(waiting.future) from None
         return refuse(login, Reason.LOGIN_UNAVAILABLE, "no answer from the token endpoint in time")
-    except CallFailed as failed:
-        reason = Reason.LOGIN_PROVIDER_ERROR if str(failed).startswith(_REFUSED) else Reason.LOGIN_UNAVAILABLE
+    except token.CallFailed as failed:
+        reason = Reason.LOGIN_PROVIDER_ERROR if token.refused(failed) else Reason.LOGIN_UNAVAILABLE
         return refuse(login, reason, str(failed))
-    try:
-        identity = login.verifier.verify(id_token, now=now)
-    except KeysUnavailable as exc:
-        if may_wait and exc.retry is not None:
-            raise Waiting(exc.retry) from None
-        return refuse(login, Reason.JWKS_UNAVAILABLE, exc.detail)
-    except CredentialError as exc:
-        if may_wait and exc.retry is not None:  # an unknown kid: the set is being refetched
-            raise Waiting(exc.retry) from None
-        return refuse(login, Reason.LOGIN_ID_TOKEN_INVALID, f"ID token: {exc.detail}")
-    claims = identity.claims
+    id_token = tokens.id_token or ""
+    verified = verify_id_token(login, id_token, now, may_wait=may_wait)
+    if not isinstance(verified, dict):
+        return refuse(login, *verified)
+    claims = verified
     nonce = claims.get("nonce")
     if not isinstance(nonce, str) or not hmac.compare_digest(nonce.encode(), state["n"].encode()):
         return refuse(login, Reason.LOGIN_NONCE_MISMATCH, "the ID token's nonce is not this sign-in's")
-    azp = claims.get("azp")
-    if azp is not None and azp != login.client_id:
-        return refuse(login, Reason.LOGIN_ID_TOKEN_INVALID, "the ID token's azp is not this client")
     try:
         value, ends = seal_session(login, claims, now)
     except SessionTooLarge as exc:
@@ -119,23 +76,38 @@ def callback(login: Login, request: Request, query: str, now: float, *, may_wait
     if not USED.claim(state["s"]):
         return refuse(login, Reason.LOGIN_STATE_REUSED, "this state signed a browser in before")
     session = SessionSource(login).open(value, now)
-    return reply(Reason.SIGNED_IN, 302, [("location", state["r"]),
-                                         ("set-cookie", cookies.set_cookie(login.cookie, value, int(ends - now))),
-                                         ("set-cookie", cookies.clear_cookie(login.state_cookie))],
+    held, ttl = request.headers.get("cookie"), ends - now
+    refresh = tokens.refresh_token if login.refresh_before is not None else None
+    endpoints = login.discovery.value()
+    hint = None if endpoints is not None and endpoints.end_session is None else id_token  # no end-session: no hint
+    written = [cookies.set_cookie(login.cookie, value, int(ttl)),
+               *kept.set_or_clear(login.cipher, held, login.id_cookie, hint, ttl),
+               *kept.set_or_clear(login.cipher, held, login.refresh_cookie, refresh, ttl),
+               cookies.clear_cookie(login.state_cookie)]
+    return reply(Reason.SIGNED_IN, 302, [("location", state["r"]), *(("set-cookie", v) for v in written)],
                  identity=session.slim())
 
 
-_REFUSED = "the token endpoint"
-
-
-class _Refused(FetchError):
-    """The token endpoint answered, and refused (a reused or foreign code)."""
-
-
-async def _held(missing: bool, wait: Callable[[], Any]) -> None:
-    """Wait (on the fetch loop) for an outside value being fetched, if ``missing``."""
-    if missing and (future := wait()) is not None:
-        await asyncio.wrap_future(future)
+def verify_id_token(login: Login, id_token: str, now: float, *, may_wait: bool) -> dict[str, Any] | tuple[Reason, str]:
+    """The claims of ``id_token`` verified as the login's (the issuer's key
+    set and verifier, the client as audience, ``azp`` when present), or the
+    reason and detail of its refusal; raises :class:`Waiting` (only when
+    ``may_wait``) while the key set is fetched."""
+    try:
+        identity = login.verifier.verify(id_token, now=now)
+    except KeysUnavailable as exc:
+        if may_wait and exc.retry is not None:
+            raise Waiting(exc.retry) from None
+        return Reason.JWKS_UNAVAILABLE, exc.detail
+    except CredentialError as exc:
+        if may_wait and exc.retry is not None:  # an unknown kid: the set is being refetched
+            raise Waiting(exc.retry) from None
+        return Reason.LOGIN_ID_TOKEN_INVALID, f"ID token: {exc.detail}"
+    claims = dict(identity.claims)
+    azp = claims.get("azp")
+    if azp is not None and azp != login.client_id:
+        return Reason.LOGIN_ID_TOKEN_INVALID, "the ID token's azp is not this client"
+    return claims
 
 
 def _params(query: str) -> dict[str, str]:

@@ -11,6 +11,9 @@ does not carry it).
 from __future__ import annotations
 
 PREFIX = "__Host-"
+#: The longest cookie value written (browsers keep 4096 bytes per cookie,
+#: name and attributes included).
+MAX_COOKIE = 3800
 _ATTRIBUTES = "Path=/; Secure; HttpOnly; SameSite=Lax"
 
 
@@ -37,6 +40,13 @@ def read(header: str | None, name: str) -> str | None:
 
 def has_any(header: str | None, names: tuple[str, ...]) -> bool:
     return bool(header) and any(name in header for name in names)  # type: ignore[operator]
+
+
+def holds(header: str | None, name: str) -> bool:
+    """Whether the Cookie ``header`` holds cookie ``name`` (any value)."""
+    if not header or name not in header:
+        return False
+    return any(part.strip().partition("=")[0] == name for part in header.split(";"))
 
 
 def strip(header: str, names: tuple[str, ...]) -> str:

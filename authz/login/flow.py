@@ -28,7 +28,7 @@ from authz.denials import Denial
 from authz.errors import Reason
 from authz.identity.base import ANONYMOUS, Identity
 from authz.identity.jwt import JwtIssuer, JwtSource
-from authz.login import cookies
+from authz.login import cookies, kept
 from authz.login.cipher import Cipher, SealError, b64url
 from authz.login.discovery import Discovery
 from authz.login.returns import safe_return
@@ -58,15 +58,28 @@ class Login:
     #: The cookie names as sent (``__Host-`` prefixed).
     cookie: str
     state_cookie: str
+    #: The ID token's cookie (:mod:`authz.login.kept`): the hint at sign-out.
+    id_cookie: str
+    #: The refresh token's cookie (:mod:`authz.login.renew`).
+    refresh_cookie: str
     cipher: Cipher
     discovery: Discovery
-    #: The token endpoint's calls (one per code).
+    #: The token endpoint's calls (one per code, one per refresh token).
     calls: KeyedCalls[Any]
     verifier: JwtSource
+    #: Renew a session with its refresh token this many seconds before it
+    #: ends (``session.refresh``); None: no refresh tokens are kept.
+    refresh_before: float | None = None
 
     @property
-    def cookies(self) -> tuple[str, str]:
-        return (self.cookie, self.state_cookie)
+    def cookies(self) -> tuple[str, ...]:
+        """Every cookie of the flow (none reaches the upstream)."""
+        return (self.cookie, self.state_cookie, *self.kept_cookies)
+
+    @property
+    def kept_cookies(self) -> tuple[str, ...]:
+        """The cookies of the provider's tokens kept beside the session."""
+        return (self.id_cookie, self.refresh_cookie)
 
     def covers(self, path: str) -> bool:
         return self.paths is None or self.paths.matches(path)
@@ -122,8 +135,10 @@ def start(login: Login, request: Request, denied: Decision, *, may_wait: bool = 
     separator = "&" if "?" in endpoints.authorization else "?"
     headers = [("location", f"{endpoints.authorization}{separator}{query}"),
                ("set-cookie", cookies.set_cookie(login.state_cookie, sealed, STATE_TTL))]
-    if cookies.has_any(request.headers.get("cookie"), (login.cookie,)):
+    held = request.headers.get("cookie")
+    if cookies.has_any(held, (login.cookie,)):
         headers.append(("set-cookie", cookies.clear_cookie(login.cookie)))  # a session that failed
+        headers.extend(("set-cookie", value) for value in kept.clear_held(login.kept_cookies, held))
     return reply(denied.reason, 302, headers, detail=denied.detail)
 
 
@@ -193,11 +208,15 @@ def logout(login: Login, request: Request, *, may_wait: bool = False) -> Decisio
         _wait(login.discovery.wait_for_value(), may_wait)
     target = "/"
     if endpoints is not None and endpoints.end_session is not None:
+        params = {"client_id": login.client_id}
+        hint = kept.read(login.cipher, headers.get("cookie"), login.id_cookie)
+        if hint is not None:  # the provider knows whose session ends (and may skip its confirmation)
+            params["id_token_hint"] = hint
         separator = "&" if "?" in endpoints.end_session else "?"
-        target = f"{endpoints.end_session}{separator}{urlencode({'client_id': login.client_id})}"
+        target = f"{endpoints.end_session}{separator}{urlencode(params)}"
+    cleared = (login.cookie, login.state_cookie, *login.kept_cookies)
     return reply(Reason.SIGNED_OUT, 302, [("location", target),
-                                          ("set-cookie", cookies.clear_cookie(login.cookie)),
-                                          ("set-cookie", cookies.clear_cookie(login.state_cookie))])
+                                          *(("set-cookie", cookies.clear_cookie(name)) for name in cleared)])
 
 
 class UsedStates:

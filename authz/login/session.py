@@ -24,14 +24,12 @@ from authz.identity.base import Identity, TokenCache
 from authz.identity.jwt import claim_at
 from authz.login import cookies
 from authz.login.cipher import SealError
+from authz.login.cookies import MAX_COOKIE
 
 if TYPE_CHECKING:
     from authz.login.flow import Login
     from authz.request import Request
 
-#: The longest session cookie value written (browsers keep 4096 bytes per
-#: cookie, name and attributes included).
-MAX_COOKIE = 3800
 #: ID token claims that say nothing of the user: never kept.
 PROTOCOL_CLAIMS = frozenset({"nonce", "at_hash", "c_hash", "s_hash", "sid", "auth_time", "acr", "amr", "azp"})
 _SMALL = ("sub", "iss", "email", "name")
@@ -51,6 +49,23 @@ def seal_session(login: Login, claims: Mapping[str, Any], now: float) -> tuple[s
         if len(value) <= MAX_COOKIE:
             return value, ends
     raise SessionTooLarge("the ID token's claims do not fit a cookie")
+
+
+def open_session(login: Login, value: str) -> tuple[dict[str, Any], float]:
+    """The claims and the end of a session cookie's value, ended or not;
+    InvalidSession when it does not open or holds no session."""
+    try:
+        document = json.loads(login.cipher.open(value, login.cookie))
+    except SealError as exc:
+        raise InvalidSession(f"session cookie: {exc}") from None
+    except ValueError:
+        raise InvalidSession("session cookie: not a session") from None
+    if not isinstance(document, dict):
+        raise InvalidSession("session cookie: not a session")
+    claims, ends = document.get("c"), document.get("e")
+    if not isinstance(claims, dict) or isinstance(ends, bool) or not isinstance(ends, int | float):
+        raise InvalidSession("session cookie: not a session")
+    return claims, float(ends)
 
 
 def _minimal(login: Login, claims: Mapping[str, Any]) -> dict[str, Any]:
@@ -98,17 +113,7 @@ class SessionSource:
         return identity
 
     def open(self, value: str, now: float) -> Identity:
-        try:
-            document = json.loads(self.login.cipher.open(value, self.login.cookie))
-        except SealError as exc:
-            raise InvalidSession(f"session cookie: {exc}") from None
-        except ValueError:
-            raise InvalidSession("session cookie: not a session") from None
-        if not isinstance(document, dict):
-            raise InvalidSession("session cookie: not a session")
-        claims, ends = document.get("c"), document.get("e")
-        if not isinstance(claims, dict) or isinstance(ends, bool) or not isinstance(ends, int | float):
-            raise InvalidSession("session cookie: not a session")
+        claims, ends = open_session(self.login, value)
         if ends <= now:
             raise ExpiredSession("session ended")
         issuer = self.login.issuer

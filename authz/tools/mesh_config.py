@@ -84,6 +84,9 @@ def emissary(options: EnvoyOptions, headers: PolicyHeaders) -> dict[str, Any]:
     if headers.body is not None:  # only for a policy that reads request bodies
         spec.update(headers.body.emissary())
     if options.protocol == "http":
+        if "set-cookie" in headers.client:
+            raise ValueError("a login with session.refresh needs Emissary's gRPC AuthService: its HTTP one copies an "
+                             "allow's Set-Cookie (a renewed session) onto the upstream request, not to the client")
         if headers.request:
             spec["allowed_request_headers"] = list(headers.request)
         # One list for both directions: on allow copied onto the upstream

@@ -82,12 +82,14 @@ class PolicyHeaders:
             if not name.startswith(":") and name != "host"))
         # Browser sign-in (authz.login): an allow may rewrite the Cookie header
         # (the flow's cookies never reach the upstream); its replies carry
-        # Location and Set-Cookie.
-        login = bool(getattr(policy, "logins", ()))
+        # Location and Set-Cookie; an allow that renews a session, Set-Cookie.
+        logins = getattr(policy, "logins", ())
+        login = bool(logins)
+        renews = ("set-cookie",) if any(entry.refresh_before is not None for entry in logins) else ()
         return cls(
             upstream=(*plan.upstream_headers(), *(("cookie",) if login else ())),
             owned=plan.owned,
-            client=tuple(dict.fromkeys(name for name, _ in plan.client_headers)),
+            client=tuple(dict.fromkeys((*(name for name, _ in plan.client_headers), *renews))),
             metadata=tuple(key for key, _ in plan.metadata),
             request=request,
             from_policy=True,

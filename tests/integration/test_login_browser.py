@@ -142,6 +142,8 @@ def test_a_person_signs_in_reaches_the_app_reloads_signs_out_and_is_sent_back_to
                 assert session is not None and session.secure and session.http_only
                 assert session.same_site == "Lax" and session.path == "/"
                 assert browser.cookie(SESSION + "_login") is None  # the login state is spent
+                kept = browser.cookie(SESSION + "_id")  # the ID token, for the sign-out's hint
+                assert kept is not None and kept.secure and kept.http_only and kept.same_site == "Lax"
 
                 reloaded = browser.reload()
                 assert reloaded.status == 200 and reloaded.url == origin + "/app/orders?page=2"
@@ -149,7 +151,8 @@ def test_a_person_signs_in_reaches_the_app_reloads_signs_out_and_is_sent_back_to
 
                 out = browser.click("#sign-out")
                 assert out.url.startswith(provider.issuer + "/session/end"), out
-                assert browser.cookie(SESSION) is None
+                assert "id_token_hint=" in out.url and out.status == 200, out  # the provider took the hint
+                assert browser.cookie(SESSION) is None and browser.cookie(SESSION + "_id") is None
                 confirm_sign_out(browser)
 
                 again = browser.goto(origin + "/app/orders")

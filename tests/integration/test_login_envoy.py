@@ -11,6 +11,8 @@ import base64
 import http.client
 import json
 import os
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from urllib.parse import parse_qs, urlsplit
 
@@ -28,6 +30,7 @@ HOST = "shop.test"
 CALLBACK = f"http://{HOST}/oauth2/callback"
 SESSION = "__Host-authz_session"
 STATE = "__Host-authz_session_login"
+ID = "__Host-authz_session_id"
 CLIENT = {"client_id": "shop-web", "client_secret": "shop-web-secret", "grant_types": ["authorization_code"],
           "response_types": ["code"], "redirect_uris": [CALLBACK], "post_logout_redirect_uris": []}
 
@@ -57,6 +60,15 @@ response:
     x-user: identity.subject
     x-email: identity.claims.email
 """
+
+
+def fetch(url: str) -> tuple[int, str]:
+    """A GET at the provider: its status and page."""
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            return response.status, response.read().decode("utf-8", "replace")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode("utf-8", "replace")
 
 
 class Browser:
@@ -134,8 +146,8 @@ def test_sign_in_reach_the_app_and_sign_out(stack: dict[str, Envoy], door: str) 
     status, headers, body = browser.go(f"{callback.path}?{callback.query}")
     assert status == 302, body
     assert headers["location"] == ["/app/orders?page=2"]
-    assert len(headers["set-cookie"]) == 2  # the session set, the login state cleared
-    assert SESSION in browser.jar and STATE not in browser.jar
+    assert len(headers["set-cookie"]) == 3  # the session and the ID token set, the login state cleared
+    assert SESSION in browser.jar and ID in browser.jar and STATE not in browser.jar
     session_cookie = next(v for v in headers["set-cookie"] if v.startswith(SESSION + "="))
     assert "; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=3600" in session_cookie
 
@@ -144,7 +156,7 @@ def test_sign_in_reach_the_app_and_sign_out(stack: dict[str, Envoy], door: str) 
     assert status == 200, body
     seen = json.loads(body)["headers"]
     assert seen["x-user"] == "alice" and seen["x-email"] == "alice@shop.test"
-    assert seen["cookie"] == "theme=dark"  # the session cookie never reaches the upstream
+    assert seen["cookie"] == "theme=dark"  # the session and ID token cookies never reach the upstream
     del browser.jar["theme"]
     status, _, body = browser.go("/app/orders")  # a reload: no new sign-in
     assert status == 200
@@ -158,8 +170,17 @@ def test_sign_in_reach_the_app_and_sign_out(stack: dict[str, Envoy], door: str) 
     assert refused[0] == 403 and json.loads(refused[2])["reason"] == "logout_refused"
     status, headers, _ = browser.go("/oauth2/logout", method="POST", headers={"origin": f"http://{HOST}"})
     assert status == 302
-    assert headers["location"][0].startswith(issuer + "/session/end?client_id=shop-web")
-    assert SESSION not in browser.jar
+    end_session = headers["location"][0]
+    assert end_session.startswith(issuer + "/session/end?client_id=shop-web")
+    assert SESSION not in browser.jar and ID not in browser.jar
+    hint = parse_qs(urlsplit(end_session).query)["id_token_hint"][0]
+    # The provider accepts the hint as an ID token it issued to this client (its sign-out form), ...
+    status, page = fetch(end_session)
+    assert status == 200 and 'name="logout"' in page, page[:300]
+    # ... and refuses one it did not issue.
+    header, payload, signature = hint.split(".")
+    status, page = fetch(end_session.replace(hint, f"{header}.{payload}.{signature[:-6]}AAAAAA"))
+    assert status == 400 and "id_token_hint" in page, page[:300]
     status, headers, _ = browser.go("/app/orders")
     assert status == 302 and headers["location"][0].startswith(issuer + "/auth?")
     assert parse_qs(urlsplit(headers["location"][0]).query)["code_challenge_method"] == ["S256"]

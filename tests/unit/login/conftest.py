@@ -41,6 +41,19 @@ class Provider:
         self.discovery_status = 200
         self.jwks_status = 200
         self.token_forms: list[dict[str, str]] = []
+        #: The ID tokens the token endpoint answered, in order.
+        self.issued: list[str] = []
+        #: Refresh tokens: issued with every answer when ``refreshing``; the
+        #: ones it honours (a refresh grant spends one and issues the next:
+        #: rotation); the claims of a renewal's ID token (None: no ID token).
+        self.refreshing = False
+        self.refresh_tokens: list[str] = []
+        self.honoured: set[str] = set()
+        self.refresh_claims: dict[str, Any] | None = None
+        #: Whether discovery names an end-session endpoint.
+        self.end_session = True
+        #: A status the token endpoint answers instead (a provider down).
+        self.token_status: int | None = None
         self.claims: dict[str, Any] | None = None
         self.sign_key: Any = self.key
         self.endpoint = Endpoint(self.answer)
@@ -54,21 +67,46 @@ class Provider:
         if seen.path == "/.well-known/openid-configuration":
             return self.discovery_status, {
                 "issuer": url, "jwks_uri": url + "/jwks", "authorization_endpoint": url + "/authorize",
-                "token_endpoint": url + "/token", "end_session_endpoint": url + "/session/end"}
+                "token_endpoint": url + "/token",
+                **({"end_session_endpoint": url + "/session/end"} if self.end_session else {})}
         if seen.path == "/jwks":
             return self.jwks_status, {"keys": [public_jwk(self.key, kid=KID, alg="RS256")]}
         if seen.path == "/token":
             self.token_forms.append(seen.form)
+            if self.token_status is not None:
+                return self.token_status, {"error": "temporarily_unavailable"}
+            if seen.form.get("grant_type") == "refresh_token":
+                return self.renew(seen.form.get("refresh_token", ""))
             if self.claims is None:
                 return 400, {"error": "invalid_grant"}
-            return 200, {"access_token": "opaque", "token_type": "Bearer",
-                         "id_token": token(self.claims, key=self.sign_key, kid=KID)}
+            self.issued.append(token(self.claims, key=self.sign_key, kid=KID))
+            return 200, {"access_token": "opaque", "token_type": "Bearer", "id_token": self.issued[-1],
+                         **self.next_refresh()}
         return 404, {}
 
-    def id_claims(self, nonce: str, **overrides: Any) -> dict[str, Any]:
-        now = int(time.time())
+    def next_refresh(self) -> dict[str, str]:
+        if not self.refreshing:
+            return {}
+        self.refresh_tokens.append(f"rt-{len(self.refresh_tokens) + 1}-{new_key()}")
+        self.honoured.add(self.refresh_tokens[-1])
+        return {"refresh_token": self.refresh_tokens[-1]}
+
+    def renew(self, refresh_token: str) -> tuple[int, Any]:
+        if refresh_token not in self.honoured:
+            return 400, {"error": "invalid_grant"}
+        self.honoured.discard(refresh_token)
+        answer: dict[str, Any] = {"access_token": "opaque", "token_type": "Bearer", **self.next_refresh()}
+        if self.refresh_claims is not None:
+            self.issued.append(token(self.refresh_claims, key=self.sign_key, kid=KID))
+            answer["id_token"] = self.issued[-1]
+        return 200, answer
+
+    def id_claims(self, nonce: str | None, *, now: float | None = None, **overrides: Any) -> dict[str, Any]:
+        now = int(time.time() if now is None else now)
         claims: dict[str, Any] = {"iss": self.issuer, "aud": CLIENT, "sub": "alice", "iat": now, "exp": now + 300,
                                   "nonce": nonce, "groups": ["staff"], "email": "alice@shop.example"}
+        if nonce is None:  # a renewal's ID token carries none
+            del claims["nonce"]
         for name, value in overrides.items():
             if value is None:
                 claims.pop(name, None)
