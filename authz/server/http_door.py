@@ -66,7 +66,7 @@ class HttpAuthzApp:
                         await read_body(parsed, receive, policy.body.max_bytes)
                     call = parsed
                 except InvalidCall:
-                    pass  # check_now reads the scope again and refuses it, counted and logged
+                    call = scope  # check_now parses it again and refuses it, counted and logged
             answer = service.check_now(self.door, call)  # a cache hit is answered without a coroutine
             if answer.__class__ is Pending:
                 self.in_flight += 1
