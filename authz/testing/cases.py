@@ -190,7 +190,7 @@ def _check_token(located: Located, path: tuple[str | int, ...], token: TokenSpec
         located.problem((*path, "active"), f"issuer {token.issuer!r} verifies JWTs: 'active' is for an "
                                            "introspection issuer's token (an expired JWT: give exp)")
     if not token.active and token.claims:
-        located.problem((*path, "claims"), "an inactive token's introspection answer is {active: false} alone: "
+        located.problem((*path, "claims"), "an inactive token's introspection answer is 'active: false' alone: "
                                            "give no claims")
     if not _is_json(token.claims):
         located.problem((*path, "claims"), "claims must be JSON values (quote a date or time: "
