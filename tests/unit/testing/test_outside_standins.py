@@ -52,6 +52,10 @@ data:
     on_error: {{value: {{left: 0}}}}
   region:
     url: '{url}/region/{{request.headers["x-region"]}}'
+response:
+  headers:
+    x-user-id: identity.subject
+    x-token-kind: identity.kind
 roles:
   orders-reader:
     - {{methods: [GET], paths: [/api/orders]}}
@@ -77,7 +81,8 @@ cases:
   - name: an active token's answer gives the subject and roles
     request: {{method: GET, path: /api/orders}}
     token: {PARTNER}
-    expect: {{allowed: true, status: 200, reason: allowed, rule: orders-reader}}
+    expect: {{allowed: true, status: 200, reason: allowed, rule: orders-reader,
+             headers: {{x-user-id: acme, x-token-kind: introspected}}}}
   - name: an inactive token
     request: {{method: GET, path: /api/orders}}
     token: {{issuer: partners, active: false}}
