@@ -1,8 +1,10 @@
 """Case files of ``authz test``: their shape, and what they mean to a policy.
 
 A case file is YAML with ``cases:``, each a request as a person writes it,
-the credential to present (a ``token`` minted from claims, or an
-``api_key`` named by its subject) and what to ``expect``::
+the credential to present (a ``token`` minted from claims, or for an
+introspection issuer an opaque token whose answer holds them, or an
+``api_key`` named by its subject), what each data source answers (``data``)
+and what to ``expect``::
 
     cases:
       - name: a reader lists orders
@@ -10,6 +12,7 @@ the credential to present (a ``token`` minted from claims, or an
                   headers: {x-tenant: acme}, source: {address: 10.0.0.7, principal: ...},
                   destination: {principal: ...}, context: {...}}
         token: {issuer: dev, claims: {sub: alice, roles: [orders-reader]}}
+        data: {plans: {tier: gold}}
         expect: {allowed: true, status: 200, reason: allowed, rule: orders-reader,
                  headers: {x-user-id: alice, x-identity-token: {claims: {sub: alice}}}}
 
@@ -61,8 +64,12 @@ class RequestSpec(Model):
 
 class TokenSpec(Model):
     issuer: str
-    #: Claims over the defaults (iss, aud, iat, exp); a claim set to null is left out.
+    #: Claims over the defaults (iss, aud, iat, exp; an introspection answer's
+    #: active and token_type too); a claim set to null is left out.
     claims: dict[str, Any] = Field(default_factory=dict)
+    #: An introspection issuer's token only: false, its introspection answers
+    #: ``{active: false}``.
+    active: bool = True
 
 
 class HeaderCheckSpec(Model):
@@ -98,6 +105,8 @@ class CaseSpec(Model):
     request: RequestSpec
     token: TokenSpec | None = None
     api_key: str | None = None
+    #: What each data source answers (any JSON value); a source not given fails.
+    data: dict[str, Any] = Field(default_factory=dict)
     expect: ExpectSpec
 
 
@@ -157,17 +166,40 @@ def _check(located: Located, path: tuple[str | int, ...], case: CaseSpec, policy
                                           or 400 <= expect.status <= 499):
         located.problem((*path, "expect", "status"), "a decision's status is 200, 401 or 403 "
                                                      "(or a policy's deny_with status: a 4xx or a redirect)")
-    if case.token is not None and case.token.issuer not in stand_ins.issuers:
-        known = ", ".join(sorted(stand_ins.issuers)) or "none"
-        located.problem((*path, "token", "issuer"), f"no issuer named {case.token.issuer!r} (the policy has: {known})")
     if case.token is not None:
-        try:
-            json.dumps(case.token.claims, allow_nan=False)
-        except (TypeError, ValueError):
-            located.problem((*path, "token", "claims"), "claims must be JSON values (quote a date or time: "
-                                                        "'2026-01-01', or give exp and iat as Unix seconds)")
+        _check_token(located, (*path, "token"), case.token, stand_ins)
+    for name, value in case.data.items():
+        if name not in stand_ins.outside.data:
+            known = ", ".join(sorted(stand_ins.outside.data)) or "none"
+            located.problem((*path, "data", name), f"no data source named {name!r} (the policy has: {known})")
+        elif not _is_json(value):
+            located.problem((*path, "data", name), "a data source answers a JSON value (quote a date or time)")
     if case.api_key is not None and case.api_key not in stand_ins.api_keys:
         known = ", ".join(sorted(stand_ins.api_keys)) or "none"
         located.problem((*path, "api_key"), f"no API key with subject {case.api_key!r} (the policy has: {known})")
     if not case.request.path.startswith("/"):
         located.problem((*path, "request", "path"), "a request path starts with '/'")
+
+
+def _check_token(located: Located, path: tuple[str | int, ...], token: TokenSpec, stand_ins: StandIns) -> None:
+    introspected = token.issuer in stand_ins.outside.introspection
+    if token.issuer not in stand_ins.issuers and not introspected:
+        known = ", ".join(sorted({*stand_ins.issuers, *stand_ins.outside.introspection})) or "none"
+        located.problem((*path, "issuer"), f"no issuer named {token.issuer!r} (the policy has: {known})")
+    elif not token.active and not introspected:
+        located.problem((*path, "active"), f"issuer {token.issuer!r} verifies JWTs: 'active' is for an "
+                                           "introspection issuer's token (an expired JWT: give exp)")
+    if not token.active and token.claims:
+        located.problem((*path, "claims"), "an inactive token's introspection answer is 'active: false' alone: "
+                                           "give no claims")
+    if not _is_json(token.claims):
+        located.problem((*path, "claims"), "claims must be JSON values (quote a date or time: "
+                                           "'2026-01-01', or give exp and iat as Unix seconds)")
+
+
+def _is_json(value: Any) -> bool:
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError):
+        return False
+    return True

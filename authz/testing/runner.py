@@ -3,7 +3,8 @@ offline, at one fixed time, and say which failed and what came instead.
 
 Each case's request goes through the gRPC door's reader (a CheckRequest,
 as ``authz check`` reads one) and the server's engine, with the policy's
-credentials replaced by stand-ins (:mod:`authz.testing.standin`). Coverage
+credentials and outside calls replaced by stand-ins
+(:mod:`authz.testing.standin`, :mod:`authz.testing.outside`). Coverage
 is read from each decision's trace: a rule or role permission is covered
 when some case's decision matched it.
 """
@@ -70,6 +71,7 @@ def run_cases(cases: Iterable[Case], stand_ins: StandIns, now: float) -> list[Ou
     outcomes = []
     for case in cases:
         trace: Trace = []
+        stand_ins.outside.give_data(case.spec.data)
         decision = engine.decide_blocking(build_request(case, stand_ins, int(now)), timeout=0, trace=trace)
         matched = {step.subject for step in trace
                    if step.phase in ("deny rule", "allow rule", "permission") and step.result == "matched"}
@@ -78,13 +80,19 @@ def run_cases(cases: Iterable[Case], stand_ins: StandIns, now: float) -> list[Ou
 
 
 def build_request(case: Case, stand_ins: StandIns, now: int) -> Any:
-    """The case's request as the gRPC door reads a CheckRequest."""
+    """The case's request as the gRPC door reads a CheckRequest (an
+    introspected token's answer is made ready for it)."""
     spec = case.spec
     want = spec.request
     headers = {name.lower(): value for name, value in want.headers.items()}
     if spec.token is not None:
-        token = stand_ins.mint(spec.token.issuer, spec.token.claims, now)
-        location = stand_ins.issuers[spec.token.issuer].locations[0]
+        name = spec.token.issuer
+        if name in stand_ins.issuers:
+            token = stand_ins.mint(name, spec.token.claims, now)
+            location = stand_ins.issuers[name].locations[0]
+        else:
+            token = stand_ins.outside.introspected_token(name, spec.token.claims, spec.token.active, now)
+            location = stand_ins.outside.introspection[name].locations[0]
         if location.cookie is not None:
             cookie = f"{location.cookie}={token}"
             headers["cookie"] = f"{headers['cookie']}; {cookie}" if headers.get("cookie") else cookie

@@ -7,8 +7,9 @@ every issuer verifies against an in-memory key set holding one freshly
 generated key, of an algorithm the issuer allows, that only this process
 knows; and in which every API-key subject also has a freshly generated key.
 The verification code is the server's own, untouched: only the key set an
-issuer's tokens are checked against, and the list of API-key hashes, differ
-(docs/security.md 59).
+issuer's tokens are checked against, and the list of API-key hashes, differ.
+Introspection and data sources are answered in process
+(:mod:`authz.testing.outside`): nothing is ever fetched (docs/security.md 59).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from authz.identity.credential import Credential
 from authz.identity.jwt import JwtIssuer, JwtSource
 from authz.identity.keys import KeySet, parse_jwks
 from authz.policy import Policy
+from authz.testing.outside import OutsideStandIns, stand_in_outside
 
 #: The algorithm a stand-in key signs with: the first of these the issuer allows.
 PREFERENCE = ("ES256", "ES384", "ES512", "EdDSA", "RS256", "PS256", "RS384", "PS384", "RS512", "PS512",
@@ -101,6 +103,8 @@ class StandIns:
     issuers: Mapping[str, JwtIssuer]
     #: API-key subject -> (header, a key that authenticates as that subject)
     api_keys: Mapping[str, tuple[str, str]]
+    #: the introspection issuers and data sources, answered in process
+    outside: OutsideStandIns
 
     def mint(self, issuer_name: str, claims: Mapping[str, Any], now: int) -> str:
         """A token of the issuer: ``iss``, ``aud``, ``iat`` and ``exp`` (an
@@ -140,5 +144,9 @@ def stand_in(policy: Policy) -> StandIns:
                 api_keys[entry.subject] = (source.header, key)
                 extra.append(ApiKeyEntry(entry.subject, hashlib.sha256(key.encode()).digest(), entry.roles))
         sources.append(ApiKeySource(source.header, (*source.entries, *extra)))
-    replaced = dataclasses.replace(policy, issuers=tuple(issuers.values()), credential_sources=tuple(sources))
-    return StandIns(replaced, issuers, api_keys)
+    sources, data, outside = stand_in_outside(tuple(sources), policy.data)
+    calls = [*(issuer.calls for issuer in outside.introspection.values()), *outside.data.values(),
+             *(calls for calls in policy.outside_calls if calls.kind not in ("introspection", "data"))]
+    replaced = dataclasses.replace(policy, issuers=tuple(issuers.values()), credential_sources=tuple(sources),
+                                   data=data, outside_calls=tuple(calls))
+    return StandIns(replaced, issuers, api_keys, outside)

@@ -129,6 +129,13 @@ def test_a_bad_now_is_a_usage_error(capsys: pytest.CaptureFixture[str], tmp_path
     pytest.param("cases:\n  - name: x\n    request: {path: /a}\n    token: {issuer: corp}\n    expect: {allowed: "
                  "true}\n",
                  ["{f}:4: cases[0].token.issuer: no issuer named 'corp' (the policy has: dev)"], id="issuer"),
+    pytest.param("cases:\n  - name: x\n    request: {path: /a}\n    token: {issuer: dev, active: false}\n    expect: "
+                 "{allowed: false}\n",
+                 ["{f}:4: cases[0].token.active: issuer 'dev' verifies JWTs: 'active' is for an introspection "
+                  "issuer's token (an expired JWT: give exp)"], id="active-jwt"),
+    pytest.param("cases:\n  - name: x\n    request: {path: /a}\n    data: {plans: {tier: gold}}\n    expect: "
+                 "{allowed: true}\n",
+                 ["{f}:4: cases[0].data.plans: no data source named 'plans' (the policy has: none)"], id="data"),
     pytest.param("cases:\n  - name: x\n    request: {path: /a}\n    api_key: acme\n    expect: {allowed: true}\n",
                  ["{f}:4: cases[0].api_key: no API key with subject 'acme' (the policy has: partner-demo)"],
                  id="api-key"),
