@@ -2,8 +2,8 @@
 
 A case file is YAML with ``cases:``, each a request as a person writes it,
 the credential to present (a ``token`` minted from claims, or for an
-introspection issuer an opaque token whose answer holds them, or an
-``api_key`` named by its subject), what each data source answers (``data``)
+introspection issuer an opaque token whose answer holds them, an
+``api_key`` named by its subject, or a client ``certificate`` by its names), what each data source answers (``data``)
 and what to ``expect``::
 
     cases:
@@ -25,6 +25,7 @@ import json
 from dataclasses import dataclass
 from typing import Annotated, Any
 
+from cryptography import x509
 from pydantic import BeforeValidator, Field, model_validator
 
 from authz.config.messages import read_yaml, validate
@@ -72,6 +73,23 @@ class TokenSpec(Model):
     active: bool = True
 
 
+class CertificateSpec(Model):
+    """A client certificate minted from the run's stand-in CA (authz/testing/certs.py)."""
+
+    uri_sans: list[str] = Field(default_factory=list)
+    dns_sans: list[str] = Field(default_factory=list)
+    email_sans: list[str] = Field(default_factory=list)
+    #: The subject DN, RFC 4514 (``CN=billing,O=Example``); default: empty.
+    subject: str = ""
+    #: Seconds from --now (negative: before it); default -300 and 3600.
+    not_before: int = -300
+    not_after: int = 3600
+    #: Valid from two hours to one hour before --now (overrides not_before/not_after).
+    expired: bool = False
+    #: False: its extended key usage allows server authentication only.
+    client_auth: bool = True
+
+
 class HeaderCheckSpec(Model):
     """What an upstream header must be: a value (a string written alone),
     or, for a header whose value varies from run to run, its presence, or
@@ -105,6 +123,7 @@ class CaseSpec(Model):
     request: RequestSpec
     token: TokenSpec | None = None
     api_key: str | None = None
+    certificate: CertificateSpec | None = None
     #: What each data source answers (any JSON value); a source not given fails.
     data: dict[str, Any] = Field(default_factory=dict)
     expect: ExpectSpec
@@ -177,6 +196,8 @@ def _check(located: Located, path: tuple[str | int, ...], case: CaseSpec, policy
     if case.api_key is not None and case.api_key not in stand_ins.api_keys:
         known = ", ".join(sorted(stand_ins.api_keys)) or "none"
         located.problem((*path, "api_key"), f"no API key with subject {case.api_key!r} (the policy has: {known})")
+    if case.certificate is not None:
+        _check_certificate(located, (*path, "certificate"), case.certificate, stand_ins)
     if not case.request.path.startswith("/"):
         located.problem((*path, "request", "path"), "a request path starts with '/'")
 
@@ -195,6 +216,22 @@ def _check_token(located: Located, path: tuple[str | int, ...], token: TokenSpec
     if not _is_json(token.claims):
         located.problem((*path, "claims"), "claims must be JSON values (quote a date or time: "
                                            "'2026-01-01', or give exp and iat as Unix seconds)")
+
+
+def _check_certificate(located: Located, path: tuple[str | int, ...], spec: CertificateSpec,
+                       stand_ins: StandIns) -> None:
+    if not stand_ins.has_certificates:
+        located.problem(path, "the policy has no certificates section: a client certificate authenticates nothing")
+    elif stand_ins.certificates is None:
+        located.problem(path, "the policy pins certificates by SHA-256 (certificates.pins): a certificate minted "
+                              "for the run is never one it pins, so authz test cannot present one")
+    try:
+        x509.Name.from_rfc4514_string(spec.subject)
+    except ValueError as exc:
+        why = f": {exc}" if str(exc) else ""
+        located.problem((*path, "subject"), f"not an RFC 4514 distinguished name (CN=billing,O=Example){why}")
+    if not spec.expired and spec.not_after <= spec.not_before:
+        located.problem((*path, "not_after"), "not_after is not after not_before")
 
 
 def _is_json(value: Any) -> bool:

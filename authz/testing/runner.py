@@ -23,7 +23,8 @@ from authz.body import PARTIAL_BODY
 from authz.decision import Decision
 from authz.engine import Engine, Trace
 from authz.policy import Policy
-from authz.testing.cases import Case, HeaderCheckSpec
+from authz.testing.cases import Case, CertificateSpec, HeaderCheckSpec
+from authz.testing.certs import Minted, present
 from authz.testing.standin import StandIns
 from authz.wire.grpc import parse_json_request, to_request
 
@@ -102,6 +103,13 @@ def build_request(case: Case, stand_ins: StandIns, now: int) -> Any:
     if spec.api_key is not None:
         header, key = stand_ins.api_keys[spec.api_key]
         headers[header] = key
+    trust: dict[str, Any] = {}
+    peer_certificate = ""
+    if spec.certificate is not None:
+        minted = _certificate(spec.certificate, stand_ins, now)
+        headers.update(minted.headers)
+        peer_certificate = minted.peer
+        trust = {"trusted_xfcc": minted.trusted_xfcc, "trusted_client_cert": minted.trusted_client_cert}
     http = {"method": want.method, "path": want.path, "host": want.host, "scheme": want.scheme, "headers": headers}
     body = want.body.encode("utf-8") if want.body is not None else None
     if want.body_json is not None:
@@ -118,7 +126,19 @@ def build_request(case: Case, stand_ins: StandIns, now: int) -> Any:
             "contextExtensions": dict(want.context),
         }
     }
-    return to_request(parse_json_request(json.dumps(check)))
+    if peer_certificate:
+        check["attributes"]["source"]["certificate"] = peer_certificate
+    return to_request(parse_json_request(json.dumps(check)), **trust)
+
+
+def _certificate(spec: CertificateSpec, stand_ins: StandIns, now: int) -> Minted:
+    """The case's certificate, minted by the stand-in CA, as the policy's source reads it."""
+    assert stand_ins.ca is not None and stand_ins.certificates is not None
+    not_before, not_after = (now - 7200, now - 3600) if spec.expired else (now + spec.not_before, now + spec.not_after)
+    certificate = stand_ins.ca.mint(subject=spec.subject, uris=spec.uri_sans, dns=spec.dns_sans,
+                                    emails=spec.email_sans, not_before=not_before, not_after=not_after,
+                                    client_auth=spec.client_auth)
+    return present(stand_ins.certificates, certificate)
 
 
 def _peer(address: str, port: int, principal: str) -> dict[str, Any]:

@@ -9,7 +9,9 @@ knows; and in which every API-key subject also has a freshly generated key.
 The verification code is the server's own, untouched: only the key set an
 issuer's tokens are checked against, and the list of API-key hashes, differ.
 Introspection and data sources are answered in process
-(:mod:`authz.testing.outside`): nothing is ever fetched (docs/security.md 59).
+(:mod:`authz.testing.outside`), and client certificates chain to a CA made
+for the run (:mod:`authz.testing.certs`): nothing is ever fetched
+(docs/security.md 59).
 """
 
 from __future__ import annotations
@@ -26,10 +28,12 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 from authz.identity.api_key import ApiKeyEntry, ApiKeySource
+from authz.identity.certificate import CertificateSource
 from authz.identity.credential import Credential
 from authz.identity.jwt import JwtIssuer, JwtSource
 from authz.identity.keys import KeySet, parse_jwks
 from authz.policy import Policy
+from authz.testing.certs import StandInCA, stand_in_certificates
 from authz.testing.outside import OutsideStandIns, stand_in_outside
 
 #: The algorithm a stand-in key signs with: the first of these the issuer allows.
@@ -105,6 +109,11 @@ class StandIns:
     api_keys: Mapping[str, tuple[str, str]]
     #: the introspection issuers and data sources, answered in process
     outside: OutsideStandIns
+    #: the certificates section, trusting ``ca`` alone (None: no section, or one with pins)
+    certificates: CertificateSource | None = None
+    ca: StandInCA | None = None
+    #: the policy has a certificates section (``certificates`` is None when it pins)
+    has_certificates: bool = False
 
     def mint(self, issuer_name: str, claims: Mapping[str, Any], now: int) -> str:
         """A token of the issuer: ``iss``, ``aud``, ``iat`` and ``exp`` (an
@@ -145,8 +154,10 @@ def stand_in(policy: Policy) -> StandIns:
                 extra.append(ApiKeyEntry(entry.subject, hashlib.sha256(key.encode()).digest(), entry.roles))
         sources.append(ApiKeySource(source.header, (*source.entries, *extra)))
     sources, data, outside = stand_in_outside(tuple(sources), policy.data)
+    has_certificates = any(isinstance(source, CertificateSource) for source in sources)
+    sources, certificates, ca = stand_in_certificates(sources)
     calls = [*(issuer.calls for issuer in outside.introspection.values()), *outside.data.values(),
              *(calls for calls in policy.outside_calls if calls.kind not in ("introspection", "data"))]
     replaced = dataclasses.replace(policy, issuers=tuple(issuers.values()), credential_sources=tuple(sources),
                                    data=data, outside_calls=tuple(calls))
-    return StandIns(replaced, issuers, api_keys, outside)
+    return StandIns(replaced, issuers, api_keys, outside, certificates, ca, has_certificates)
