@@ -3,7 +3,8 @@
 A case file is YAML with ``cases:``, each a request as a person writes it,
 the credential to present (a ``token`` minted from claims, or for an
 introspection issuer an opaque token whose answer holds them, an
-``api_key`` named by its subject, or a client ``certificate`` by its names), what each data source answers (``data``)
+``api_key`` named by its subject, a client ``certificate`` by its names,
+or a browser ``session`` of an issuer's login, from its claims), what each data source answers (``data``)
 and what to ``expect``::
 
     cases:
@@ -90,6 +91,18 @@ class CertificateSpec(Model):
     client_auth: bool = True
 
 
+class SessionSpec(Model):
+    """A browser session of an issuer's ``login:``, sealed with the run's key."""
+
+    issuer: str
+    #: Claims over the defaults (iss, aud: the login's client_id, iat); null leaves one out.
+    claims: dict[str, Any] = Field(default_factory=dict)
+    #: When it was signed in, in seconds from --now (it ends the login's ttl later).
+    signed_in: int = 0
+    #: Signed in a ttl and a second before --now: ended (overrides signed_in).
+    expired: bool = False
+
+
 class HeaderCheckSpec(Model):
     """What an upstream header must be: a value (a string written alone),
     or, for a header whose value varies from run to run, its presence, or
@@ -124,6 +137,7 @@ class CaseSpec(Model):
     token: TokenSpec | None = None
     api_key: str | None = None
     certificate: CertificateSpec | None = None
+    session: SessionSpec | None = None
     #: What each data source answers (any JSON value); a source not given fails.
     data: dict[str, Any] = Field(default_factory=dict)
     expect: ExpectSpec
@@ -198,6 +212,8 @@ def _check(located: Located, path: tuple[str | int, ...], case: CaseSpec, policy
         located.problem((*path, "api_key"), f"no API key with subject {case.api_key!r} (the policy has: {known})")
     if case.certificate is not None:
         _check_certificate(located, (*path, "certificate"), case.certificate, stand_ins)
+    if case.session is not None:
+        _check_session(located, (*path, "session"), case.session, stand_ins)
     if not case.request.path.startswith("/"):
         located.problem((*path, "request", "path"), "a request path starts with '/'")
 
@@ -232,6 +248,17 @@ def _check_certificate(located: Located, path: tuple[str | int, ...], spec: Cert
         located.problem((*path, "subject"), f"not an RFC 4514 distinguished name (CN=billing,O=Example){why}")
     if not spec.expired and spec.not_after <= spec.not_before:
         located.problem((*path, "not_after"), "not_after is not after not_before")
+
+
+def _check_session(located: Located, path: tuple[str | int, ...], spec: SessionSpec, stand_ins: StandIns) -> None:
+    if spec.issuer not in stand_ins.logins:
+        known = ", ".join(sorted(stand_ins.logins)) or "none"
+        located.problem((*path, "issuer"), f"no issuer named {spec.issuer!r} signs browsers in (login:; the policy "
+                                           f"has: {known})")
+    if not _is_json(spec.claims):
+        located.problem((*path, "claims"), "claims must be JSON values (quote a date or time)")
+    if spec.signed_in > 0:
+        located.problem((*path, "signed_in"), "a session is signed in before --now: give 0 or fewer seconds")
 
 
 def _is_json(value: Any) -> bool:

@@ -25,6 +25,7 @@ from authz.engine import Engine, Trace
 from authz.policy import Policy
 from authz.testing.cases import Case, CertificateSpec, HeaderCheckSpec
 from authz.testing.certs import Minted, present
+from authz.testing.sessions import session_cookie
 from authz.testing.standin import StandIns
 from authz.wire.grpc import parse_json_request, to_request
 
@@ -103,6 +104,11 @@ def build_request(case: Case, stand_ins: StandIns, now: int) -> Any:
     if spec.api_key is not None:
         header, key = stand_ins.api_keys[spec.api_key]
         headers[header] = key
+    if spec.session is not None:
+        login = stand_ins.logins[spec.session.issuer]
+        signed_in = now - login.ttl - 1 if spec.session.expired else now + spec.session.signed_in
+        cookie = session_cookie(login, spec.session.claims, signed_in)
+        headers["cookie"] = f"{headers['cookie']}; {cookie}" if headers.get("cookie") else cookie
     trust: dict[str, Any] = {}
     peer_certificate = ""
     if spec.certificate is not None:

@@ -9,9 +9,10 @@ knows; and in which every API-key subject also has a freshly generated key.
 The verification code is the server's own, untouched: only the key set an
 issuer's tokens are checked against, and the list of API-key hashes, differ.
 Introspection and data sources are answered in process
-(:mod:`authz.testing.outside`), and client certificates chain to a CA made
-for the run (:mod:`authz.testing.certs`): nothing is ever fetched
-(docs/security.md 59).
+(:mod:`authz.testing.outside`), client certificates chain to a CA made
+for the run (:mod:`authz.testing.certs`), and browser sessions are sealed
+with a key made for the run (:mod:`authz.testing.sessions`): nothing is ever
+fetched (docs/security.md 59).
 """
 
 from __future__ import annotations
@@ -32,9 +33,11 @@ from authz.identity.certificate import CertificateSource
 from authz.identity.credential import Credential
 from authz.identity.jwt import JwtIssuer, JwtSource
 from authz.identity.keys import KeySet, parse_jwks
+from authz.login.flow import Login
 from authz.policy import Policy
 from authz.testing.certs import StandInCA, stand_in_certificates
 from authz.testing.outside import OutsideStandIns, stand_in_outside
+from authz.testing.sessions import stand_in_logins
 
 #: The algorithm a stand-in key signs with: the first of these the issuer allows.
 PREFERENCE = ("ES256", "ES384", "ES512", "EdDSA", "RS256", "PS256", "RS384", "PS384", "RS512", "PS512",
@@ -114,6 +117,8 @@ class StandIns:
     ca: StandInCA | None = None
     #: the policy has a certificates section (``certificates`` is None when it pins)
     has_certificates: bool = False
+    #: issuer name -> its login, sealing sessions with a key made for the run
+    logins: Mapping[str, Login] = dataclasses.field(default_factory=dict)
 
     def mint(self, issuer_name: str, claims: Mapping[str, Any], now: int) -> str:
         """A token of the issuer: ``iss``, ``aud``, ``iat`` and ``exp`` (an
@@ -156,8 +161,10 @@ def stand_in(policy: Policy) -> StandIns:
     sources, data, outside = stand_in_outside(tuple(sources), policy.data)
     has_certificates = any(isinstance(source, CertificateSource) for source in sources)
     sources, certificates, ca = stand_in_certificates(sources)
+    sources, logins = stand_in_logins(sources, issuers)
     calls = [*(issuer.calls for issuer in outside.introspection.values()), *outside.data.values(),
-             *(calls for calls in policy.outside_calls if calls.kind not in ("introspection", "data"))]
+             *(login.calls for login in logins.values()),
+             *(calls for calls in policy.outside_calls if calls.kind not in ("introspection", "data", "login"))]
     replaced = dataclasses.replace(policy, issuers=tuple(issuers.values()), credential_sources=tuple(sources),
-                                   data=data, outside_calls=tuple(calls))
-    return StandIns(replaced, issuers, api_keys, outside, certificates, ca, has_certificates)
+                                   data=data, outside_calls=tuple(calls), logins=tuple(logins.values()))
+    return StandIns(replaced, issuers, api_keys, outside, certificates, ca, has_certificates, logins)
