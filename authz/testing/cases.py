@@ -23,6 +23,7 @@ Every problem is ``FILE:LINE: message`` (:func:`load_cases`).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -246,6 +247,15 @@ def _check_certificate(located: Located, path: tuple[str | int, ...], spec: Cert
     except ValueError as exc:
         why = f": {exc}" if str(exc) else ""
         located.problem((*path, "subject"), f"not an RFC 4514 distinguished name (CN=billing,O=Example){why}")
+    kinds: tuple[tuple[str, Callable[[str], x509.GeneralName]], ...] = (
+        ("uri_sans", x509.UniformResourceIdentifier), ("dns_sans", x509.DNSName), ("email_sans", x509.RFC822Name))
+    for field, kind in kinds:
+        for index, name in enumerate(getattr(spec, field)):
+            try:
+                kind(name)
+            except ValueError:
+                located.problem((*path, field, index), f"{name!r} is not ASCII: write an IDN as its A-label "
+                                                       "(xn--...), as a certificate holds it")
     if not spec.expired and spec.not_after <= spec.not_before:
         located.problem((*path, "not_after"), "not_after is not after not_before")
 

@@ -145,6 +145,9 @@ PIN = "ab" * 32
                  ["{f}:4: cases[0].certificate: the policy pins certificates by SHA-256 (certificates.pins): a "
                   "certificate minted for the run is never one it pins, so authz test cannot present one"],
                  id="pins"),
+    pytest.param("", "{uri_sans: [a], dns_sans: [bücher.example]}",
+                 ["{f}:4: cases[0].certificate.dns_sans[0]: 'bücher.example' is not ASCII: write an IDN as its "
+                  "A-label (xn--...), as a certificate holds it"], id="idn"),
 ])
 def test_a_bad_certificate_case_is_file_line_and_exit_2(capsys: pytest.CaptureFixture[str], tmp_path: Path,
                                                         extra: str, certificate: str, expected: list[str]) -> None:
