@@ -34,7 +34,9 @@ from authz.config.messages import read_yaml, validate
 from authz.config.schema import Model
 from authz.config.source import Located
 from authz.errors import Problem, Reason
+from authz.login.session import SessionTooLarge
 from authz.policy import Policy
+from authz.testing.sessions import session_cookie
 from authz.testing.standin import StandIns
 
 
@@ -267,6 +269,12 @@ def _check_session(located: Located, path: tuple[str | int, ...], spec: SessionS
                                            f"has: {known})")
     if not _is_json(spec.claims):
         located.problem((*path, "claims"), "claims must be JSON values (quote a date or time)")
+    elif spec.issuer in stand_ins.logins:
+        try:
+            session_cookie(stand_ins.logins[spec.issuer], spec.claims, 0)
+        except SessionTooLarge:
+            located.problem((*path, "claims"), "these claims do not fit a session cookie, even cut to the "
+                                               "subject, roles and scopes")
     if spec.signed_in > 0:
         located.problem((*path, "signed_in"), "a session is signed in before --now: give 0 or fewer seconds")
 

@@ -169,6 +169,9 @@ cases:
                   "seconds"], id="future"),
     pytest.param("{issuer: corp, claims: {since: 2026-01-01}}",
                  ["{f}:4: cases[0].session.claims: claims must be JSON values (quote a date or time)"], id="date"),
+    pytest.param("{issuer: corp, claims: {sub: '" + "a" * 5000 + "'}}",
+                 ["{f}:4: cases[0].session.claims: these claims do not fit a session cookie, even cut to the "
+                  "subject, roles and scopes"], id="too-large"),
 ])
 def test_a_bad_session_is_file_line_and_exit_2(capsys: pytest.CaptureFixture[str], tmp_path: Path,
                                                provider: Endpoint, session: str, expected: list[str]) -> None:
