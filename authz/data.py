@@ -24,14 +24,13 @@ import concurrent.futures
 import functools
 import hashlib
 import json
-import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from authz.cel import EvaluationError, Expression
-from authz.outside.calls import Answer, CallFailed, CallWaiting, KeyedCalls
+from authz.outside.calls import Answer, CallFailed, CallWaiting, KeyedCalls, all_of
 from authz.outside.http import FetchError
 
 if TYPE_CHECKING:
@@ -177,23 +176,3 @@ class DataPlan:
 async def _call(source: DataSource, url: str, body: bytes | None, session: aiohttp.ClientSession,
                 trace: Mapping[str, str]) -> Answer[Any]:
     return await source.call(session, url, body, trace)
-
-
-def all_of(futures: list[concurrent.futures.Future[Any]]) -> concurrent.futures.Future[Any]:
-    """A future that completes when every one of ``futures`` has."""
-    if len(futures) == 1:
-        return futures[0]
-    done: concurrent.futures.Future[Any] = concurrent.futures.Future()
-    left = [len(futures)]
-    lock = threading.Lock()
-
-    def one(_future: concurrent.futures.Future[Any]) -> None:
-        with lock:
-            left[0] -= 1
-            finished = left[0] == 0
-        if finished:
-            done.set_result(True)
-
-    for future in futures:
-        future.add_done_callback(one)
-    return done

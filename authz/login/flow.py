@@ -11,7 +11,6 @@ finishes a callback need not be the one that started it.
 
 from __future__ import annotations
 
-import concurrent.futures
 import hashlib
 import hmac
 import json
@@ -33,7 +32,7 @@ from authz.login.cipher import Cipher, SealError, b64url
 from authz.login.discovery import Discovery
 from authz.login.returns import safe_return
 from authz.matchers import Globs
-from authz.outside.calls import KeyedCalls
+from authz.outside.calls import KeyedCalls, all_of
 from authz.request import Request
 
 #: How long a sign-in may take, from the redirect to the provider to the callback.
@@ -153,22 +152,7 @@ class Waiting(Exception):
 def _all(futures: list[Any]) -> Any:
     """One future done when every one of ``futures`` (None: none) is."""
     waiting = [f for f in futures if f is not None]
-    if len(waiting) <= 1:
-        return waiting[0] if waiting else None
-    combined: concurrent.futures.Future[bool] = concurrent.futures.Future()
-    left = [len(waiting)]
-    lock = threading.Lock()
-
-    def one_done(_: Any) -> None:
-        with lock:
-            left[0] -= 1
-            last = left[0] == 0
-        if last:
-            combined.set_result(True)
-
-    for future in waiting:
-        future.add_done_callback(one_done)
-    return combined
+    return all_of(waiting) if waiting else None
 
 
 def _wait(future: Any, may_wait: bool) -> None:

@@ -358,3 +358,25 @@ def endpoint_calls(name: str, kind: str, settings: CallSettings, meaning: tuple[
         if found is None:
             found = _ENDPOINTS[key] = KeyedCalls(name, settings, kind=kind)
         return found
+
+
+def all_of(futures: list[concurrent.futures.Future[Any]]) -> concurrent.futures.Future[Any]:
+    """A future that completes when every one of ``futures`` has (the one
+    future itself when there is one): a Check waiting on several outside
+    calls at once waits on this."""
+    if len(futures) == 1:
+        return futures[0]
+    done: concurrent.futures.Future[Any] = concurrent.futures.Future()
+    left = [len(futures)]
+    lock = threading.Lock()
+
+    def one(_future: concurrent.futures.Future[Any]) -> None:
+        with lock:
+            left[0] -= 1
+            finished = left[0] == 0
+        if finished:
+            done.set_result(True)
+
+    for future in futures:
+        future.add_done_callback(one)
+    return done

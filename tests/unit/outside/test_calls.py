@@ -183,3 +183,18 @@ def test_the_cache_is_bounded_by_entries_and_bytes(loop: FetchLoop) -> None:
         for i in range(10):
             assert _wait(small, bytes([i]), call).result(timeout=10)
         assert small.estimated_bytes() <= 1000
+
+
+def test_all_of_completes_once_every_call_has() -> None:
+    import concurrent.futures
+
+    from authz.outside.calls import all_of
+
+    first: concurrent.futures.Future[int] = concurrent.futures.Future()
+    second: concurrent.futures.Future[int] = concurrent.futures.Future()
+    assert all_of([first]) is first
+    both = all_of([first, second])
+    first.set_result(1)
+    assert not both.done()
+    second.set_exception(RuntimeError("a failed call is done too"))
+    assert both.done() and both.result() is True
