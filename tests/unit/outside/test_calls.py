@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from authz.outside.calls import Answer, CallFailed, CallSettings, CallWaiting, KeyedCalls
+from authz.outside.calls import Answer, CallFailed, CallSettings, CallWaiting, KeyedCalls, all_of
 from authz.outside.http import FetchError, fetch_json
 from authz.outside.loop import FetchLoop
 from testkit.endpoint import Endpoint
@@ -186,10 +186,6 @@ def test_the_cache_is_bounded_by_entries_and_bytes(loop: FetchLoop) -> None:
 
 
 def test_all_of_completes_once_every_call_has() -> None:
-    import concurrent.futures
-
-    from authz.outside.calls import all_of
-
     first: concurrent.futures.Future[int] = concurrent.futures.Future()
     second: concurrent.futures.Future[int] = concurrent.futures.Future()
     assert all_of([first]) is first
