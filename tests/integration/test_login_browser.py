@@ -29,6 +29,7 @@ from testkit.browser import Browser
 from testkit.oidc_provider import OidcProvider, confirm_sign_out, sign_in
 from testkit.pki import MeshCA
 from testkit.procs import Authz, Envoy, free_port
+from tests.integration.test_login_envoy import policy
 
 REASON = browser_kit.unavailable() or oidc_provider.unavailable()
 pytestmark = [pytest.mark.integration, pytest.mark.skipif(REASON is not None, reason=REASON or "")]
@@ -71,32 +72,6 @@ class App:
         self.server.server_close()
 
 
-def policy(issuer: str) -> str:
-    return f"""\
-version: 1
-issuers:
-  - name: shop-idp
-    issuer: {issuer}
-    audiences: [orders-api]
-    algorithms: [RS256]
-    roles_claim: groups
-    login:
-      client_id: shop-web
-      client_secret_file: shop-web.secret
-      scopes: [openid, email, groups]
-      paths: ["/app/**"]
-      session:
-        keys_file: session.keys
-roles:
-  staff:
-    - {{methods: [GET, HEAD], paths: ["/app/**"]}}
-response:
-  headers:
-    x-user: identity.subject
-    x-email: identity.claims.email
-"""
-
-
 @pytest.fixture
 def tls(tmp_path: Path) -> tuple[Path, Path]:
     return MeshCA(tmp_path).workload("spiffe://test/shop", "shop")
@@ -113,7 +88,7 @@ def test_a_person_signs_in_reaches_the_app_reloads_signs_out_and_is_sent_back_to
     accounts = {"alice": {"email": "alice@shop.test", "groups": ["staff"]}}
     claims = {"openid": ["sub"], "email": ["email"], "groups": ["groups"]}
     with OidcProvider(clients=[client], accounts=accounts, extra={"claims": claims}) as provider:
-        (tmp_path / "policy.yaml").write_text(policy(provider.issuer))
+        (tmp_path / "policy.yaml").write_text(policy(provider.issuer, session=()))
         (tmp_path / "shop-web.secret").write_text("shop-web-secret\n")
         (tmp_path / "session.keys").write_text(base64.urlsafe_b64encode(os.urandom(32)).decode() + "\n")
         headers = PolicyHeaders.of(load_policy(str(tmp_path / "policy.yaml")))

@@ -35,7 +35,10 @@ CLIENT = {"client_id": "shop-web", "client_secret": "shop-web-secret", "grant_ty
           "response_types": ["code"], "redirect_uris": [CALLBACK], "post_logout_redirect_uris": []}
 
 
-def policy(issuer: str) -> str:
+def policy(issuer: str, *, session: tuple[str, ...] = ("ttl: 1h",)) -> str:
+    """The login tests' policy: sign-in under /app/** at ``issuer``; ``session``
+    are the session's settings beside its keys file (each test's own)."""
+    settings = "".join(f"        {line}\n" for line in (*session, "keys_file: session.keys"))
     return f"""\
 version: 1
 issuers:
@@ -50,9 +53,7 @@ issuers:
       scopes: [openid, email, groups]
       paths: ["/app/**"]
       session:
-        ttl: 1h
-        keys_file: session.keys
-roles:
+{settings}roles:
   staff:
     - {{methods: [GET, HEAD], paths: ["/app/**"]}}
 response:

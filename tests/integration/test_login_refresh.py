@@ -27,7 +27,7 @@ from authz.tools.envoy_config import EnvoyOptions
 from authz.tools.policy_headers import PolicyHeaders
 from testkit.oidc_provider import OidcProvider, sign_in_by_http, unavailable
 from testkit.procs import Authz, Echo, Envoy, free_port
-from tests.integration.test_login_envoy import CALLBACK, Browser
+from tests.integration.test_login_envoy import CALLBACK, Browser, policy
 
 pytestmark = [pytest.mark.integration, pytest.mark.skipif(unavailable() is not None, reason=unavailable() or "")]
 
@@ -37,33 +37,6 @@ REFRESH = "__Host-authz_session_refresh"
 CLIENT = {"client_id": "shop-web", "client_secret": "shop-web-secret",
           "grant_types": ["authorization_code", "refresh_token"], "response_types": ["code"],
           "redirect_uris": [CALLBACK]}
-
-
-def policy(issuer: str) -> str:
-    return f"""\
-version: 1
-issuers:
-  - name: shop-idp
-    issuer: {issuer}
-    audiences: [orders-api]
-    algorithms: [RS256]
-    roles_claim: groups
-    login:
-      client_id: shop-web
-      client_secret_file: shop-web.secret
-      scopes: [openid, email, groups]
-      paths: ["/app/**"]
-      session:
-        ttl: 1h
-        keys_file: session.keys
-        refresh: true
-roles:
-  staff:
-    - {{methods: [GET, HEAD], paths: ["/app/**"]}}
-response:
-  headers:
-    x-user: identity.subject
-"""
 
 
 class Stack:
@@ -99,7 +72,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with OidcProvider(clients=[CLIENT], accounts=accounts, extra={
             "claims": {"openid": ["sub"], "email": ["email"], "groups": ["groups"]},
             "refresh_clients": ["shop-web"]}) as provider:
-        (tmp / "policy.yaml").write_text(policy(provider.issuer))
+        (tmp / "policy.yaml").write_text(policy(provider.issuer, session=("ttl: 1h", "refresh: true")))
         (tmp / "shop-web.secret").write_text("shop-web-secret\n")
         key = base64.urlsafe_b64encode(os.urandom(32)).decode()
         (tmp / "session.keys").write_text(key + "\n")
