@@ -6,22 +6,20 @@ key usage, subjectAltName) and the identity mapping are the server's own
 
 from __future__ import annotations
 
-import textwrap
 import time
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 
-from authz.cli import main
 from authz.config.load import load_policy
 from authz.errors import CertificateError, Reason
 from authz.identity.certificate import CertificateSource
 from authz.request import Request
 from authz.testing.standin import stand_in
 from testkit.pki import MeshCA
+from tests.unit.testing.cli import run
 
-NOW = "2026-01-01T00:00:00Z"
 BILLING = "spiffe://cluster.local/ns/shop/sa/billing"
 
 
@@ -49,14 +47,6 @@ rules:
     when: 'identity.certificate.dns_sans.exists(d, d.endsWith(".partners.example.com"))'
 """)
     return str(tmp_path / "policy.yaml")
-
-
-def run(capsys: pytest.CaptureFixture[str], tmp_path: Path, policy: str, cases: str) -> tuple[int, list[str], str]:
-    path = tmp_path / "cases.yaml"
-    path.write_text(textwrap.dedent(cases))
-    code = main(["test", "--config", policy, "--now", NOW, str(path)])
-    captured = capsys.readouterr()
-    return code, captured.out.splitlines(), captured.err
 
 
 CASES = f"""\

@@ -6,17 +6,13 @@ that counts what reaches it (testkit/endpoint.py) and must count nothing
 
 from __future__ import annotations
 
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from authz.cli import main
 from testkit.endpoint import Endpoint, Seen
-
-NOW = "2026-01-01T00:00:00Z"
-NOW_SECONDS = 1767225600
+from tests.unit.testing.cli import NOW_SECONDS, run
 
 
 def answer_everything(seen: Seen) -> tuple[int, object]:
@@ -64,14 +60,6 @@ roles:
     - {{methods: [GET], paths: [/api/regional], when: 'data.region == "eu"'}}
 """)
     return str(tmp_path / "policy.yaml")
-
-
-def run(capsys: pytest.CaptureFixture[str], tmp_path: Path, policy: str, cases: str) -> tuple[int, list[str], str]:
-    path = tmp_path / "cases.yaml"
-    path.write_text(textwrap.dedent(cases))
-    code = main(["test", "--config", policy, "--now", NOW, str(path)])
-    captured = capsys.readouterr()
-    return code, captured.out.splitlines(), captured.err
 
 
 PARTNER = "{issuer: partners, claims: {sub: acme, roles: [orders-reader]}}"

@@ -10,19 +10,16 @@ from __future__ import annotations
 
 import base64
 import os
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from authz.cli import main
 from authz.config.load import load_policy
 from authz.login.session import seal_session
 from testkit.endpoint import Endpoint, Seen
+from tests.unit.testing.cli import NOW_SECONDS, run
 
-NOW = "2026-01-01T00:00:00Z"
-NOW_SECONDS = 1767225600
 HOUR = 3600
 
 
@@ -68,14 +65,6 @@ response:
     x-email: identity.claims.email
 """)
     return str(tmp_path / "policy.yaml")
-
-
-def run(capsys: pytest.CaptureFixture[str], tmp_path: Path, policy: str, cases: str) -> tuple[int, list[str], str]:
-    path = tmp_path / "cases.yaml"
-    path.write_text(textwrap.dedent(cases))
-    code = main(["test", "--config", policy, "--now", NOW, str(path)])
-    captured = capsys.readouterr()
-    return code, captured.out.splitlines(), captured.err
 
 
 NAVIGATION = "{method: GET, path: /app/orders, host: shop.example.com, headers: {accept: text/html}}"
