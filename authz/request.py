@@ -176,3 +176,29 @@ def _query(text: str) -> dict[str, str] | None:
     pairs = parse_qsl(text, keep_blank_values=True)
     query = dict(pairs)
     return query if len(query) == len(pairs) else None
+
+
+class CookieError(ValueError):
+    """A cookie set more than once with different values (``twice``), or empty."""
+
+    def __init__(self, message: str, *, twice: bool) -> None:
+        super().__init__(message)
+        self.twice = twice
+
+
+def cookie_value(header: str | None, name: str) -> str | None:
+    """The value of cookie ``name`` in the Cookie ``header``; None when
+    absent; :class:`CookieError` when it is there twice with different values
+    (which one would a server behind read?) or empty."""
+    if not header or name not in header:
+        return None
+    found: str | None = None
+    for part in header.split(";"):
+        key, sep, value = part.strip().partition("=")
+        if sep and key == name:
+            if found is not None and value != found:
+                raise CookieError(f"cookie {name} is set more than once", twice=True)
+            found = value
+    if found is not None and not found:
+        raise CookieError(f"cookie {name} is empty", twice=False)
+    return found

@@ -19,7 +19,7 @@ from authz.errors import ExpiredToken, InvalidToken, KeysUnavailable, UnknownIss
 from authz.identity.base import Identity, TokenCache
 from authz.identity.jws import ParsedToken, check_header, check_signature_shape, parse_compact
 from authz.identity.keys import KeySet
-from authz.request import Request
+from authz.request import CookieError, Request, cookie_value
 
 
 class KeyProvider(Protocol):
@@ -87,18 +87,10 @@ class TokenLocation:
 
 
 def _cookie_value(header: str | None, name: str) -> str | None:
-    if not header or name not in header:
-        return None
-    found: str | None = None
-    for part in header.split(";"):
-        key, sep, value = part.strip().partition("=")
-        if sep and key == name:
-            if found is not None and value != found:
-                raise InvalidToken("the token cookie is set more than once")
-            found = value
-    if found is not None and not found:
-        raise InvalidToken("empty token cookie")
-    return found
+    try:
+        return cookie_value(header, name)
+    except CookieError as exc:
+        raise InvalidToken("the token cookie is set more than once" if exc.twice else "empty token cookie") from None
 
 
 @dataclass(frozen=True, slots=True, eq=False)

@@ -10,6 +10,10 @@ does not carry it).
 
 from __future__ import annotations
 
+from authz.request import CookieError, cookie_value
+
+__all__ = ["MAX_COOKIE", "PREFIX", "CookieError", "clear_cookie", "has_any", "holds", "read", "set_cookie", "strip"]
+
 PREFIX = "__Host-"
 #: The longest cookie value written (browsers keep 4096 bytes per cookie,
 #: name and attributes included).
@@ -17,25 +21,9 @@ MAX_COOKIE = 3800
 _ATTRIBUTES = "Path=/; Secure; HttpOnly; SameSite=Lax"
 
 
-class CookieError(ValueError):
-    """A cookie set more than once with different values, or empty."""
-
-
-def read(header: str | None, name: str) -> str | None:
-    """The value of cookie ``name``; None when absent; CookieError when it
-    is there twice with different values or empty."""
-    if not header or name not in header:
-        return None
-    found: str | None = None
-    for part in header.split(";"):
-        key, sep, value = part.strip().partition("=")
-        if sep and key == name:
-            if found is not None and value != found:
-                raise CookieError(f"cookie {name} is set more than once")
-            found = value
-    if found is not None and not found:
-        raise CookieError(f"cookie {name} is empty")
-    return found
+#: A cookie read from the request: its value, None, or CookieError (set
+#: twice with different values, or empty).
+read = cookie_value
 
 
 def has_any(header: str | None, names: tuple[str, ...]) -> bool:
