@@ -42,7 +42,7 @@ from authz.errors import (
 )
 from authz.identity.base import Identity, TokenCache
 from authz.identity.jws import decode_compact, strict_json_object
-from authz.identity.jwt import TokenLocation, claim_at
+from authz.identity.jwt import TokenLocation, claim_at, string_list
 from authz.outside.calls import Answer, CallFailed, CallWaiting, KeyedCalls
 from authz.outside.http import FetchError, post_form
 from authz.request import Request
@@ -170,8 +170,8 @@ def judge(issuer: IntrospectionIssuer, body: Mapping[str, Any], now: float,
         subject=sub if isinstance(sub, str) else None,
         issuer=issuer.issuer,
         source=issuer.name,
-        roles=frozenset(_strings(claim_at(body, issuer.roles_claim))),
-        scopes=tuple(_strings(claim_at(body, issuer.scopes_claim))),
+        roles=frozenset(string_list(claim_at(body, issuer.roles_claim))),
+        scopes=tuple(string_list(claim_at(body, issuer.scopes_claim))),
         claims=dict(body),
         expires_at=exp,
         credential_exp=exp,
@@ -190,14 +190,6 @@ def _number(value: Any) -> float | None:
         return float(value)
     except OverflowError:
         return None
-
-
-def _strings(value: Any) -> list[str]:
-    if isinstance(value, str):
-        return value.split()
-    if isinstance(value, list):
-        return [item for item in value if isinstance(item, str)]
-    return []
 
 
 def _jwt_issuer(token: str, max_size: int) -> str | None:

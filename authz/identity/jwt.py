@@ -133,7 +133,9 @@ def claim_at(claims: Mapping[str, Any], path: Sequence[str]) -> Any:
     return node
 
 
-def _string_list(value: Any) -> list[str]:
+def string_list(value: Any) -> list[str]:
+    """A roles or scopes claim as strings: a space-separated string or a list
+    (its non-strings left out); anything else, none."""
     if isinstance(value, str):
         return value.split()
     if isinstance(value, list):
@@ -277,8 +279,8 @@ def _identity(issuer: JwtIssuer, payload: Mapping[str, Any], expires_at: float) 
         subject=sub,
         issuer=issuer.issuer,
         source=issuer.name,
-        roles=frozenset(_string_list(claim_at(payload, issuer.roles_claim))),
-        scopes=tuple(_string_list(claim_at(payload, issuer.scopes_claim))),
+        roles=frozenset(string_list(claim_at(payload, issuer.roles_claim))),
+        scopes=tuple(string_list(claim_at(payload, issuer.scopes_claim))),
         claims=payload,
         expires_at=expires_at,
         # verify_claims checked exp is a number: the leeway is for accepting only.

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from authz.errors import ExpiredSession, InvalidSession
 from authz.identity.base import Identity, TokenCache
-from authz.identity.jwt import claim_at
+from authz.identity.jwt import claim_at, string_list
 from authz.login import cookies
 from authz.login.cipher import SealError
 from authz.login.cookies import MAX_COOKIE
@@ -123,17 +123,9 @@ class SessionSource:
             subject=sub if isinstance(sub, str) else None,
             issuer=issuer.issuer,
             source=issuer.name,
-            roles=frozenset(_strings(claim_at(claims, issuer.roles_claim))),
-            scopes=tuple(_strings(claim_at(claims, issuer.scopes_claim))),
+            roles=frozenset(string_list(claim_at(claims, issuer.roles_claim))),
+            scopes=tuple(string_list(claim_at(claims, issuer.scopes_claim))),
             claims=claims,
             expires_at=float(ends),
             credential_exp=float(ends),
         )
-
-
-def _strings(value: Any) -> list[str]:
-    if isinstance(value, str):
-        return value.split()
-    if isinstance(value, list):
-        return [item for item in value if isinstance(item, str)]
-    return []
