@@ -159,9 +159,12 @@ def test_sign_in_reach_the_app_and_sign_out(stack: dict[str, Envoy], door: str) 
     assert seen["x-user"] == "alice" and seen["x-email"] == "alice@shop.test"
     assert seen["cookie"] == "theme=dark"  # the session and ID token cookies never reach the upstream
     del browser.jar["theme"]
-    status, _, body = browser.go("/app/orders")  # a reload: no new sign-in
+    # A reload, no new sign-in; the client's own copies of the headers authz sets never reach the upstream.
+    status, _, body = browser.go("/app/orders", headers={"x-user": "root", "x-email": "root@evil.test"})
     assert status == 200
-    assert "cookie" not in json.loads(body)["headers"]  # the session was the only cookie: none upstream
+    seen = json.loads(body)["headers"]
+    assert "cookie" not in seen  # the session was the only cookie: none upstream
+    assert seen["x-user"] == "alice" and seen["x-email"] == "alice@shop.test"
 
     replay = Browser(stack[door].url)
     status, headers, body = replay.go(f"{callback.path}?{callback.query}")
