@@ -2,7 +2,8 @@
 
 Starts ``authz serve --workers 1`` on the acceptance policy (RS256 tokens, a
 role, a CEL deny rule, an upstream header and an ES256 identity token), then
-per run sends, on the gRPC door, N Checks each carrying a token never seen
+per run sends, on the gRPC door (or, with ``--doors``, on the HTTP door too:
+Envoy's HTTP ext_authz calls to granian), N Checks each carrying a token never seen
 before (N new callers: every cache missed), then the same N again (all
 decision-cache hits). The worker's utime + stime (``/proc/PID/stat``, every
 thread) is read around each phase; ``(miss - hit) / N`` is what a new caller
@@ -11,7 +12,8 @@ reply, logs, metrics. The crypto floor (one RSA-2048 verify + one P-256
 sign, with ``cryptography``) is timed in this process in the same run.
 
 Run: ``.venv/bin/python benchmarks/newcaller_bench.py [--callers 3000]
-[--runs 3] [--servers sync aio 'sync --threads 2'] [--before DIR] [--json]``.
+[--runs 3] [--servers sync aio 'sync --threads 2'] [--doors grpc http]
+[--before DIR] [--json]``.
 ``--servers`` starts one ``authz serve`` per value (a gRPC server flavour and
 any further serve arguments); ``--before DIR`` starts
 the same again from another checkout (e.g. ``git archive main`` unpacked,
@@ -42,6 +44,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives import hashes, serialization
@@ -49,8 +52,19 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.worker_proc import Authz, Sender, check_bytes, cpu_seconds, settle, worker_pids
+from benchmarks.worker_proc import (
+    HTTP_PREFIX,
+    Authz,
+    HttpSender,
+    Sender,
+    check_bytes,
+    cpu_seconds,
+    http_call,
+    settle,
+    worker_pids,
+)
 from testkit.paths import ACCEPTANCE
+from testkit.procs import free_port, wait_listening
 
 
 def mint(key: rsa.RSAPrivateKey, start: int, count: int, now: float) -> list[str]:
@@ -114,7 +128,7 @@ def switches(pid: int) -> int:
     return total
 
 
-def phase(sender: Sender, pid: int, requests: list[bytes]) -> tuple[float, int]:
+def phase(sender: Sender | HttpSender, pid: int, requests: list[Any]) -> tuple[float, int]:
     """CPU seconds the worker spent answering ``requests`` (all allows), and
     the context switches of its threads meanwhile."""
     settle(pid)
@@ -135,6 +149,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="one server per value: its flavour and any further serve arguments (default: the "
                              "thread pool, the worker pinned to a CPU as 'serve' pins one worker per CPU; e.g. "
                              "aio 'sync --pin-workers off')")
+    parser.add_argument("--doors", nargs="+", choices=["grpc", "http"], default=["grpc"],
+                        help="the doors to send Checks to, each server measured on each (http: Envoy's HTTP "
+                             "ext_authz calls to granian, one trusted forwarding hop)")
     parser.add_argument("--before", type=Path, help="also run the worker from this checkout, alternated")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
@@ -148,28 +165,41 @@ def main(argv: list[str] | None = None) -> int:
     assert isinstance(key, rsa.RSAPrivateKey)
     now = time.time()
     tokens = mint(key, 0, args.callers * args.runs + 200, now)
-    requests = [check_bytes(t, i) for i, t in enumerate(tokens)]
+    requests: dict[str, list[Any]] = {"grpc": [check_bytes(t, i) for i, t in enumerate(tokens)],
+                "http": [http_call(t, i) for i, t in enumerate(tokens)]}
     checkouts: list[tuple[str, Path | None]] = [("this", None)]
     if args.before is not None:
         checkouts.insert(0, ("before", args.before.resolve()))
-    names = [f"{checkout}/{server}" for checkout, _ in checkouts for server in args.servers]
+    names = [f"{checkout}/{door}/{server}" for checkout, _ in checkouts for door in args.doors
+             for server in args.servers]
     rows: dict[str, list[dict[str, float]]] = {name: [] for name in names}
     with contextlib.ExitStack() as stack:
         stack.enter_context(tempfile.TemporaryDirectory())
-        servers = {}
+        servers: dict[str, tuple[Sender | HttpSender, int]] = {}
         for checkout, root in checkouts:
-            for server in args.servers:
-                env = {"PYTHONPATH": str(root)} if root is not None else None
-                authz = stack.enter_context(Authz(ACCEPTANCE / "policy.yaml", workers=1, env=env, cwd=root,
-                                                  extra=["--server", *server.split()], command=command))
-                sender = Sender(authz.grpc_address, args.window)
-                stack.callback(sender.close)
-                sender.send(requests[-200:] * 3)  # warm up: misses, then hits
-                servers[f"{checkout}/{server}"] = (sender, worker_pids(authz)[0])
+            for door in args.doors:
+                for server in args.servers:
+                    env = {"PYTHONPATH": str(root)} if root is not None else None
+                    extra = ["--server", *server.split()]
+                    port = free_port()
+                    if door == "http":
+                        extra += ["--http-authz-address", f"127.0.0.1:{port}", "--http-authz-prefix", HTTP_PREFIX,
+                                  "--trusted-forwarded-hops", "1"]
+                    authz = stack.enter_context(Authz(ACCEPTANCE / "policy.yaml", workers=1, env=env, cwd=root,
+                                                      extra=extra, command=command))
+                    sender: Sender | HttpSender
+                    if door == "http":
+                        wait_listening(port, authz.proc)
+                        sender = HttpSender(f"127.0.0.1:{port}", args.window)
+                    else:
+                        sender = Sender(authz.grpc_address, args.window)
+                    stack.callback(sender.close)
+                    sender.send(requests[door][-200:] * 3)  # warm up: misses, then hits
+                    servers[f"{checkout}/{door}/{server}"] = (sender, worker_pids(authz)[0])
         for run in range(args.runs):
-            batch = requests[run * args.callers:(run + 1) * args.callers]
             floor = floor_us(key)
             for name in names if run % 2 == 0 else reversed(names):
+                batch = requests[name.split("/")[1]][run * args.callers:(run + 1) * args.callers]
                 sender, pid = servers[name]
                 miss, miss_switches = phase(sender, pid, batch)
                 hit, hit_switches = phase(sender, pid, batch)

@@ -1,6 +1,7 @@
 """What the black-box benchmarks share: a running ``authz serve``, its
 workers' pids, their CPU and memory read from ``/proc``, and requests sent
-as prebuilt bytes on the gRPC door.
+as prebuilt bytes on the gRPC door, or as Envoy's HTTP ext_authz calls on
+the HTTP door.
 
 The worker pids come from ``/readyz`` (each worker reports its own), so the
 figures are the same whichever way the supervisor starts its workers.
@@ -11,12 +12,15 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import http.client
 import json
 import os
 import shutil
 import sys
+import threading
 import time
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
@@ -80,6 +84,21 @@ def check_bytes(token: str, index: int, path: str = "/api/orders") -> bytes:
     return message.SerializeToString()
 
 
+#: The path prefix the HTTP door is served under in the benchmarks (``--http-authz-prefix``).
+HTTP_PREFIX = "/authz"
+
+
+def http_call(token: str, index: int, path: str = "/api/orders") -> tuple[str, dict[str, str]]:
+    """The HTTP ext_authz call Envoy makes for the request of
+    :func:`check_bytes` (one trusted hop: the client's address in
+    ``x-forwarded-for``, as Envoy's ``use_remote_address`` sets it)."""
+    return HTTP_PREFIX + path, {
+        "host": "api.example.com", "authorization": f"Bearer {token}", "x-tenant": "t1",
+        "x-request-id": f"req-{index}", "user-agent": "bench/1.0", "accept": "application/json",
+        "x-forwarded-for": "198.51.100.7", "x-forwarded-proto": "https", "content-length": "0",
+    }
+
+
 def hs256_policy(source: Path, directory: Path) -> Path:
     """A copy of ``source`` (and its files) with an HS256 issuer added, whose
     tokens mint in microseconds: what a worker keeps per caller (a digest,
@@ -135,6 +154,39 @@ class Sender:
 
     def close(self) -> None:
         self.channel.close()
+
+
+class HttpSender:
+    """Prebuilt HTTP ext_authz calls (:func:`http_call`) to the HTTP door at
+    ``address``, ``window`` in flight, each on a kept-alive connection of
+    its own (as Envoy keeps its connections to the door)."""
+
+    def __init__(self, address: str, window: int = 16) -> None:
+        host, _, port = address.rpartition(":")
+        self.host, self.port = host, int(port)
+        self.pool = ThreadPoolExecutor(window)
+        self.local = threading.local()
+        self.connections: list[http.client.HTTPConnection] = []
+
+    def _one(self, call: tuple[str, dict[str, str]]) -> bool:
+        connection = getattr(self.local, "connection", None)
+        if connection is None:
+            connection = self.local.connection = http.client.HTTPConnection(self.host, self.port, timeout=30)
+            self.connections.append(connection)
+        path, headers = call
+        connection.request("GET", path, headers=headers)
+        answer = connection.getresponse()
+        answer.read()
+        return answer.status == 200
+
+    def send(self, calls: Iterable[tuple[str, dict[str, str]]]) -> int:
+        """Send every call; the number answered 200 (allowed)."""
+        return sum(self.pool.map(self._one, calls))
+
+    def close(self) -> None:
+        self.pool.shutdown()
+        for connection in self.connections:
+            connection.close()
 
 
 def settle(pid: int, seconds: float = 0.5) -> None:
