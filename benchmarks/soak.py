@@ -401,7 +401,7 @@ def probe(base: dict[str, Any], seconds: float, generation: Any) -> float:
     process, results = run_client({**base, "rate": None, "seconds": seconds}, generation)
     found = results.get(timeout=seconds + 120)
     process.join(30)
-    ok = sum(n for outcome, n in found["probe"].items() if outcome.startswith("ok"))
+    ok: int = sum(n for outcome, n in found["probe"].items() if outcome.startswith("ok"))
     print(f"capacity probe: {ok / found['seconds']:,.0f} expected answers/s over {found['seconds']:.1f} s, "
           f"outcomes {found['probe']}", flush=True)
     return ok / float(found["seconds"])
@@ -605,6 +605,12 @@ class Report:
               f"{'met' if unexpected == 0 else 'NOT met'}; "
               f"p99 per interval median {statistics.median(self.p99) if self.p99 else 0:.2f} ms, "
               f"worst {max(self.p99, default=0):.2f} ms", flush=True)
+        unsent = sum(count for kind, count in self.unexpected.items() if ": not sent " in kind)
+        if unsent:
+            print(f"note: {unsent} of the unexpected outcomes were never sent: answers came back slower than the "
+                  "rate, so the client hit its in-flight limit. This machine (the load generator, Envoy and the "
+                  "workers together) did not hold the rate; run again with a lower --rate or --share to judge "
+                  "authz's answers.", flush=True)
 
 
 if __name__ == "__main__":

@@ -38,3 +38,34 @@ def test_soak_smoke_run() -> None:
     decisions = json.loads(found.group(1))["decisions"]
     assert decisions.get("hit", 0) > 0 and decisions.get("miss", 0) > 0, out
     assert re.search(r"^verdict: RSS growth after warm-up .*; unexpected outcomes \d+ of \d+", out, re.MULTILINE), out
+
+
+class _Samples:
+    """RSS samples as the soak's sampler keeps them: (seconds, {worker: MB})."""
+
+    def __init__(self) -> None:
+        self.samples = [(0.0, {0: 100.0}), (60.0, {0: 101.0})]
+        self.restarts: list[str] = []
+
+    def at(self, _seconds: float) -> dict[int, float]:
+        return {0: 100.0}
+
+
+def test_the_verdict_tells_requests_never_sent_from_wrong_answers(capsys: pytest.CaptureFixture[str]) -> None:
+    sys.path.insert(0, str(REPO))
+    from benchmarks.soak import Report
+
+    report = Report(_Samples(), warmup=30.0, interval=60.0)  # type: ignore[arg-type]
+    report.interval({"index": 0, "seconds": 60.0, "sent": 100, "answered": 90, "p50_ms": 1.0, "p99_ms": 2.0,
+                     "max_ms": 3.0, "outcomes": {"ok:0": 90, "hit: not sent (client over 20 in flight)": 10}})
+    report.finish({}, 1)
+    out = capsys.readouterr().out
+    assert "unexpected outcomes 10 of 100 requests (goal 0): NOT met" in out
+    assert "note: 10 of the unexpected outcomes were never sent" in out
+
+    report = Report(_Samples(), warmup=30.0, interval=60.0)  # type: ignore[arg-type]
+    report.interval({"index": 0, "seconds": 60.0, "sent": 100, "answered": 100, "p50_ms": 1.0, "p99_ms": 2.0,
+                     "max_ms": 3.0, "outcomes": {"ok:0": 99, "hit: 401 invalid_token": 1}})
+    report.finish({}, 1)
+    out = capsys.readouterr().out
+    assert "unexpected outcomes 1 of 100 requests (goal 0): NOT met" in out and "never sent" not in out
