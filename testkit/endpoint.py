@@ -82,8 +82,8 @@ class Endpoint:
                 elif mode == "huge":
                     self._send(200, b'{"pad": "' + b"x" * (2 * 1024 * 1024) + b'"}')
                 else:
-                    status, value = endpoint.answer(seen)
-                    self._send(status, json.dumps(value).encode())
+                    status, value = endpoint.answer(seen)  # bytes: the body as is, else JSON
+                    self._send(status, value if isinstance(value, bytes) else json.dumps(value).encode())
 
             def _send(self, status: int, body: bytes) -> None:
                 self.send_response(status)

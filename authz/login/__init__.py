@@ -3,7 +3,7 @@ the flow. The engine calls :func:`decide` in one place, around the rest of
 the decision:
 
 - on a login's callback or logout path, the flow's own step answers
-  (:mod:`authz.login.callback`, :func:`authz.login.flow.logout`);
+  (:mod:`authz.login.callback`, :func:`authz.login.signout.logout`);
 - otherwise the policy decides; a browser navigation on a login's paths
   denied with no credential or a failed session (:data:`START`) is sent to
   sign in instead (:func:`authz.login.flow.start`), never when the provider
@@ -24,7 +24,8 @@ from authz.decision import Decision
 from authz.errors import Reason
 from authz.login import cookies, renew
 from authz.login.callback import callback
-from authz.login.flow import Login, Waiting, is_navigation, logout, start
+from authz.login.flow import Login, Waiting, is_navigation, start
+from authz.login.signout import logout
 from authz.paths import split_path
 from authz.request import Request
 

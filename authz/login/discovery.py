@@ -20,6 +20,9 @@ class Endpoints(NamedTuple):
     authorization: str
     token: str
     end_session: str | None
+    #: RFC 7009's token revocation endpoint (``revocation_endpoint``): a
+    #: sign-out revokes the refresh token there.
+    revocation: str | None = None
 
 
 class Discovery(Fetcher[Endpoints]):
@@ -45,9 +48,9 @@ def parse_discovery(document: object, issuer: str) -> Endpoints:
     if document.get("issuer") != issuer:
         raise FetchError("discovery document names a different issuer")
     found: dict[str, str | None] = {}
-    for field in ("authorization_endpoint", "token_endpoint", "end_session_endpoint"):
+    for field in ("authorization_endpoint", "token_endpoint", "end_session_endpoint", "revocation_endpoint"):
         value = document.get(field)
-        if value is None and field == "end_session_endpoint":
+        if value is None and field in _OPTIONAL:
             found[field] = None
             continue
         if not isinstance(value, str):
@@ -58,7 +61,12 @@ def parse_discovery(document: object, issuer: str) -> Endpoints:
         found[field] = value
     authorization, token = found["authorization_endpoint"], found["token_endpoint"]
     assert authorization is not None and token is not None
-    return Endpoints(authorization, token, found["end_session_endpoint"])
+    return Endpoints(authorization, token, found["end_session_endpoint"], found["revocation_endpoint"])
+
+
+#: The endpoints a provider may lack: without them a sign-out ends only
+#: authz's session (no end-session redirect, no revocation).
+_OPTIONAL = frozenset({"end_session_endpoint", "revocation_endpoint"})
 
 
 _HELD: weakref.WeakValueDictionary[tuple[str, str, JwksSettings], Discovery] = weakref.WeakValueDictionary()

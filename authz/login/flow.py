@@ -1,5 +1,5 @@
-"""A login, compiled, and the steps of its flow that need no outside call:
-start (a 302 to the provider) and logout. Each step is a function of the
+"""A login, compiled, and the step of its flow that needs no outside call
+of its own: start (a 302 to the provider). Each step is a function of the
 request that returns the decision carrying its reply (status, ``Location``,
 ``Set-Cookie``), never cached.
 
@@ -12,7 +12,6 @@ finishes a callback need not be the one that started it.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 import os
 import threading
@@ -120,7 +119,7 @@ def start(login: Login, request: Request, denied: Decision, *, may_wait: bool = 
     if endpoints is None or not keys_held:
         pending = [login.discovery.wait_for_value() if endpoints is None else None,
                    None if keys_held else login.issuer.keys.wait_for_keys()]
-        _wait(_all(pending), may_wait)
+        wait(_all(pending), may_wait)
         return None
     state, nonce, verifier = b64url(os.urandom(32)), b64url(os.urandom(32)), b64url(os.urandom(32))
     going = request.path if safe_return(request.path) else "/"
@@ -155,7 +154,8 @@ def _all(futures: list[Any]) -> Any:
     return all_of(waiting) if waiting else None
 
 
-def _wait(future: Any, may_wait: bool) -> None:
+def wait(future: Any, may_wait: bool) -> None:
+    """Raise :class:`Waiting` for ``future`` (an outside call under way) when ``may_wait``."""
     if may_wait and future is not None:
         raise Waiting(future)
 
@@ -173,34 +173,6 @@ def read_state(login: Login, request: Request) -> dict[str, str] | None:
     if not isinstance(document, dict) or not all(isinstance(document.get(k), str) for k in "snvru"):
         return None
     return document
-
-
-def logout(login: Login, request: Request, *, may_wait: bool = False) -> Decision:
-    """Clear the session: only a POST from a page of this origin (an
-    ``Origin`` of this scheme and host, or ``Sec-Fetch-Site: same-origin``),
-    so another site cannot sign the user out; then a 302 to the provider's
-    end-session endpoint when it has one, else to ``/``. Raises
-    :class:`Waiting` (only when ``may_wait``) while discovery is fetched."""
-    headers = request.headers
-    origin = headers.get("origin")
-    here = f"{request.scheme or 'https'}://{request.host}"
-    same = hmac.compare_digest(origin, here) if origin is not None else headers.get("sec-fetch-site") == "same-origin"
-    if request.method != "POST" or not same:
-        return refuse(login, Reason.LOGOUT_REFUSED, "a logout must be a POST from this origin")
-    endpoints = login.discovery.value()
-    if endpoints is None:  # this worker has not fetched it yet
-        _wait(login.discovery.wait_for_value(), may_wait)
-    target = "/"
-    if endpoints is not None and endpoints.end_session is not None:
-        params = {"client_id": login.client_id}
-        hint = kept.read(login.cipher, headers.get("cookie"), login.id_cookie)
-        if hint is not None:  # the provider knows whose session ends (and may skip its confirmation)
-            params["id_token_hint"] = hint
-        separator = "&" if "?" in endpoints.end_session else "?"
-        target = f"{endpoints.end_session}{separator}{urlencode(params)}"
-    cleared = (login.cookie, login.state_cookie, *login.kept_cookies)
-    return reply(Reason.SIGNED_OUT, 302, [("location", target),
-                                          *(("set-cookie", cookies.clear_cookie(name)) for name in cleared)])
 
 
 class UsedStates:

@@ -1,5 +1,6 @@
 """The token endpoint: the code exchanged at the callback, the refresh
-token at a renewal. Each is an outside call on the process's fetch loop
+token at a renewal; and the revocation endpoint (RFC 7009): the refresh
+token at a sign-out. Each is an outside call on the process's fetch loop
 (:class:`authz.outside.calls.KeyedCalls`, single flight per key, bounded by
 the login's ``timeout``), authenticated as the client (HTTP Basic with the
 client secret, or ``client_id`` for a public client)."""
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import quote
@@ -21,7 +23,7 @@ if TYPE_CHECKING:
 #: The largest token endpoint answer read.
 MAX_ANSWER = 64 * 1024
 
-__all__ = ["CallFailed", "CallWaiting", "Tokens", "call", "refused", "rejected"]
+__all__ = ["CallFailed", "CallWaiting", "Tokens", "call", "refused", "rejected", "revoke"]
 
 
 class Tokens(NamedTuple):
@@ -38,13 +40,7 @@ def call(login: Login, form: dict[str, str], key: bytes, headers: Mapping[str, s
     with the same key; raises :class:`CallWaiting` while it is under way,
     :class:`CallFailed` when it failed (:func:`refused` tells whether the
     endpoint refused). ``headers``: the Check's (for the trace context)."""
-    sent: dict[str, str] = {}
-    form = dict(form)
-    if login.client_secret is None:
-        form["client_id"] = login.client_id
-    else:
-        pair = f"{quote(login.client_id, safe='')}:{quote(login.client_secret, safe='')}"
-        sent["authorization"] = "Basic " + base64.b64encode(pair.encode()).decode("ascii")
+    form, sent = _as_client(login, form)
 
     async def exchange(session: Any, trace: Mapping[str, str]) -> Answer[Tokens]:
         # Another worker may have started this sign-in: what it fetched
@@ -70,6 +66,42 @@ def call(login: Login, form: dict[str, str], key: bytes, headers: Mapping[str, s
 
     result: Tokens = login.calls.get(key, exchange, headers)
     return result
+
+
+def revoke(login: Login, refresh_token: str, headers: Mapping[str, str], *, keep: float = 60.0) -> None:
+    """Revoke ``refresh_token`` at the provider's revocation endpoint (RFC
+    7009: a 200 means revoked, or already unknown to it), one call per
+    token, its outcome kept ``keep`` seconds for the Check deciding again
+    after the wait; raises :class:`CallWaiting` while it is under way,
+    :class:`CallFailed` when it failed or the provider has no such endpoint."""
+    form, sent = _as_client(login, {"token": refresh_token, "token_type_hint": "refresh_token"})
+    key = hashlib.sha256(b"revoke\0" + refresh_token.encode("utf-8")).digest()
+
+    async def revocation(session: Any, trace: Mapping[str, str]) -> Answer[bool]:
+        endpoints = login.discovery.value()
+        if endpoints is None or endpoints.revocation is None:
+            raise FetchError("the provider has no revocation endpoint")
+        status, answer = await post_form(session, endpoints.revocation, form, max_bytes=MAX_ANSWER,
+                                         headers={**sent, **trace}, json_answer=False)
+        if status != 200:
+            error = answer.get("error") if isinstance(answer, dict) else None
+            said = f" ({error[:64]})" if isinstance(error, str) else ""
+            raise FetchError(f"the revocation endpoint answered {status}{said}")
+        return Answer(True, ttl=keep, size=0)
+
+    login.calls.get(key, revocation, headers)
+
+
+def _as_client(login: Login, form: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    """``form`` and the request headers that authenticate it as the client."""
+    sent: dict[str, str] = {}
+    form = dict(form)
+    if login.client_secret is None:
+        form["client_id"] = login.client_id
+    else:
+        pair = f"{quote(login.client_id, safe='')}:{quote(login.client_secret, safe='')}"
+        sent["authorization"] = "Basic " + base64.b64encode(pair.encode()).decode("ascii")
+    return form, sent
 
 
 def refused(failed: CallFailed) -> bool:

@@ -84,14 +84,15 @@ async def _read_json(response: aiohttp.ClientResponse, url: str, max_bytes: int)
 
 
 async def post_form(session: aiohttp.ClientSession, url: str, form: Mapping[str, str], *, max_bytes: int,
-                    headers: Mapping[str, str] | None = None) -> tuple[int, Any]:
+                    headers: Mapping[str, str] | None = None, json_answer: bool = True) -> tuple[int, Any]:
     """POST ``form`` as ``application/x-www-form-urlencoded`` to ``url`` (no
     redirect followed: a token or introspection endpoint that moves is a
     configuration error, and following one would resend the form elsewhere),
     and read a JSON answer of at most ``max_bytes``. Returns the status with
     the parsed answer, so the caller says what a 400 or 401 from the
     endpoint means; an answer that is not JSON is None unless the status is
-    200, where it raises :class:`FetchError`, as transport errors and
+    200, where it raises :class:`FetchError` (unless ``json_answer`` is
+    False: an endpoint whose success has no body), as transport errors and
     oversize answers do. No time bound here: the caller bounds the call."""
     import aiohttp
 
@@ -105,7 +106,7 @@ async def post_form(session: aiohttp.ClientSession, url: str, form: Mapping[str,
     try:
         return status, _parse(body)
     except (ValueError, RecursionError):
-        if status == 200:
+        if status == 200 and json_answer:
             raise FetchError(f"answer from {url} is not JSON") from None
         return status, None
 

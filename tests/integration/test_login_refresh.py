@@ -27,7 +27,7 @@ from authz.tools.envoy_config import EnvoyOptions
 from authz.tools.policy_headers import PolicyHeaders
 from testkit.oidc_provider import OidcProvider, sign_in_by_http, unavailable
 from testkit.procs import Authz, Echo, Envoy, free_port
-from tests.integration.test_login_envoy import CALLBACK, Browser, policy
+from tests.integration.test_login_envoy import CALLBACK, HOST, Browser, policy
 
 pytestmark = [pytest.mark.integration, pytest.mark.skipif(unavailable() is not None, reason=unavailable() or "")]
 
@@ -148,3 +148,22 @@ def test_a_revoked_refresh_token_lets_the_session_end_then_the_browser_signs_in(
     stack.near_end(browser, -1)  # ended
     status, headers, _ = browser.go("/app/orders")
     assert status == 302 and headers["location"][0].startswith(stack.provider.issuer + "/auth?")
+
+
+@pytest.mark.parametrize("door", ["grpc", "http"])
+def test_signing_out_revokes_the_refresh_token_at_the_provider(stack: Stack, door: str) -> None:
+    browser = stack.signed_in(door)
+    refresh = stack.opened(browser.jar[REFRESH], REFRESH)
+    assert stack.provider.introspect(refresh, "shop-web", "shop-web-secret")["active"] is True
+
+    status, headers, _ = browser.go("/oauth2/logout", method="POST", headers={"origin": f"http://{HOST}"})
+    assert status == 302 and headers["location"][0].startswith(stack.provider.issuer + "/session/end?")
+    assert not {SESSION, ID, REFRESH} & set(browser.jar)  # every cookie cleared
+    # Revoked before the redirect reached the browser: the provider no longer honours it.
+    assert stack.provider.introspect(refresh, "shop-web", "shop-web-secret")["active"] is False
+
+    # A sign-out whose refresh token the provider no longer knows still signs out (RFC 7009: a 200 all the same).
+    again = stack.signed_in(door)
+    stack.provider.revoke(stack.opened(again.jar[REFRESH], REFRESH), "shop-web", "shop-web-secret")
+    status, _, _ = again.go("/oauth2/logout", method="POST", headers={"origin": f"http://{HOST}"})
+    assert status == 302 and not {SESSION, ID, REFRESH} & set(again.jar)

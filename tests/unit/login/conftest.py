@@ -52,6 +52,11 @@ class Provider:
         self.refresh_claims: dict[str, Any] | None = None
         #: Whether discovery names an end-session endpoint.
         self.end_session = True
+        #: Whether discovery names a revocation endpoint (RFC 7009); what it
+        #: was sent; a status it answers instead of revoking (a provider down).
+        self.revocation = True
+        self.revoked: list[Seen] = []
+        self.revocation_status: int | None = None
         #: A status the token endpoint answers instead (a provider down).
         self.token_status: int | None = None
         self.claims: dict[str, Any] | None = None
@@ -68,7 +73,14 @@ class Provider:
             return self.discovery_status, {
                 "issuer": url, "jwks_uri": url + "/jwks", "authorization_endpoint": url + "/authorize",
                 "token_endpoint": url + "/token",
-                **({"end_session_endpoint": url + "/session/end"} if self.end_session else {})}
+                **({"end_session_endpoint": url + "/session/end"} if self.end_session else {}),
+                **({"revocation_endpoint": url + "/revoke"} if self.revocation else {})}
+        if seen.path == "/revoke":
+            self.revoked.append(seen)
+            if self.revocation_status is not None:
+                return self.revocation_status, {"error": "temporarily_unavailable"}
+            self.honoured.discard(seen.form.get("token", ""))
+            return 200, b""  # RFC 7009: a 200, no body
         if seen.path == "/jwks":
             return self.jwks_status, {"keys": [public_jwk(self.key, kid=KID, alg="RS256")]}
         if seen.path == "/token":
