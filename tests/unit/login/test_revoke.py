@@ -90,3 +90,18 @@ def test_a_garbled_revocation_endpoint_is_a_bad_discovery_document(value: object
         parse_discovery(document, "https://idp.example")
     del document["revocation_endpoint"]
     assert parse_discovery(document, "https://idp.example").revocation is None
+
+
+def test_a_revocation_endpoint_that_does_not_answer_holds_the_sign_out_only_for_the_timeout(
+        tmp_path: Path, provider: Provider, caplog: pytest.LogCaptureFixture) -> None:
+    provider.refreshing = True
+    flow = Flow(tmp_path, provider, text=policy_text(provider.issuer,
+                                                     login_extra="        refresh: true\n      timeout: 300ms\n"))
+    assert flow.sign_in().reason is Reason.SIGNED_IN and REFRESH in flow.jar
+    provider.endpoint.mode = "hang"  # discovery and keys are held already: only the revocation is asked
+    with caplog.at_level(logging.WARNING, logger="authz.login"):
+        cleared = sign_out(flow)
+    assert {SESSION, ID, REFRESH} <= set(cleared) and not flow.jar
+    assert provider.endpoint.count("/revoke") == 1
+    # The call ended at its own timeout, not at the test's wait (10 s): the sign-out was held that long only.
+    assert any("refresh token not revoked: no answer within 0.3s" in r.getMessage() for r in caplog.records)
