@@ -42,7 +42,7 @@ from authz.errors import (
 )
 from authz.identity.base import Identity, TokenCache
 from authz.identity.jws import decode_compact, strict_json_object
-from authz.identity.jwt import TokenLocation, claim_at, string_list
+from authz.identity.jwt import TokenLocation, claims_identity
 from authz.outside.calls import Answer, CallFailed, CallWaiting, KeyedCalls
 from authz.outside.http import FetchError, post_form
 from authz.request import Request
@@ -164,18 +164,7 @@ def judge(issuer: IntrospectionIssuer, body: Mapping[str, Any], now: float,
         return refuse(ExpiredToken, "token expired")
     if nbf is not None and nbf > now:
         return refuse(InvalidToken, "token not valid yet (nbf)")
-    sub = body.get("sub")
-    identity = Identity(
-        kind="introspected",
-        subject=sub if isinstance(sub, str) else None,
-        issuer=issuer.issuer,
-        source=issuer.name,
-        roles=frozenset(string_list(claim_at(body, issuer.roles_claim))),
-        scopes=tuple(string_list(claim_at(body, issuer.scopes_claim))),
-        claims=dict(body),
-        expires_at=exp,
-        credential_exp=exp,
-    )
+    identity = claims_identity(issuer, dict(body), "introspected", exp, exp)
     if exp is None:  # nothing says how long it stays active: never past max_ttl, never stale
         return Answer(identity, issuer.max_ttl, 0.0, size)
     left = exp - now

@@ -273,17 +273,37 @@ class JwtSource:
 
 
 def _identity(issuer: JwtIssuer, payload: Mapping[str, Any], expires_at: float) -> Identity:
-    sub = payload.get("sub")
+    # verify_claims checked exp is a number: the leeway is for accepting only.
+    return claims_identity(issuer, payload, "jwt", expires_at, float(payload["exp"]))
+
+
+class ClaimsIssuer(Protocol):
+    """What :func:`claims_identity` reads of an issuer: its names and where
+    its claims hold roles and scopes (a JWT issuer, an introspection issuer)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def issuer(self) -> str: ...
+    @property
+    def roles_claim(self) -> Sequence[str]: ...
+    @property
+    def scopes_claim(self) -> Sequence[str]: ...
+
+
+def claims_identity(issuer: ClaimsIssuer, claims: Mapping[str, Any], kind: str, expires_at: float | None,
+                    credential_exp: float | None) -> Identity:
+    """The identity verified ``claims`` of ``issuer`` make: a JWT's payload,
+    an introspection answer, a browser session's claims."""
+    sub = claims.get("sub")
     return Identity(
-        kind="jwt",
-        subject=sub,
+        kind=kind,
+        subject=sub if isinstance(sub, str) else None,
         issuer=issuer.issuer,
         source=issuer.name,
-        roles=frozenset(string_list(claim_at(payload, issuer.roles_claim))),
-        scopes=tuple(string_list(claim_at(payload, issuer.scopes_claim))),
-        claims=payload,
+        roles=frozenset(string_list(claim_at(claims, issuer.roles_claim))),
+        scopes=tuple(string_list(claim_at(claims, issuer.scopes_claim))),
+        claims=claims,
         expires_at=expires_at,
-        # verify_claims checked exp is a number: the leeway is for accepting only.
-        credential_exp=float(payload["exp"]),
+        credential_exp=credential_exp,
     )
-

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from authz.errors import ExpiredSession, InvalidSession
 from authz.identity.base import Identity, TokenCache
-from authz.identity.jwt import claim_at, string_list
+from authz.identity.jwt import claims_identity
 from authz.login import cookies
 from authz.login.cipher import SealError
 from authz.login.cookies import MAX_COOKIE
@@ -116,16 +116,4 @@ class SessionSource:
         claims, ends = open_session(self.login, value)
         if ends <= now:
             raise ExpiredSession("session ended")
-        issuer = self.login.issuer
-        sub = claims.get("sub")
-        return Identity(
-            kind="jwt",
-            subject=sub if isinstance(sub, str) else None,
-            issuer=issuer.issuer,
-            source=issuer.name,
-            roles=frozenset(string_list(claim_at(claims, issuer.roles_claim))),
-            scopes=tuple(string_list(claim_at(claims, issuer.scopes_claim))),
-            claims=claims,
-            expires_at=float(ends),
-            credential_exp=float(ends),
-        )
+        return claims_identity(self.login.issuer, claims, "jwt", float(ends), float(ends))
