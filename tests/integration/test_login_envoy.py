@@ -8,12 +8,14 @@ without the session cookie, signed out. The same replies through each door:
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.client
 import json
 import os
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -115,18 +117,28 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Envoy]
         (tmp / "session.keys").write_text(base64.urlsafe_b64encode(os.urandom(32)).decode() + "\n")
         headers = PolicyHeaders.of(load_policy(str(tmp / "policy.yaml")))
         assert {"location", "set-cookie"} <= set(headers.denial) and "cookie" in headers.upstream
-        door = f"127.0.0.1:{free_port()}"
-        with Echo() as echo, Authz(tmp / "policy.yaml", workers=2, extra=[
-                "--http-authz-address", door, "--http-authz-prefix", "/authz"]) as authz:
-            grpc = EnvoyOptions(shape="edge", authz=[authz.grpc_address], upstream=echo.address,
-                                upstream_headers=headers.upstream, owned_headers=headers.owned)
-            http_ = EnvoyOptions(shape="edge", authz=[door], upstream=echo.address, protocol="http",
-                                 path_prefix="/authz", upstream_headers=headers.upstream,
-                                 owned_headers=headers.owned, denial_headers=headers.denial)
-            (tmp / "grpc").mkdir()
-            (tmp / "http").mkdir()
-            with Envoy(tmp / "grpc", grpc) as via_grpc, Envoy(tmp / "http", http_) as via_http:
-                yield {"grpc": via_grpc, "http": via_http, "issuer": provider.issuer}  # type: ignore[dict-item]
+        with doors(tmp, workers=2) as via:
+            yield {**via, "issuer": provider.issuer}  # type: ignore[dict-item]
+
+
+@contextlib.contextmanager
+def doors(tmp: Path, *, workers: int) -> Iterator[dict[str, Envoy]]:
+    """authz on ``tmp/policy.yaml`` (both doors) behind an edge Envoy per
+    door, configured as ``authz envoy-config`` configures it for the policy,
+    before an upstream that echoes what it got: {"grpc": ..., "http": ...}."""
+    headers = PolicyHeaders.of(load_policy(str(tmp / "policy.yaml")))
+    door = f"127.0.0.1:{free_port()}"
+    with Echo() as echo, Authz(tmp / "policy.yaml", workers=workers, extra=[
+            "--http-authz-address", door, "--http-authz-prefix", "/authz"]) as authz:
+        grpc = EnvoyOptions(shape="edge", authz=[authz.grpc_address], upstream=echo.address,
+                            upstream_headers=headers.upstream, owned_headers=headers.owned)
+        http_ = EnvoyOptions(shape="edge", authz=[door], upstream=echo.address, protocol="http",
+                             path_prefix="/authz", upstream_headers=headers.upstream, owned_headers=headers.owned,
+                             denial_headers=headers.denial, client_headers=headers.client)
+        (tmp / "grpc").mkdir()
+        (tmp / "http").mkdir()
+        with Envoy(tmp / "grpc", grpc) as via_grpc, Envoy(tmp / "http", http_) as via_http:
+            yield {"grpc": via_grpc, "http": via_http}
 
 
 @pytest.mark.parametrize("door", ["grpc", "http"])

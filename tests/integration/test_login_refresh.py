@@ -23,11 +23,10 @@ import pytest
 
 from authz.config import load_policy
 from authz.login.cipher import Cipher, unb64url
-from authz.tools.envoy_config import EnvoyOptions
 from authz.tools.policy_headers import PolicyHeaders
 from testkit.oidc_provider import OidcProvider, sign_in_by_http, unavailable
-from testkit.procs import Authz, Echo, Envoy, free_port
-from tests.integration.test_login_envoy import CALLBACK, HOST, Browser, policy
+from testkit.procs import Envoy
+from tests.integration.test_login_envoy import CALLBACK, HOST, Browser, doors, policy
 
 pytestmark = [pytest.mark.integration, pytest.mark.skipif(unavailable() is not None, reason=unavailable() or "")]
 
@@ -78,20 +77,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         (tmp / "session.keys").write_text(key + "\n")
         headers = PolicyHeaders.of(load_policy(str(tmp / "policy.yaml")))
         assert "set-cookie" in headers.client and "set-cookie" not in headers.upstream
-        door = f"127.0.0.1:{free_port()}"
         # One worker: a renewal's answer is shared by the requests of one worker (docs/login.md, Limits).
-        with Echo() as echo, Authz(tmp / "policy.yaml", workers=1, extra=[
-                "--http-authz-address", door, "--http-authz-prefix", "/authz"]) as authz:
-            grpc = EnvoyOptions(shape="edge", authz=[authz.grpc_address], upstream=echo.address,
-                                upstream_headers=headers.upstream, owned_headers=headers.owned)
-            http_ = EnvoyOptions(shape="edge", authz=[door], upstream=echo.address, protocol="http",
-                                 path_prefix="/authz", upstream_headers=headers.upstream,
-                                 owned_headers=headers.owned, denial_headers=headers.denial,
-                                 client_headers=headers.client)
-            (tmp / "grpc").mkdir()
-            (tmp / "http").mkdir()
-            with Envoy(tmp / "grpc", grpc) as via_grpc, Envoy(tmp / "http", http_) as via_http:
-                yield Stack(provider, Cipher([unb64url(key.rstrip("="))]), {"grpc": via_grpc, "http": via_http})
+        with doors(tmp, workers=1) as via:
+            yield Stack(provider, Cipher([unb64url(key.rstrip("="))]), via)
 
 
 @pytest.mark.parametrize("door", ["grpc", "http"])
