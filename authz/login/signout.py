@@ -21,9 +21,11 @@ log = logging.getLogger("authz.login")
 def logout(login: Login, request: Request, *, may_wait: bool = False) -> Decision:
     """Clear the session: only a POST from a page of this origin (an
     ``Origin`` of this scheme and host, or ``Sec-Fetch-Site: same-origin``),
-    so another site cannot sign the user out; then a 302 to the provider's
-    end-session endpoint when it has one, else to ``/``. Raises
-    :class:`Waiting` (only when ``may_wait``) while discovery is fetched."""
+    so another site cannot sign the user out; the browser's refresh token
+    revoked when the provider has a revocation endpoint (:func:`_revoke`);
+    then a 302 to the provider's end-session endpoint when it has one, else
+    to ``/``. Raises :class:`Waiting` (only when ``may_wait``) while
+    discovery is fetched or the revocation is under way."""
     headers = request.headers
     origin = headers.get("origin")
     here = f"{request.scheme or 'https'}://{request.host}"
